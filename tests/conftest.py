@@ -17,3 +17,23 @@ def free_port() -> int:
 @pytest.fixture
 def port() -> int:
     return free_port()
+
+
+@pytest.fixture
+async def gateway():
+    """A running simulated IB Gateway on a free loopback port."""
+    from bot.ibkr.simulator import SimulatedGateway
+
+    async with SimulatedGateway(port=0) as gw:
+        yield gw
+
+
+# Client options that keep lifecycle tests fast: the seed's 10 s delay would dominate them.
+FAST = {
+    "reconnect_delay": 0.5,
+    "max_reconnect_attempts": 5,
+    "connect_timeout": 2.0,
+    "heartbeat_interval": 1.0,
+    "heartbeat_timeout": 1.0,
+    "probe_interval": 0.05,
+}

@@ -1,0 +1,271 @@
+"""IBKRClient against the simulated Gateway over real loopback sockets, with the real ib_async."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from bot.ibkr.client import ConnectionState, IBKRClient
+from bot.ibkr.errors import (
+    ApiNotReady,
+    ClientIdInUse,
+    GatewayRefused,
+    HandshakeTimeout,
+    HostUnresolvable,
+    LiveAccountRefused,
+    NotAnApiPort,
+    NotConnected,
+)
+from bot.ibkr.events import (
+    ClientEvent,
+    Connected,
+    Disconnected,
+    DisconnectReason,
+    GatewayNotice,
+    NoticeKind,
+    ReconnectGaveUp,
+    Reconnected,
+    Reconnecting,
+    next_event,
+)
+from bot.ibkr.simulator import SimulatedGateway
+from tests.conftest import FAST, free_port
+
+
+def client_for(gw: SimulatedGateway, client_id: int = 1, **options) -> IBKRClient:
+    return IBKRClient("127.0.0.1", gw.port, client_id, **(FAST | options))
+
+
+async def test_connect_ping_and_graceful_disconnect(gateway):
+    client = client_for(gateway)
+    events: list[ClientEvent] = []
+    client.events.subscribe(events.append)
+    await client.connect()
+    assert await client.is_connected()
+    status = client.status()
+    assert status.server_version == 178
+    assert status.accounts == ("DUO779750",)
+    assert status.connection_time.endswith("UTC")
+    rtt = await client.ping()
+    assert 0 < rtt < 0.5
+    await client.disconnect()
+    assert not await client.is_connected()
+    kinds = [type(e) for e in events if not isinstance(e, GatewayNotice)]
+    assert Connected in kinds
+    assert [e.reason for e in events if isinstance(e, Disconnected)] == [DisconnectReason.LOCAL]
+    await asyncio.sleep(0.3)
+    assert not any(isinstance(e, Reconnecting) for e in events), "no auto-reconnect after a local disconnect"
+
+
+async def test_farm_notices_arrive_as_typed_events(gateway):
+    client = client_for(gateway)
+    async with client.events.stream() as q:
+        await client.connect()
+        notices = [await next_event(q, GatewayNotice, 2) for _ in range(3)]
+    assert {n.code for n in notices} == {2104, 2106, 2158}
+    assert all(n.notice is NoticeKind.FARM_OK for n in notices)
+    assert {f.farm for f in client.status().farms} == {"usfarm", "ushmds", "secdefnj"}
+    await client.disconnect()
+
+
+async def test_link_lost_and_restored_notices(gateway):
+    client = client_for(gateway)
+    await client.connect()
+    async with client.events.stream() as q:
+        await gateway.send_notice(1100)
+        lost = await next_event(q, GatewayNotice, 2)
+        assert lost.notice is NoticeKind.LINK_LOST and not client.status().link_ok
+        assert await client.is_connected(), "1100 keeps the socket up"
+        await gateway.send_notice(1102)
+        restored = await next_event(q, GatewayNotice, 2)
+        assert restored.notice is NoticeKind.LINK_RESTORED and client.status().link_ok
+    await client.ping()  # ib_async's reqAccountSummary after 1102 must not wedge the client
+    await client.disconnect()
+
+
+async def test_stop_is_detected_within_a_second_as_peer_closed(gateway):
+    client = client_for(gateway, auto_reconnect=False)
+    await client.connect()
+    async with client.events.stream() as q:
+        stopped = time.monotonic()
+        await gateway.stop()
+        event = await next_event(q, Disconnected, 1.0)
+    assert event.reason is DisconnectReason.PEER_CLOSED
+    assert event.mono - stopped < 1.0
+    assert not await client.is_connected()
+    await client.disconnect()
+
+
+async def test_reset_is_reported_as_reset(gateway):
+    client = client_for(gateway, auto_reconnect=False)
+    await client.connect()
+    async with client.events.stream() as q:
+        await gateway.drop_clients(reset=True)
+        event = await next_event(q, Disconnected, 1.0)
+    assert event.reason is DisconnectReason.RESET
+    await client.disconnect()
+
+
+async def test_restart_reconnects_and_counts_attempts(gateway):
+    client = client_for(gateway, reconnect_delay=0.3)
+    await client.connect()
+    async with client.events.stream() as q:
+        await gateway.stop()
+        await next_event(q, Disconnected, 1)
+        await asyncio.sleep(1.0)  # down long enough for two failed attempts
+        back = time.monotonic()
+        await gateway.start()
+        done = await next_event(q, Reconnected, 5)
+    assert done.attempts >= 2
+    assert done.mono - back < 1.0, "reconnects as soon as the port is back"
+    assert await client.is_connected()
+    await client.ping()
+    await client.disconnect()
+
+
+async def test_reconnect_gives_up_after_the_attempt_budget(gateway):
+    client = client_for(gateway, reconnect_delay=0.1, max_reconnect_attempts=3)
+    await client.connect()
+    async with client.events.stream() as q:
+        await gateway.stop()
+        gave_up = await next_event(q, ReconnectGaveUp, 5)
+    assert gave_up.attempts == 3
+    assert "refused" in gave_up.last_error.lower()
+    assert client.state is ConnectionState.DISCONNECTED
+    await client.disconnect()
+
+
+async def test_disconnect_cancels_a_running_reconnect(gateway):
+    client = client_for(gateway, reconnect_delay=5)
+    await client.connect()
+    async with client.events.stream() as q:
+        await gateway.stop()
+        await next_event(q, Disconnected, 1)
+        await client.disconnect()
+        await gateway.start()
+        with pytest.raises(TimeoutError):
+            await next_event(q, (Reconnecting, Reconnected), 0.5)
+    assert client.state is ConnectionState.DISCONNECTED
+
+
+async def test_frozen_gateway_is_caught_by_the_heartbeat(gateway):
+    client = client_for(gateway, auto_reconnect=False)
+    await client.connect()
+    async with client.events.stream() as q:
+        gateway.freeze()
+        event = await next_event(q, Disconnected, 5)
+    gateway.unfreeze()
+    assert event.reason is DisconnectReason.HEARTBEAT_TIMEOUT
+    with pytest.raises(NotConnected):
+        await client.ping()
+    await client.disconnect()
+
+
+async def test_frozen_then_thawed_gateway_is_reconnected(gateway):
+    client = client_for(gateway, reconnect_delay=0.3)
+    await client.connect()
+    async with client.events.stream() as q:
+        gateway.freeze()
+        await next_event(q, Disconnected, 5)
+        gateway.unfreeze()
+        await next_event(q, Reconnected, 10)
+    assert await client.is_connected()
+    await client.disconnect()
+
+
+async def test_client_id_in_use_fails_fast(gateway):
+    first = client_for(gateway, client_id=7)
+    await first.connect()
+    second = client_for(gateway, client_id=7, connect_timeout=5)
+    start = time.monotonic()
+    with pytest.raises(ClientIdInUse, match="326"):
+        await second.connect()
+    assert time.monotonic() - start < 1.0, "not the 5 s timeout ib_async would wait"
+    assert await first.is_connected()
+    await first.disconnect()
+
+
+async def test_refused_port():
+    client = IBKRClient("127.0.0.1", free_port(), 1, **FAST)
+    with pytest.raises(GatewayRefused) as err:
+        await client.connect()
+    assert "not running" in str(err.value)
+    assert any("Start IBKR Gateway" in h for h in err.value.hint_lines)
+
+
+async def test_unresolvable_host():
+    with pytest.raises(HostUnresolvable):
+        await IBKRClient("gateway.invalid", 4002, 1, **FAST).connect()
+
+
+@pytest.mark.parametrize("payload", [b"HTTP/1.1 400 Bad Request\r\n\r\n", b"\x00\x00\x00\x05hello"])
+async def test_non_api_server_fails_fast(payload):
+    async def handler(reader, writer):
+        writer.write(payload)
+        await writer.drain()
+        await reader.read()
+        writer.close()
+
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        start = time.monotonic()
+        with pytest.raises(NotAnApiPort):
+            await IBKRClient("127.0.0.1", port, 1, **(FAST | {"connect_timeout": 3})).connect()
+        assert time.monotonic() - start < 1.0
+
+
+async def test_silent_port_times_out_within_the_timeout():
+    async def handler(reader, writer):
+        await reader.read()
+        writer.close()
+
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        start = time.monotonic()
+        with pytest.raises(HandshakeTimeout):
+            await IBKRClient("127.0.0.1", port, 1, **(FAST | {"connect_timeout": 1})).connect()
+        assert time.monotonic() - start < 2.0
+
+
+async def test_not_ready_gateway_names_the_cause(gateway):
+    gateway.set_ready(False)
+    with pytest.raises(ApiNotReady, match="not logged in"):
+        await client_for(gateway, connect_timeout=1).connect()
+
+
+async def test_paper_guard_refuses_live_accounts_unless_allowed():
+    async with SimulatedGateway(port=0, accounts=("U1234567",)) as gw:
+        with pytest.raises(LiveAccountRefused, match="U1234567"):
+            await client_for(gw).connect()
+        allowed = client_for(gw, allow_live=True)
+        await allowed.connect()
+        assert allowed.status().accounts == ("U1234567",)
+        await allowed.disconnect()
+
+
+async def test_other_coroutines_keep_running_during_connect_and_reconnect(gateway):
+    """One loop: a ticker must never stall while the client connects, waits or reconnects."""
+    gaps: list[float] = []
+
+    async def ticker() -> None:
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(0.01)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+
+    tick = asyncio.create_task(ticker())
+    client = client_for(gateway, reconnect_delay=0.2)
+    await client.connect()
+    async with client.events.stream() as q:
+        await gateway.restart(down_for=0.5)
+        await next_event(q, Reconnected, 5)
+    await client.disconnect()
+    tick.cancel()
+    assert len(gaps) > 20
+    assert max(gaps) < 0.1, f"loop stalled for {max(gaps):.3f} s"
