@@ -1,0 +1,62 @@
+"""Schema steps, applied in order; ``PRAGMA user_version`` records how many have run."""
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: runs, their checks, events and log lines; the chat audit trail.
+    """
+    CREATE TABLE runs (
+        id INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL,
+        gateway TEXT NOT NULL,
+        status TEXT NOT NULL,
+        started_by TEXT NOT NULL,
+        origin TEXT NOT NULL,
+        config TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        ended_at TEXT
+    );
+    CREATE INDEX runs_gateway ON runs (gateway, id);
+    CREATE INDEX runs_status ON runs (status);
+    CREATE TABLE checks (
+        id INTEGER PRIMARY KEY,
+        run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+        seq INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        status TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        ended_at TEXT,
+        metrics TEXT NOT NULL DEFAULT '[]',
+        findings TEXT NOT NULL DEFAULT '[]',
+        error TEXT,
+        series TEXT NOT NULL DEFAULT '[]',
+        UNIQUE (run_id, seq)
+    );
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY,
+        run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+        at TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        message TEXT NOT NULL,
+        data TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX events_run ON events (run_id, id);
+    CREATE TABLE logs (
+        id INTEGER PRIMARY KEY,
+        run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+        at TEXT NOT NULL,
+        level TEXT NOT NULL,
+        logger TEXT NOT NULL,
+        message TEXT NOT NULL
+    );
+    CREATE INDEX logs_run ON logs (run_id, id);
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY,
+        at TEXT NOT NULL,
+        chat_id INTEGER,
+        user_id INTEGER,
+        username TEXT NOT NULL,
+        action TEXT NOT NULL,
+        allowed INTEGER NOT NULL,
+        detail TEXT NOT NULL
+    );
+    """,
+)
