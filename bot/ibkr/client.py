@@ -418,7 +418,7 @@ class IBKRClient:
         self._stop_heartbeat()
         if session is not None:
             session.ib.client.disconnect()
-        log.warning("connection to %s:%s lost: %s %s", self.host, self.port, reason, detail)
+        log.warning("connection to %s:%s lost: %s (%s)", self.host, self.port, reason, detail or "no detail")
         self.events.emit(Disconnected(reason=reason, detail=detail))
         if self.options.auto_reconnect:
             self._state = ConnectionState.RECONNECTING
