@@ -1,0 +1,281 @@
+"""What every check shares: its result, progress, the operator it may need, and the run frame.
+
+A check is one file with one ``Check`` subclass that implements :meth:`Check.execute`; the base
+class times it, turns exceptions and cancellation into honest statuses, and builds the result.
+Checks know nothing of Telegram or terminals: they talk to people only through :class:`Operator`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
+
+from bot.config import Config, GatewayConfig
+from bot.ibkr.client import IBKRClient
+from bot.ibkr.errors import GatewayError
+from bot.ibkr.events import ClientEvent
+from storage.models import Metric
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class CheckStatus(StrEnum):
+    PASSED = "passed"
+    FAILED = "failed"
+    ERROR = "error"
+    CANCELLED = "cancelled"
+    SKIPPED = "skipped"
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    status: CheckStatus
+    started_at: datetime
+    ended_at: datetime
+    metrics: tuple[Metric, ...] = ()
+    findings: tuple[str, ...] = ()
+    error: str | None = None
+    hints: tuple[str, ...] = ()
+    # (seconds since start, RTT seconds or None for a missed heartbeat): the soak chart's data.
+    series: tuple[tuple[float, float | None], ...] = ()
+
+    @property
+    def passed(self) -> bool:
+        return self.status is CheckStatus.PASSED
+
+    def metric(self, name: str) -> float | None:
+        return next((m.value for m in self.metrics if m.name == name), None)
+
+
+@dataclass(frozen=True)
+class Progress:
+    check: str
+    message: str
+    elapsed: float
+    fraction: float | None = None
+    remaining: float | None = None
+    last_rtt: float | None = None
+
+
+class OperatorAction(StrEnum):
+    STOP_GATEWAY = "stop the Gateway"
+    START_GATEWAY = "start the Gateway"
+
+
+class Reply(StrEnum):
+    DONE = "done"
+    ABORT = "abort"
+
+
+@dataclass(frozen=True)
+class OperatorReply:
+    reply: Reply
+    by: str = ""
+
+
+class Operator(Protocol):
+    """The person (or automaton) doing the manual steps.
+
+    ``ask`` shows the request and returns when the operator answers. The check races it
+    against the event itself and cancels ``ask`` when the event wins, so an implementation
+    must clean up (remove buttons, stop reading) on cancellation.
+    """
+
+    async def tell(self, text: str) -> None: ...
+
+    async def ask(self, action: OperatorAction, text: str) -> OperatorReply: ...
+
+
+class OperatorAborted(Exception):
+    """The operator pressed Abort: the check ends as cancelled, not failed."""
+
+    def __init__(self, by: str) -> None:
+        super().__init__(f"aborted by {by or 'the operator'}")
+
+
+@dataclass(frozen=True)
+class Awaited(Generic[T]):
+    """How an operator step ended: the event came, the operator only replied, or neither in time."""
+
+    event: T | None
+    reply: OperatorReply | None
+
+    @property
+    def timed_out(self) -> bool:
+        return self.event is None and self.reply is None
+
+
+@dataclass(frozen=True, kw_only=True)
+class OperatorStep(ClientEvent):
+    """Recorded with the run: what the operator was asked, and who answered what."""
+
+    action: OperatorAction
+    outcome: str  # "asked", a Reply value, "event" or "timeout"
+    by: str = ""
+
+
+async def await_operator(ctx: CheckContext, action: OperatorAction, text: str, event: Awaitable[T],
+                         timeout: float, grace: float) -> Awaited[T]:
+    """Ask the operator to act and wait for the event itself, whichever tells us first.
+
+    Done without the event waits ``grace`` more seconds for it; Abort raises OperatorAborted.
+    """
+    ctx.on_event(OperatorStep(action=action, outcome="asked"))
+    event_task = asyncio.ensure_future(event)
+    ask_task = asyncio.ensure_future(ctx.operator.ask(action, text))
+    try:
+        await asyncio.wait({event_task, ask_task}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        if event_task.done():
+            ctx.on_event(OperatorStep(action=action, outcome="event"))
+            return Awaited(event_task.result(), None)
+        if not ask_task.done():
+            ctx.on_event(OperatorStep(action=action, outcome="timeout"))
+            return Awaited(None, None)
+        reply = ask_task.result()
+        ctx.on_event(OperatorStep(action=action, outcome=reply.reply.value, by=reply.by))
+        if reply.reply is Reply.ABORT:
+            raise OperatorAborted(reply.by)
+        await asyncio.wait({event_task}, timeout=grace)
+        return Awaited(event_task.result() if event_task.done() else None, reply)
+    finally:
+        for task in (event_task, ask_task):
+            task.cancel()
+        await asyncio.gather(event_task, ask_task, return_exceptions=True)
+
+
+ProgressSink = Callable[[Progress], None]
+EventSink = Callable[[ClientEvent], None]
+
+
+def _ignore(_: Any) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class CheckContext:
+    """Everything a check may use; built by the runner, replaced freely by tests."""
+
+    config: Config
+    gateway: GatewayConfig
+    operator: Operator
+    progress: ProgressSink = _ignore
+    on_event: EventSink = _ignore
+    # Client option overrides for every client this run makes (tests shorten delays here).
+    client_options: dict[str, Any] = field(default_factory=dict)
+
+    def client(self, **overrides: Any) -> IBKRClient:
+        """A client for the target Gateway whose events are recorded with the run."""
+        client = IBKRClient.from_config(self.gateway, **(self.client_options | overrides))
+        client.events.subscribe(self.on_event)
+        return client
+
+    def with_gateway(self, **changes: Any) -> CheckContext:
+        return replace(self, gateway=replace(self.gateway, **changes))
+
+
+class Recorder:
+    """Collects what a check measured and decided while it runs."""
+
+    def __init__(self, check: str, ctx: CheckContext) -> None:
+        self.check = check
+        self._ctx = ctx
+        self._start = time.monotonic()
+        self.metrics: list[Metric] = []
+        self.findings: list[str] = []
+        self.series: list[tuple[float, float | None]] = []
+        self.failures: list[str] = []
+        self.hints: list[str] = []
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self._start
+
+    def metric(self, name: str, value: float, unit: str) -> None:
+        self.metrics.append(Metric(name, value, unit))
+
+    def note(self, text: str) -> None:
+        log.info("%s: %s", self.check, text)
+        self.findings.append(text)
+
+    def fail(self, text: str, hints: tuple[str, ...] = ()) -> None:
+        log.warning("%s: FAIL: %s", self.check, text)
+        self.failures.append(text)
+        self.hints.extend(h for h in hints if h not in self.hints)
+
+    def sample(self, rtt: float | None) -> None:
+        self.series.append((round(self.elapsed, 3), rtt))
+
+    def progress(self, message: str, *, fraction: float | None = None, remaining: float | None = None,
+                 last_rtt: float | None = None) -> None:
+        self._ctx.progress(Progress(self.check, message, self.elapsed, fraction, remaining, last_rtt))
+
+
+class Check(ABC):
+    """One step of the Task 5.1 checklist."""
+
+    name: ClassVar[str]
+    title: ClassVar[str]
+    # Checks that need a person to stop / start the Gateway.
+    manual: ClassVar[bool] = False
+
+    @abstractmethod
+    async def execute(self, ctx: CheckContext, rec: Recorder) -> None:
+        """Measure and decide; call ``rec.fail`` for every failed criterion."""
+
+    async def run(self, ctx: CheckContext) -> CheckResult:
+        rec = Recorder(self.name, ctx)
+        started = datetime.now(UTC)
+        error: str | None = None
+        log.info("check %s started against %s:%s", self.name, ctx.gateway.host, ctx.gateway.port)
+        try:
+            await self.execute(ctx, rec)
+            status = CheckStatus.FAILED if rec.failures else CheckStatus.PASSED
+        except asyncio.CancelledError:
+            log.warning("check %s cancelled", self.name)
+            result = self._result(rec, CheckStatus.CANCELLED, started, "cancelled before it finished")
+            raise CheckCancelled(result) from None
+        except OperatorAborted as e:
+            log.warning("check %s %s", self.name, e)
+            return self._result(rec, CheckStatus.CANCELLED, started, str(e))
+        except GatewayError as e:
+            rec.fail(str(e), e.hint_lines)
+            status, error = CheckStatus.FAILED, str(e)
+        except Exception as e:
+            log.exception("check %s crashed", self.name)
+            status, error = CheckStatus.ERROR, f"{type(e).__name__}: {e}"
+        if error is None and rec.failures:
+            error = "; ".join(rec.failures)
+        result = self._result(rec, status, started, error)
+        log.info("check %s %s in %.2f s", self.name, result.status, rec.elapsed)
+        return result
+
+    @staticmethod
+    def _result(rec: Recorder, status: CheckStatus, started: datetime, error: str | None) -> CheckResult:
+        return CheckResult(
+            name=rec.check,
+            status=status,
+            started_at=started,
+            ended_at=datetime.now(UTC),
+            metrics=tuple(rec.metrics),
+            findings=tuple(rec.findings),
+            error=error,
+            hints=tuple(rec.hints),
+            series=tuple(rec.series),
+        )
+
+
+class CheckCancelled(asyncio.CancelledError):
+    """Cancellation that carries the partial result, so the runner can store it as cancelled."""
+
+    def __init__(self, result: CheckResult) -> None:
+        super().__init__(result.error)
+        self.result = result

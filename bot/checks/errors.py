@@ -1,0 +1,213 @@
+"""Step 5: connection error handling, as a matrix of local endpoints that fail in known ways.
+
+Each row builds its own misbehaving endpoint on loopback (or uses the target for 326), connects
+with a fresh client, and expects one typed error within a bound, leaving no task or socket behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+from bot.checks.base import Check, CheckContext, Recorder
+from bot.ibkr.client import IBKRClient
+from bot.ibkr.errors import (
+    ApiNotReady,
+    ClientIdInUse,
+    GatewayError,
+    GatewayRefused,
+    HandshakeTimeout,
+    HostUnresolvable,
+    NotAnApiPort,
+)
+from bot.ibkr.simulator import SimulatedGateway
+
+# Rows that must wait for a timeout use this short one, so the matrix stays quick.
+ROW_TIMEOUT = 2.0
+UNRESOLVABLE_HOST = "gateway.invalid"  # RFC 6761: .invalid never resolves
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+Endpoint = tuple[str, int]  # host, port
+EndpointFactory = Callable[[CheckContext], contextlib.AbstractAsyncContextManager[Endpoint]]
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    expected: type[GatewayError]
+    bound: float  # seconds the error may take
+    endpoint: EndpointFactory
+
+
+@dataclass(frozen=True)
+class RowResult:
+    row: Row
+    got: str  # the error's class name, or "connected"
+    message: str
+    elapsed: float
+    leaked_tasks: int
+    leaked_fds: int
+
+    @property
+    def ok(self) -> bool:
+        return (self.got == self.row.expected.__name__ and self.elapsed <= self.row.bound
+                and self.leaked_tasks == 0 and self.leaked_fds == 0)
+
+
+async def _silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Accepts and never answers: a hung process, or a port some other program holds open."""
+    with contextlib.suppress(ConnectionError):
+        await reader.read()
+    writer.close()
+
+
+async def _garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    writer.write(b"SSH-2.0-OpenSSH_9.6\r\n")  # e.g. the port forwards to the wrong service
+    with contextlib.suppress(ConnectionError):
+        await writer.drain()
+        await reader.read()
+    writer.close()
+
+
+async def _http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    with contextlib.suppress(ConnectionError):
+        await reader.read(1)
+        writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+        await reader.read()
+    writer.close()
+
+
+@contextlib.asynccontextmanager
+async def _server(handler: Handler) -> AsyncIterator[int]:
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        server.close_clients() if hasattr(server, "close_clients") else None
+        await server.wait_closed()
+
+
+@contextlib.asynccontextmanager
+async def _free_port() -> AsyncIterator[int]:
+    server = await asyncio.start_server(_silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    server.close()
+    await server.wait_closed()
+    yield port
+
+
+def _open_fds() -> int:
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:  # not Linux: skip the socket-leak part of the row
+        return 0
+
+
+def _probe_id(ctx: CheckContext) -> int:
+    # An id the squad's own programs are unlikely to use, so the matrix disturbs nobody.
+    return ctx.gateway.client_id + 900
+
+
+def _served(handler: Handler) -> EndpointFactory:
+    @contextlib.asynccontextmanager
+    async def endpoint(_: CheckContext) -> AsyncIterator[Endpoint]:
+        async with _server(handler) as port:
+            yield "127.0.0.1", port
+    return endpoint
+
+
+@contextlib.asynccontextmanager
+async def _nothing_listening(_: CheckContext) -> AsyncIterator[Endpoint]:
+    async with _free_port() as port:
+        yield "127.0.0.1", port
+
+
+@contextlib.asynccontextmanager
+async def _not_ready_gateway(_: CheckContext) -> AsyncIterator[Endpoint]:
+    async with SimulatedGateway(port=0) as gw:
+        gw.set_ready(False)
+        yield "127.0.0.1", gw.port
+
+
+@contextlib.asynccontextmanager
+async def _unresolvable(ctx: CheckContext) -> AsyncIterator[Endpoint]:
+    yield UNRESOLVABLE_HOST, ctx.gateway.port
+
+
+@contextlib.asynccontextmanager
+async def _id_taken_on_target(ctx: CheckContext) -> AsyncIterator[Endpoint]:
+    """The target Gateway, with a client already holding the id the row will try."""
+    gw = ctx.gateway
+    holder = IBKRClient(gw.host, gw.port, _probe_id(ctx), auto_reconnect=False, connect_timeout=gw.connect_timeout)
+    await holder.connect()
+    try:
+        yield gw.host, gw.port
+    finally:
+        await holder.disconnect()
+
+
+ROWS = (
+    Row("refused port", GatewayRefused, 1.0, _nothing_listening),
+    Row("accepts, never answers", HandshakeTimeout, ROW_TIMEOUT + 1.0, _served(_silent)),
+    Row("non-API service (garbage)", NotAnApiPort, 1.0, _served(_garbage)),
+    Row("non-API service (HTTP)", NotAnApiPort, 1.0, _served(_http)),
+    Row("Gateway not ready (not logged in)", ApiNotReady, ROW_TIMEOUT + 1.0, _not_ready_gateway),
+    Row("unresolvable host", HostUnresolvable, 5.0, _unresolvable),
+    Row("client id already in use", ClientIdInUse, 1.0, _id_taken_on_target),
+)
+
+
+class ErrorsCheck(Check):
+    name = "errors"
+    title = "Verify connection error handling"
+
+    def __init__(self, rows: tuple[Row, ...] = ROWS) -> None:
+        self.rows = rows
+
+    async def execute(self, ctx: CheckContext, rec: Recorder) -> None:
+        results: list[RowResult] = []
+        for i, row in enumerate(self.rows):
+            rec.progress(f"Row {i + 1}/{len(self.rows)}: {row.name}", fraction=i / len(self.rows))
+            async with row.endpoint(ctx) as (host, port):
+                result = await self._try(ctx, row, host, port)
+            results.append(result)
+            verdict = "ok" if result.ok else "WRONG"
+            rec.note(f"{verdict}: {row.name}: {result.got} in {result.elapsed:.2f} s "
+                     f"(expected {row.expected.__name__} within {row.bound:g} s) - {result.message}")
+            rec.metric(f"row_{i + 1}_seconds", result.elapsed, "s")
+            if not result.ok:
+                rec.fail(self._why(result))
+        rec.metric("rows_ok", float(sum(r.ok for r in results)), "")
+        rec.metric("rows", float(len(results)), "")
+
+    @staticmethod
+    def _why(r: RowResult) -> str:
+        if r.got != r.row.expected.__name__:
+            return f"{r.row.name}: expected {r.row.expected.__name__}, got {r.got}: {r.message}"
+        if r.elapsed > r.row.bound:
+            return f"{r.row.name}: took {r.elapsed:.2f} s, bound {r.row.bound:g} s"
+        return f"{r.row.name}: leaked {r.leaked_tasks} task(s) and {r.leaked_fds} socket(s)"
+
+    async def _try(self, ctx: CheckContext, row: Row, host: str, port: int) -> RowResult:
+        client_id = _probe_id(ctx) if row.expected is ClientIdInUse else _probe_id(ctx) + 1
+        tasks_before, fds_before = len(asyncio.all_tasks()), _open_fds()
+        client = IBKRClient(host, port, client_id, auto_reconnect=False, connect_timeout=ROW_TIMEOUT)
+        start = time.monotonic()
+        got, message = "connected", "the connection succeeded"
+        try:
+            await client.connect()
+        except GatewayError as e:
+            got, message = type(e).__name__, str(e)
+        finally:
+            elapsed = time.monotonic() - start
+            await client.disconnect()
+        await asyncio.sleep(0.05)  # let closed transports finish their callbacks
+        return RowResult(row, got, message, elapsed,
+                         max(0, len(asyncio.all_tasks()) - tasks_before), max(0, _open_fds() - fds_before))

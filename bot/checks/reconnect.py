@@ -1,0 +1,116 @@
+"""Step 4, guided: the operator stops and restarts the Gateway; we time the drop and the return."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from bot.checks.base import Check, CheckContext, OperatorAction, Recorder, await_operator
+from bot.checks.disconnect import ErrorLogWatch
+from bot.ibkr.client import port_accepts
+from bot.ibkr.errors import HINT_GATEWAY_NOT_RUNNING, HINT_RECONNECT_FAILS
+from bot.ibkr.events import Disconnected, ReconnectFailedAttempt, ReconnectGaveUp, Reconnected, next_event
+
+# After the operator says Done, how long the event itself may still take to show.
+STOP_GRACE = 10.0
+# How often we knock on the port to time the Gateway's return; the figure's resolution.
+PORT_POLL = 0.05
+
+
+class ReconnectCheck(Check):
+    name = "reconnect"
+    title = "Test auto-reconnect (stop/restart Gateway)"
+    manual = True
+
+    async def execute(self, ctx: CheckContext, rec: Recorder) -> None:
+        client = ctx.client()
+        async with client.events.stream() as events:
+            await client.connect()
+            try:
+                if await self._stop_phase(ctx, rec, events):
+                    await self._start_phase(ctx, rec, client, events)
+            finally:
+                await client.disconnect()
+
+    async def _stop_phase(self, ctx: CheckContext, rec: Recorder, events: asyncio.Queue) -> bool:
+        timeout = ctx.config.checks.operator_timeout
+        rec.progress("Connected. Waiting for the operator to stop the Gateway")
+        prompted = time.monotonic()
+        got = await await_operator(
+            ctx, OperatorAction.STOP_GATEWAY,
+            f"Stop the Gateway now ({ctx.gateway.host}:{ctx.gateway.port}). I will notice the drop by myself.",
+            next_event(events, Disconnected, None), timeout, STOP_GRACE)
+        if got.event is None:
+            if got.timed_out:
+                rec.fail(f"Nobody stopped the Gateway within {timeout:g} s", ("Run the check again and follow the prompts",))
+            else:
+                rec.fail(f"The operator said the Gateway was stopped, but the connection was still up {STOP_GRACE:g} s later",
+                         ("Make sure the Gateway that was stopped is the one at "
+                          f"{ctx.gateway.host}:{ctx.gateway.port}",))
+            return False
+        detected = got.event.mono - prompted
+        rec.metric("prompt_to_drop", detected, "s")
+        rec.note(f"Detected Gateway shutdown ({got.event.reason}) {detected:.2f} s after the prompt")
+        return True
+
+    async def _start_phase(self, ctx: CheckContext, rec: Recorder, client, events: asyncio.Queue) -> None:
+        within, timeout = ctx.config.checks.reconnect_within, ctx.config.checks.operator_timeout
+        gw = ctx.gateway
+        back: list[float] = []
+        attempts: list[ReconnectFailedAttempt] = []
+        unsubscribe = client.events.subscribe(
+            lambda e: attempts.append(e) if isinstance(e, ReconnectFailedAttempt) else None)
+        watcher = asyncio.create_task(self._watch_port(gw.host, gw.port, back))
+        rec.progress("Gateway down. Waiting for the operator to start it again")
+        try:
+            with ErrorLogWatch() as errors:
+                got = await await_operator(
+                    ctx, OperatorAction.START_GATEWAY,
+                    f"Start the Gateway again now. The client retries up to {gw.max_reconnect_attempts} times, "
+                    f"{gw.reconnect_delay:g} s apart, and reconnects as soon as the port is back.",
+                    next_event(events, (Reconnected, ReconnectGaveUp), None), timeout + within, within)
+        finally:
+            unsubscribe()
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+        event = got.event
+        if event is None:
+            if got.timed_out:
+                rec.fail(f"The Gateway was not started again within {timeout:g} s", HINT_GATEWAY_NOT_RUNNING)
+            else:
+                rec.fail(f"The operator said the Gateway was started, but the client had not reconnected {within:g} s later",
+                         HINT_RECONNECT_FAILS)
+            return
+        if isinstance(event, ReconnectGaveUp):
+            rec.metric("reconnect_attempts", float(event.attempts), "")
+            rec.fail(f"Auto-reconnect gave up after {event.attempts} attempts ({event.downtime:.1f} s): {event.last_error}",
+                     HINT_RECONNECT_FAILS)
+            return
+        gateway_back = min(back[0], event.mono) if back else event.mono
+        took = event.mono - gateway_back
+        rec.metric("back_to_reconnected", took, "s")
+        rec.metric("reconnect_attempts", float(event.attempts), "")
+        rec.metric("downtime", event.downtime, "s")
+        rec.note(f"Reconnected {took:.2f} s after the Gateway was back (port polled every {PORT_POLL * 1000:.0f} ms), "
+                 f"attempt {event.attempts}, after {event.downtime:.1f} s down")
+        if took > within:
+            rec.fail(f"Reconnected only {took:.1f} s after the Gateway was back (limit {within:g} s)", HINT_RECONNECT_FAILS)
+        late_failures = [e for e in attempts if e.mono >= gateway_back]
+        for e in late_failures:
+            rec.fail(f"Reconnect attempt {e.attempt} failed after the Gateway was back: {e.error}", HINT_RECONNECT_FAILS)
+        for r in errors.records:
+            rec.fail(f"Error logged during reconnection: {r.name}: {r.getMessage()}", HINT_RECONNECT_FAILS)
+        if await client.ping():
+            rec.note("Heartbeat answered after reconnecting")
+
+    @staticmethod
+    async def _watch_port(host: str, port: int, back: list[float]) -> None:
+        """Record when the port accepts again after having been down."""
+        was_down = False
+        while True:
+            up = await port_accepts(host, port, timeout=1.0)
+            if up and was_down:
+                back.append(time.monotonic())
+                return
+            was_down = was_down or not up
+            await asyncio.sleep(PORT_POLL)

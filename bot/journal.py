@@ -1,0 +1,140 @@
+"""Writes a run's events and log lines to storage as they happen.
+
+Events and log records arrive from synchronous callbacks (the client's event bus, logging
+handlers); they are queued and written by one task, in order, a fraction of a second later,
+so a crash loses at most that fraction and the loop never waits on the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Any
+
+from bot.ibkr.events import (
+    ClientEvent,
+    Connected,
+    Disconnected,
+    GatewayNotice,
+    Heartbeat,
+    ReconnectFailedAttempt,
+    ReconnectGaveUp,
+    Reconnected,
+    Reconnecting,
+)
+from storage import Repository
+
+# Which run the current task works for: lets one handler serve concurrent runs.
+current_run: ContextVar[int | None] = ContextVar("current_run", default=None)
+
+CAPTURED_LOGGERS = ("bot", "ib_async", "storage")
+FLUSH_INTERVAL = 0.2
+
+
+def describe(event: ClientEvent) -> str:
+    """One line a person reads, for every kind of event."""
+    match event:
+        case Connected():
+            return f"Connected: server version {event.server_version}, accounts {', '.join(event.accounts)}"
+        case Disconnected():
+            return f"Disconnected ({event.reason})" + (f": {event.detail}" if event.detail else "")
+        case Reconnecting():
+            return f"Reconnecting: attempt {event.attempt}/{event.max_attempts}"
+        case ReconnectFailedAttempt():
+            return f"Reconnect attempt {event.attempt} failed: {event.error}"
+        case Reconnected():
+            return f"Reconnected after {event.downtime:.1f} s down, {event.attempts} attempt(s)"
+        case ReconnectGaveUp():
+            return f"Gave up reconnecting after {event.attempts} attempt(s), {event.downtime:.1f} s: {event.last_error}"
+        case GatewayNotice():
+            return f"Gateway notice {event.code}: {event.message}"
+        case Heartbeat():
+            return "Heartbeat missed" if event.rtt is None else f"Heartbeat {event.rtt * 1000:.1f} ms"
+    fields = ", ".join(f"{k}={v}" for k, v in _data(event).items())
+    return f"{event.kind}: {fields}"
+
+
+def _data(event: ClientEvent) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(event):
+        if f.name in ("at", "mono"):
+            continue
+        value = getattr(event, f.name)
+        out[f.name] = value.value if isinstance(value, Enum) else list(value) if isinstance(value, tuple) else value
+    return out
+
+
+class _RunLogHandler(logging.Handler):
+    def __init__(self, run_id: int, sink: asyncio.Queue[tuple[str, Any]]) -> None:
+        super().__init__(logging.INFO)
+        self.run_id = run_id
+        self.sink = sink
+        self.setFormatter(logging.Formatter("%(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if current_run.get() != self.run_id:
+            return
+        at = datetime.fromtimestamp(record.created, UTC)
+        self.sink.put_nowait(("log", (at, record.levelname, record.name, self.format(record))))
+
+
+class RunJournal:
+    """Async context: while open, the run's events and log lines flow into storage."""
+
+    def __init__(self, repo: Repository, run_id: int) -> None:
+        self.repo = repo
+        self.run_id = run_id
+        self._queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        self._handler = _RunLogHandler(run_id, self._queue)
+        self._writer: asyncio.Task[None] | None = None
+        self._closing = asyncio.Event()
+        self._token: Any = None
+
+    def event(self, event: ClientEvent) -> None:
+        if isinstance(event, Heartbeat) and event.rtt is not None:
+            return  # answered heartbeats are the soak's series, not news
+        self._queue.put_nowait(("event", event))
+
+    async def __aenter__(self) -> RunJournal:
+        self._token = current_run.set(self.run_id)
+        for name in CAPTURED_LOGGERS:
+            logging.getLogger(name).addHandler(self._handler)
+        self._writer = asyncio.create_task(self._write_loop(), name=f"journal run {self.run_id}")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for name in CAPTURED_LOGGERS:
+            logging.getLogger(name).removeHandler(self._handler)
+        self._closing.set()
+        if self._writer is not None:
+            await self._writer  # its last pass writes whatever is still queued
+        current_run.reset(self._token)
+
+    async def _write_loop(self) -> None:
+        while not self._closing.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), FLUSH_INTERVAL)
+            try:
+                await self._flush()
+            except Exception:
+                # Never let a storage hiccup kill the run; the lines are lost, the run goes on.
+                logging.getLogger(__name__).exception("could not write run %s journal", self.run_id)
+
+    async def _flush(self) -> None:
+        logs: list[tuple[datetime, str, str, str]] = []
+        while not self._queue.empty():
+            kind, item = self._queue.get_nowait()
+            if kind == "log":
+                logs.append(item)
+                continue
+            if logs:
+                await self.repo.add_logs(self.run_id, logs)
+                logs = []
+            await self.repo.add_event(self.run_id, item.at, item.kind, describe(item), _data(item))
+        if logs:
+            await self.repo.add_logs(self.run_id, logs)

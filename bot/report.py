@@ -1,0 +1,192 @@
+"""A stored run, rendered: the seed's markdown Report Template, and a short summary for chat.
+
+Both come from the stored :class:`storage.RunRecord`, never from live objects, so a report can
+be rebuilt for any past run, including one that was interrupted half-way.
+"""
+
+from __future__ import annotations
+
+from storage import CheckRecord, RunRecord
+
+PASS, FAIL, NOT_RUN = "✅", "❌", "⏸️"
+SEED_SOAK_SECONDS = 600  # "Connection stays stable for 10+ minutes"
+LOG_EXCERPT_LINES = 25
+HINT_PREFIX = "Hint: "
+
+
+def _mark(ok: bool | None) -> str:
+    return NOT_RUN if ok is None else PASS if ok else FAIL
+
+
+def _metric(check: CheckRecord | None, name: str) -> float | None:
+    if check is None:
+        return None
+    return next((m.value for m in check.metrics if m.name == name), None)
+
+
+def _check(run: RunRecord, name: str) -> CheckRecord | None:
+    """The last attempt of a check in this run."""
+    found = [c for c in run.checks if c.name == name]
+    return found[-1] if found else None
+
+
+def _passed(check: CheckRecord | None) -> bool | None:
+    return None if check is None else check.status == "passed"
+
+
+def _duration(run: RunRecord) -> float | None:
+    return (run.ended_at - run.started_at).total_seconds() if run.ended_at else None
+
+
+def status_mark(status: str) -> str:
+    return {"passed": PASS, "running": "⏳", "cancelled": "🚫", "interrupted": "⚠️"}.get(status, FAIL)
+
+
+def check_line(c: CheckRecord) -> str:
+    """One line per check with its key figures: the unit of every summary."""
+    m = {x.name: x.value for x in c.metrics}
+    figures = ""
+    if c.name == "port" and "tcp_connect" in m:
+        figures = f"TCP connect {m['tcp_connect']:.1f} ms"
+    elif c.name == "connect" and "connect" in m:
+        figures = f"server version {m.get('server_version', 0):.0f}, connected in {m['connect']:.0f} ms"
+    elif c.name == "soak" and "duration" in m:
+        figures = f"{m['duration']:.0f} s, {m.get('heartbeats', 0):.0f} heartbeats"
+        if "rtt_median" in m:
+            figures += f", RTT median {m['rtt_median']:.1f} ms, p95 {m['rtt_p95']:.1f} ms, max {m['rtt_max']:.1f} ms"
+        figures += f", {m.get('missed_heartbeats', 0):.0f} missed, {m.get('drops', 0):.0f} drops"
+    elif c.name == "disconnect" and "disconnect" in m:
+        figures = f"clean in {m['disconnect']:.1f} ms"
+    elif c.name == "reconnect" and "back_to_reconnected" in m:
+        figures = (f"drop seen {m.get('prompt_to_drop', 0):.2f} s after the prompt; reconnected "
+                   f"{m['back_to_reconnected']:.2f} s after the Gateway was back, attempt {m['reconnect_attempts']:.0f}")
+    elif c.name == "errors" and "rows" in m:
+        figures = f"{m['rows_ok']:.0f}/{m['rows']:.0f} error cases handled as expected"
+    text = f"{status_mark(c.status)} {c.name}: {c.status}"
+    if figures:
+        text += f", {figures}"
+    if c.error and c.status != "passed":
+        text += f"\n    {c.error}"
+    return text
+
+
+def summary(run: RunRecord) -> str:
+    """The short plain-text result for chat and terminal."""
+    took = _duration(run)
+    head = (f"{status_mark(run.status)} {run.status.upper()}: {run.kind} on {run.gateway}, run #{run.id}"
+            + (f", {took:.0f} s" if took is not None else ""))
+    return "\n".join([head, *(check_line(c) for c in run.checks)])
+
+
+def _soak_line(run: RunRecord) -> str:
+    soak = _check(run, "soak")
+    seconds = _metric(soak, "duration")
+    if soak is None or seconds is None:
+        return f"- {_mark(None if soak is None else False)} Stayed connected for 10+ minutes"
+    if seconds >= SEED_SOAK_SECONDS:
+        return f"- {_mark(_passed(soak))} Stayed connected for 10+ minutes ({seconds / 60:.1f} min)"
+    return (f"- {_mark(_passed(soak))} Stayed connected for {seconds:.0f} s "
+            f"(shortened soak; the checklist asks for 10+ minutes)")
+
+
+def _reconnect_lines(run: RunRecord) -> list[str]:
+    rc = _check(run, "reconnect")
+    within = float(run.config.get("checks", {}).get("reconnect_within", 30))
+    detected, back = _metric(rc, "prompt_to_drop"), _metric(rc, "back_to_reconnected")
+    ran = rc is not None
+    return [
+        f"- {_mark(detected is not None if ran else None)} Detected Gateway shutdown"
+        + (f" ({detected:.2f} s after the prompt)" if detected is not None else ""),
+        f"- {_mark(back is not None and back <= within if ran else None)} Reconnected within {within:g} seconds"
+        + (f" ({back:.2f} s after the Gateway was back, {_metric(rc, 'reconnect_attempts'):.0f} attempt(s))"
+           if back is not None else ""),
+        f"- {_mark((_passed(rc) if back is not None else False) if ran else None)} No errors during reconnection",
+    ]
+
+
+def _issues(run: RunRecord) -> list[str]:
+    lines = [f"- {c.name}: {c.status}: {c.error}" for c in run.checks if c.status != "passed" and c.error]
+    lines += [f"- {c.name}: {c.status}" for c in run.checks if c.status != "passed" and not c.error]
+    if run.status in ("interrupted", "running"):
+        lines.append(f"- The run is {run.status}: gwbot stopped before it finished")
+    return lines or ["- None"]
+
+
+def _error_matrix(run: RunRecord) -> list[str]:
+    errors = _check(run, "errors")
+    if errors is None:
+        return []
+    rows = [f"- {f}" for f in errors.findings if not f.startswith(HINT_PREFIX)]
+    return ["", "**Error Handling Test:**", *rows] if rows else []
+
+
+def _logs(run: RunRecord) -> list[str]:
+    notable = [entry for entry in run.logs if entry.level in ("WARNING", "ERROR", "CRITICAL")]
+    chosen = (notable or list(run.logs))[-LOG_EXCERPT_LINES:]
+    if not chosen:
+        return ["(no log lines recorded)"]
+    body = [f"{entry.at:%H:%M:%S} {entry.level:<7} {entry.logger}: {entry.message}" for entry in chosen]
+    return ["```", *body, "```"]
+
+
+def _recommendations(run: RunRecord) -> list[str]:
+    hints: list[str] = []
+    for c in run.checks:
+        for f in c.findings:
+            if f.startswith(HINT_PREFIX) and c.status != "passed" and f[len(HINT_PREFIX):] not in hints:
+                hints.append(f[len(HINT_PREFIX):])
+    soak_seconds = _metric(_check(run, "soak"), "duration")
+    if soak_seconds is not None and soak_seconds < SEED_SOAK_SECONDS:
+        hints.append("Run the full 10-minute soak (`gwbot check soak`) before relying on this Gateway")
+    missing = [n for n in ("port", "connect", "soak", "disconnect", "reconnect", "errors")
+               if _check(run, n) is None]
+    if missing and run.kind == "checklist":
+        hints.append(f"Complete the remaining checks: {', '.join(missing)}")
+    return [f"- {h}" for h in hints] or ["- None: the connection lifecycle behaved as expected"]
+
+
+def markdown(run: RunRecord) -> str:
+    """The seed's Report Template, filled with this run's measured numbers."""
+    took = _duration(run)
+    verdict = f"{PASS} PASSED" if run.status == "passed" else f"{FAIL} {run.status.upper()}"
+    gw = run.config.get("gateways", [{}])
+    target = next((g for g in gw if g.get("name") == run.gateway), gw[0] if gw else {})
+    lines = [
+        "## Results",
+        "",
+        f"_Run #{run.id} ({run.kind}) on Gateway {run.gateway} "
+        f"({target.get('host', '?')}:{target.get('port', '?')}), started {run.started_at:%Y-%m-%d %H:%M:%S} UTC "
+        f"by {run.started_by} from {run.origin}" + (f", took {took:.0f} s_" if took is not None else "_"),
+        "",
+        f"**Status:** {verdict}",
+        "",
+        "**Connection Test:**",
+        f"- {_mark(_passed(_check(run, 'connect')))} Connected successfully"
+        + (f" ({line})" if (line := _connect_detail(run)) else ""),
+        _soak_line(run),
+        f"- {_mark(_passed(_check(run, 'disconnect')))} Disconnected gracefully",
+        "",
+        "**Auto-Reconnect Test:**",
+        *_reconnect_lines(run),
+        *_error_matrix(run),
+        "",
+        "**Errors/Issues:**",
+        *_issues(run),
+        "",
+        "**Logs:**",
+        *_logs(run),
+        "",
+        "**Recommendations:**",
+        *_recommendations(run),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _connect_detail(run: RunRecord) -> str:
+    c = _check(run, "connect")
+    version, ms = _metric(c, "server_version"), _metric(c, "connect")
+    if version is None or ms is None:
+        return ""
+    accounts = next((f.split(": ", 1)[1] for f in c.findings if f.startswith("Managed accounts: ")), "")
+    return f"server version {version:.0f}, accounts {accounts}, {ms:.0f} ms"

@@ -1,0 +1,119 @@
+"""Runs checks against one Gateway and stores everything as it happens.
+
+Both front ends (terminal and chat) go through :meth:`Runner.run`; they differ only in the
+operator and the progress sink they pass in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from bot.checks import CheckContext, CheckResult, CheckStatus, make_check
+from bot.checks.base import CheckCancelled, Operator, ProgressSink
+from bot.config import Config
+from bot.journal import RunJournal
+from storage import Repository
+
+log = logging.getLogger(__name__)
+
+
+class RunStatus(StrEnum):
+    PASSED = "passed"
+    FAILED = "failed"
+    ERROR = "error"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    checks: tuple[str, ...]
+    started_by: str
+    origin: str
+    gateway: str | None = None
+    soak_duration: float | None = None
+    stop_on_failure: bool | None = None  # None: the config's checks.stop_on_failure
+
+    @property
+    def kind(self) -> str:
+        return self.checks[0] if len(self.checks) == 1 else "checklist"
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    run_id: int
+    status: RunStatus
+    results: tuple[CheckResult, ...]
+
+
+def overall(results: tuple[CheckResult, ...] | list[CheckResult]) -> RunStatus:
+    statuses = {r.status for r in results}
+    if CheckStatus.CANCELLED in statuses:
+        return RunStatus.CANCELLED
+    if CheckStatus.ERROR in statuses:
+        return RunStatus.ERROR
+    if CheckStatus.FAILED in statuses:
+        return RunStatus.FAILED
+    return RunStatus.PASSED
+
+
+@dataclass
+class Runner:
+    config: Config
+    repo: Repository
+    # Options for every IBKRClient the checks make (tests and the demo shorten delays here).
+    client_options: dict[str, Any] = field(default_factory=dict)
+
+    async def run(self, request: RunRequest, operator: Operator, progress: ProgressSink | None = None,
+                  on_result: Callable[[CheckResult], None] | None = None) -> RunOutcome:
+        """Run the requested checks in order. Cancelling the caller's task stores the run as cancelled."""
+        gateway = self.config.gateway(request.gateway)
+        stop_on_failure = self.config.checks.stop_on_failure if request.stop_on_failure is None else request.stop_on_failure
+        run_id = await self.repo.create_run(request.kind, gateway.name, request.started_by, request.origin,
+                                            self.config.public_dict())
+        results: list[CheckResult] = []
+        try:
+            async with RunJournal(self.repo, run_id) as journal:
+                ctx = CheckContext(self.config, gateway, operator, progress or (lambda _: None), journal.event,
+                                   self.client_options)
+                log.info("run %s: %s against %s (%s:%s), started by %s from %s", run_id, ", ".join(request.checks),
+                         gateway.name, gateway.host, gateway.port, request.started_by, request.origin)
+                for name in request.checks:
+                    result = await self._run_one(run_id, name, ctx, request)
+                    results.append(result)
+                    if on_result is not None:
+                        on_result(result)
+                    if stop_on_failure and not result.passed:
+                        log.info("run %s: stopping after %s %s", run_id, name, result.status)
+                        break
+        except CheckCancelled as cancelled:
+            results.append(cancelled.result)
+            await self.repo.finish_run(run_id, RunStatus.CANCELLED)
+            raise
+        except BaseException:
+            await asyncio.shield(self.repo.finish_run(run_id, RunStatus.ERROR))
+            raise
+        status = overall(results)
+        await self.repo.finish_run(run_id, status)
+        log.info("run %s %s", run_id, status)
+        return RunOutcome(run_id, status, tuple(results))
+
+    async def _run_one(self, run_id: int, name: str, ctx: CheckContext, request: RunRequest) -> CheckResult:
+        check = make_check(name, soak_duration=request.soak_duration)
+        check_id = await self.repo.start_check(run_id, name)
+        try:
+            result = await check.run(ctx)
+        except CheckCancelled as cancelled:
+            await self._store(check_id, cancelled.result)
+            raise
+        await self._store(check_id, result)
+        return result
+
+    async def _store(self, check_id: int, r: CheckResult) -> None:
+        findings = r.findings + tuple(f"Hint: {h}" for h in r.hints)
+        await self.repo.finish_check(check_id, r.status, metrics=r.metrics, findings=findings, error=r.error,
+                                     series=r.series)
