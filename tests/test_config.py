@@ -1,0 +1,90 @@
+"""Config loading on real files: the seed's values, precedence, and the error table."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from bot.config import ConfigError, GatewayConfig, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path: Path, text: str, name: str = "config.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_shipped_file_equals_the_built_in_defaults(tmp_path):
+    shipped = load_config(ROOT / "config" / "config.yaml", env={})
+    empty = load_config(write(tmp_path, "{}"), env={})
+    assert replace(shipped, source=None, data_dir=Path()) == replace(empty, source=None, data_dir=Path())
+    assert shipped.data_dir == (ROOT / "data").resolve()
+
+
+def test_seed_values(tmp_path):
+    gw = load_config(write(tmp_path, ""), env={}).gateway()
+    assert (gw.account, gw.host, gw.port, gw.client_id) == ("DUO779750", "127.0.0.1", 4002, 1)
+    assert (gw.reconnect_delay, gw.max_reconnect_attempts, gw.allow_live) == (10, 5, False)
+
+
+def test_precedence_explicit_path_then_env(tmp_path, monkeypatch):
+    a = write(tmp_path, "ibkr: {port: 1111}", "a.yaml")
+    b = write(tmp_path, "ibkr: {port: 2222}", "b.yaml")
+    env = {"GWBOT_CONFIG": str(b)}
+    assert load_config(a, env=env).gateway().port == 1111
+    assert load_config(None, env=env).gateway().port == 2222
+    monkeypatch.chdir(tmp_path)  # no config/config.yaml here: built-in defaults
+    assert load_config(None, env={}).source is None
+
+
+def test_token_only_from_the_environment(tmp_path):
+    path = write(tmp_path, "telegram: {allowed_chat_ids: [-100123, 5]}")
+    cfg = load_config(path, env={"TELEGRAM_BOT_TOKEN": "123:abc"})
+    assert cfg.telegram.token == "123:abc"
+    assert cfg.telegram.allowed_chat_ids == frozenset({-100123, 5})
+    assert "123:abc" not in repr(cfg) and "token" not in cfg.public_dict()["telegram"]
+    with pytest.raises(ConfigError, match="never put the bot token in a file; set TELEGRAM_BOT_TOKEN"):
+        load_config(write(tmp_path, "telegram: {token: '123:abc'}"), env={})
+
+
+def test_named_gateways_inherit_and_override(tmp_path):
+    cfg = load_config(write(tmp_path, "ibkr: {port: 4002, client_id: 3}\ngateways: {backup: {port: 4004}}"), env={})
+    assert cfg.gateway_names == ("paper", "backup")
+    backup = cfg.gateway("backup")
+    assert backup == GatewayConfig(name="backup", port=4004, client_id=3)
+    with pytest.raises(ConfigError, match="unknown Gateway 'nope'; configured: paper, backup"):
+        cfg.gateway("nope")
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("ibkr: {port: abc}", "config.yaml: ibkr.port: expected an integer 1-65535, got 'abc'"),
+    ("ibkr: {port: true}", "config.yaml: ibkr.port: expected an integer 1-65535, got True"),
+    ("ibkr: {port: 0}", "config.yaml: ibkr.port: expected an integer 1-65535, got 0"),
+    ("ibkr: {port: 70000}", "config.yaml: ibkr.port: expected an integer 1-65535, got 70000"),
+    ("ibkr: {reconnect_delay: -1}", "config.yaml: ibkr.reconnect_delay: expected a number >= 0, got -1"),
+    ("ibkr: {heartbeat_interval: 0.5}", "config.yaml: ibkr.heartbeat_interval: expected a number >= 1, got 0.5"),
+    ("ibkr: {allow_live: 'yes'}", "config.yaml: ibkr.allow_live: expected true or false, got 'yes'"),
+    ("ibkr: [1, 2]", "config.yaml: ibkr: expected a mapping, got list"),
+    ("ibkr: {prot: 4002}", "config.yaml: ibkr.prot: unknown key (did you mean 'port'?)"),
+    ("sok: {}", "config.yaml: sok: unknown key (did you mean 'soak'?)"),
+    ("zzz: 1", "config.yaml: zzz: unknown key"),
+    ("soak: {duraton: 5}", "config.yaml: soak.duraton: unknown key (did you mean 'duration'?)"),
+    ("telegram: {allowed_chat_ids: abc}", "config.yaml: telegram.allowed_chat_ids: expected a list of integers, got 'abc'"),
+    ("logging: {level: LOUD}", "config.yaml: logging.level: expected one of DEBUG, INFO, WARNING, ERROR, got 'LOUD'"),
+    ("- a\n- b", "config.yaml: expected a mapping at the top level, got list"),
+    ("ibkr:\n  port: 4002\n   host: x", "config.yaml: invalid YAML at line 3, column 8: mapping values are not allowed here"),
+    ("gateways: {paper: {port: 1}}", "config.yaml: gateways.paper: Gateway name 'paper' is used twice"),
+])
+def test_error_table(tmp_path, text, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, text), env={})
+    assert str(err.value) == message
+
+
+def test_missing_file_is_one_clear_line(tmp_path):
+    with pytest.raises(ConfigError, match=r"^nope\.yaml: file not found \(.*nope\.yaml\)$"):
+        load_config(tmp_path / "nope.yaml", env={})
