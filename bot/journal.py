@@ -118,7 +118,8 @@ class RunJournal:
     async def _write_loop(self) -> None:
         while not self._closing.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._closing.wait(), FLUSH_INTERVAL)
+                async with asyncio.timeout(FLUSH_INTERVAL):  # unlike wait_for, spawns no task
+                    await self._closing.wait()
             try:
                 await self._flush()
             except Exception:

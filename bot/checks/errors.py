@@ -28,6 +28,8 @@ from bot.ibkr.simulator import SimulatedGateway
 
 # Rows that must wait for a timeout use this short one, so the matrix stays quick.
 ROW_TIMEOUT = 2.0
+# Time a row's closing sockets and tasks get to finish before they count as leaked.
+LEAK_GRACE = 0.5
 UNRESOLVABLE_HOST = "gateway.invalid"  # RFC 6761: .invalid never resolves
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -197,7 +199,7 @@ class ErrorsCheck(Check):
 
     async def _try(self, ctx: CheckContext, row: Row, host: str, port: int) -> RowResult:
         client_id = _probe_id(ctx) if row.expected is ClientIdInUse else _probe_id(ctx) + 1
-        tasks_before, fds_before = len(asyncio.all_tasks()), _open_fds()
+        tasks_before, fds_before = asyncio.all_tasks(), _open_fds()
         client = IBKRClient(host, port, client_id, auto_reconnect=False, connect_timeout=ROW_TIMEOUT)
         start = time.monotonic()
         got, message = "connected", "the connection succeeded"
@@ -208,6 +210,14 @@ class ErrorsCheck(Check):
         finally:
             elapsed = time.monotonic() - start
             await client.disconnect()
-        await asyncio.sleep(0.05)  # let closed transports finish their callbacks
-        return RowResult(row, got, message, elapsed,
-                         max(0, len(asyncio.all_tasks()) - tasks_before), max(0, _open_fds() - fds_before))
+        await asyncio.sleep(0.05)  # closed transports release their sockets a loop turn or two later
+        leftover = await self._leftover_tasks(tasks_before)
+        return RowResult(row, got, message, elapsed, len(leftover), max(0, _open_fds() - fds_before))
+
+    @staticmethod
+    async def _leftover_tasks(before: set[asyncio.Task]) -> set[asyncio.Task]:
+        """Tasks the row started that are still running after a short grace (closing callbacks)."""
+        new = asyncio.all_tasks() - before - {asyncio.current_task()}
+        if new:
+            await asyncio.wait(new, timeout=LEAK_GRACE)
+        return {t for t in new if not t.done()}
