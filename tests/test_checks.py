@@ -1,0 +1,229 @@
+"""Each check's pass and fail paths, run through the Runner against the simulated Gateway."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+
+import pytest
+
+from bot.app import with_gateway
+from bot.checks.base import OperatorAction, OperatorReply, Reply
+from bot.checks.errors import ROWS, ErrorsCheck, Row
+from bot.config import ChecksConfig, Config, SoakConfig
+from bot.ibkr.client import IBKRClient
+from bot.ibkr.errors import GatewayRefused
+from bot.ibkr.simulator import SimulatedGateway
+from bot.operators import AutoOperator, SilentOperator
+from bot.runner import Runner, RunRequest, RunStatus
+from storage import Repository
+from tests.conftest import FAST, free_port
+
+
+@pytest.fixture
+async def repo(tmp_path):
+    r = await Repository.open(tmp_path / "gwbot.sqlite3")
+    yield r
+    await r.close()
+
+
+def config_for(port: int, **checks) -> Config:
+    cfg = Config(soak=SoakConfig(duration=2, heartbeat_interval=1, progress_interval=1),
+                 checks=ChecksConfig(reconnect_within=5, operator_timeout=3, **checks))
+    return with_gateway(cfg, host="127.0.0.1", port=port, reconnect_delay=0.3, connect_timeout=2,
+                        heartbeat_interval=1, heartbeat_timeout=1)
+
+
+async def run(repo, port, names, operator=None, **kw):
+    runner = Runner(config_for(port, **kw.pop("checks", {})), repo, {"probe_interval": FAST["probe_interval"]})
+    progress = []
+    outcome = await runner.run(RunRequest(tuple(names), "tester", "pytest", **kw), operator or SilentOperator(),
+                               progress.append)
+    return outcome, progress
+
+
+def metric(result, name):
+    value = result.metric(name)
+    assert value is not None, f"{result.name} has no metric {name}: {result.metrics}"
+    return value
+
+
+async def test_port_passes_and_measures(repo, gateway):
+    outcome, _ = await run(repo, gateway.port, ["port"])
+    assert outcome.status is RunStatus.PASSED
+    assert 0 < metric(outcome.results[0], "tcp_connect") < 500
+
+
+async def test_port_fails_on_a_refused_port(repo):
+    outcome, _ = await run(repo, free_port(), ["port"])
+    result = outcome.results[0]
+    assert outcome.status is RunStatus.FAILED
+    assert "Connection refused" in result.error and "Start IBKR Gateway" in result.hints
+
+
+async def test_connect_reports_version_accounts_farms_and_layers(repo, gateway):
+    outcome, _ = await run(repo, gateway.port, ["connect"])
+    result = outcome.results[0]
+    assert outcome.status is RunStatus.PASSED, result
+    assert metric(result, "server_version") == 178
+    text = "\n".join(result.findings)
+    assert "Managed accounts: DUO779750" in text
+    assert "2104: Market data farm 'usfarm' connection OK (normal, not an error)" in text
+    assert "Layers reached: TCP port, API handshake, API ready (logged in), start-up sync, paper account, " \
+           "link to IB servers, data farms" in text
+
+
+async def test_connect_fails_on_client_id_in_use(repo, gateway):
+    holder = IBKRClient("127.0.0.1", gateway.port, 1, **FAST)
+    await holder.connect()
+    outcome, _ = await run(repo, gateway.port, ["connect"])
+    await holder.disconnect()
+    result = outcome.results[0]
+    assert outcome.status is RunStatus.FAILED
+    assert "326" in result.error
+    assert any("failed at: API ready" in f for f in result.findings)
+
+
+async def test_connect_fails_on_the_paper_guard(repo):
+    async with SimulatedGateway(port=0, accounts=("U7654321",)) as live:
+        outcome, _ = await run(repo, live.port, ["connect"])
+    assert outcome.status is RunStatus.FAILED
+    assert "Refusing live account U7654321" in outcome.results[0].error
+
+
+async def test_connect_names_the_layer_when_not_logged_in(repo, gateway):
+    gateway.set_ready(False)
+    outcome, _ = await run(repo, gateway.port, ["connect"])
+    result = outcome.results[0]
+    assert "not logged in" in result.error
+    assert any("Layers reached: TCP port, API handshake; failed at: API ready" in f for f in result.findings)
+
+
+async def test_soak_passes_with_progress_and_rtt_figures(repo, gateway):
+    outcome, progress = await run(repo, gateway.port, ["soak"])
+    result = outcome.results[0]
+    assert outcome.status is RunStatus.PASSED, result
+    assert metric(result, "heartbeats") >= 2 and metric(result, "missed_heartbeats") == 0
+    assert metric(result, "drops") == 0
+    assert 0 < metric(result, "rtt_median") <= metric(result, "rtt_p95") <= metric(result, "rtt_max")
+    assert len(result.series) >= 2 and all(rtt is not None for _, rtt in result.series)
+    assert progress and progress[0].check == "soak" and "Still connected" in progress[0].message
+
+
+async def test_soak_fails_when_the_gateway_freezes(repo, gateway):
+    async def freeze_soon():
+        await asyncio.sleep(0.5)
+        gateway.freeze()
+
+    freezer = asyncio.create_task(freeze_soon())
+    outcome, _ = await run(repo, gateway.port, ["soak"], soak_duration=4)
+    await freezer
+    gateway.unfreeze()
+    result = outcome.results[0]
+    assert outcome.status is RunStatus.FAILED
+    assert metric(result, "missed_heartbeats") >= 1
+    assert None in [rtt for _, rtt in result.series]
+
+
+async def test_disconnect_is_clean(repo, gateway):
+    outcome, _ = await run(repo, gateway.port, ["disconnect"])
+    assert outcome.status is RunStatus.PASSED, outcome.results[0]
+    assert metric(outcome.results[0], "disconnect") < 1000
+
+
+async def test_reconnect_guided_by_an_operator(repo, gateway):
+    outcome, _ = await run(repo, gateway.port, ["reconnect"], AutoOperator(gateway, reaction=0.2, down_for=0.5))
+    result = outcome.results[0]
+    assert outcome.status is RunStatus.PASSED, result
+    assert 0.15 < metric(result, "prompt_to_drop") < 1.0
+    assert metric(result, "back_to_reconnected") < 1.0
+    assert metric(result, "reconnect_attempts") >= 1
+    stored = await repo.get_run(outcome.run_id)
+    kinds = [e.kind for e in stored.events]
+    assert "disconnected" in kinds and "reconnected" in kinds
+    steps = [(e.data["action"], e.data["outcome"]) for e in stored.events if e.kind == "operator_step"]
+    assert ("stop the Gateway", "asked") in steps and ("start the Gateway", "asked") in steps
+
+
+class StopsButNeverStarts(AutoOperator):
+    async def ask(self, action, text):
+        if action is OperatorAction.START_GATEWAY:
+            return OperatorReply(Reply.DONE, by="liar")
+        return await super().ask(action, text)
+
+
+async def test_reconnect_fails_when_the_gateway_stays_down(repo, gateway):
+    outcome, _ = await run(repo, gateway.port, ["reconnect"], StopsButNeverStarts(gateway, reaction=0.1))
+    result = outcome.results[0]
+    assert outcome.status is RunStatus.FAILED
+    assert "gave up after 5 attempts" in result.error or "had not reconnected" in result.error
+    assert "Check `max_reconnect_attempts` in config" in result.hints
+
+
+async def test_reconnect_operator_who_never_acts_hits_the_deadline(repo, gateway):
+    outcome, _ = await asyncio.wait_for(run(repo, gateway.port, ["reconnect"], SilentOperator()), 10)
+    assert outcome.status is RunStatus.FAILED
+    assert "Nobody stopped the Gateway within 3 s" in outcome.results[0].error
+
+
+class Aborts:
+    async def tell(self, text):
+        pass
+
+    async def ask(self, action, text):
+        return OperatorReply(Reply.ABORT, by="@kai")
+
+
+async def test_reconnect_abort_is_a_cancellation(repo, gateway):
+    outcome, _ = await run(repo, gateway.port, ["reconnect"], Aborts())
+    assert outcome.status is RunStatus.CANCELLED
+    assert outcome.results[0].error == "aborted by @kai"
+
+
+async def test_errors_matrix_every_row_as_expected(repo, gateway):
+    outcome, _ = await run(repo, gateway.port, ["errors"])
+    result = outcome.results[0]
+    assert outcome.status is RunStatus.PASSED, result.error
+    assert metric(result, "rows_ok") == metric(result, "rows") == len(ROWS)
+    for row in ROWS:
+        assert any(f.startswith(f"ok: {row.name}: {row.expected.__name__}") for f in result.findings), row.name
+
+
+async def test_errors_matrix_reports_a_wrong_row(repo, gateway):
+    wrong = (Row("refused port, wrongly expected to be unresolvable", type(None), 1.0, ROWS[0].endpoint),)
+    ctx_cfg = config_for(gateway.port)
+    from bot.checks.base import CheckContext
+    result = await ErrorsCheck(wrong).run(CheckContext(ctx_cfg, ctx_cfg.gateway(), SilentOperator()))
+    assert result.status.value == "failed"
+    assert f"expected NoneType, got {GatewayRefused.__name__}" in result.error
+
+
+async def test_checklist_stops_on_failure_or_goes_on(repo):
+    port = free_port()  # no Gateway at all
+    stopped, _ = await run(repo, port, ["port", "connect", "disconnect"], stop_on_failure=True)
+    assert [r.name for r in stopped.results] == ["port"]
+    went_on, _ = await run(repo, port, ["port", "connect", "disconnect"], stop_on_failure=False)
+    assert [r.name for r in went_on.results] == ["port", "connect", "disconnect"]
+    assert all(not r.passed for r in went_on.results)
+
+
+async def test_cancelling_mid_soak_stores_a_cancelled_run(repo, gateway):
+    task = asyncio.create_task(run(repo, gateway.port, ["soak"], soak_duration=30))
+    await asyncio.sleep(1.5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert gateway.clients == [] or not any(c.ready for c in gateway.clients)
+    [summary] = await repo.list_runs()
+    stored = await repo.get_run(summary.id)
+    assert stored.status == "cancelled"
+    assert stored.checks[0].status == "cancelled"
+    assert any("soak" in entry.message for entry in stored.logs), "log lines were journaled as the run went"
+
+
+async def test_stored_run_carries_config_without_secrets(repo, gateway):
+    runner = Runner(replace(config_for(gateway.port)), repo)
+    outcome = await runner.run(RunRequest(("port",), "tester", "pytest"), SilentOperator())
+    stored = await repo.get_run(outcome.run_id)
+    assert stored.config["gateways"][0]["port"] == gateway.port
+    assert "token" not in stored.config["telegram"]

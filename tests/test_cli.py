@@ -1,0 +1,105 @@
+"""`gwbot` as a person runs it: real subprocesses, real simulated Gateway, real database file."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def config_file(tmp_path: Path, extra: str = "") -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(f"data_dir: data\n{extra}", encoding="utf-8")
+    return path
+
+
+async def gwbot(*args: str, stdin: bytes | None = None, timeout: float = 90) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", *args, cwd=ROOT, stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(stdin or b""), timeout)
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_demo_passes_then_history_and_report(tmp_path):
+    cfg = str(config_file(tmp_path))
+    code, out, err = await gwbot("--config", cfg, "demo", "--soak", "3")
+    assert code == 0, out + err
+    assert "**Status:** ✅ PASSED" in out
+    assert "Still connected after" in out, "soak progress is shown as it goes"
+    assert "Reconnected within 30 seconds (" in out
+    code, out, _ = await gwbot("--config", cfg, "history")
+    assert code == 0 and "#1" in out and "passed" in out and "6/6 passed" in out
+    code, out, _ = await gwbot("--config", cfg, "report", "1", "--out", str(tmp_path / "r.md"))
+    assert code == 0
+    assert (tmp_path / "r.md").read_text(encoding="utf-8").startswith("## Results")
+    assert (tmp_path / "data" / "gwbot.sqlite3").exists()
+
+
+async def test_bad_config_is_one_clear_line(tmp_path):
+    code, out, err = await gwbot("--config", str(config_file(tmp_path, "ibkr: {port: abc}\n")), "history")
+    assert code == 2
+    assert err.strip() == "gwbot: config.yaml: ibkr.port: expected an integer 1-65535, got 'abc'"
+
+
+async def test_missing_report_and_refused_port(tmp_path):
+    cfg = str(config_file(tmp_path))
+    code, _, err = await gwbot("--config", cfg, "report", "99999")
+    assert code == 2 and "no run #99999" in err
+    code, out, _ = await gwbot("--config", cfg, "check", "port", "--port", str(free_port()))
+    assert code == 1
+    assert "Connection refused" in out and "hint: Start IBKR Gateway" in out
+
+
+async def test_check_reconnect_walks_a_person_through_a_real_simulate_process(tmp_path):
+    port, control = free_port(), free_port()
+    sim = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "simulate", "--port", str(port), "--control-port", str(control),
+        cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    try:
+        assert b"Simulated IB Gateway" in await asyncio.wait_for(sim.stdout.readline(), 10)
+        for _ in range(50):
+            code, out, _ = await gwbot("simctl", "status", "--control-port", str(control))
+            if code == 0:
+                break
+            await asyncio.sleep(0.1)
+        assert out.startswith("OK running")
+
+        check = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bot", "--config", str(config_file(tmp_path)), "check", "reconnect",
+            "--port", str(port), cwd=ROOT, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT)
+        transcript: list[str] = []
+
+        async def wait_for(text: str) -> None:
+            while True:
+                line = (await asyncio.wait_for(check.stdout.readline(), 30)).decode()
+                assert line, "\n".join(transcript)
+                transcript.append(line)
+                if text in line:
+                    return
+
+        await wait_for("Stop the Gateway now")
+        assert (await gwbot("simctl", "stop", "--control-port", str(control)))[0] == 0
+        await wait_for("Start the Gateway again now")
+        await asyncio.sleep(1)
+        assert (await gwbot("simctl", "start", "--control-port", str(control)))[0] == 0
+        rest = (await asyncio.wait_for(check.stdout.read(), 30)).decode()
+        assert await check.wait() == 0, "".join(transcript) + rest
+        assert "✅ reconnect: passed" in rest
+        assert "Reconnected" in rest and "after the Gateway was back" in rest
+    finally:
+        sim.terminate()
+        await sim.wait()
+
+
+@pytest.mark.parametrize("words", [["bogus"], ["latency", "abc"]])
+async def test_simctl_errors_are_explained(words):
+    code, out, _ = await gwbot("simctl", *words, "--control-port", str(free_port()))
+    assert code == 1 and out.startswith("ERROR")
