@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from bot import report
+from bot import bench, report
 from bot.app import open_services, with_gateway
 from bot.checks import CHECK_NAMES, CheckResult
 from bot.config import Config, ConfigError, load_config
@@ -60,6 +60,9 @@ def _parser() -> argparse.ArgumentParser:
 
     hist = sub.add_parser("history", help="list stored runs")
     hist.add_argument("--limit", type=int, default=20)
+
+    bench = sub.add_parser("bench", help="measure detection, reconnect and loop-latency figures (simulated Gateway)")
+    bench.add_argument("--trials", type=int, default=10)
 
     rep = sub.add_parser("report", help="print or write a run's report (markdown)")
     rep.add_argument("run_id", type=int)
@@ -188,7 +191,15 @@ async def _cmd_report(config: Config, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def _cmd_bench(_: Config, args: argparse.Namespace) -> int:
+    print(f"Measuring against the simulated Gateway ({args.trials} trials each) ...", flush=True)
+    for figure in await bench.measure(trials=args.trials):
+        print(figure.line(), flush=True)
+    return EXIT_OK
+
+
 COMMANDS = {
+    "bench": _cmd_bench,
     "demo": _cmd_demo,
     "check": _cmd_check,
     "simulate": _cmd_simulate,

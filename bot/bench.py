@@ -1,0 +1,136 @@
+"""`gwbot bench`: the figures gwbot promises, measured against the simulated Gateway.
+
+Numbers, not assertions: a noisy machine changes them, so they are reported (README, issue
+notes) rather than enforced by tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+import statistics
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from bot.ibkr.client import IBKRClient
+from bot.ibkr.events import Disconnected, DisconnectReason, Reconnected, next_event
+from bot.ibkr.simulator import SimulatedGateway
+
+# Client options as in the tests: the seed's 10 s delay would only measure the sleep.
+OPTIONS = {"reconnect_delay": 0.5, "connect_timeout": 2.0, "heartbeat_interval": 1.0,
+           "heartbeat_timeout": 1.0, "probe_interval": 0.05}
+
+
+@dataclass(frozen=True)
+class Figure:
+    name: str
+    samples: tuple[float, ...]
+    unit: str
+
+    def line(self) -> str:
+        s = sorted(self.samples)
+        p95 = s[min(len(s) - 1, round(0.95 * len(s) + 0.5) - 1)]
+        return (f"{self.name:<52} median {statistics.median(s):8.2f} {self.unit:<3} p95 {p95:8.2f}  "
+                f"max {s[-1]:8.2f}  (n={len(s)})")
+
+
+class LoopWatch:
+    """Measures the longest stall of the event loop while it runs (a 5 ms ticker's worst gap)."""
+
+    def __init__(self) -> None:
+        self.worst = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _tick(self) -> None:
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(0.005)
+            now = time.monotonic()
+            self.worst = max(self.worst, now - last - 0.005)
+            last = now
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[LoopWatch]:
+        self._task = asyncio.create_task(self._tick())
+        try:
+            yield self
+        finally:
+            self._task.cancel()
+
+
+async def _repeat(n: int, trial: Callable[[], Awaitable[float]]) -> tuple[float, ...]:
+    return tuple([await trial() for _ in range(n)])
+
+
+async def measure(trials: int = 10, pings: int = 40) -> list[Figure]:
+    async with SimulatedGateway(port=0) as gw:
+        client = IBKRClient("127.0.0.1", gw.port, 1, **OPTIONS)
+
+        async def connect_time() -> float:
+            start = time.monotonic()
+            await client.connect()
+            took = time.monotonic() - start
+            await client.disconnect()
+            return took * 1000
+
+        async def stop_detection() -> float:
+            await client.connect()
+            async with client.events.stream() as q:
+                start = time.monotonic()
+                await gw.stop()
+                event = await next_event(q, Disconnected, 5)
+            await client.disconnect()
+            await gw.start()
+            assert event.reason is DisconnectReason.PEER_CLOSED
+            return (event.mono - start) * 1000
+
+        async def restart_to_reconnected() -> float:
+            await client.connect()
+            async with client.events.stream() as q:
+                await gw.stop()
+                await next_event(q, Disconnected, 5)
+                await asyncio.sleep(1.0)
+                back = time.monotonic()
+                await gw.start()
+                event = await next_event(q, Reconnected, 10)
+            await client.disconnect()
+            return (event.mono - back) * 1000
+
+        async def freeze_detection() -> float:
+            await client.connect()
+            async with client.events.stream() as q:
+                start = time.monotonic()
+                gw.freeze()
+                event = await next_event(q, Disconnected, 10)
+            gw.unfreeze()
+            await client.disconnect()
+            return event.mono - start
+
+        figures = [Figure("connect (handshake + start-up sync)", await _repeat(trials, connect_time), "ms")]
+        # No 1 s spacing here: the simulator answers back-to-back pings, real Gateways may not.
+        # Fewer than 45 in a burst: ib_async throttles beyond 45 requests a second.
+        pinger = IBKRClient("127.0.0.1", gw.port, 2, **OPTIONS, min_ping_spacing=0.0)
+        await pinger.connect()
+        await asyncio.sleep(1.1)  # let the start-up sync's requests leave ib_async's 1 s throttle window
+        rtts = [await pinger.ping() * 1000 for _ in range(pings)]
+        await pinger.disconnect()
+        figures.append(Figure("heartbeat RTT (reqCurrentTime)", tuple(rtts), "ms"))
+        figures.append(Figure("drop detected after Gateway stop", await _repeat(trials, stop_detection), "ms"))
+        watch = LoopWatch()
+        async with watch.running():
+            reconnects = await _repeat(trials, restart_to_reconnected)
+        figures.append(Figure("Gateway back -> API reconnected", reconnects, "ms"))
+        figures.append(Figure("worst loop stall during reconnects", (watch.worst * 1000,), "ms"))
+        figures.append(Figure("frozen Gateway detected (interval 1 s, timeout 1 s)",
+                              await _repeat(max(2, trials // 3), freeze_detection), "s"))
+        before = _rss_mb()
+        await _repeat(200, connect_time)
+        figures.append(Figure("max RSS growth over 200 connect/disconnect", (_rss_mb() - before,), "MB"))
+        figures.append(Figure("max RSS of the process", (_rss_mb(),), "MB"))
+    return figures
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
