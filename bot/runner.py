@@ -14,8 +14,9 @@ from enum import StrEnum
 from typing import Any
 
 from bot.checks import CheckContext, CheckResult, CheckStatus, make_check
-from bot.checks.base import CheckCancelled, Operator, ProgressSink
+from bot.checks.base import CheckCancelled, EventSink, Operator, ProgressSink
 from bot.config import Config
+from bot.ibkr.events import ClientEvent
 from bot.journal import RunJournal
 from storage import Repository
 
@@ -68,17 +69,29 @@ class Runner:
     # Options for every IBKRClient the checks make (tests and the demo shorten delays here).
     client_options: dict[str, Any] = field(default_factory=dict)
 
+    async def open_run(self, request: RunRequest) -> int:
+        """Store the run as running, so that it has a number before it starts."""
+        gateway = self.config.gateway(request.gateway)
+        return await self.repo.create_run(request.kind, gateway.name, request.started_by, request.origin,
+                                          self.config.public_dict())
+
     async def run(self, request: RunRequest, operator: Operator, progress: ProgressSink | None = None,
-                  on_result: Callable[[CheckResult], None] | None = None) -> RunOutcome:
+                  on_result: Callable[[CheckResult], None] | None = None, *, run_id: int | None = None,
+                  on_event: EventSink | None = None) -> RunOutcome:
         """Run the requested checks in order. Cancelling the caller's task stores the run as cancelled."""
         gateway = self.config.gateway(request.gateway)
         stop_on_failure = self.config.checks.stop_on_failure if request.stop_on_failure is None else request.stop_on_failure
-        run_id = await self.repo.create_run(request.kind, gateway.name, request.started_by, request.origin,
-                                            self.config.public_dict())
+        if run_id is None:
+            run_id = await self.open_run(request)
         results: list[CheckResult] = []
         try:
             async with RunJournal(self.repo, run_id) as journal:
-                ctx = CheckContext(self.config, gateway, operator, progress or (lambda _: None), journal.event,
+                def record(event: ClientEvent) -> None:
+                    journal.event(event)
+                    if on_event is not None:
+                        on_event(event)
+
+                ctx = CheckContext(self.config, gateway, operator, progress or (lambda _: None), record,
                                    self.client_options)
                 log.info("run %s: %s against %s (%s:%s), started by %s from %s", run_id, ", ".join(request.checks),
                          gateway.name, gateway.host, gateway.port, request.started_by, request.origin)

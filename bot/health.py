@@ -1,0 +1,127 @@
+"""What /status shows: how far the Gateway can be reached right now, layer by layer.
+
+While a check runs, its client's events keep a :class:`LiveView` current, so status costs no
+extra connection. When nothing runs, :func:`probe` connects briefly with its own client id.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from bot.config import GatewayConfig
+from bot.ibkr.client import IBKRClient, probe_port
+from bot.ibkr.errors import GatewayError, Layer
+from bot.ibkr.events import (
+    ClientEvent,
+    Connected,
+    Disconnected,
+    DisconnectReason,
+    GatewayNotice,
+    Heartbeat,
+    NoticeKind,
+    Reconnected,
+)
+
+# /status's own connection uses an id of its own so it never collides with a running check.
+STATUS_CLIENT_ID_OFFSET = 800
+STATUS_TIMEOUT = 3.0
+
+
+@dataclass(frozen=True)
+class Health:
+    gateway: GatewayConfig
+    port_ms: float | None = None  # TCP connect time; None when the port did not answer
+    error: str | None = None
+    failed_layer: Layer | None = None
+    server_version: int | None = None
+    accounts: tuple[str, ...] = ()
+    connected_since: datetime | None = None  # only for "live": a probe's own connection has no uptime
+    link_ok: bool | None = None
+    farms_ok: bool | None = None
+    last_rtt: float | None = None
+    source: str = "probe"  # "probe" (a fresh connection) or "live" (the running check's client)
+
+    def reached(self, layer: Layer) -> bool | None:
+        """True reached, False failed there or before, None not known."""
+        if layer is Layer.IB_LINK:
+            return self.link_ok
+        if layer is Layer.DATA_FARMS:
+            return self.farms_ok
+        if self.failed_layer is not None:
+            return layer < self.failed_layer
+        return self.server_version is not None or (layer is Layer.TCP_PORT and self.port_ms is not None)
+
+    @property
+    def uptime(self) -> float | None:
+        return (datetime.now(UTC) - self.connected_since).total_seconds() if self.connected_since else None
+
+
+@dataclass
+class LiveView:
+    """A Gateway's state as a running check's client reports it through events."""
+
+    connected: Connected | None = None
+    connected_since: datetime | None = None
+    link_ok: bool = True
+    farms: dict[str, bool] = field(default_factory=dict)
+    last_rtt: float | None = None
+
+    def on_event(self, event: ClientEvent) -> None:
+        match event:
+            case Connected():
+                self.connected, self.connected_since = event, self.connected_since or event.at
+            case Reconnected():
+                self.connected_since = event.at
+            case Disconnected():
+                self.connected, self.connected_since = None, None
+                if event.reason is DisconnectReason.LOCAL:
+                    self.farms.clear()
+            case GatewayNotice(notice=NoticeKind.LINK_LOST):
+                self.link_ok = False
+            case GatewayNotice(notice=NoticeKind.LINK_RESTORED | NoticeKind.LINK_RESTORED_DATA_LOST):
+                self.link_ok = True
+            case GatewayNotice(notice=NoticeKind.FARM_OK | NoticeKind.FARM_INACTIVE | NoticeKind.FARM_BROKEN):
+                self.farms[event.farm] = event.notice is not NoticeKind.FARM_BROKEN
+            case Heartbeat(rtt=rtt) if rtt is not None:
+                self.last_rtt = rtt
+
+    def health(self, gateway: GatewayConfig, port_ms: float | None) -> Health:
+        c = self.connected
+        return Health(gateway, port_ms, None if c else "the running check is not connected right now", None,
+                      c.server_version if c else None, c.accounts if c else (), self.connected_since,
+                      self.link_ok if c else None, (all(self.farms.values()) if self.farms else None) if c else None,
+                      self.last_rtt, "live")
+
+
+async def _port_ms(gw: GatewayConfig) -> tuple[float | None, GatewayError | None]:
+    start = time.monotonic()
+    try:
+        await probe_port(gw.host, gw.port, STATUS_TIMEOUT)
+    except GatewayError as e:
+        return None, e
+    return (time.monotonic() - start) * 1000, None
+
+
+async def probe(gw: GatewayConfig, live: LiveView | None = None) -> Health:
+    """Health now: from the running check's client when there is one, else a short connection."""
+    port_ms, port_error = await _port_ms(gw)
+    if port_error is not None:
+        return Health(gw, None, str(port_error), port_error.layer)
+    if live is not None:
+        return live.health(gw, port_ms)
+    client = IBKRClient(gw.host, gw.port, gw.client_id + STATUS_CLIENT_ID_OFFSET, auto_reconnect=False,
+                        connect_timeout=min(gw.connect_timeout, STATUS_TIMEOUT), allow_live=gw.allow_live)
+    try:
+        await client.connect()
+    except GatewayError as e:
+        return Health(gw, port_ms, str(e), e.layer)
+    try:
+        rtt = await client.ping()
+        s = client.status()
+        farms = [f.notice is not NoticeKind.FARM_BROKEN for f in s.farms]
+        return Health(gw, port_ms, None, None, s.server_version, s.accounts, None, s.link_ok,
+                      all(farms) if farms else None, rtt)
+    finally:
+        await client.disconnect()

@@ -1,0 +1,117 @@
+"""Long checks as background tasks: one at a time per Gateway, cancellable, never lost.
+
+Front ends start a job and get control back at once, so the chat keeps answering while a soak
+runs; a second request for the same Gateway is refused with who started what, and when.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from bot.checks import CheckResult
+from bot.checks.base import EventSink, Operator, ProgressSink
+from bot.runner import RunOutcome, Runner, RunRequest
+
+log = logging.getLogger(__name__)
+
+OnDone = Callable[["Job", RunOutcome | None, BaseException | None], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Job:
+    gateway: str
+    request: RunRequest
+    run_id: int
+    started_at: datetime
+    task: asyncio.Task[RunOutcome] = field(compare=False, repr=False)
+
+    @property
+    def what(self) -> str:
+        return self.request.kind
+
+
+class _Reserved:
+    """Holds a Gateway's slot while the run row is created, so two requests cannot both start."""
+
+
+class Busy(Exception):
+    """The Gateway already has a run; ``job`` is None in the instant that run is being created."""
+
+    def __init__(self, job: Job | None) -> None:
+        super().__init__(f"{job.what} on {job.gateway} is already running" if job else "a run is starting")
+        self.job = job
+
+
+class JobBoard:
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+        self._jobs: dict[str, Job] = {}
+        self._notifying: set[asyncio.Task[None]] = set()  # keep references: the loop holds only weak ones
+
+    def current(self, gateway: str) -> Job | None:
+        job = self._jobs.get(gateway)
+        return job if isinstance(job, Job) else None
+
+    def running(self) -> list[Job]:
+        return [j for j in self._jobs.values() if isinstance(j, Job)]
+
+    async def start(self, request: RunRequest, operator: Operator, *, progress: ProgressSink | None = None,
+                    on_result: Callable[[CheckResult], None] | None = None, on_event: EventSink | None = None,
+                    on_done: OnDone | None = None) -> Job:
+        """Start a run in the background; raise Busy when this Gateway already has one."""
+        gateway = self.runner.config.gateway(request.gateway).name
+        if gateway in self._jobs:
+            raise Busy(self.current(gateway))
+        self._jobs[gateway] = placeholder = _Reserved()  # type: ignore[assignment]
+        try:
+            run_id = await self.runner.open_run(request)
+        except BaseException:
+            self._jobs.pop(gateway, None)
+            raise
+        task = asyncio.create_task(
+            self.runner.run(request, operator, progress, on_result, run_id=run_id, on_event=on_event),
+            name=f"run {run_id}: {request.kind} on {gateway}")
+        job = Job(gateway, request, run_id, datetime.now(UTC), task)
+        assert self._jobs.get(gateway) is placeholder
+        self._jobs[gateway] = job
+        task.add_done_callback(lambda t: self._finished(job, on_done))
+        return job
+
+    def _finished(self, job: Job, on_done: OnDone | None) -> None:
+        self._jobs.pop(job.gateway, None)
+        outcome, error = None, None
+        if job.task.cancelled():
+            error = asyncio.CancelledError()
+        elif (exc := job.task.exception()) is not None:
+            error = exc
+            log.error("job %s on %s crashed", job.what, job.gateway, exc_info=exc)
+        else:
+            outcome = job.task.result()
+        if on_done is not None:
+            task = asyncio.create_task(self._notify(on_done, job, outcome, error), name="job done")
+            self._notifying.add(task)
+            task.add_done_callback(self._notifying.discard)
+
+    @staticmethod
+    async def _notify(on_done: OnDone, job: Job, outcome: RunOutcome | None, error: BaseException | None) -> None:
+        try:
+            await on_done(job, outcome, error)
+        except Exception:
+            log.exception("reporting the end of %s on %s failed", job.what, job.gateway)
+
+    async def cancel(self, gateway: str) -> Job | None:
+        job = self.current(gateway)
+        if job is None:
+            return None
+        job.task.cancel()
+        await asyncio.gather(job.task, return_exceptions=True)
+        return job
+
+    async def shutdown(self) -> None:
+        for gateway in list(self._jobs):
+            await self.cancel(gateway)
+        await asyncio.gather(*self._notifying, return_exceptions=True)
