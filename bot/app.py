@@ -1,20 +1,35 @@
-"""Wiring: the one place that builds gwbot's parts from a Config and hands them out."""
+"""Wiring: the one place that builds gwbot's parts from a Config and hands them out.
+
+The chat front end lives in ``handlers`` (which imports bot, never the reverse); it is found
+through the ``gwbot.frontends`` entry point that pyproject.toml declares, so the dependency
+arrow stays handlers -> bot while this module still starts the whole program.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
+
+from telegram.error import InvalidToken, NetworkError
+from telegram.ext import Application, ApplicationBuilder
 
 from bot.config import Config, GatewayConfig
+from bot.health import LiveView
+from bot.jobs import JobBoard
 from bot.runner import Runner
 from storage import Repository
 
 log = logging.getLogger(__name__)
 DB_NAME = "gwbot.sqlite3"
+FRONTENDS = "gwbot.frontends"
+TELEGRAM_API = "https://api.telegram.org/bot"
+POLL_TIMEOUT = 10  # seconds a getUpdates long poll may wait
 
 
 def database_path(config: Config) -> Path:
@@ -33,15 +48,68 @@ class Services:
     config: Config
     repo: Repository
     runner: Runner
+    jobs: JobBoard
+    # One view per Gateway, kept current by the running check's events.
+    live: dict[str, LiveView] = field(default_factory=dict)
 
 
 @contextlib.asynccontextmanager
 async def open_services(config: Config, client_options: dict[str, Any] | None = None) -> AsyncIterator[Services]:
     repo = await Repository.open(database_path(config))
-    if repo.recovered_runs:
-        log.warning("runs %s were still running when gwbot last stopped: marked interrupted",
-                    ", ".join(map(str, repo.recovered_runs)))
+    runner = Runner(config, repo, dict(client_options or {}))
+    jobs = JobBoard(runner)
     try:
-        yield Services(config, repo, Runner(config, repo, dict(client_options or {})))
+        yield Services(config, repo, runner, jobs, {g.name: LiveView() for g in config.gateways})
     finally:
+        await jobs.shutdown()  # a running check is cancelled and stored as cancelled
         await repo.close()
+
+
+class Frontend(Protocol):
+    """What a chat front end (the ``handlers`` package) provides."""
+
+    def install(self, application: Application, services: Services) -> None: ...
+
+    async def started(self, application: Application) -> None: ...
+
+
+def load_frontend(name: str = "telegram") -> Frontend:
+    found = entry_points(group=FRONTENDS, name=name)
+    if not found:
+        raise RuntimeError(f"no '{name}' chat front end is installed (entry point group {FRONTENDS}); "
+                           "reinstall gwbot with: pip install -e .")
+    return next(iter(found)).load()
+
+
+class TokenRejected(Exception):
+    pass
+
+
+async def run_chat(services: Services, token: str, stop: asyncio.Event, *, base_url: str | None = None,
+                   poll_timeout: float = POLL_TIMEOUT) -> None:
+    """python-telegram-bot inside our own loop (not run_polling's), until ``stop`` is set."""
+    application = (ApplicationBuilder().token(token).base_url(base_url or TELEGRAM_API)
+                   .get_updates_read_timeout(poll_timeout + 5).build())
+    frontend = load_frontend()
+    frontend.install(application, services)
+    try:
+        await application.initialize()
+    except InvalidToken as e:
+        raise TokenRejected("Telegram rejected the bot token (TELEGRAM_BOT_TOKEN): create one with @BotFather") from e
+    except NetworkError as e:
+        raise TokenRejected(f"cannot reach the Telegram Bot API at {base_url or TELEGRAM_API}: {e}") from e
+    try:
+        await frontend.started(application)
+        await application.start()
+        assert application.updater is not None
+        await application.updater.start_polling(poll_interval=0, timeout=int(poll_timeout), drop_pending_updates=False)
+        log.info("chat bot @%s is polling", application.bot.username)
+        await stop.wait()
+    finally:
+        log.info("chat bot stopping")
+        if application.updater is not None and application.updater.running:
+            await application.updater.stop()
+        await services.jobs.shutdown()
+        if application.running:
+            await application.stop()
+        await application.shutdown()

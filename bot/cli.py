@@ -7,23 +7,28 @@ import asyncio
 import contextlib
 import getpass
 import logging
+import signal
 import sys
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
 from bot import bench, report
-from bot.app import open_services, with_gateway
+from bot.app import TokenRejected, open_services, run_chat, with_gateway
 from bot.checks import CHECK_NAMES, CheckResult
 from bot.config import Config, ConfigError, load_config
-from bot.ibkr.simulator import SimulatedGateway, send_control, serve
+from bot.ibkr.simulator import CONTROL_HELP, SimulatedGateway, control, send_control, serve
 from bot.operators import AutoOperator
 from bot.runner import RunOutcome, RunRequest, RunStatus
+from bot.telegram_standin import BotApiStandIn
+from bot.telegram_standin.terminal import TerminalChat
 from bot.terminal import ProgressPrinter, TerminalOperator, stdin_lines
 
 log = logging.getLogger(__name__)
 
 DEMO_SOAK_SECONDS = 20.0
+CHAT_SOAK_SECONDS = 30.0
+CHAT_USER_ID = 1001
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
@@ -57,6 +62,12 @@ def _parser() -> argparse.ArgumentParser:
     ctl.add_argument("words", nargs="+", metavar="COMMAND")
     ctl.add_argument("--control-host", default="127.0.0.1")
     ctl.add_argument("--control-port", type=int, default=7462)
+
+    sub.add_parser("run", help="the Telegram bot (token from TELEGRAM_BOT_TOKEN) until Ctrl-C / SIGTERM")
+
+    chat = sub.add_parser("chat", help="try the Telegram bot in this terminal: local Bot API stand-in + simulated Gateway")
+    chat.add_argument("--soak", type=float, default=CHAT_SOAK_SECONDS, metavar="SECONDS",
+                      help="soak length for /checklist and a bare /soak")
 
     hist = sub.add_parser("history", help="list stored runs")
     hist.add_argument("--limit", type=int, default=20)
@@ -146,6 +157,60 @@ async def _cmd_demo(config: Config, args: argparse.Namespace) -> int:
     return EXIT_OK if outcome.status is RunStatus.PASSED else EXIT_FAILED
 
 
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):  # not on Windows
+            loop.add_signal_handler(sig, stop.set)
+
+
+async def _cmd_run(config: Config, _: argparse.Namespace) -> int:
+    token = config.telegram.token
+    if not token:
+        print("gwbot: set TELEGRAM_BOT_TOKEN to your bot's token (from @BotFather); see README", file=sys.stderr)
+        return EXIT_USAGE
+    if not config.telegram.allowed_chat_ids:
+        log.warning("telegram.allowed_chat_ids is empty: the bot will refuse everyone and tell them their ids")
+    stop = asyncio.Event()
+    _stop_on_signals(stop)
+    async with open_services(config) as services:
+        try:
+            await run_chat(services, token, stop, base_url=config.telegram.api_base_url)
+        except TokenRejected as e:
+            print(f"gwbot: {e}", file=sys.stderr)
+            return EXIT_USAGE
+    print("gwbot: stopped", file=sys.stderr)
+    return EXIT_OK
+
+
+async def _cmd_chat(config: Config, args: argparse.Namespace) -> int:
+    """The whole bot, against the Bot API stand-in and a simulated Gateway, typed at in this terminal."""
+    stop = asyncio.Event()
+    _stop_on_signals(stop)
+    async with SimulatedGateway(port=0, accounts=(config.gateway().account,)) as sim, BotApiStandIn() as standin:
+        config = with_gateway(config, host="127.0.0.1", port=sim.port)
+        config = replace(config,
+                         soak=replace(config.soak, duration=args.soak, heartbeat_interval=1.0),
+                         telegram=replace(config.telegram, allowed_chat_ids=frozenset({CHAT_USER_ID}),
+                                          allowed_user_ids=frozenset({CHAT_USER_ID}), progress_interval=2.0))
+        standin.user(CHAT_USER_ID, "You", getpass.getuser())
+        print(f"gwbot chat: simulated Gateway on 127.0.0.1:{sim.port}, Bot API stand-in on {standin.base_url}.\n"
+              "Type /help, /checklist or /reconnect; a number picks a button. Control the simulated Gateway with\n"
+              f"!stop, !start, !freeze, !unfreeze, !status ... ({CONTROL_HELP.lower()}). /quit ends.\n",
+              flush=True)
+        terminal = TerminalChat(standin, CHAT_USER_ID, CHAT_USER_ID, files_dir=config.data_dir / "chat-files",
+                                local=lambda line: control(sim, line))
+        async with open_services(config) as services:
+            bot_task = asyncio.create_task(run_chat(services, standin.token, stop, base_url=standin.base_url,
+                                                    poll_timeout=1))
+            try:
+                await terminal.run(await stdin_lines())
+            finally:
+                stop.set()
+                await bot_task
+    return EXIT_OK
+
+
 async def _cmd_simulate(config: Config, args: argparse.Namespace) -> int:
     accounts = tuple(args.account or (config.gateway().account,))
     print(f"Simulated IB Gateway on {args.host}:{args.port}, accounts {', '.join(accounts)}"
@@ -199,6 +264,8 @@ async def _cmd_bench(_: Config, args: argparse.Namespace) -> int:
 
 
 COMMANDS = {
+    "run": _cmd_run,
+    "chat": _cmd_chat,
     "bench": _cmd_bench,
     "demo": _cmd_demo,
     "check": _cmd_check,

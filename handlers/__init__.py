@@ -1,0 +1,48 @@
+"""The chat layer: thin handlers that parse, authorize, call bot, and render.
+
+``install`` wires every handler onto a python-telegram-bot Application; bot/app.py finds this
+package through the ``gwbot.frontends`` entry point and calls it.
+"""
+
+from __future__ import annotations
+
+from telegram import BotCommand, Update
+from telegram.ext import Application, CallbackQueryHandler, CommandHandler, MessageHandler, TypeHandler, filters
+
+from bot.app import Services
+from handlers import checks, commands
+from handlers.access import AccessGate
+from handlers.context import KEY, ChatServices
+from handlers.errors import on_error
+from handlers.operator import PREFIX
+
+COMMANDS = {
+    "start": commands.start,
+    "help": commands.help_,
+    "status": commands.status,
+    "connect": checks.connect,
+    "soak": checks.soak,
+    "disconnect": checks.disconnect,
+    "reconnect": checks.reconnect,
+    "errors": checks.errors,
+    "checklist": checks.checklist,
+    "cancel": commands.cancel,
+    "history": commands.history,
+    "report": commands.report_,
+    "logs": commands.logs,
+}
+
+
+def install(application: Application, services: Services) -> None:
+    application.bot_data[KEY] = ChatServices(services)
+    application.add_handler(TypeHandler(Update, AccessGate().check), group=-1)
+    for name, callback in COMMANDS.items():
+        application.add_handler(CommandHandler(name, callback))
+    application.add_handler(CallbackQueryHandler(checks.on_button, pattern=f"^{PREFIX}:"))
+    application.add_handler(MessageHandler(filters.COMMAND, commands.unknown))
+    application.add_error_handler(on_error)
+
+
+async def started(application: Application) -> None:
+    """Register the command menu, so Telegram shows it when someone types '/'."""
+    await application.bot.set_my_commands([BotCommand(name, text) for name, text in commands.HELP])

@@ -1,0 +1,72 @@
+"""The gate: only allow-listed chats and people may use commands or buttons.
+
+Runs before every other handler (group -1) and stops the update there when it is refused.
+A refused person hears it once per REFUSAL_QUIET seconds, so a spammer gets no echo.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from telegram import Update
+from telegram.ext import ApplicationHandlerStop, ContextTypes
+
+from handlers.context import chat_services
+
+log = logging.getLogger(__name__)
+REFUSAL_QUIET = 600.0
+
+
+class AccessGate:
+    def __init__(self) -> None:
+        self._refused: dict[tuple[int | None, int | None], float] = {}
+
+    def allowed(self, chat_id: int | None, chat_private: bool, user_id: int | None,
+                chats: frozenset[int], users: frozenset[int]) -> bool:
+        """A listed person in a listed chat (or in their own private chat); with no people
+        listed, anyone in a listed chat."""
+        if user_id is None:
+            return False
+        user_ok = user_id in users if users else True
+        chat_ok = chat_id in chats or (chat_private and bool(users) and user_id in users)
+        return user_ok and chat_ok
+
+    async def check(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        if update.message is None and update.callback_query is None:
+            return  # edits, channel posts …: nothing to act on, nothing to refuse
+        services = chat_services(context)
+        tg = services.core.config.telegram
+        chat, user = update.effective_chat, update.effective_user
+        chat_id, user_id = (chat.id if chat else None), (user.id if user else None)
+        action = _action(update)
+        username = f"@{user.username}" if user and user.username else (user.full_name if user else "?")
+        if self.allowed(chat_id, bool(chat and chat.type == "private"), user_id, tg.allowed_chat_ids,
+                        tg.allowed_user_ids):
+            if action != "message":
+                await services.core.repo.add_audit(chat_id, user_id, username, action, True)
+            return
+        log.warning("refused %s from %s (user %s) in chat %s", action, username, user_id, chat_id)
+        await services.core.repo.add_audit(chat_id, user_id, username, action, False, "not on the allow-list")
+        await self._refuse(update, chat_id, user_id)
+        raise ApplicationHandlerStop
+
+    async def _refuse(self, update: Update, chat_id: int | None, user_id: int | None) -> None:
+        if update.callback_query is not None:
+            await update.callback_query.answer("You may not act on this bot.")
+            return
+        now = time.monotonic()
+        if now - self._refused.get((chat_id, user_id), -REFUSAL_QUIET) < REFUSAL_QUIET:
+            return
+        self._refused[(chat_id, user_id)] = now
+        assert update.effective_message is not None
+        await update.effective_message.reply_text(
+            f"Sorry, this bot only answers its squad. Chat id {chat_id}, user id {user_id}: an admin can add "
+            "them to telegram.allowed_chat_ids / allowed_user_ids in config.yaml.")
+
+
+def _action(update: Update) -> str:
+    if update.callback_query is not None:
+        return f"button {update.callback_query.data}"
+    text = update.message.text if update.message and update.message.text else ""
+    return text.split()[0] if text.startswith("/") else "message"

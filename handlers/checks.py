@@ -1,0 +1,118 @@
+"""Commands that run checks. Each starts a background job and answers at once."""
+
+from __future__ import annotations
+
+import logging
+
+from telegram import Update
+from telegram.ext import ContextTypes
+
+from bot.checks import CHECK_NAMES
+from bot.checks.base import OperatorReply, Reply
+from bot.health import LiveView
+from bot.jobs import Busy, Job
+from bot.runner import RunOutcome, RunRequest
+from handlers.context import BadArgument, ChatServices, chat_services, gateway_arg, origin, who
+from handlers.operator import ChatOperator
+from handlers.progress import ProgressMessage
+from handlers.results import post_results
+
+log = logging.getLogger(__name__)
+SOAK_MAX_MINUTES = 24 * 60
+
+
+async def connect(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    await _start(update, context, ("connect",))
+
+
+async def soak(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    services = chat_services(context)
+    args = context.args or []
+    minutes = [a for a in args if a not in services.core.config.gateway_names]
+    if len(minutes) > 1 or (minutes and not _minutes_ok(minutes[0])):
+        raise BadArgument(f"Usage: /soak [minutes] [Gateway], minutes from 0.1 to {SOAK_MAX_MINUTES}, e.g. /soak 10")
+    await _start(update, context, ("soak",), soak_seconds=float(minutes[0]) * 60 if minutes else None)
+
+
+async def disconnect(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    await _start(update, context, ("disconnect",))
+
+
+async def reconnect(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    await _start(update, context, ("reconnect",))
+
+
+async def errors(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    await _start(update, context, ("errors",))
+
+
+async def checklist(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    await _start(update, context, CHECK_NAMES)
+
+
+async def on_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """[Done] / [Abort] on an operator question: resolve it if still open, else say it is over."""
+    query = update.callback_query
+    assert query is not None and query.data is not None and update.effective_chat is not None
+    _, prompt_id, choice = query.data.split(":")
+    reply = OperatorReply(Reply(choice), by=who(update))
+    if chat_services(context).prompts.answer(int(prompt_id), update.effective_chat.id, reply):
+        log.info("operator %s pressed %s", reply.by, reply.reply)
+        await query.answer("Got it.")
+    else:
+        await query.answer("This step is already over.")
+
+
+def _minutes_ok(text: str) -> bool:
+    try:
+        value = float(text)
+    except ValueError:
+        return False
+    return 0.1 <= value <= SOAK_MAX_MINUTES
+
+
+async def _start(update: Update, context: ContextTypes.DEFAULT_TYPE, checks: tuple[str, ...], *,
+                 soak_seconds: float | None = None) -> None:
+    services = chat_services(context)
+    args = [a for a in (context.args or []) if a in services.core.config.gateway_names or checks != ("soak",)]
+    gw = gateway_arg(services, args)
+    assert update.effective_chat is not None and update.effective_message is not None
+    chat_id = update.effective_chat.id
+    request = RunRequest(checks, started_by=who(update), origin=origin(update), gateway=gw.name,
+                         soak_duration=soak_seconds)
+    progress = ProgressMessage(context.bot, chat_id, request.kind, 0, services.core.config.telegram.progress_interval)
+    live = services.core.live[gw.name] = LiveView()
+
+    async def done(job: Job, outcome: RunOutcome | None, error: BaseException | None) -> None:
+        await progress.close()
+        await _finished(services, context, chat_id, job, error)
+
+    try:
+        job = await services.core.jobs.start(request, ChatOperator(context.bot, chat_id, services.prompts),
+                                             progress=progress, on_event=live.on_event, on_done=done)
+    except Busy as busy:
+        await update.effective_message.reply_text(_busy_text(gw.name, busy.job))
+        return
+    progress.run_id = job.run_id
+    await update.effective_message.reply_text(
+        f"▶️ {request.kind} on {gw.name} ({gw.host}:{gw.port}) started by {request.started_by}: run #{job.run_id}. "
+        "/cancel stops it.")
+
+
+async def _finished(services: ChatServices, context: ContextTypes.DEFAULT_TYPE, chat_id: int, job: Job,
+                    error: BaseException | None) -> None:
+    run = await services.core.repo.get_run(job.run_id)
+    if run is None:
+        return
+    if error is not None and run.status not in ("cancelled",):
+        await context.bot.send_message(chat_id, f"⚠️ Run #{job.run_id} stopped with an internal error "
+                                                f"({type(error).__name__}); it is logged.")
+    await post_results(context.bot, chat_id, run)
+
+
+def _busy_text(gateway: str, job: Job | None) -> str:
+    if job is None:
+        return f"A run on {gateway} is starting right now; /status shows it."
+    return (f"{job.what.capitalize()} on {gateway} is already running: run #{job.run_id}, started by "
+            f"{job.request.started_by} at {job.started_at:%H:%M:%S} UTC. One check at a time per Gateway; "
+            "/cancel stops it.")

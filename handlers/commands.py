@@ -1,0 +1,160 @@
+"""Informational commands: one small async function each."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from telegram import Update
+from telegram.ext import ContextTypes
+
+from bot import report
+from bot.health import Health, probe
+from bot.ibkr.errors import Layer
+from bot.jobs import Job
+from handlers.context import BadArgument, chat_services, gateway_arg
+from handlers.results import send_logs, send_report
+
+# Shown by /help and registered with setMyCommands, in this order.
+HELP: tuple[tuple[str, str], ...] = (
+    ("status", "health of the Gateway, the check running now, the last result"),
+    ("connect", "test the API connection (Step 2)"),
+    ("soak", "stay connected N minutes with a heartbeat: /soak [minutes]"),
+    ("disconnect", "test a graceful disconnect"),
+    ("reconnect", "guided auto-reconnect test: stop and start the Gateway when asked"),
+    ("errors", "connection error handling matrix (Step 5)"),
+    ("checklist", "the whole Task 5.1 checklist in one run"),
+    ("cancel", "cancel the running check"),
+    ("history", "recent runs"),
+    ("report", "a run's report: /report [run]"),
+    ("logs", "a run's log as a file: /logs [run]"),
+    ("help", "this list"),
+)
+
+
+async def start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    gw = chat_services(context).core.config.gateway()
+    await _reply(update, f"gwbot tests and watches the IB Gateway {gw.name} ({gw.host}:{gw.port}). "
+                         "Try /status, or /checklist for the whole Task 5.1 run. /help lists every command.")
+
+
+async def help_(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    names = chat_services(context).core.config.gateway_names
+    lines = [f"/{name} - {text}" for name, text in HELP]
+    if len(names) > 1:
+        lines.append(f"Commands take an optional Gateway name: {', '.join(names)} (default {names[0]}).")
+    await _reply(update, "\n".join(lines))
+
+
+async def status(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    services = chat_services(context)
+    gw = gateway_arg(services, context.args or [])
+    job = services.core.jobs.current(gw.name)
+    health = await probe(gw, services.core.live.get(gw.name) if job else None)
+    last = await services.core.repo.latest_run(gw.name)
+    lines = [*_health_lines(health), _job_line(job)]
+    if last is not None and (job is None or last.id != job.run_id):
+        ago = _ago(last.ended_at or last.started_at)
+        lines.append(f"Last run: #{last.id} {last.kind} {report.status_mark(last.status)} {last.status.upper()} "
+                     f"({last.checks_passed}/{last.checks_total} checks passed), {ago}")
+    await _reply(update, "\n".join(lines))
+
+
+def _health_lines(h: Health) -> list[str]:
+    gw = h.gateway
+    ok = h.error is None and h.link_ok is not False and h.farms_ok is not False
+    head = f"{'🟢' if ok else '🔴'} {gw.name} {gw.host}:{gw.port}" + (" (from the running check)" if h.source == "live" else "")
+    marks = {True: "✅", False: "❌", None: "·"}
+    layers = [Layer.TCP_PORT, Layer.API_HANDSHAKE, Layer.API_READY, Layer.IB_LINK, Layer.DATA_FARMS]
+    lines = [head, "  ".join(f"{marks[h.reached(layer)]} {layer.label}" for layer in layers)]
+    if h.server_version is not None:
+        detail = f"Server version {h.server_version}, accounts {', '.join(h.accounts)}"
+        if h.uptime is not None:
+            detail += f", up {_duration(h.uptime)}"
+        if h.last_rtt is not None:
+            detail += f", RTT {h.last_rtt * 1000:.1f} ms"
+        lines.append(detail)
+    if h.error:
+        lines.append(f"Problem: {h.error}")
+    return lines
+
+
+def _job_line(job: Job | None) -> str:
+    if job is None:
+        return "Running now: nothing"
+    return (f"Running now: {job.what} (run #{job.run_id}) started by {job.request.started_by} "
+            f"{_ago(job.started_at)}; /cancel stops it")
+
+
+async def history(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    runs = await chat_services(context).core.repo.list_runs(limit=10)
+    if not runs:
+        await _reply(update, "No runs yet. /checklist runs the whole checklist.")
+        return
+    lines = [f"#{r.id} {report.status_mark(r.status)} {r.kind} on {r.gateway}: {r.status}, "
+             f"{r.checks_passed}/{r.checks_total} passed, {r.started_at:%Y-%m-%d %H:%M} UTC" for r in runs]
+    await _reply(update, "\n".join(["Recent runs (/report N for one):", *lines]))
+
+
+async def report_(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    run = await _run_arg(update, context, "report")
+    if run is not None:
+        assert update.effective_chat is not None
+        await send_report(context.bot, update.effective_chat.id, run)
+
+
+async def logs(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    run = await _run_arg(update, context, "logs")
+    if run is not None:
+        assert update.effective_chat is not None
+        if not await send_logs(context.bot, update.effective_chat.id, run):
+            await _reply(update, f"Run #{run.id} has no log lines.")
+
+
+async def _run_arg(update: Update, context: ContextTypes.DEFAULT_TYPE, command: str):
+    """The run named by /report or /logs (default: the latest), or None after saying why."""
+    repo = chat_services(context).core.repo
+    args = context.args or []
+    if len(args) > 1 or (args and not args[0].isdigit()):
+        raise BadArgument(f"Usage: /{command} [run number], e.g. /{command} 12")
+    if args:
+        run = await repo.get_run(int(args[0]))
+        if run is None:
+            raise BadArgument(f"No run #{args[0]}. /history lists the runs.")
+        return run
+    latest = await repo.latest_run()
+    if latest is None:
+        raise BadArgument("No runs yet. /checklist runs the whole checklist.")
+    return await repo.get_run(latest.id)
+
+
+async def cancel(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    services = chat_services(context)
+    gw = gateway_arg(services, context.args or [])
+    job = await services.core.jobs.cancel(gw.name)
+    if job is None:
+        await _reply(update, f"Nothing is running on {gw.name}.")
+    else:
+        await _reply(update, f"Cancelled {job.what} (run #{job.run_id}) started by {job.request.started_by}.")
+
+
+async def unknown(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    text = update.effective_message.text if update.effective_message else ""
+    await _reply(update, f"Unknown command {text.split()[0] if text else ''}. /help lists what I can do.")
+
+
+async def _reply(update: Update, text: str) -> None:
+    assert update.effective_message is not None
+    await update.effective_message.reply_text(text)
+
+
+def _ago(at: datetime) -> str:
+    return f"{_duration((datetime.now(UTC) - at).total_seconds())} ago"
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    return f"{seconds // 3600} h {seconds % 3600 // 60} min"

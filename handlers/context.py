@@ -1,0 +1,62 @@
+"""What every handler needs, kept in PTB's bot_data under one key, and small shared helpers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from telegram import Update
+from telegram.ext import ContextTypes
+
+from bot.app import Services
+from bot.config import ConfigError, GatewayConfig
+from handlers.operator import PromptBoard
+
+KEY = "gwbot"
+
+
+@dataclass
+class ChatServices:
+    core: Services
+    prompts: PromptBoard = field(default_factory=PromptBoard)
+    # Chats that get no progress edits (tests, or a chat that asked for quiet) are not needed yet.
+
+
+def chat_services(context: ContextTypes.DEFAULT_TYPE) -> ChatServices:
+    return context.application.bot_data[KEY]
+
+
+def who(update: Update) -> str:
+    """How the run records a person: name, @username and id."""
+    user = update.effective_user
+    if user is None:
+        return "unknown"
+    handle = f" @{user.username}" if user.username else ""
+    return f"{user.full_name}{handle} ({user.id})"
+
+
+def origin(update: Update) -> str:
+    chat = update.effective_chat
+    return f"telegram chat {chat.id}" if chat else "telegram"
+
+
+class BadArgument(ValueError):
+    """A user typed something we cannot use; the message is the one-line answer."""
+
+
+def gateway_arg(services: ChatServices, args: list[str]) -> GatewayConfig:
+    """The Gateway named in the arguments, or the default; unknown names are a clear error."""
+    names = [a for a in args if not _is_number(a)]
+    if len(names) > 1:
+        raise BadArgument(f"Give at most one Gateway name; configured: {', '.join(services.core.config.gateway_names)}")
+    try:
+        return services.core.config.gateway(names[0] if names else None)
+    except ConfigError as e:
+        raise BadArgument(str(e).capitalize()) from None
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True

@@ -1,0 +1,84 @@
+"""The guided manual steps in chat: a message with [Done] [Abort] that the check waits on.
+
+The check also watches for the event itself and cancels the question when it sees it first;
+the message then says so and loses its buttons, so nobody presses a stale button.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from dataclasses import dataclass, field
+
+from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup
+from telegram.error import TelegramError
+
+from bot.checks.base import OperatorAction, OperatorReply, Reply
+
+log = logging.getLogger(__name__)
+PREFIX = "op"
+
+
+@dataclass
+class Prompt:
+    id: int
+    chat_id: int
+    answer: asyncio.Future[OperatorReply] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+class PromptBoard:
+    """Open operator questions, by the id their buttons carry."""
+
+    def __init__(self) -> None:
+        self._open: dict[int, Prompt] = {}
+        self._ids = itertools.count(1)
+
+    def open(self, chat_id: int) -> Prompt:
+        prompt = Prompt(next(self._ids), chat_id)
+        self._open[prompt.id] = prompt
+        return prompt
+
+    def close(self, prompt: Prompt) -> None:
+        self._open.pop(prompt.id, None)
+
+    def answer(self, prompt_id: int, chat_id: int, reply: OperatorReply) -> bool:
+        """Resolve a question; False when it is over already (or belongs to another chat)."""
+        prompt = self._open.get(prompt_id)
+        if prompt is None or prompt.chat_id != chat_id or prompt.answer.done():
+            return False
+        prompt.answer.set_result(reply)
+        return True
+
+
+def buttons(prompt: Prompt) -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup([[InlineKeyboardButton("✅ Done", callback_data=f"{PREFIX}:{prompt.id}:{Reply.DONE}"),
+                                  InlineKeyboardButton("✋ Abort", callback_data=f"{PREFIX}:{prompt.id}:{Reply.ABORT}")]])
+
+
+class ChatOperator:
+    """The squad, in one chat, as the checks' Operator."""
+
+    def __init__(self, bot: Bot, chat_id: int, board: PromptBoard) -> None:
+        self.bot = bot
+        self.chat_id = chat_id
+        self.board = board
+
+    async def tell(self, text: str) -> None:
+        await self.bot.send_message(self.chat_id, text)
+
+    async def ask(self, action: OperatorAction, text: str) -> OperatorReply:
+        prompt = self.board.open(self.chat_id)
+        icon = "🛑" if action is OperatorAction.STOP_GATEWAY else "▶️"
+        message = await self.bot.send_message(self.chat_id, f"{icon} {text}", reply_markup=buttons(prompt))
+        outcome = "I saw it happen myself; moving on."
+        try:
+            reply = await prompt.answer
+            outcome = f"{'Done' if reply.reply is Reply.DONE else 'Aborted'} by {reply.by}."
+            return reply
+        finally:
+            self.board.close(prompt)
+            with contextlib.suppress(TelegramError):  # the buttons must go even on the way out
+                await asyncio.shield(self.bot.edit_message_text(f"{icon} {text}\n{outcome}", self.chat_id,
+                                                                message.message_id))
