@@ -18,7 +18,7 @@ from handlers.progress import ProgressMessage
 from handlers.results import post_results
 
 log = logging.getLogger(__name__)
-SOAK_MAX_MINUTES = 24 * 60
+SOAK_MIN_MINUTES, SOAK_MAX_MINUTES = 0.05, 24 * 60
 
 
 async def connect(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -30,7 +30,8 @@ async def soak(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     args = context.args or []
     minutes = [a for a in args if a not in services.core.config.gateway_names]
     if len(minutes) > 1 or (minutes and not _minutes_ok(minutes[0])):
-        raise BadArgument(f"Usage: /soak [minutes] [Gateway], minutes from 0.1 to {SOAK_MAX_MINUTES}, e.g. /soak 10")
+        raise BadArgument(f"Usage: /soak [minutes] [Gateway], minutes from {SOAK_MIN_MINUTES:g} to "
+                          f"{SOAK_MAX_MINUTES}, e.g. /soak 10")
     await _start(update, context, ("soak",), soak_seconds=float(minutes[0]) * 60 if minutes else None)
 
 
@@ -68,7 +69,7 @@ def _minutes_ok(text: str) -> bool:
         value = float(text)
     except ValueError:
         return False
-    return 0.1 <= value <= SOAK_MAX_MINUTES
+    return SOAK_MIN_MINUTES <= value <= SOAK_MAX_MINUTES
 
 
 async def _start(update: Update, context: ContextTypes.DEFAULT_TYPE, checks: tuple[str, ...], *,

@@ -6,10 +6,12 @@ import asyncio
 import contextlib
 import logging
 import time
+import warnings
 from datetime import timedelta
 
 from telegram import Bot
 from telegram.error import BadRequest, RetryAfter, TelegramError
+from telegram.warnings import PTBDeprecationWarning
 
 from bot.checks.base import Progress
 
@@ -17,8 +19,11 @@ log = logging.getLogger(__name__)
 BAR = 12
 
 
-def seconds(value: float | timedelta) -> float:
-    """PTB gives retry_after as int or timedelta depending on its settings."""
+def retry_seconds(error: RetryAfter) -> float:
+    """PTB 22 gives retry_after as int or timedelta (PTB_TIMEDELTA) and warns about the change."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PTBDeprecationWarning)
+        value = error.retry_after
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
 
@@ -89,7 +94,7 @@ class ProgressMessage:
                 await self.bot.edit_message_text(text, self.chat_id, self._message_id)
         except RetryAfter as e:
             # Flood control: skip this state, and hold back until Telegram lets us speak again.
-            self._next_at = time.monotonic() + seconds(e.retry_after)
+            self._next_at = time.monotonic() + retry_seconds(e)
             self._latest = self._latest or latest
             self._wake.set()
             log.info("progress edits paused %s s by flood control", e.retry_after)

@@ -1,0 +1,232 @@
+"""The chat layer end to end: real python-telegram-bot over HTTP to the Bot API stand-in,
+the real IBKR client to the simulated Gateway, a real SQLite file. Nothing of PTB is mocked."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import pytest
+
+from bot.app import open_services, run_chat, with_gateway
+from bot.config import ChecksConfig, Config, SoakConfig, TelegramConfig
+from bot.ibkr.simulator import SimulatedGateway
+from bot.telegram_standin import BotApiStandIn, BotMessage
+
+SQUAD, KAI, MALLORY, STRANGERS = -100, 42, 666, -999
+
+
+@dataclass
+class Chat:
+    standin: BotApiStandIn
+    gateway: SimulatedGateway
+    services: object
+
+    def say(self, text: str, user: int = KAI, chat: int = SQUAD) -> int:
+        """Send a message; returns the id the bot's answers will be newer than."""
+        last = max((m.message_id for m in self.standin.messages(chat)), default=0)
+        self.standin.send_text(chat, user, text)
+        return last
+
+    async def wait(self, predicate: Callable[[BotMessage], bool], after: int = 0, chat: int = SQUAD,
+                   timeout: float = 15) -> BotMessage:
+        return await self.standin.wait_for(lambda m: m.message_id > after and predicate(m), chat, timeout)
+
+    async def ask(self, text: str, expect: str, **kw) -> BotMessage:
+        after = self.say(text, **{k: v for k, v in kw.items() if k in ("user", "chat")})
+        return await self.wait(lambda m: expect in m.text, after, kw.get("chat", SQUAD))
+
+
+def chat_config(tmp_path, port: int, **checks) -> Config:
+    config = Config(
+        data_dir=tmp_path,
+        soak=SoakConfig(duration=3, heartbeat_interval=1, progress_interval=0.5),
+        checks=ChecksConfig(operator_timeout=checks.get("operator_timeout", 5), reconnect_within=5),
+        telegram=TelegramConfig(allowed_chat_ids=frozenset({SQUAD}), allowed_user_ids=frozenset({KAI}),
+                                progress_interval=1),
+    )
+    return with_gateway(config, host="127.0.0.1", port=port, reconnect_delay=0.3, connect_timeout=2,
+                        heartbeat_interval=1, heartbeat_timeout=1)
+
+
+async def running_chat(tmp_path, **checks) -> AsyncIterator[Chat]:
+    async with SimulatedGateway(port=0) as gw, BotApiStandIn() as standin:
+        standin.user(KAI, "Kai", "kai")
+        standin.user(MALLORY, "Mallory", "mallory")
+        standin.group(SQUAD, "squad")
+        standin.group(STRANGERS, "strangers")
+        stop = asyncio.Event()
+        async with open_services(chat_config(tmp_path, gw.port, **checks), {"probe_interval": 0.05}) as services:
+            task = asyncio.create_task(run_chat(services, standin.token, stop, base_url=standin.base_url,
+                                                poll_timeout=1))
+            for _ in range(100):
+                if standin.commands or task.done():
+                    break
+                await asyncio.sleep(0.05)
+            assert standin.commands, "the bot registered its command menu"
+            try:
+                yield Chat(standin, gw, services)
+            finally:
+                stop.set()
+                await asyncio.wait_for(task, 15)
+
+
+@pytest.fixture
+async def chat(tmp_path):
+    async for c in running_chat(tmp_path):
+        yield c
+
+
+@pytest.fixture
+async def impatient_chat(tmp_path):
+    async for c in running_chat(tmp_path, operator_timeout=1.5):
+        yield c
+
+
+def buttons_of(m: BotMessage) -> list[str]:
+    return [b.text for b in m.button_list]
+
+
+async def test_help_and_command_menu(chat):
+    reply = await chat.ask("/help", "/checklist - the whole Task 5.1 checklist")
+    assert "/soak - stay connected" in reply.text
+    assert ("status", "health of the Gateway, the check running now, the last result") in chat.standin.commands
+
+
+async def test_connect_passes_and_reports_the_server_version(chat):
+    started = await chat.ask("/connect", "started by Kai @kai (42): run #")
+    result = await chat.wait(lambda m: "connect: passed" in m.text, started.message_id)
+    assert "server version 178" in result.text
+    report = await chat.wait(lambda m: m.text.startswith("## Results"), result.message_id)
+    assert "✅ Connected successfully (server version 178, accounts DUO779750" in report.text
+
+
+async def test_soak_edits_progress_in_place_and_sends_a_chart(chat):
+    started = await chat.ask("/soak 0.05", "soak on paper")
+    photo = await chat.wait(lambda m: m.kind == "photo", started.message_id)
+    assert photo.file_bytes.startswith(b"\x89PNG")
+    progress = [m for m in chat.standin.messages(SQUAD) if m.text.startswith("⏳ soak")]
+    assert len(progress) == 1, "one progress message, edited in place"
+    assert progress[0].edits >= 1 and progress[0].disable_notification
+    assert "▓" in progress[0].text and "last RTT" in progress[0].text
+    edits = [c.mono for c in chat.standin.calls if c.method == "editMessageText"
+             and c.params.get("message_id") == str(progress[0].message_id)]
+    assert all(b - a >= 0.9 for a, b in zip(edits, edits[1:])), "edits at most every progress_interval"
+    summary = next(m for m in chat.standin.messages(SQUAD) if "soak: passed" in m.text)
+    assert "RTT median" in summary.text
+
+
+async def test_guided_reconnect_end_to_end(chat):
+    started = await chat.ask("/reconnect", "reconnect on paper")
+    stop_prompt = await chat.wait(lambda m: "Stop the Gateway now" in m.text and bool(m.buttons), started.message_id)
+    assert buttons_of(stop_prompt) == ["✅ Done", "✋ Abort"]
+    await chat.gateway.stop()
+    chat.standin.press(SQUAD, KAI, stop_prompt.message_id, stop_prompt.button_list[0].data)
+    start_prompt = await chat.wait(lambda m: "Start the Gateway again now" in m.text, stop_prompt.message_id)
+    await asyncio.sleep(0.5)
+    await chat.gateway.start()
+    result = await chat.wait(lambda m: "reconnect: passed" in m.text, start_prompt.message_id)
+    assert "reconnected" in result.text and "attempt" in result.text
+    done_stop = next(m for m in chat.standin.messages(SQUAD) if m.message_id == stop_prompt.message_id)
+    assert not done_stop.buttons, "answered prompts lose their buttons"
+    assert "Done by Kai @kai (42)" in done_stop.text or "saw it happen" in done_stop.text
+    run = await chat.services.repo.get_run(1)
+    assert run.started_by == "Kai @kai (42)"
+    assert any(e.kind == "operator_step" and "Kai" in e.data.get("by", "") for e in run.events) or \
+        any(e.kind == "operator_step" and e.data["outcome"] == "event" for e in run.events)
+    # A press after the check ended changes nothing and is answered briefly.
+    chat.standin.press(SQUAD, KAI, stop_prompt.message_id, stop_prompt.button_list[1].data)
+    await asyncio.sleep(0.5)
+    assert chat.standin.callback_answers[-1].text == "This step is already over."
+
+
+async def test_reconnect_operator_who_never_acts_gets_a_clear_failure(impatient_chat):
+    started = await impatient_chat.ask("/reconnect", "reconnect on paper")
+    result = await impatient_chat.wait(lambda m: "reconnect: failed" in m.text, started.message_id)
+    assert "Nobody stopped the Gateway within 1.5 s" in result.text
+
+
+async def test_cancel_mid_soak_and_one_check_at_a_time(chat):
+    started = await chat.ask("/soak 1", "soak on paper")
+    await chat.wait(lambda m: m.text.startswith("⏳ soak"), started.message_id)
+    busy = await chat.ask("/soak 1", "already running")
+    assert "started by Kai @kai (42)" in busy.text and "/cancel" in busy.text
+    cancelled = await chat.ask("/cancel", "Cancelled soak")
+    summary = await chat.wait(lambda m: "CANCELLED" in m.text, cancelled.message_id)
+    assert "soak: cancelled" in summary.text
+    assert (await chat.services.repo.get_run(1)).status == "cancelled"
+
+
+async def test_status_answers_fast_while_a_soak_runs(chat):
+    started = await chat.ask("/soak 0.2", "soak on paper")
+    await chat.wait(lambda m: m.text.startswith("⏳ soak"), started.message_id)
+    took = []
+    for _ in range(3):
+        begin = time.monotonic()
+        reply = await chat.ask("/status", "Running now: soak")
+        took.append(time.monotonic() - begin)
+    assert "(from the running check)" in reply.text and "Server version 178" in reply.text
+    assert max(took) < 1.0, f"/status took {max(took):.2f} s during a soak"
+    await chat.ask("/cancel", "Cancelled")
+
+
+async def test_strangers_are_refused_once_and_audited(chat):
+    reply = await chat.ask("/status", "only answers its squad", user=MALLORY)
+    assert "user id 666" in reply.text
+    chat.say("/connect", user=MALLORY)
+    chat.say("hello?", user=MALLORY, chat=STRANGERS)
+    await chat.wait(lambda m: "only answers its squad" in m.text, chat=STRANGERS)
+    await asyncio.sleep(0.5)
+    refusals = [m for m in chat.standin.messages(SQUAD) if "only answers its squad" in m.text]
+    assert len(refusals) == 1, "not repeated to a spammer"
+    audit = await chat.services.repo.list_audit()
+    assert [(a.username, a.action, a.allowed) for a in audit if not a.allowed][:2] == [
+        ("@mallory", "message", False), ("@mallory", "/connect", False)]
+    assert await chat.services.repo.list_runs() == [], "a refused /connect runs nothing"
+
+
+@pytest.mark.parametrize(("command", "answer"), [
+    ("/soak abc", "Usage: /soak [minutes] [Gateway], minutes from 0.05 to 1440"),
+    ("/soak -5", "Usage: /soak [minutes]"),
+    ("/soak 100000", "Usage: /soak [minutes]"),
+    ("/report 99999", "No run #99999. /history lists the runs."),
+    ("/report abc", "Usage: /report [run number]"),
+    ("/logs 1 2", "Usage: /logs [run number]"),
+    ("/connect nowhere", "Unknown gateway 'nowhere'; configured: paper"),
+    ("/frobnicate", "Unknown command /frobnicate. /help lists what I can do."),
+])
+async def test_bad_input_gets_one_clear_line(chat, command, answer):
+    reply = await chat.ask(command, answer)
+    assert reply.text.count("\n") == 0
+    assert await chat.services.repo.list_runs() == [], "nothing stored half-way"
+
+
+async def test_an_unexpected_error_is_one_line_and_the_bot_keeps_serving(chat, monkeypatch):
+    async def broken(*_args, **_kw):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(chat.services.repo, "list_runs", broken)
+    reply = await chat.ask("/history", "Sorry, that failed (RuntimeError)")
+    assert "disk on fire" not in reply.text
+    monkeypatch.undo()
+    await chat.ask("/history", "No runs yet")
+
+
+async def test_flood_control_slows_progress_but_not_the_check(chat):
+    chat.standin.flood("editMessageText", retry_after=1, times=2)
+    started = await chat.ask("/soak 0.05", "soak on paper")
+    await chat.wait(lambda m: "soak: passed" in m.text, started.message_id)
+    edits = [c for c in chat.standin.calls if c.method == "editMessageText"]
+    assert len(edits) >= 3, "two refused with 429, and the edits went on afterwards"
+
+
+async def test_report_and_logs_commands(chat):
+    started = await chat.ask("/connect", "connect on paper")
+    await chat.wait(lambda m: "connect: passed" in m.text, started.message_id)
+    report = await chat.ask("/report 1", "## Results")
+    assert "**Status:** ✅ PASSED" in report.text
+    after = chat.say("/logs")
+    log_file = await chat.wait(lambda m: m.kind == "document", after)
+    assert log_file.file_name == "gwbot-run-1.log" and b"check connect passed" in log_file.file_bytes

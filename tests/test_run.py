@@ -1,0 +1,78 @@
+"""`gwbot run` as a process: token handling, and SIGTERM mid-check stores the run as cancelled."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+from bot.ibkr.simulator import SimulatedGateway
+from bot.telegram_standin import BotApiStandIn
+from storage import Repository
+
+ROOT = Path(__file__).resolve().parents[1]
+SQUAD, KAI = -100, 42
+
+
+def config(tmp_path: Path, base_url: str, port: int = 4002) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(f"""
+ibkr: {{port: {port}, reconnect_delay: 0.5, heartbeat_interval: 1, heartbeat_timeout: 1}}
+telegram: {{allowed_chat_ids: [{SQUAD}], allowed_user_ids: [{KAI}], api_base_url: "{base_url}"}}
+data_dir: data
+soak: {{heartbeat_interval: 1, progress_interval: 1}}
+""", encoding="utf-8")
+    return path
+
+
+async def start(cfg: Path, token: str | None) -> asyncio.subprocess.Process:
+    env = {k: v for k, v in os.environ.items() if k != "TELEGRAM_BOT_TOKEN"}
+    if token:
+        env["TELEGRAM_BOT_TOKEN"] = token
+    return await asyncio.create_subprocess_exec(sys.executable, "-m", "bot", "--config", str(cfg), "run", cwd=ROOT,
+                                                env=env, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.PIPE)
+
+
+async def test_missing_token_is_one_line(tmp_path):
+    proc = await start(config(tmp_path, "http://127.0.0.1:1/bot"), None)
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 2
+    assert err.decode().strip().splitlines() == [
+        "gwbot: set TELEGRAM_BOT_TOKEN to your bot's token (from @BotFather); see README"]
+
+
+async def test_rejected_token_is_one_line(tmp_path):
+    async with BotApiStandIn() as standin:
+        proc = await start(config(tmp_path, standin.base_url), "999:wrong")
+        out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 2
+    lines = err.decode().strip().splitlines()
+    assert lines[-1] == "gwbot: Telegram rejected the bot token (TELEGRAM_BOT_TOKEN): create one with @BotFather"
+    assert "Traceback" not in err.decode()
+
+
+async def test_sigterm_mid_soak_cancels_the_run_and_exits_cleanly(tmp_path):
+    async with SimulatedGateway(port=0) as gw, BotApiStandIn() as standin:
+        standin.user(KAI, "Kai", "kai")
+        standin.group(SQUAD, "squad")
+        proc = await start(config(tmp_path, standin.base_url, gw.port), standin.token)
+        try:
+            for _ in range(200):
+                if standin.commands:
+                    break
+                await asyncio.sleep(0.05)
+            standin.send_text(SQUAD, KAI, "/soak 5")
+            await standin.wait_for(lambda m: m.text.startswith("⏳ soak"), SQUAD, 20)
+            proc.send_signal(signal.SIGTERM)
+            out, err = await asyncio.wait_for(proc.communicate(), 30)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+        assert proc.returncode == 0, err.decode()
+        assert not [c for c in gw.clients if c.ready], "sockets closed"
+    async with await Repository.open(tmp_path / "data" / "gwbot.sqlite3") as repo:
+        run = await repo.get_run(1)
+    assert run.status == "cancelled" and run.checks[0].status == "cancelled"
