@@ -9,14 +9,19 @@ from __future__ import annotations
 import asyncio
 import resource
 import statistics
+import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
+from bot.app import open_services, run_chat, with_gateway
+from bot.config import Config, SoakConfig, TelegramConfig
 from bot.ibkr.client import IBKRClient
 from bot.ibkr.events import Disconnected, DisconnectReason, Reconnected, next_event
 from bot.ibkr.simulator import SimulatedGateway
+from bot.telegram_standin import BotApiStandIn
 
 # Client options as in the tests: the seed's 10 s delay would only measure the sleep.
 OPTIONS = {"reconnect_delay": 0.5, "connect_timeout": 2.0, "heartbeat_interval": 1.0,
@@ -130,6 +135,47 @@ async def measure(trials: int = 10, pings: int = 40) -> list[Figure]:
         figures.append(Figure("max RSS growth over 200 connect/disconnect", (_rss_mb() - before,), "MB"))
         figures.append(Figure("max RSS of the process", (_rss_mb(),), "MB"))
     return figures
+
+
+async def measure_chat(commands: int = 30) -> list[Figure]:
+    """/status and /help round trips through the Bot API stand-in while a soak runs."""
+    squad, person = -100, 42
+    with tempfile.TemporaryDirectory() as tmp:
+        async with SimulatedGateway(port=0) as gw, BotApiStandIn() as standin:
+            standin.user(person, "Bench", "bench")
+            standin.group(squad, "bench")
+            config = with_gateway(Config(data_dir=Path(tmp),
+                                         soak=SoakConfig(duration=600, heartbeat_interval=1, progress_interval=1),
+                                         telegram=TelegramConfig(allowed_chat_ids=frozenset({squad}),
+                                                                 allowed_user_ids=frozenset({person}),
+                                                                 progress_interval=1)),
+                                  host="127.0.0.1", port=gw.port)
+            stop = asyncio.Event()
+            async with open_services(config) as services:
+                bot = asyncio.create_task(run_chat(services, standin.token, stop, base_url=standin.base_url,
+                                                   poll_timeout=1))
+
+                async def round_trip(text: str, expect: str) -> float:
+                    last = max((m.message_id for m in standin.messages(squad)), default=0)
+                    start = time.monotonic()
+                    standin.send_text(squad, person, text)
+                    await standin.wait_for(lambda m: m.message_id > last and expect in m.text, squad, 10)
+                    return (time.monotonic() - start) * 1000
+
+                while not standin.commands:
+                    await asyncio.sleep(0.05)
+                await round_trip("/soak 10", "started by")
+                await standin.wait_for(lambda m: m.text.startswith("⏳ soak"), squad, 10)
+                watch = LoopWatch()
+                async with watch.running():
+                    status = [await round_trip("/status", "Running now: soak") for _ in range(commands)]
+                    helps = [await round_trip("/help", "/checklist") for _ in range(commands)]
+                await round_trip("/cancel", "Cancelled")
+                stop.set()
+                await bot
+    return [Figure("/status round trip during a soak", tuple(status), "ms"),
+            Figure("/help round trip during a soak", tuple(helps), "ms"),
+            Figure("worst loop stall while chatting during a soak", (watch.worst * 1000,), "ms")]
 
 
 def _rss_mb() -> float:

@@ -260,6 +260,8 @@ async def _cmd_bench(_: Config, args: argparse.Namespace) -> int:
     print(f"Measuring against the simulated Gateway ({args.trials} trials each) ...", flush=True)
     for figure in await bench.measure(trials=args.trials):
         print(figure.line(), flush=True)
+    for figure in await bench.measure_chat():
+        print(figure.line(), flush=True)
     return EXIT_OK
 
 
