@@ -56,9 +56,6 @@ class JobBoard:
         job = self._jobs.get(gateway)
         return job if isinstance(job, Job) else None
 
-    def running(self) -> list[Job]:
-        return [j for j in self._jobs.values() if isinstance(j, Job)]
-
     async def start(self, request: RunRequest, operator: Operator, *, progress: ProgressSink | None = None,
                     on_result: Callable[[CheckResult], None] | None = None, on_event: EventSink | None = None,
                     on_done: OnDone | None = None) -> Job:

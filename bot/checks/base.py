@@ -223,9 +223,6 @@ class Check(ABC):
     """One step of the Task 5.1 checklist."""
 
     name: ClassVar[str]
-    title: ClassVar[str]
-    # Checks that need a person to stop / start the Gateway.
-    manual: ClassVar[bool] = False
 
     @abstractmethod
     async def execute(self, ctx: CheckContext, rec: Recorder) -> None:

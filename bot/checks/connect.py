@@ -12,7 +12,6 @@ from bot.ibkr.events import ClientEvent, GatewayNotice, NoticeKind
 
 class ConnectCheck(Check):
     name = "connect"
-    title = "Test initial connection"
 
     async def execute(self, ctx: CheckContext, rec: Recorder) -> None:
         seen: list[GatewayNotice] = []

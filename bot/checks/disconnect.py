@@ -38,7 +38,6 @@ class ErrorLogWatch(logging.Handler):
 
 class DisconnectCheck(Check):
     name = "disconnect"
-    title = "Test graceful disconnection"
 
     async def execute(self, ctx: CheckContext, rec: Recorder) -> None:
         events: list[ClientEvent] = []

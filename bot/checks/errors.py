@@ -168,7 +168,6 @@ ROWS = (
 
 class ErrorsCheck(Check):
     name = "errors"
-    title = "Verify connection error handling"
 
     def __init__(self, rows: tuple[Row, ...] = ROWS) -> None:
         self.rows = rows

@@ -10,7 +10,6 @@ from bot.ibkr.client import probe_port
 
 class PortCheck(Check):
     name = "port"
-    title = "Verify IBKR Gateway is running on its port"
 
     async def execute(self, ctx: CheckContext, rec: Recorder) -> None:
         gw = ctx.gateway

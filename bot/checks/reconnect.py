@@ -19,8 +19,6 @@ PORT_POLL = 0.05
 
 class ReconnectCheck(Check):
     name = "reconnect"
-    title = "Test auto-reconnect (stop/restart Gateway)"
-    manual = True
 
     async def execute(self, ctx: CheckContext, rec: Recorder) -> None:
         client = ctx.client()
@@ -51,6 +49,7 @@ class ReconnectCheck(Check):
         detected = got.event.mono - prompted
         rec.metric("prompt_to_drop", detected, "s")
         rec.note(f"Detected Gateway shutdown ({got.event.reason}) {detected:.2f} s after the prompt")
+        await ctx.operator.tell(f"🔌 Drop detected ({got.event.reason}), {detected:.1f} s after the prompt.")
         return True
 
     async def _start_phase(self, ctx: CheckContext, rec: Recorder, client, events: asyncio.Queue) -> None:

@@ -20,7 +20,6 @@ def percentile(values: list[float], q: float) -> float:
 
 class SoakCheck(Check):
     name = "soak"
-    title = "Verify connection stays alive"
 
     def __init__(self, duration: float | None = None) -> None:
         self.duration = duration

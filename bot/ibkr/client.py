@@ -19,11 +19,12 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ib_async import IB
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_fixed
 
+from bot.config import GatewayConfig
 from bot.ibkr import notices
 from bot.ibkr.errors import (
     ApiNotReady,
@@ -38,7 +39,6 @@ from bot.ibkr.errors import (
     NotAnApiPort,
     NotConnected,
     PingTimeout,
-    ReconnectFailed,
     StartupSyncFailed,
     is_paper_account,
 )
@@ -56,9 +56,6 @@ from bot.ibkr.events import (
     Reconnecting,
 )
 
-if TYPE_CHECKING:
-    from bot.config import GatewayConfig
-
 log = logging.getLogger(__name__)
 
 # A TWS API frame is a few hundred bytes; a "length" beyond this means we are not talking to one.
@@ -72,14 +69,17 @@ class ConnectionState(StrEnum):
     RECONNECTING = "reconnecting"
 
 
+_SEED = GatewayConfig()  # the checklist's values, kept in one place: bot/config.py
+
+
 @dataclass(frozen=True)
 class ClientOptions:
-    reconnect_delay: float = 10.0
-    max_reconnect_attempts: int = 5
-    connect_timeout: float = 10.0
-    heartbeat_interval: float = 10.0
-    heartbeat_timeout: float = 5.0
-    allow_live: bool = False
+    reconnect_delay: float = _SEED.reconnect_delay
+    max_reconnect_attempts: int = _SEED.max_reconnect_attempts
+    connect_timeout: float = _SEED.connect_timeout
+    heartbeat_interval: float = _SEED.heartbeat_interval
+    heartbeat_timeout: float = _SEED.heartbeat_timeout
+    allow_live: bool = _SEED.allow_live
     auto_reconnect: bool = True
     # How often the reconnect loop knocks on the port while the Gateway is down.
     probe_interval: float = 0.25
@@ -450,13 +450,13 @@ class IBKRClient:
                         self.events.emit(ReconnectFailedAttempt(attempt=attempt, error=str(e)))
                         raise
         except GatewayError as e:
+            self._reconnect_task = None
             self._state = ConnectionState.DISCONNECTED
             downtime = time.monotonic() - dropped_at
             log.error("gave up reconnecting to %s:%s after %s attempts (%.1f s): %s", self.host, self.port, attempt, downtime, e)
             self.events.emit(ReconnectGaveUp(attempts=attempt, downtime=downtime, last_error=str(e)))
             return
-        finally:
-            self._reconnect_task = None if self._reconnect_task is asyncio.current_task() else self._reconnect_task
+        self._reconnect_task = None
         downtime = time.monotonic() - dropped_at
         self._on_session_up()
         log.info("reconnected to %s:%s after %.2f s, %s attempt(s)", self.host, self.port, downtime, attempt)
@@ -482,15 +482,6 @@ class IBKRClient:
             if remaining <= 0:
                 return
             await asyncio.sleep(min(opts.probe_interval, remaining))
-
-    async def wait_reconnected(self, timeout: float | None = None) -> None:
-        """Wait for a running reconnect to finish; raise ReconnectFailed when it gave up."""
-        task = self._reconnect_task
-        if task is not None:
-            async with asyncio.timeout(timeout):
-                await asyncio.shield(task)
-        if not self._connected():
-            raise ReconnectFailed(f"Not reconnected to {self.host}:{self.port}", host=self.host, port=self.port)
 
     # ------------------------------------------------------------ heartbeat
     async def ping(self, timeout: float | None = None) -> float:

@@ -154,10 +154,6 @@ class PingTimeout(GatewayError):
     hints = HINT_CONNECTION_DROPS
 
 
-class ReconnectFailed(GatewayError):
-    hints = HINT_RECONNECT_FAILS + HINT_GATEWAY_NOT_RUNNING[:1]
-
-
 def is_paper_account(account: str) -> bool:
     """IBKR paper accounts start with 'D' (DU…, DF…); live ones with U, F, I."""
     return account.upper().startswith("D")
