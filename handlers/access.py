@@ -33,8 +33,8 @@ class AccessGate:
         return user_ok and chat_ok
 
     async def check(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        if update.message is None and update.callback_query is None:
-            return  # edits, channel posts …: nothing to act on, nothing to refuse
+        if update.effective_user is None:
+            raise ApplicationHandlerStop  # channel posts and the like: nobody to authorize
         services = chat_services(context)
         tg = services.core.config.telegram
         chat, user = update.effective_chat, update.effective_user
@@ -68,5 +68,6 @@ class AccessGate:
 def _action(update: Update) -> str:
     if update.callback_query is not None:
         return f"button {update.callback_query.data}"
-    text = update.message.text if update.message and update.message.text else ""
+    message = update.effective_message  # edited messages too: PTB's CommandHandler runs on edits
+    text = message.text if message is not None and message.text else ""
     return text.split()[0] if text.startswith("/") else "message"

@@ -187,6 +187,17 @@ async def test_strangers_are_refused_once_and_audited(chat):
     assert await chat.services.repo.list_runs() == [], "a refused /connect runs nothing"
 
 
+async def test_an_edited_message_cannot_sneak_past_the_gate(chat):
+    chat.say("hello", user=MALLORY)
+    mallory_message = 1  # the first message in the fresh chat
+    await chat.wait(lambda m: "only answers its squad" in m.text)
+    chat.standin.edit_text(SQUAD, MALLORY, mallory_message, "/connect")
+    await asyncio.sleep(1.0)
+    assert await chat.services.repo.list_runs() == []
+    audit = await chat.services.repo.list_audit()
+    assert ("/connect", False) in [(a.action, a.allowed) for a in audit]
+
+
 @pytest.mark.parametrize(("command", "answer"), [
     ("/soak abc", "Usage: /soak [minutes] [Gateway], minutes from 0.05 to 1440"),
     ("/soak -5", "Usage: /soak [minutes]"),

@@ -185,6 +185,15 @@ class BotApiStandIn:
             message["entities"] = [{"type": "bot_command", "offset": 0, "length": len(text.split()[0])}]
         return self._enqueue({"message": message})
 
+    def edit_text(self, chat_id: int, user_id: int, message_id: int, text: str) -> int:
+        """A person edits one of their messages (an ``edited_message`` update)."""
+        chat, person = self.chats[chat_id], self.users[user_id]
+        message: dict[str, Any] = {"message_id": message_id, "date": int(time.time()), "edit_date": int(time.time()),
+                                   "chat": chat.json(), "from": person.json(), "text": text}
+        if text.startswith("/"):
+            message["entities"] = [{"type": "bot_command", "offset": 0, "length": len(text.split()[0])}]
+        return self._enqueue({"edited_message": message})
+
     def press(self, chat_id: int, user_id: int, message_id: int, data: str) -> str:
         """A person presses an inline button of a bot message; returns the callback query id."""
         person = self.users[user_id]
