@@ -82,7 +82,7 @@ async def _start(update: Update, context: ContextTypes.DEFAULT_TYPE, checks: tup
     request = RunRequest(checks, started_by=who(update), origin=origin(update), gateway=gw.name,
                          soak_duration=soak_seconds)
     progress = ProgressMessage(context.bot, chat_id, request.kind, 0, services.core.config.telegram.progress_interval)
-    live = services.core.live[gw.name] = LiveView()
+    live = LiveView()
 
     async def done(job: Job, outcome: RunOutcome | None, error: BaseException | None) -> None:
         await progress.close()
@@ -94,7 +94,9 @@ async def _start(update: Update, context: ContextTypes.DEFAULT_TYPE, checks: tup
     except Busy as busy:
         await update.effective_message.reply_text(_busy_text(gw.name, busy.job))
         return
+    # The job's task has not run yet (no await since it was created): nothing is missed.
     progress.run_id = job.run_id
+    services.core.live[gw.name] = live
     await update.effective_message.reply_text(
         f"▶️ {request.kind} on {gw.name} ({gw.host}:{gw.port}) started by {request.started_by}: run #{job.run_id}. "
         "/cancel stops it.")
