@@ -103,12 +103,11 @@ class Runner:
                     if stop_on_failure and not result.passed:
                         log.info("run %s: stopping after %s %s", run_id, name, result.status)
                         break
-        except CheckCancelled as cancelled:
-            results.append(cancelled.result)
+        except asyncio.CancelledError:  # CheckCancelled, or cancelled between two checks
             await self.repo.finish_run(run_id, RunStatus.CANCELLED)
             raise
-        except BaseException:
-            await asyncio.shield(self.repo.finish_run(run_id, RunStatus.ERROR))
+        except Exception:
+            await self.repo.finish_run(run_id, RunStatus.ERROR)
             raise
         status = overall(results)
         await self.repo.finish_run(run_id, status)

@@ -125,6 +125,21 @@ async def test_soak_fails_when_the_gateway_freezes(repo, gateway):
     assert None in [rtt for _, rtt in result.series]
 
 
+async def test_soak_ends_early_when_the_connection_is_not_recovered(repo, gateway):
+    async def stop_soon():
+        await asyncio.sleep(0.5)
+        await gateway.stop()
+
+    stopper = asyncio.create_task(stop_soon())
+    outcome, _ = await run(repo, gateway.port, ["soak"], soak_duration=30)
+    await stopper
+    result = outcome.results[0]
+    assert outcome.status is RunStatus.FAILED
+    assert "Connection lost and not recovered" in result.error
+    assert (result.ended_at - result.started_at).total_seconds() < 10, "did not wait out the 30 s"
+    assert metric(result, "drops") == 1
+
+
 async def test_disconnect_is_clean(repo, gateway):
     outcome, _ = await run(repo, gateway.port, ["disconnect"])
     assert outcome.status is RunStatus.PASSED, outcome.results[0]

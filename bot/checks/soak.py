@@ -8,7 +8,7 @@ import time
 
 from bot.checks.base import Check, CheckContext, Recorder
 from bot.ibkr.errors import HINT_CONNECTION_DROPS, NotConnected, PingTimeout
-from bot.ibkr.events import ClientEvent, Disconnected, DisconnectReason
+from bot.ibkr.events import ClientEvent, Disconnected, DisconnectReason, ReconnectGaveUp
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -29,10 +29,13 @@ class SoakCheck(Check):
         interval = ctx.config.soak.heartbeat_interval
         report_every = ctx.config.soak.progress_interval
         drops: list[Disconnected] = []
+        gave_up: list[ReconnectGaveUp] = []
 
         def on_event(event: ClientEvent) -> None:
             if isinstance(event, Disconnected) and event.reason is not DisconnectReason.LOCAL:
                 drops.append(event)
+            elif isinstance(event, ReconnectGaveUp):
+                gave_up.append(event)
 
         client = ctx.client()
         client.events.subscribe(on_event)
@@ -42,7 +45,8 @@ class SoakCheck(Check):
         try:
             deadline = time.monotonic() + duration
             next_report = time.monotonic()
-            while (left := deadline - time.monotonic()) > 0:
+            # A client that gave up reconnecting ends the soak: waiting out the rest proves nothing.
+            while (left := deadline - time.monotonic()) > 0 and not gave_up:
                 beat = time.monotonic()
                 rtt = await self._beat(client, min(ctx.gateway.heartbeat_timeout, interval))
                 rec.sample(rtt)
@@ -58,6 +62,9 @@ class SoakCheck(Check):
         finally:
             await client.disconnect()
         self._judge(rec, duration, rtts, missed, drops)
+        for event in gave_up:
+            rec.fail(f"Connection lost and not recovered: gave up after {event.attempts} reconnect attempts, "
+                     f"{rec.elapsed:.0f} s into the soak", HINT_CONNECTION_DROPS)
 
     @staticmethod
     async def _beat(client, timeout: float) -> float | None:
