@@ -243,7 +243,7 @@ class SimulatedGateway:
         assert task is not None
         self._tasks.add(task)
         self._clients.add(client)
-        log.info("client connected from %s", client.peer)
+        log.debug("connection from %s", client.peer)
         await self._notify()
         try:
             if await self._handshake(client):
@@ -263,7 +263,10 @@ class SimulatedGateway:
             self._clients.discard(client)
             client.close()
             self._tasks.discard(task)
-            log.info("client %s (id %s) disconnected", client.peer, client.client_id)
+            if client.version:
+                log.info("client %s (id %s) disconnected", client.peer, client.client_id)
+            else:  # closed before the handshake: a port probe (gwbot knocks between reconnect attempts)
+                log.debug("connection from %s closed before the API handshake", client.peer)
             with contextlib.suppress(RuntimeError):
                 await self._notify()
 
@@ -279,6 +282,7 @@ class SimulatedGateway:
             log.warning("client %s needs API version >= %d, we speak <= %d; closing it", client.peer, low, version)
             return False
         client.version = version
+        log.info("API client %s connected, version %d", client.peer, version)
         await self._send(client, frame(version, datetime.now(UTC).strftime("%Y%m%d %H:%M:%S UTC")))
         return True
 
