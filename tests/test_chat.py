@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import pytest
+from telegram import Bot
 
 from bot.app import open_services, run_chat, with_gateway
 from bot.config import ChecksConfig, Config, SoakConfig, TelegramConfig
 from bot.ibkr.simulator import SimulatedGateway
 from bot.telegram_standin import BotApiStandIn, BotMessage
+from handlers.results import MESSAGE_LIMIT, send_report
 
 SQUAD, KAI, MALLORY, STRANGERS = -100, 42, 666, -999
 
@@ -125,7 +128,9 @@ async def test_guided_reconnect_end_to_end(chat):
     await chat.gateway.stop()
     chat.standin.press(SQUAD, KAI, stop_prompt.message_id, stop_prompt.button_list[0].data)
     start_prompt = await chat.wait(lambda m: "Start the Gateway again now" in m.text, stop_prompt.message_id)
+    chat.standin.press(SQUAD, MALLORY, start_prompt.message_id, start_prompt.button_list[1].data)
     await asyncio.sleep(0.5)
+    assert chat.standin.callback_answers[-1].text == "You may not act on this bot."
     await chat.gateway.start()
     result = await chat.wait(lambda m: "reconnect: passed" in m.text, start_prompt.message_id)
     assert "reconnected" in result.text and "attempt" in result.text
@@ -231,6 +236,19 @@ async def test_flood_control_slows_progress_but_not_the_check(chat):
     await chat.wait(lambda m: "soak: passed" in m.text, started.message_id)
     edits = [c for c in chat.standin.calls if c.method == "editMessageText"]
     assert len(edits) >= 3, "two refused with 429, and the edits went on afterwards"
+
+
+async def test_a_long_report_comes_as_a_markdown_file(chat):
+    run_id = await chat.services.repo.create_run("checklist", "paper", "x", "pytest", {})
+    await chat.services.repo.add_logs(run_id, [(datetime.now(UTC), "WARNING", "bot", f"line {i} " + "x" * 200)
+                                              for i in range(40)])
+    await chat.services.repo.finish_run(run_id, "failed")
+    run = await chat.services.repo.get_run(run_id)
+    async with Bot(chat.standin.token, base_url=chat.standin.base_url) as bot:
+        await send_report(bot, SQUAD, run)
+    doc = chat.standin.messages(SQUAD)[-1]
+    assert doc.kind == "document" and doc.file_name == f"gwbot-run-{run_id}-checklist.md"
+    assert len(doc.file_bytes) > MESSAGE_LIMIT and doc.file_bytes.startswith(b"## Results")
 
 
 async def test_report_and_logs_commands(chat):
