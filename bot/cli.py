@@ -20,6 +20,7 @@ from bot.config import Config, ConfigError, load_config
 from bot.ibkr.simulator import CONTROL_HELP, SimulatedGateway, control, send_control, serve
 from bot.operators import AutoOperator
 from bot.runner import RunOutcome, RunRequest, RunStatus
+from storage import RunRecord
 from bot.telegram_standin import BotApiStandIn
 from bot.telegram_standin.terminal import TerminalChat
 from bot.terminal import ProgressPrinter, TerminalOperator, stdin_lines
@@ -72,6 +73,9 @@ def _parser() -> argparse.ArgumentParser:
     hist = sub.add_parser("history", help="list stored runs")
     hist.add_argument("--limit", type=int, default=20)
 
+    logs = sub.add_parser("logs", help="print every log line of a run")
+    logs.add_argument("run_id", type=int)
+
     bench = sub.add_parser("bench", help="measure detection, reconnect and loop-latency figures (simulated Gateway)")
     bench.add_argument("--trials", type=int, default=10)
 
@@ -81,14 +85,23 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _setup_logging(config: Config | None, verbose: bool) -> None:
-    level = logging.DEBUG if verbose else logging.WARNING
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", stream=sys.stderr)
-    if config is not None and not verbose:
-        # Stored with each run anyway; on the terminal they would drown the progress lines.
-        logging.getLogger("ib_async").setLevel(logging.CRITICAL)
-        logging.getLogger().setLevel(config.logging.level)
-        logging.getLogger().handlers[0].setLevel(logging.ERROR)
+SERVICES = ("run", "simulate")  # commands that log what they do; the others print their own progress
+
+
+def _setup_logging(config: Config, verbose: bool, command: str) -> None:
+    """Records are always made at the configured level (runs store them, checks judge them);
+    only what the terminal shows is filtered."""
+    root = logging.getLogger()
+    root.setLevel(logging.DEBUG if verbose else config.logging.level)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per Bot API request otherwise
+    console = logging.StreamHandler(sys.stderr)
+    console.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    if not verbose and command not in SERVICES:
+        # ib_async's errors are expected in the error matrix and stored with the run; on the
+        # terminal they would drown the progress lines.
+        console.setLevel(logging.ERROR)
+        console.addFilter(lambda record: not record.name.startswith("ib_async"))
+    root.addHandler(console)
 
 
 def _who() -> str:
@@ -216,9 +229,6 @@ async def _cmd_simulate(config: Config, args: argparse.Namespace) -> int:
     print(f"Simulated IB Gateway on {args.host}:{args.port}, accounts {', '.join(accounts)}"
           + (f"; control port {args.control_port} (gwbot simctl --help)" if args.control_port else "")
           + ". Ctrl-C to quit.", flush=True)
-    logging.getLogger("bot.ibkr.simulator").setLevel(logging.INFO)
-    for handler in logging.getLogger().handlers:
-        handler.setLevel(logging.INFO)
     await serve(args.host, args.port, accounts, args.control_port)
     return EXIT_OK
 
@@ -241,11 +251,25 @@ async def _cmd_history(config: Config, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def _cmd_report(config: Config, args: argparse.Namespace) -> int:
+async def _stored_run(config: Config, run_id: int) -> RunRecord | None:
     async with open_services(config) as services:
-        run = await services.repo.get_run(args.run_id)
+        run = await services.repo.get_run(run_id)
     if run is None:
-        print(f"gwbot: no run #{args.run_id} (see gwbot history)", file=sys.stderr)
+        print(f"gwbot: no run #{run_id} (see gwbot history)", file=sys.stderr)
+    return run
+
+
+async def _cmd_logs(config: Config, args: argparse.Namespace) -> int:
+    run = await _stored_run(config, args.run_id)
+    if run is None:
+        return EXIT_USAGE
+    print(report.log_text(run) or f"Run #{run.id} has no log lines.")
+    return EXIT_OK
+
+
+async def _cmd_report(config: Config, args: argparse.Namespace) -> int:
+    run = await _stored_run(config, args.run_id)
+    if run is None:
         return EXIT_USAGE
     text = report.markdown(run)
     if args.out:
@@ -274,6 +298,7 @@ COMMANDS = {
     "simulate": _cmd_simulate,
     "simctl": _cmd_simctl,
     "history": _cmd_history,
+    "logs": _cmd_logs,
     "report": _cmd_report,
 }
 
@@ -285,7 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         print(f"gwbot: {e}", file=sys.stderr)
         return EXIT_USAGE
-    _setup_logging(config, args.verbose)
+    _setup_logging(config, args.verbose, args.command)
     try:
         return asyncio.run(COMMANDS[args.command](config, args))
     except KeyboardInterrupt:

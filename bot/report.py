@@ -6,6 +6,8 @@ be rebuilt for any past run, including one that was interrupted half-way.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from storage import CheckRecord, RunRecord
 
 PASS, FAIL, NOT_RUN = "✅", "❌", "⏸️"
@@ -121,12 +123,23 @@ def _error_matrix(run: RunRecord) -> list[str]:
 
 
 def _logs(run: RunRecord) -> list[str]:
-    notable = [entry for entry in run.logs if entry.level in ("WARNING", "ERROR", "CRITICAL")]
-    chosen = (notable or list(run.logs))[-LOG_EXCERPT_LINES:]
-    if not chosen:
-        return ["(no log lines recorded)"]
-    body = [f"{entry.at:%H:%M:%S} {entry.level:<7} {entry.logger}: {entry.message}" for entry in chosen]
-    return ["```", *body, "```"]
+    # The error matrix provokes errors on purpose; they would bury the ones that matter.
+    matrix = _check(run, "errors")
+
+    def provoked(at: datetime) -> bool:
+        return matrix is not None and matrix.started_at <= at <= (matrix.ended_at or at)
+
+    notable = [e for e in run.logs if e.level in ("WARNING", "ERROR", "CRITICAL") and not provoked(e.at)]
+    skipped = sum(1 for e in run.logs if e.level in ("WARNING", "ERROR", "CRITICAL") and provoked(e.at))
+    chosen = (notable or [e for e in run.logs if not provoked(e.at)])[-LOG_EXCERPT_LINES:]
+    lines = []
+    if chosen:
+        body = [f"{entry.at:%H:%M:%S} {entry.level:<7} {entry.logger}: {entry.message}" for entry in chosen]
+        lines = ["```", *body, "```"]
+    if skipped:
+        lines.append(f"({skipped} warning/error lines provoked on purpose by the error-handling matrix are left "
+                     f"out; the full log has them: `gwbot logs {run.id}`, or /logs {run.id} in chat)")
+    return lines or ["(no log lines recorded)"]
 
 
 def _recommendations(run: RunRecord) -> list[str]:
@@ -143,6 +156,11 @@ def _recommendations(run: RunRecord) -> list[str]:
     if missing and run.kind == "checklist":
         hints.append(f"Complete the remaining checks: {', '.join(missing)}")
     return [f"- {h}" for h in hints] or ["- None: the connection lifecycle behaved as expected"]
+
+
+def log_text(run: RunRecord) -> str:
+    """Every log line of a run, one per line: `gwbot logs` and the chat's /logs file."""
+    return "\n".join(f"{e.at:%Y-%m-%d %H:%M:%S} {e.level:<7} {e.logger}: {e.message}" for e in run.logs)
 
 
 def markdown(run: RunRecord) -> str:

@@ -32,8 +32,7 @@ async def send_report(bot: Bot, chat_id: int, run: RunRecord) -> None:
 async def send_logs(bot: Bot, chat_id: int, run: RunRecord) -> bool:
     if not run.logs:
         return False
-    body = "\n".join(f"{e.at:%Y-%m-%d %H:%M:%S} {e.level:<7} {e.logger}: {e.message}" for e in run.logs)
-    await bot.send_document(chat_id, body.encode(), filename=f"gwbot-run-{run.id}.log",
+    await bot.send_document(chat_id, report.log_text(run).encode(), filename=f"gwbot-run-{run.id}.log",
                             caption=f"Log of run #{run.id}: {len(run.logs)} lines")
     return True
 

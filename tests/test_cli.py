@@ -40,6 +40,8 @@ async def test_demo_passes_then_history_and_report(tmp_path):
     assert code == 0
     assert (tmp_path / "r.md").read_text(encoding="utf-8").startswith("## Results")
     assert (tmp_path / "data" / "gwbot.sqlite3").exists()
+    code, out, _ = await gwbot("--config", cfg, "logs", "1")
+    assert code == 0 and "check reconnect passed" in out and "ib_async.client: API connection failed" in out
 
 
 async def test_bad_config_is_one_clear_line(tmp_path):
