@@ -18,7 +18,6 @@ KEY = "gwbot"
 class ChatServices:
     core: Services
     prompts: PromptBoard = field(default_factory=PromptBoard)
-    # Chats that get no progress edits (tests, or a chat that asked for quiet) are not needed yet.
 
 
 def chat_services(context: ContextTypes.DEFAULT_TYPE) -> ChatServices:
