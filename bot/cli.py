@@ -20,10 +20,10 @@ from bot.config import Config, ConfigError, load_config
 from bot.ibkr.simulator import CONTROL_HELP, SimulatedGateway, control, send_control, serve
 from bot.operators import AutoOperator
 from bot.runner import RunOutcome, RunRequest, RunStatus
-from storage import RunRecord
 from bot.telegram_standin import BotApiStandIn
 from bot.telegram_standin.terminal import TerminalChat
-from bot.terminal import ProgressPrinter, TerminalOperator, stdin_lines
+from bot.terminal import ProgressPrinter, TerminalOperator, stdin_reader
+from storage import RunRecord
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ async def _run_checks(config: Config, request: RunRequest, simulate: bool) -> tu
             config, sim = await stack.enter_async_context(_simulated(config, request.gateway))
             operator: AutoOperator | TerminalOperator = AutoOperator(sim)
         else:
-            operator = TerminalOperator(await stdin_lines())
+            operator = TerminalOperator(stdin_reader())
         services = await stack.enter_async_context(open_services(config))
         gw = config.gateway(request.gateway)
         print(f"Running {', '.join(request.checks)} against {gw.name} ({gw.host}:{gw.port}, client id {gw.client_id})",
@@ -217,7 +217,7 @@ async def _cmd_chat(config: Config, args: argparse.Namespace) -> int:
             bot_task = asyncio.create_task(run_chat(services, standin.token, stop, base_url=standin.base_url,
                                                     poll_timeout=1))
             try:
-                await terminal.run(await stdin_lines())
+                await terminal.run(stdin_reader())
             finally:
                 stop.set()
                 await bot_task

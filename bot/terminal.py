@@ -6,23 +6,42 @@ This is CLI code, so it writes to the terminal directly.
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
-from typing import TextIO
+import threading
+from typing import BinaryIO, TextIO
 
 from bot.checks.base import OperatorAction, OperatorReply, Progress, Reply
 
 
-async def stdin_lines() -> asyncio.StreamReader:
-    """A non-blocking reader of standard input (pipe or TTY); EOF at once when there is none."""
+def stdin_reader(stream: BinaryIO | None = None) -> asyncio.StreamReader:
+    """Standard input as a StreamReader, fed by a daemon thread.
+
+    A thread works for a TTY, a pipe and a redirected file alike (connect_read_pipe refuses regular
+    files and puts a shared TTY into non-blocking mode); as a daemon it never holds up exit while
+    blocked in read. It reads the raw descriptor: a daemon thread blocked inside sys.stdin.buffer
+    holds that buffer's lock and makes interpreter shutdown abort ("could not acquire lock").
+    """
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     try:
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    except (ValueError, OSError, AttributeError):
-        # A regular file or no stdin: read it in a thread, once, then hand out its lines.
-        data = await asyncio.to_thread(lambda: sys.stdin.read() if sys.stdin else "")
-        reader.feed_data(data.encode())
+        fd = None if stream is not None else sys.stdin.fileno()
+    except (AttributeError, OSError, ValueError):  # no standard input at all
         reader.feed_eof()
+        return reader
+
+    def read_chunk() -> bytes:
+        return os.read(fd, 4096) if fd is not None else stream.readline()  # type: ignore[union-attr]
+
+    def pump() -> None:
+        try:
+            while chunk := read_chunk():
+                loop.call_soon_threadsafe(reader.feed_data, chunk)
+            loop.call_soon_threadsafe(reader.feed_eof)
+        except (RuntimeError, OSError, ValueError):
+            pass  # the loop is closed or stdin went away: nobody is reading any more
+
+    threading.Thread(target=pump, name="stdin-reader", daemon=True).start()
     return reader
 
 

@@ -1,53 +1,87 @@
 """A terminal chat client for the stand-in: type commands, see the bot's messages, pick buttons.
 
-CLI code: it writes to the terminal directly.
+CLI front end: it writes to the terminal directly.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TextIO
 
-from bot.telegram_standin.server import BotApiStandIn, BotMessage, ChatChange
+from bot.terminal import stdin_reader
+from bot.telegram_standin.server import BotApiStandIn, BotMessage, ChangeKind, ChatChange, MessageKind
+
+log = logging.getLogger(__name__)
+INDENT = "     "  # continuation lines line up under the text after "bot: "
 
 
-def _size(n: int) -> str:
-    return f"{n} B" if n < 1024 else f"{n / 1024:.1f} kB"
+def human_size(n: int) -> str:
+    """1234 -> "1.2 kB" (SI units, as Telegram clients show)."""
+    if n < 1000:
+        return f"{n} B"
+    if n < 1_000_000:
+        return f"{n / 1000:.1f} kB"
+    return f"{n / 1_000_000:.1f} MB"
 
 
 def render(change: ChatChange) -> str:
-    """One transcript entry: text, files, and buttons as numbered choices."""
+    """One transcript entry: the text, a file as "[document r.md, 1.2 kB]", buttons as numbered choices."""
     m = change.message
-    prefix = "bot (edited)" if change.kind == "edit" else "bot"
-    if m.kind == "text":
+    if change.kind is ChangeKind.ANSWER:
+        answer = change.answer
+        return f"bot ({'alert' if answer and answer.show_alert else 'toast'}): {answer.text if answer else ''}"
+    if change.kind is ChangeKind.DELETE:
+        return f"bot (deleted): {_first_line(m)}"
+    prefix = "bot (edited): " if change.kind is ChangeKind.EDIT else "bot: "
+    if m.kind is MessageKind.TEXT:
         body = m.text
     else:
-        body = f"[{m.kind} {m.file_name}, {_size(len(m.file_bytes or b''))}]" + (f" {m.text}" if m.text else "")
-    lines = [f"{prefix}: {body}"]
+        body = f"[{m.kind} {m.file_name or m.kind}, {human_size(len(m.file_bytes or b''))}]"
+        body += f" {m.text}" if m.text else ""
+    lines = [prefix + body.replace("\n", "\n" + INDENT)]
     if m.buttons:
-        lines.append("     " + "  ".join(f"[{i}] {b.text}" for i, b in enumerate(m.button_list, start=1)))
+        lines.append(INDENT + "  ".join(f"[{i}] {b.text}" for i, b in enumerate(m.button_list, start=1)))
     return "\n".join(lines)
 
 
+def _first_line(m: BotMessage) -> str:
+    return (m.text.splitlines() or [f"[{m.kind}]"])[0]
+
+
 class TerminalChat:
-    """The person at the terminal, chatting with the bot through the stand-in."""
+    """The person at the terminal, chatting with the bot through the stand-in.
+
+    Prints every new bot message and every edit in ``chat_id``; a line that is a number presses that
+    button of the latest message with buttons, ``!...`` goes to ``local`` if given, anything else is
+    sent as the person's text. EOF or ``/quit`` ends, after the bot has gone quiet for ``linger`` s.
+    """
 
     def __init__(self, standin: BotApiStandIn, chat_id: int, user_id: int, *,
                  files_dir: Path | None = None, show_edits: bool = True,
-                 local: Callable[[str], Awaitable[str]] | None = None) -> None:
+                 local: Callable[[str], Awaitable[str]] | None = None, echo: bool | None = None,
+                 linger: float = 0.5, max_linger: float = 10.0) -> None:
         self.standin = standin
         self.chat_id = chat_id
         self.user_id = user_id
         self.files_dir = files_dir
         self.show_edits = show_edits
         self.local = local  # lines starting with '!' go here instead of to the bot
-        self._latest_buttons: BotMessage | None = None
+        self.echo = echo  # print the person's lines (None: when input is not a TTY, so a transcript reads well)
+        self.linger = linger
+        self.max_linger = max_linger
+        self._shown: dict[int, BotMessage] = {}  # the bot's messages as last printed, by message id
+        self._printed = asyncio.Event()
 
-    async def run(self, reader: asyncio.StreamReader, out: TextIO = sys.stdout) -> None:
+    async def run(self, reader: asyncio.StreamReader | None = None, out: TextIO = sys.stdout) -> None:
+        """Chat until EOF or /quit; ``reader`` defaults to standard input."""
+        echo = self.echo if self.echo is not None else not _stdin_is_tty()
+        if reader is None:
+            reader = stdin_reader()
         changes = self.standin.subscribe()
         printer = asyncio.create_task(self._print(changes, out))
         try:
@@ -55,48 +89,94 @@ class TerminalChat:
                 text = line.decode(errors="replace").strip()
                 if text in ("/quit", "/exit"):
                     break
+                if echo and text:
+                    _say(out, f"you: {text}")
                 if text.startswith("!") and self.local is not None:
-                    print(f"local: {await self.local(text[1:])}", file=out, flush=True)
+                    _say(out, f"local: {await self.local(text[1:])}")
                 elif text:
-                    self._say(text, out)
+                    self._drain(changes, out)  # a number picks from what the person has seen, so show it all
+                    self._send(text, out)
+            await self._until_quiet()
         finally:
-            await asyncio.sleep(0.2)  # let the last answers print
             printer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await printer
             self.standin.unsubscribe(changes)
+            self._drain(changes, out)
 
-    def _say(self, text: str, out: TextIO) -> None:
-        if text.isdigit() and self._latest_buttons is not None:
-            buttons = self._latest_buttons.button_list
-            choice = int(text)
-            if 1 <= choice <= len(buttons):
-                print(f"you pressed: {buttons[choice - 1].text}", file=out, flush=True)
-                self.standin.press(self.chat_id, self.user_id, self._latest_buttons.message_id,
-                                   buttons[choice - 1].data)
-                return
-            print(f"(no button {choice}; pick 1-{len(buttons)})", file=out, flush=True)
+    def latest_with_buttons(self) -> BotMessage | None:
+        """The newest message shown that still has buttons: what a number picks from."""
+        with_buttons = [m for m in self._shown.values() if m.buttons]
+        return max(with_buttons, key=lambda m: m.message_id, default=None)
+
+    def _send(self, text: str, out: TextIO) -> None:
+        target = self.latest_with_buttons() if text.isdigit() else None
+        if target is None:
+            self.standin.send_text(self.chat_id, self.user_id, text)
             return
-        self.standin.send_text(self.chat_id, self.user_id, text)
+        buttons = target.button_list
+        choice = int(text)
+        if not 1 <= choice <= len(buttons):
+            _say(out, f"(no button {choice}; pick 1-{len(buttons)})")
+            return
+        _say(out, f"you pressed: {buttons[choice - 1].text}")
+        if buttons[choice - 1].url is not None:
+            _say(out, f"(a link: {buttons[choice - 1].url})")
+            return
+        self.standin.press(self.chat_id, self.user_id, target.message_id, buttons[choice - 1].data)
+
+    async def _until_quiet(self) -> None:
+        # Input is over (a pipe, usually): let the bot's answers to the last lines print first.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.max_linger):
+                while True:
+                    self._printed.clear()
+                    try:
+                        async with asyncio.timeout(self.linger):
+                            await self._printed.wait()
+                    except TimeoutError:
+                        return
+
+    def _drain(self, changes: asyncio.Queue[ChatChange], out: TextIO) -> None:
+        while not changes.empty():
+            self._show(changes.get_nowait(), out)
 
     async def _print(self, changes: asyncio.Queue[ChatChange], out: TextIO) -> None:
         while True:
-            change = await changes.get()
-            if change.message.chat_id != self.chat_id:
-                continue
-            if change.message.buttons:
-                self._latest_buttons = change.message
-            elif self._latest_buttons is not None and self._latest_buttons.message_id == change.message.message_id:
-                self._latest_buttons = None  # its buttons were taken away
-            if change.kind == "edit" and not self.show_edits and not change.message.buttons:
-                continue
-            print(render(change), file=out, flush=True)
-            self._save(change.message, out)
+            self._show(await changes.get(), out)
+
+    def _show(self, change: ChatChange, out: TextIO) -> None:
+        m = change.message
+        if m.chat_id != self.chat_id:
+            return
+        if change.kind is ChangeKind.DELETE:
+            self._shown.pop(m.message_id, None)
+        elif change.kind is not ChangeKind.ANSWER:
+            self._shown[m.message_id] = m
+        if change.kind is ChangeKind.ANSWER and not (change.answer and change.answer.text):
+            return  # a silent answer only stops the client's spinner
+        if change.kind is ChangeKind.EDIT and not self.show_edits and not m.buttons:
+            return
+        _say(out, render(change))
+        self._printed.set()
+        if change.kind is ChangeKind.NEW:
+            self._save(m, out)
 
     def _save(self, m: BotMessage, out: TextIO) -> None:
-        if self.files_dir is None or m.file_bytes is None or not m.file_name:
+        if self.files_dir is None or m.file_bytes is None:
             return
         self.files_dir.mkdir(parents=True, exist_ok=True)
-        path = self.files_dir / m.file_name
-        path.write_bytes(m.file_bytes)
-        print(f"     saved to {path}", file=out, flush=True)
+        path = self.files_dir / Path(m.file_name or f"{m.kind}-{m.message_id}").name  # no paths from the bot
+        path.write_bytes(m.file_bytes)  # small files, once per message: not worth a thread
+        _say(out, f"{INDENT}saved to {path}")
+
+
+def _stdin_is_tty() -> bool:
+    try:
+        return sys.stdin is not None and sys.stdin.isatty()
+    except (ValueError, OSError):  # closed, or replaced by a test runner
+        return False
+
+
+def _say(out: TextIO, text: str) -> None:
+    print(text, file=out, flush=True)
