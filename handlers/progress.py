@@ -55,6 +55,7 @@ class ProgressMessage:
         self._latest: Progress | None = None
         self._message_id: int | None = None
         self._next_at = 0.0
+        self._flood_until = 0.0  # Telegram said "retry after": not even the final edit before then
         self._wake = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
 
@@ -71,6 +72,7 @@ class ProgressMessage:
         self._worker.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._worker
+        await asyncio.sleep(max(0.0, self._flood_until - time.monotonic()))
         await self._flush()
 
     async def _run(self) -> None:
@@ -92,12 +94,16 @@ class ProgressMessage:
                 self._message_id = sent.message_id
             else:
                 await self.bot.edit_message_text(text, self.chat_id, self._message_id)
+        except asyncio.CancelledError:
+            self._latest = self._latest or latest  # closed mid-request: the final flush sends it
+            raise
         except RetryAfter as e:
-            # Flood control: skip this state, and hold back until Telegram lets us speak again.
-            self._next_at = time.monotonic() + retry_seconds(e)
+            # Flood control: keep this state, and hold back until Telegram lets us speak again.
+            pause = retry_seconds(e)
+            self._next_at = self._flood_until = time.monotonic() + pause
             self._latest = self._latest or latest
             self._wake.set()
-            log.info("progress edits paused %s s by flood control", e.retry_after)
+            log.info("progress edits paused %g s by flood control", pause)
         except BadRequest as e:
             if "not modified" not in str(e).lower():
                 log.warning("progress edit failed: %s", e)
