@@ -9,9 +9,11 @@ The Telegram token comes only from the TELEGRAM_BOT_TOKEN environment variable.
 from __future__ import annotations
 
 import difflib
+import math
 import os
+import reprlib
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +46,7 @@ class GatewayConfig:
 
 @dataclass(frozen=True)
 class TelegramConfig:
-    token: str | None = field(default=None, repr=False)
+    token: str | None = field(default=None, repr=False)  # a secret: kept out of logs and reprs
     allowed_chat_ids: frozenset[int] = frozenset()
     allowed_user_ids: frozenset[int] = frozenset()
     api_base_url: str | None = None
@@ -72,7 +74,7 @@ class LoggingConfig:
 
 @dataclass(frozen=True)
 class Config:
-    gateways: tuple[GatewayConfig, ...] = (GatewayConfig(),)
+    gateways: tuple[GatewayConfig, ...] = (GatewayConfig(),)  # the default (``ibkr``) first
     telegram: TelegramConfig = TelegramConfig()
     data_dir: Path = Path("data")
     soak: SoakConfig = SoakConfig()
@@ -96,7 +98,8 @@ class Config:
     def public_dict(self) -> dict[str, Any]:
         """Plain JSON-able settings without secrets, stored with every run."""
         out = asdict(self)
-        out["telegram"].pop("token", None)
+        out["gateways"] = list(out["gateways"])
+        del out["telegram"]["token"]
         out["telegram"]["allowed_chat_ids"] = sorted(self.telegram.allowed_chat_ids)
         out["telegram"]["allowed_user_ids"] = sorted(self.telegram.allowed_user_ids)
         out["data_dir"] = str(self.data_dir)
@@ -105,7 +108,7 @@ class Config:
 
 
 # ---------------------------------------------------------------- validators
-# Each takes the raw YAML value and returns the typed value or a description of what was expected.
+# Each takes the raw YAML value and returns the typed value, or raises _Bad saying what was expected.
 Validator = Callable[[Any], Any]
 
 
@@ -114,11 +117,15 @@ class _Bad(Exception):
         self.expected = expected
 
 
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)  # YAML's true is an int to Python
+
+
 def _integer(low: int, high: int | None = None) -> Validator:
     expected = f"an integer {low}-{high}" if high is not None else f"an integer >= {low}"
 
     def check(v: Any) -> int:
-        if isinstance(v, bool) or not isinstance(v, int) or v < low or (high is not None and v > high):
+        if not _is_int(v) or v < low or (high is not None and v > high):
             raise _Bad(expected)
         return v
     return check
@@ -128,7 +135,8 @@ def _number(low: float, *, inclusive: bool = True) -> Validator:
     expected = f"a number {'>=' if inclusive else '>'} {low:g}"
 
     def check(v: Any) -> float:
-        if isinstance(v, bool) or not isinstance(v, int | float) or v < low or (not inclusive and v == low):
+        # .nan / .inf are valid YAML floats but would make sleeps and timeouts meaningless.
+        if not (_is_int(v) or isinstance(v, float)) or not math.isfinite(v) or v < low or (not inclusive and v == low):
             raise _Bad(expected)
         return float(v)
     return check
@@ -151,7 +159,7 @@ def _boolean(v: Any) -> bool:
 
 
 def _id_set(v: Any) -> frozenset[int]:
-    if not isinstance(v, list) or any(isinstance(i, bool) or not isinstance(i, int) for i in v):
+    if not isinstance(v, list) or not all(_is_int(i) for i in v):
         raise _Bad("a list of integers")
     return frozenset(v)
 
@@ -171,17 +179,19 @@ GATEWAY_KEYS: dict[str, Validator] = {
     "reconnect_delay": _number(0),
     "max_reconnect_attempts": _integer(0),
     "connect_timeout": _number(0, inclusive=False),
-    # ib_async users report reqCurrentTime unanswered when sent < ~1 s after the previous one.
+    # ib_async can leave a reqCurrentTime unanswered when sent < ~1 s after the previous one.
     "heartbeat_interval": _number(1),
     "heartbeat_timeout": _number(0, inclusive=False),
     "allow_live": _boolean,
 }
+# A ``gateways.NAME`` entry takes its name from the key, so ``name`` is not one of its keys.
+OVERRIDE_KEYS = {k: v for k, v in GATEWAY_KEYS.items() if k != "name"}
 SECTIONS: dict[str, tuple[type, dict[str, Validator]]] = {
     "telegram": (TelegramConfig, {
-        "allowed_chat_ids": _id_set,
+        "allowed_chat_ids": _id_set,  # groups have negative ids
         "allowed_user_ids": _id_set,
         "api_base_url": _optional_text,
-        "progress_interval": _number(1),
+        "progress_interval": _number(1),  # Telegram rate-limits message edits
     }),
     "soak": (SoakConfig, {
         "duration": _number(0, inclusive=False),
@@ -195,7 +205,20 @@ SECTIONS: dict[str, tuple[type, dict[str, Validator]]] = {
     }),
     "logging": (LoggingConfig, {"level": _level}),
 }
-TOP_KEYS = ("ibkr", "gateways", "data_dir", *SECTIONS)
+SCALARS: dict[str, Validator] = {"data_dir": _text}
+TOP_KEYS = ("ibkr", "gateways", *SCALARS, *SECTIONS)
+
+
+def _show(value: Any) -> str:
+    """A short one-line repr of a bad value (a pasted blob must not flood the error line)."""
+    short = reprlib.Repr()
+    short.maxstring, short.maxother, short.maxlist = 60, 60, 6
+    return short.repr(value)
+
+
+def _kind(value: Any) -> str:
+    names = {list: "list", dict: "mapping", str: "string", int: "integer", float: "number", bool: "boolean"}
+    return names.get(type(value), type(value).__name__)
 
 
 class _Loader:
@@ -207,61 +230,59 @@ class _Loader:
     def error(self, path: str, message: str) -> ConfigError:
         return ConfigError(f"{self.where}: {path}: {message}" if path else f"{self.where}: {message}")
 
-    def mapping(self, value: Any, path: str) -> dict[str, Any]:
+    def mapping(self, value: Any, path: str) -> dict[Any, Any]:
+        """A section's mapping; an empty section (``ibkr:``) is the same as ``{}``."""
         if value is None:
             return {}
         if not isinstance(value, dict):
-            what = "at the top level" if not path else ""
-            raise self.error(path, f"expected a mapping{' ' + what if what else ''}, got {_kind(value)}")
+            where = "" if path else " at the top level"
+            raise self.error(path, f"expected a mapping{where}, got {_kind(value)}")
         return value
 
-    def known(self, raw: Mapping[str, Any], allowed: tuple[str, ...] | Mapping[str, Any], path: str) -> None:
+    def known(self, raw: Mapping[Any, Any], allowed: tuple[str, ...] | Mapping[str, Any], path: str) -> None:
         for key in raw:
+            at = f"{path}.{key}" if path else str(key)
             if key == "token" and path == "telegram":
-                raise self.error("telegram.token", f"never put the bot token in a file; set {ENV_TOKEN} instead")
+                raise self.error(at, f"never put the bot token in a file; set {ENV_TOKEN} instead")
             if key not in allowed:
                 close = difflib.get_close_matches(str(key), list(allowed), n=1)
-                hint = f" (did you mean '{close[0]}'?)" if close else ""
-                raise self.error(f"{path}.{key}" if path else str(key), f"unknown key{hint}")
+                raise self.error(at, "unknown key" + (f" (did you mean '{close[0]}'?)" if close else ""))
 
-    def fields(self, raw: Mapping[str, Any], spec: Mapping[str, Validator], path: str) -> dict[str, Any]:
+    def fields(self, raw: Mapping[Any, Any], spec: Mapping[str, Validator], path: str) -> dict[str, Any]:
+        """Check every key of ``raw`` against ``spec``; keys not given keep the dataclass default."""
         self.known(raw, spec, path)
         out = {}
         for key, value in raw.items():
             try:
                 out[key] = spec[key](value)
             except _Bad as bad:
-                raise self.error(f"{path}.{key}", f"expected {bad.expected}, got {value!r}") from None
+                raise self.error(f"{path}.{key}" if path else key, f"expected {bad.expected}, got {_show(value)}") from None
         return out
 
-    def gateways(self, doc: Mapping[str, Any]) -> tuple[GatewayConfig, ...]:
+    def gateways(self, doc: Mapping[Any, Any]) -> tuple[GatewayConfig, ...]:
         base = self.fields(self.mapping(doc.get("ibkr"), "ibkr"), GATEWAY_KEYS, "ibkr")
-        default = GatewayConfig(**base)
-        extra = self.mapping(doc.get("gateways"), "gateways")
-        result = [default]
-        for name, overrides in extra.items():
+        result = [GatewayConfig(**base)]
+        for name, overrides in self.mapping(doc.get("gateways"), "gateways").items():
             path = f"gateways.{name}"
-            values = self.fields(self.mapping(overrides, path), {k: v for k, v in GATEWAY_KEYS.items() if k != "name"}, path)
-            if str(name) in (g.name for g in result):
+            if not isinstance(name, str) or not name.strip():
+                raise self.error(path, f"expected a Gateway name (a non-empty string), got {_show(name)}")
+            raw = self.mapping(overrides, path)
+            if "name" in raw:
+                raise self.error(f"{path}.name", f"not allowed here: the Gateway's name is its key, '{name}'")
+            if name in (g.name for g in result):
                 raise self.error(path, f"Gateway name '{name}' is used twice")
-            result.append(GatewayConfig(**(base | values | {"name": str(name)})))
+            result.append(GatewayConfig(**(base | self.fields(raw, OVERRIDE_KEYS, path) | {"name": name})))
         return tuple(result)
 
     def load(self, doc: Any, base_dir: Path, env: Mapping[str, str], source: Path | None) -> Config:
         doc = self.mapping(doc, "")
         self.known(doc, TOP_KEYS, "")
-        sections = {}
-        for name, (cls, spec) in SECTIONS.items():
-            sections[name] = cls(**self.fields(self.mapping(doc.get(name), name), spec, name))
-        sections["telegram"] = TelegramConfig(**(asdict(sections["telegram"]) | {"token": env.get(ENV_TOKEN) or None}))
-        data_dir = doc.get("data_dir", "data")
-        if not isinstance(data_dir, str) or not data_dir:
-            raise self.error("data_dir", f"expected a folder path, got {data_dir!r}")
-        return Config(gateways=self.gateways(doc), data_dir=(base_dir / data_dir).resolve(), source=source, **sections)
-
-
-def _kind(value: Any) -> str:
-    return {list: "list", str: "string", int: "integer", float: "number", bool: "boolean"}.get(type(value), type(value).__name__)
+        sections = {name: cls(**self.fields(self.mapping(doc.get(name), name), spec, name))
+                    for name, (cls, spec) in SECTIONS.items()}
+        sections["telegram"] = replace(sections["telegram"], token=env.get(ENV_TOKEN, "").strip() or None)
+        scalars = self.fields({k: v for k, v in doc.items() if k in SCALARS}, SCALARS, "")
+        data_dir = (base_dir / Path(scalars.get("data_dir", "data")).expanduser()).resolve()
+        return Config(gateways=self.gateways(doc), data_dir=data_dir, source=source, **sections)
 
 
 def resolve_path(path: str | Path | None, env: Mapping[str, str]) -> Path | None:
@@ -273,23 +294,29 @@ def resolve_path(path: str | Path | None, env: Mapping[str, str]) -> Path | None
     return DEFAULT_PATH if DEFAULT_PATH.is_file() else None
 
 
-def load_config(path: str | Path | None = None, *, env: Mapping[str, str] | None = None) -> Config:
-    env = os.environ if env is None else env
-    source = resolve_path(path, env)
-    if source is None:
-        return _Loader("defaults").load({}, Path.cwd(), env, None)
-    loader = _Loader(source.name)
+def _parse(source: Path) -> Any:
+    """The file's YAML document; every failure becomes one ConfigError line."""
     try:
         text = source.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{source.name}: file not found ({source.resolve()})") from None
     except OSError as e:
         raise ConfigError(f"{source.name}: cannot read: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{source.name}: not UTF-8 text (byte {e.start})") from None
     try:
-        doc = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or str(e)
+        problem = " ".join(str(getattr(e, "problem", None) or e).split())  # some are multi-line
         raise ConfigError(f"{source.name}: invalid YAML{at}: {problem}") from None
-    return loader.load(doc, source.resolve().parent, env, source.resolve())
+
+
+def load_config(path: str | Path | None = None, *, env: Mapping[str, str] | None = None) -> Config:
+    """Load and validate the config; see resolve_path for which file. Raises ConfigError."""
+    env = os.environ if env is None else env
+    source = resolve_path(path, env)
+    if source is None:
+        return _Loader("defaults").load({}, Path.cwd(), env, None)
+    return _Loader(source.name).load(_parse(source), source.resolve().parent, env, source.resolve())

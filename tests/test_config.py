@@ -78,6 +78,12 @@ def test_named_gateways_inherit_and_override(tmp_path):
     ("- a\n- b", "config.yaml: expected a mapping at the top level, got list"),
     ("ibkr:\n  port: 4002\n   host: x", "config.yaml: invalid YAML at line 3, column 8: mapping values are not allowed here"),
     ("gateways: {paper: {port: 1}}", "config.yaml: gateways.paper: Gateway name 'paper' is used twice"),
+    ("gateways: {b: {name: c}}", "config.yaml: gateways.b.name: not allowed here: the Gateway's name is its key, 'b'"),
+    ("gateways: {7: {port: 1}}", "config.yaml: gateways.7: expected a Gateway name (a non-empty string), got 7"),
+    ("ibkr: {reconnect_delay: .nan}", "config.yaml: ibkr.reconnect_delay: expected a number >= 0, got nan"),
+    ("soak: {duration: .inf}", "config.yaml: soak.duration: expected a number > 0, got inf"),
+    ("data_dir: 5", "config.yaml: data_dir: expected a non-empty string, got 5"),
+    (f"ibkr: {{port: '{'x' * 500}'}}", "config.yaml: ibkr.port: expected an integer 1-65535, got '" + "x" * 27 + "..." + "x" * 28 + "'"),
 ])
 def test_error_table(tmp_path, text, message):
     with pytest.raises(ConfigError) as err:
