@@ -229,7 +229,10 @@ async def _cmd_simulate(config: Config, args: argparse.Namespace) -> int:
     print(f"Simulated IB Gateway on {args.host}:{args.port}, accounts {', '.join(accounts)}"
           + (f"; control port {args.control_port} (gwbot simctl --help)" if args.control_port else "")
           + ". Ctrl-C to quit.", flush=True)
-    await serve(args.host, args.port, accounts, args.control_port)
+    stop = asyncio.Event()
+    _stop_on_signals(stop)  # SIGTERM too: clients see a clean close, as when the Gateway is quit
+    await serve(args.host, args.port, accounts, args.control_port, until=stop)
+    print("Simulated IB Gateway stopped", flush=True)
     return EXIT_OK
 
 

@@ -453,15 +453,16 @@ async def send_control(host: str, port: int, command: str, timeout: float = 5.0)
     return answer or "ERROR no answer"
 
 
-async def serve(host: str, port: int, accounts: Sequence[str] = DEFAULT_ACCOUNTS, control_port: int = 7462) -> None:
-    """Run a simulated Gateway (and its control port) until cancelled."""
+async def serve(host: str, port: int, accounts: Sequence[str] = DEFAULT_ACCOUNTS, control_port: int = 7462,
+                until: asyncio.Event | None = None) -> None:
+    """Run a simulated Gateway (and its control port) until ``until`` is set or the task is cancelled."""
     gateway = SimulatedGateway(host, port, accounts)
     await gateway.start()
     ctl = ControlServer(gateway, "127.0.0.1", control_port) if control_port else None
     if ctl is not None:
         await ctl.start()
     try:
-        await asyncio.Event().wait()
+        await (until or asyncio.Event()).wait()
     finally:
         if ctl is not None:
             await ctl.stop()
