@@ -216,6 +216,10 @@ def _show(value: Any) -> str:
     return short.repr(value)
 
 
+def _key_path(path: str, key: Any) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
 def _kind(value: Any) -> str:
     names = {list: "list", dict: "mapping", str: "string", int: "integer", float: "number", bool: "boolean"}
     return names.get(type(value), type(value).__name__)
@@ -241,7 +245,7 @@ class _Loader:
 
     def known(self, raw: Mapping[Any, Any], allowed: tuple[str, ...] | Mapping[str, Any], path: str) -> None:
         for key in raw:
-            at = f"{path}.{key}" if path else str(key)
+            at = _key_path(path, key)
             if key == "token" and path == "telegram":
                 raise self.error(at, f"never put the bot token in a file; set {ENV_TOKEN} instead")
             if key not in allowed:
@@ -256,7 +260,7 @@ class _Loader:
             try:
                 out[key] = spec[key](value)
             except _Bad as bad:
-                raise self.error(f"{path}.{key}" if path else key, f"expected {bad.expected}, got {_show(value)}") from None
+                raise self.error(_key_path(path, key), f"expected {bad.expected}, got {_show(value)}") from None
         return out
 
     def gateways(self, doc: Mapping[Any, Any]) -> tuple[GatewayConfig, ...]:
@@ -268,7 +272,7 @@ class _Loader:
                 raise self.error(path, f"expected a Gateway name (a non-empty string), got {_show(name)}")
             raw = self.mapping(overrides, path)
             if "name" in raw:
-                raise self.error(f"{path}.name", f"not allowed here: the Gateway's name is its key, '{name}'")
+                raise self.error(_key_path(path, "name"), f"not allowed here: the Gateway's name is its key, '{name}'")
             if name in (g.name for g in result):
                 raise self.error(path, f"Gateway name '{name}' is used twice")
             result.append(GatewayConfig(**(base | self.fields(raw, OVERRIDE_KEYS, path) | {"name": name})))
