@@ -63,6 +63,9 @@ def _parser() -> argparse.ArgumentParser:
     ctl.add_argument("words", nargs="+", metavar="COMMAND")
     ctl.add_argument("--control-host", default="127.0.0.1")
     ctl.add_argument("--control-port", type=int, default=7462)
+    for flag in ("--rst", "--deaf"):  # simctl's own options, passed through: stop --rst, reset 20 lost --deaf
+        ctl.add_argument(flag, action="store_true", help=argparse.SUPPRESS)
+    ctl.add_argument("--ready-after", metavar="S", help=argparse.SUPPRESS)
 
     sub.add_parser("run", help="the Telegram bot (token from TELEGRAM_BOT_TOKEN) until Ctrl-C / SIGTERM")
 
@@ -237,7 +240,9 @@ async def _cmd_simulate(config: Config, args: argparse.Namespace) -> int:
 
 
 async def _cmd_simctl(_: Config, args: argparse.Namespace) -> int:
-    answer = await send_control(args.control_host, args.control_port, " ".join(args.words))
+    flags = [f for f in ("--rst", "--deaf") if getattr(args, f[2:])]
+    flags += ["--ready-after", args.ready_after] if args.ready_after is not None else []
+    answer = await send_control(args.control_host, args.control_port, " ".join([*args.words, *flags]))
     print(answer)
     return EXIT_OK if answer.startswith("OK") else EXIT_FAILED
 
