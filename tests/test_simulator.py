@@ -279,6 +279,12 @@ async def test_reset_lost_deaf_sends_real_notices_and_ignores_heartbeats(gateway
     assert "reset lost" in await control(gateway, "status")
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(ib.reqCurrentTimeAsync(), 0.3)
+    newcomer = IB()
+    heard = notices(newcomer)
+    await newcomer.connectAsync("127.0.0.1", gateway.port, 2, timeout=2)  # hears the link is down
+    await until(lambda: len(heard) >= 4)
+    assert [c for _, c, _ in heard][:4] == [1100, 2103, 2105, 2157]
+    newcomer.disconnect()
     await until(lambda: len(seen) >= 8)
     assert [c for _, c, _ in seen[4:]] == [1101, 2104, 2106, 2158]
     assert ib.isConnected() and await asyncio.wait_for(ib.reqCurrentTimeAsync(), 2)
@@ -347,6 +353,7 @@ async def test_unserved_requests_get_what_a_real_gateway_answers(gateway, caplog
     seen = notices(ib)
     await ib.connectAsync("127.0.0.1", gateway.port, 1, timeout=2)
     ib.client.reqIds(1)
+    ib.client.reqManagedAccts()
     assert await asyncio.wait_for(ib.reqContractDetailsAsync(Stock("NOPE", "SMART", "USD")), 2) == []
     bars = await asyncio.wait_for(ib.reqHistoricalDataAsync(Stock("AAPL", "SMART", "USD"), "", "1 D", "1 hour",
                                                             "TRADES", True), 2)
@@ -360,6 +367,7 @@ async def test_unserved_requests_get_what_a_real_gateway_answers(gateway, caplog
     assert texts[354].startswith("Requested market data is not subscribed")
     assert "12345" in texts[321] and "does not serve" in caplog.text
     assert caplog.text.count("<<< 9,1,1") == 2  # nextValidId at connect, and for reqIds
+    assert caplog.text.count("<<< 15,1,DUO779750") == 2  # managedAccounts at connect, and for reqManagedAccts
     ib.disconnect()
 
 
