@@ -128,7 +128,7 @@ async def test_control_port_round_trip(gateway):
 
 # ------------------------------------------------------------- restarts and readiness
 async def test_restart_ready_after_accepts_answers_handshake_but_api_not_ready(gateway):
-    assert (await control(gateway, "restart 0.3 --ready-after 0.8")).startswith("OK restart: port closed for 0.3 s")
+    assert (await control(gateway, "restart 0.3 --ready-after 1.0")).startswith("OK restart: port closed for 0.3 s")
     with pytest.raises(ConnectionRefusedError):  # answered at once; the port is closed meanwhile
         await asyncio.open_connection("127.0.0.1", gateway.port)
     assert "restarting" in (await control(gateway, "status"))
@@ -272,7 +272,7 @@ async def test_reset_lost_deaf_sends_real_notices_and_ignores_heartbeats(gateway
     seen = notices(ib)
     await ib.connectAsync("127.0.0.1", gateway.port, 1, timeout=2)
     seen.clear()
-    assert (await control(gateway, "reset 0.8 lost --deaf")).startswith("OK reset")
+    assert (await control(gateway, "reset 1.5 lost --deaf")).startswith("OK reset")
     await until(lambda: len(seen) >= 4)
     assert [c for _, c, _ in seen] == [1100, 2103, 2105, 2157]
     assert seen[0][2] == NOTICE_TEXTS[1100] and seen[1][2] == "Market data farm connection is broken:usfarm"
