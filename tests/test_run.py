@@ -14,6 +14,7 @@ from storage import Repository
 
 ROOT = Path(__file__).resolve().parents[1]
 SQUAD, KAI = -100, 42
+TOKEN = "110201543:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"  # Telegram's shape; gwbot refuses others locally
 
 
 def config(tmp_path: Path, base_url: str, port: int = 4002) -> Path:
@@ -27,11 +28,11 @@ soak: {{heartbeat_interval: 1, progress_interval: 1}}
     return path
 
 
-async def start(cfg: Path, token: str | None) -> asyncio.subprocess.Process:
+async def start(cfg: Path, token: str | None, *flags: str) -> asyncio.subprocess.Process:
     env = {k: v for k, v in os.environ.items() if k != "TELEGRAM_BOT_TOKEN"}
     if token:
         env["TELEGRAM_BOT_TOKEN"] = token
-    return await asyncio.create_subprocess_exec(sys.executable, "-m", "bot", "--config", str(cfg), "run", cwd=ROOT,
+    return await asyncio.create_subprocess_exec(sys.executable, "-m", "bot", "--config", str(cfg), "run", *flags, cwd=ROOT,
                                                 env=env, stdout=asyncio.subprocess.PIPE,
                                                 stderr=asyncio.subprocess.PIPE)
 
@@ -46,7 +47,7 @@ async def test_missing_token_is_one_line(tmp_path):
 
 async def test_rejected_token_is_one_line(tmp_path):
     async with BotApiStandIn() as standin:
-        proc = await start(config(tmp_path, standin.base_url), "999:wrong")
+        proc = await start(config(tmp_path, standin.base_url), "999:" + "x" * 35)
         out, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 2
     lines = err.decode().strip().splitlines()
@@ -55,7 +56,7 @@ async def test_rejected_token_is_one_line(tmp_path):
 
 
 async def test_sigterm_mid_soak_cancels_the_run_and_exits_cleanly(tmp_path):
-    async with SimulatedGateway(port=0) as gw, BotApiStandIn() as standin:
+    async with SimulatedGateway(port=0) as gw, BotApiStandIn(token=TOKEN) as standin:
         standin.user(KAI, "Kai", "kai")
         standin.group(SQUAD, "squad")
         proc = await start(config(tmp_path, standin.base_url, gw.port), standin.token)
