@@ -46,9 +46,12 @@ class Range:
     integer: bool = False
     low_open: bool = False
     unit: str = "seconds"
+    wording: str | None = None  # says it better than the bounds (a run number's bound is 2**63 - 1)
 
     @property
     def expected(self) -> str:
+        if self.wording:
+            return self.wording
         if self.integer:
             return f"an integer {self.low}-{self.high}"
         if self.low_open:
@@ -83,7 +86,7 @@ def _seconds(low: float, high: float, *, low_open: bool = False) -> Range:
 PORT = Range(1, 65535, integer=True)
 CLIENT_ID = Range(0, 2**31 - 1, integer=True)
 RECONNECT_ATTEMPTS = Range(0, 1000, integer=True)
-RUN_ID = Range(1, 2**63 - 1, integer=True)  # SQLite's integer primary key
+RUN_ID = Range(1, 2**63 - 1, integer=True, wording="a run number (gwbot history lists them)")  # SQLite's rowid
 # The checklist asks for 10+ minutes; a day is the longest that still makes sense, 3 s the shortest
 # that shows a few heartbeats.
 SOAK_SECONDS = _seconds(3, 86400)
