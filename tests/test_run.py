@@ -6,10 +6,11 @@ import asyncio
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from bot.ibkr.simulator import SimulatedGateway
-from bot.telegram_standin import BotApiStandIn
+from bot.telegram_standin import BotApiStandIn, BotMessage
 from storage import Repository
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,24 +56,31 @@ async def test_rejected_token_is_one_line(tmp_path):
     assert "Traceback" not in err.decode()
 
 
+async def sigterm_after(tmp_path: Path, gw: SimulatedGateway, standin: BotApiStandIn, command: str,
+                        answered: Callable[[BotMessage], bool], *flags: str) -> tuple[int, bytes, bytes]:
+    """`gwbot run` against the stand-in: send ``command`` once it polls, SIGTERM once ``answered``."""
+    standin.user(KAI, "Kai", "kai")
+    standin.group(SQUAD, "squad")
+    proc = await start(config(tmp_path, standin.base_url, gw.port), standin.token, *flags)
+    try:
+        for _ in range(200):
+            if standin.commands:
+                break
+            await asyncio.sleep(0.05)
+        standin.send_text(SQUAD, KAI, command)
+        await standin.wait_for(answered, SQUAD, 20)
+        proc.send_signal(signal.SIGTERM)
+        out, err = await asyncio.wait_for(proc.communicate(), 30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+    return proc.returncode, out, err
+
+
 async def test_sigterm_mid_soak_cancels_the_run_and_exits_cleanly(tmp_path):
     async with SimulatedGateway(port=0) as gw, BotApiStandIn(token=TOKEN) as standin:
-        standin.user(KAI, "Kai", "kai")
-        standin.group(SQUAD, "squad")
-        proc = await start(config(tmp_path, standin.base_url, gw.port), standin.token)
-        try:
-            for _ in range(200):
-                if standin.commands:
-                    break
-                await asyncio.sleep(0.05)
-            standin.send_text(SQUAD, KAI, "/soak 5")
-            await standin.wait_for(lambda m: m.text.startswith("⏳ soak"), SQUAD, 20)
-            proc.send_signal(signal.SIGTERM)
-            out, err = await asyncio.wait_for(proc.communicate(), 30)
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-        assert proc.returncode == 0, err.decode()
+        code, _, err = await sigterm_after(tmp_path, gw, standin, "/soak 5", lambda m: m.text.startswith("⏳ soak"))
+        assert code == 0, err.decode()
         assert not [c for c in gw.clients if c.ready], "sockets closed"
     async with await Repository.open(tmp_path / "data" / "gwbot.sqlite3") as repo:
         run = await repo.get_run(1)

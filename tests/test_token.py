@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 import sqlite3
 
 from bot.ibkr.simulator import SimulatedGateway
 from bot.telegram_standin import BotApiStandIn
-from tests.test_run import KAI, SQUAD, config, start
+from tests.test_run import config, sigterm_after, start
 
 SECRET = "AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
 TOKEN = f"110201543:{SECRET}"
@@ -27,21 +26,7 @@ async def test_a_malformed_token_is_refused_before_any_network_call(tmp_path):
 
 async def test_the_token_is_in_no_log_line_terminal_or_journal(tmp_path):
     async with SimulatedGateway(port=0) as gw, BotApiStandIn(token=TOKEN) as standin:
-        standin.user(KAI, "Kai", "kai")
-        standin.group(SQUAD, "squad")
-        proc = await start(config(tmp_path, standin.base_url, gw.port), TOKEN, "-v")
-        try:
-            for _ in range(200):
-                if standin.commands:
-                    break
-                await asyncio.sleep(0.05)
-            standin.send_text(SQUAD, KAI, "/connect")
-            await standin.wait_for(lambda m: "connect: passed" in m.text, SQUAD, 20)
-            proc.send_signal(signal.SIGTERM)
-            out, err = await asyncio.wait_for(proc.communicate(), 30)
-        finally:
-            if proc.returncode is None:
-                proc.kill()
+        _, out, err = await sigterm_after(tmp_path, gw, standin, "/connect", lambda m: "connect: passed" in m.text, "-v")
     assert "Set Bot API URL" in err.decode(), "the PTB debug line that used to carry the token is there"
     assert SECRET not in out.decode() + err.decode()
     with sqlite3.connect(tmp_path / "data" / "gwbot.sqlite3") as db:
