@@ -13,7 +13,7 @@ from bot.config import SOAK_SECONDS, Range
 from bot.health import LiveView
 from bot.jobs import Busy, Job
 from bot.runner import RunOutcome, RunRequest
-from handlers.context import ChatServices, chat_services, gateway_arg, number_arg, origin, who
+from handlers.context import BadArgument, ChatServices, chat_services, gateway_arg, number_arg, origin, who
 from handlers.operator import ChatOperator
 from handlers.progress import ProgressMessage
 from handlers.results import post_results

@@ -20,6 +20,7 @@ async def chat(tmp_path):
     ("/soak -5", "Usage: /soak [minutes]"),
     ("/soak 1e300", "Usage: /soak [minutes]"),
     ("/soak 1_0", "Usage: /soak [minutes]"),
+    ("/soak 1 2", "Usage: /soak [minutes]"),
     ("/report 99999999999999999999999", "Usage: /report [run number]"),
     ("/logs ٣", "Usage: /logs [run number]"),
     ("/report 0", "Usage: /report [run number]"),
