@@ -75,6 +75,8 @@ def _process_start(pid: int) -> str | None:
 
 
 def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False  # kill(0 or -n, 0) would ask about process groups, not a process
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
