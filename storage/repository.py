@@ -129,12 +129,12 @@ def _access(path: Path, *, for_reading: bool) -> str:
         if path.is_dir():
             raise DatabaseUnavailable(f"{path} is a folder, not a database file: move it away, {ELSEWHERE}")
         if not folder.exists():
-            folder.mkdir(parents=True)
+            folder.mkdir()  # only the last folder: a mistyped path is an error, not a new tree
     except PermissionError as e:
         raise DatabaseUnavailable(f"cannot open {path}: no permission to reach {e.filename or folder}; "
                                   f"give your user access, {ELSEWHERE}") from None
     except OSError as e:
-        raise DatabaseUnavailable(f"cannot create the folder {folder} for {path}: {e.strerror}; "
+        raise DatabaseUnavailable(f"cannot create the folder {folder} for {path}: {e.strerror}; create it, "
                                   f"{ELSEWHERE}") from None
     if not os.access(folder, os.X_OK):
         raise DatabaseUnavailable(f"cannot open {path}: no permission to read the folder {folder}; "
