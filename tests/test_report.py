@@ -88,8 +88,7 @@ async def store_unfinished(repo: Repository, status: str) -> int:
     check = await repo.start_check(run, "connect")
     if status == "interrupted":
         return run  # its owner goes away when the repository closes
-    check_status = {"failed": "failed", "error": "error", "cancelled": "cancelled"}[status]
-    await repo.finish_check(check, check_status, error="cancelled before it finished" if status == "cancelled"
+    await repo.finish_check(check, status, error="cancelled before it finished" if status == "cancelled"
                             else "Connected, but the API never became ready")
     await repo.finish_run(run, status)
     return run
