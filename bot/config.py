@@ -42,6 +42,10 @@ class GatewayConfig:
     heartbeat_interval: float = 10.0
     heartbeat_timeout: float = 5.0
     allow_live: bool = False
+    # Reconnecting never gives up while the port refuses; this total budget (seconds from the
+    # drop, None = never) is the only limit. 15 min: a daily auto-restart takes ~35-80 s and a
+    # Sunday cold restart with a 2FA login minutes; beyond that a person has to act.
+    give_up_after: float | None = 900.0
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,8 @@ class SoakConfig:
 @dataclass(frozen=True)
 class ChecksConfig:
     reconnect_within: float = 30.0
+    # A data farm broken at connect and OK within this many seconds is only a blip.
+    farm_grace: float = 5.0
     operator_timeout: float = 120.0
     stop_on_failure: bool = False
 
@@ -142,6 +148,19 @@ def _number(low: float, *, inclusive: bool = True) -> Validator:
     return check
 
 
+def _optional_number(low: float) -> Validator:
+    number = _number(low, inclusive=False)
+
+    def check(v: Any) -> float | None:
+        if v is None:
+            return None
+        try:
+            return number(v)
+        except _Bad:
+            raise _Bad(f"null or a number > {low:g}") from None
+    return check
+
+
 def _text(v: Any) -> str:
     if not isinstance(v, str) or not v.strip():
         raise _Bad("a non-empty string")
@@ -183,6 +202,7 @@ GATEWAY_KEYS: dict[str, Validator] = {
     "heartbeat_interval": _number(1),
     "heartbeat_timeout": _number(0, inclusive=False),
     "allow_live": _boolean,
+    "give_up_after": _optional_number(0),
 }
 # A ``gateways.NAME`` entry takes its name from the key, so ``name`` is not one of its keys.
 OVERRIDE_KEYS = {k: v for k, v in GATEWAY_KEYS.items() if k != "name"}
@@ -200,6 +220,7 @@ SECTIONS: dict[str, tuple[type, dict[str, Validator]]] = {
     }),
     "checks": (ChecksConfig, {
         "reconnect_within": _number(0, inclusive=False),
+        "farm_grace": _number(0),
         "operator_timeout": _number(0, inclusive=False),
         "stop_on_failure": _boolean,
     }),

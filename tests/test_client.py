@@ -25,12 +25,13 @@ from bot.ibkr.events import (
     DisconnectReason,
     GatewayNotice,
     NoticeKind,
+    ReconnectFailedAttempt,
     ReconnectGaveUp,
     Reconnected,
     Reconnecting,
     next_event,
 )
-from bot.ibkr.simulator import SimulatedGateway
+from bot.ibkr.simulator import Reject, SimulatedGateway
 from tests.conftest import FAST, free_port
 
 
@@ -108,32 +109,49 @@ async def test_reset_is_reported_as_reset(gateway):
     await client.disconnect()
 
 
-async def test_restart_reconnects_and_counts_attempts(gateway):
-    client = client_for(gateway, reconnect_delay=0.3)
+async def test_restart_reconnects_and_refused_knocks_spend_no_attempt(gateway):
+    # Down 10x longer than delay x attempts: the old client gave up; knocking costs nothing now.
+    client = client_for(gateway, reconnect_delay=0.1, max_reconnect_attempts=2)
     await client.connect()
+    failed: list[ReconnectFailedAttempt] = []
+    client.events.subscribe(lambda e: failed.append(e) if isinstance(e, ReconnectFailedAttempt) else None)
     async with client.events.stream() as q:
         await gateway.stop()
         await next_event(q, Disconnected, 1)
-        await asyncio.sleep(1.0)  # down long enough for two failed attempts
+        await asyncio.sleep(2.0)
         back = time.monotonic()
         await gateway.start()
-        done = await next_event(q, Reconnected, 5)
-    assert done.attempts >= 2
+        done = await next_event(q, (Reconnected, ReconnectGaveUp), 5)
+    assert isinstance(done, Reconnected)
+    assert done.attempts == 1 and not failed
     assert done.mono - back < 1.0, "reconnects as soon as the port is back"
     assert await client.is_connected()
     await client.ping()
     await client.disconnect()
 
 
-async def test_reconnect_gives_up_after_the_attempt_budget(gateway):
-    client = client_for(gateway, reconnect_delay=0.1, max_reconnect_attempts=3)
+async def test_reconnect_gives_up_only_when_the_time_budget_runs_out(gateway):
+    client = client_for(gateway, reconnect_delay=0.1, max_reconnect_attempts=1, give_up_after=1.0)
     await client.connect()
     async with client.events.stream() as q:
         await gateway.stop()
         gave_up = await next_event(q, ReconnectGaveUp, 5)
-    assert gave_up.attempts == 3
-    assert "refused" in gave_up.last_error.lower()
+    assert gave_up.attempts == 0
+    assert 1.0 <= gave_up.downtime < 3.0
+    assert "port stayed closed" in gave_up.last_error and "give_up_after" in gave_up.last_error
     assert client.state is ConnectionState.DISCONNECTED
+    await client.disconnect()
+
+
+async def test_attempts_are_spent_when_the_gateway_accepts_and_the_api_fails(gateway):
+    client = client_for(gateway, reconnect_delay=0.1, max_reconnect_attempts=3, give_up_after=None)
+    await client.connect()
+    gateway.set_reject(Reject.RST)
+    async with client.events.stream() as q:
+        await gateway.drop_clients()
+        gave_up = await next_event(q, ReconnectGaveUp, 5)
+    assert gave_up.attempts == 3
+    assert "before the API handshake" in gave_up.last_error
     await client.disconnect()
 
 
