@@ -403,6 +403,13 @@ class IBKRClient:
         ib.client.conn.hasData += on_data
         ib.errorEvent += on_error
         ib.client.apiError += on_api_error
+        # Before the handshake ib_async says nothing about a peer close (it waits out its
+        # timeout), so listen to the socket itself.
+        def on_socket_lost(msg: str) -> None:
+            if not session.last_socket_error.startswith("API connection failed"):  # else we closed it
+                on_api_error(msg or "Peer closed connection.")
+
+        ib.client.conn.disconnected += on_socket_lost
         ib.disconnectedEvent += lambda: self._on_socket_closed(session)  # IB wires client.apiEnd to it
 
     def _not_ready_error(self, session: _Session, waited: float) -> ApiNotReady:
