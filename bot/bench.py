@@ -21,6 +21,7 @@ from bot.config import Config, SoakConfig, TelegramConfig
 from bot.ibkr.client import IBKRClient
 from bot.ibkr.events import Disconnected, DisconnectReason, Reconnected, next_event
 from bot.ibkr.simulator import SimulatedGateway
+from bot.stats import percentile
 from bot.telegram_standin import BotApiStandIn
 
 # Client options as in the tests: the seed's 10 s delay would only measure the sleep.
@@ -36,7 +37,7 @@ class Figure:
 
     def line(self) -> str:
         s = sorted(self.samples)
-        p95 = s[min(len(s) - 1, round(0.95 * len(s) + 0.5) - 1)]
+        p95 = percentile(s, 0.95)
         return (f"{self.name:<52} median {statistics.median(s):8.2f} {self.unit:<3} p95 {p95:8.2f}  "
                 f"max {s[-1]:8.2f}  (n={len(s)})")
 

@@ -27,15 +27,15 @@ async def repo(tmp_path):
     await r.close()
 
 
-def config_for(port: int, **checks) -> Config:
+def config_for(port: int, gateway: dict | None = None, **checks) -> Config:
     cfg = Config(soak=SoakConfig(duration=2, heartbeat_interval=1, progress_interval=1),
                  checks=ChecksConfig(reconnect_within=5, operator_timeout=3, **checks))
-    return with_gateway(cfg, host="127.0.0.1", port=port, reconnect_delay=0.3, connect_timeout=2,
-                        heartbeat_interval=1, heartbeat_timeout=1)
+    return with_gateway(cfg, **({"host": "127.0.0.1", "port": port, "reconnect_delay": 0.3, "connect_timeout": 2,
+                                 "heartbeat_interval": 1, "heartbeat_timeout": 1} | (gateway or {})))
 
 
 async def run(repo, port, names, operator=None, **kw):
-    runner = Runner(config_for(port, **kw.pop("checks", {})), repo, {"probe_interval": FAST["probe_interval"]})
+    runner = Runner(config_for(port, kw.pop("gateway", None), **kw.pop("checks", {})), repo, {"probe_interval": FAST["probe_interval"]})
     progress = []
     outcome = await runner.run(RunRequest(tuple(names), "tester", "pytest", **kw), operator or SilentOperator(),
                                progress.append)
@@ -131,7 +131,7 @@ async def test_soak_ends_early_when_the_connection_is_not_recovered(repo, gatewa
         await gateway.stop()
 
     stopper = asyncio.create_task(stop_soon())
-    outcome, _ = await run(repo, gateway.port, ["soak"], soak_duration=30)
+    outcome, _ = await run(repo, gateway.port, ["soak"], soak_duration=30, gateway={"give_up_after": 2})
     await stopper
     result = outcome.results[0]
     assert outcome.status is RunStatus.FAILED

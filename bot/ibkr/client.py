@@ -252,6 +252,7 @@ class IBKRClient:
             "heartbeat_interval": gw.heartbeat_interval,
             "heartbeat_timeout": gw.heartbeat_timeout,
             "allow_live": gw.allow_live,
+            "give_up_after": gw.give_up_after,
         } | overrides
         return cls(gw.host, gw.port, gw.client_id, **options)
 
