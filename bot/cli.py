@@ -81,6 +81,8 @@ def _parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="measure detection, reconnect and loop-latency figures (simulated Gateway)")
     bench.add_argument("--trials", type=int, default=10)
+    bench.add_argument("--outage", type=float, default=90.0, metavar="SECONDS",
+                       help="how long the simulator process stays killed for the long-outage figure (default 90)")
 
     rep = sub.add_parser("report", help="print or write a run's report (markdown)")
     rep.add_argument("run_id", type=int)
@@ -289,10 +291,15 @@ async def _cmd_report(config: Config, args: argparse.Namespace) -> int:
 
 
 async def _cmd_bench(_: Config, args: argparse.Namespace) -> int:
+    if not 0 < args.outage <= 3600:  # also refuses nan and inf
+        print(f"gwbot: bench --outage: expected seconds between 0 and 3600, got {args.outage:g}", file=sys.stderr)
+        return EXIT_USAGE
     print(f"Measuring against the simulated Gateway ({args.trials} trials each) ...", flush=True)
     for figure in await bench.measure(trials=args.trials):
         print(figure.line(), flush=True)
     for figure in await bench.measure_chat():
+        print(figure.line(), flush=True)
+    for figure in await bench.measure_lifecycle(trials=args.trials, outage=args.outage):
         print(figure.line(), flush=True)
     return EXIT_OK
 

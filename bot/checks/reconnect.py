@@ -114,7 +114,8 @@ class ReconnectCheck(Check):
         if starting:
             rec.note(f"{len(starting)} tr{'y' if len(starting) == 1 else 'ies'} over {starting[-1].mono - port_at:.1f} s "
                      "found the Gateway still starting (port open, API not ready yet): expected, not an error")
-        rec.note(f"Reconnected {took:.2f} s after the Gateway's API was back (port polled every {PORT_POLL * 1000:.0f} ms), "
+        rec.note(f"Reconnected {took:.2f} s after the Gateway was back with its API ready (port polled every "
+                 f"{PORT_POLL * 1000:.0f} ms), "
                  f"{event.mono - prompted:.1f} s after the prompt, after {event.downtime:.1f} s down")
         if took > within:
             rec.fail(f"Reconnected only {took:.1f} s after the Gateway's API was back (limit {within:g} s)", HINT_RECONNECT_FAILS)
