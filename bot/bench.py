@@ -119,7 +119,7 @@ async def measure(trials: int = 10, pings: int = 40) -> list[Figure]:
             await client.disconnect()
             return event.mono - start
 
-        figures = [Figure("connect (handshake + start-up sync)", await _repeat(trials, connect_time), "ms")]
+        figures = [Figure("connect (handshake, accounts, next order id)", await _repeat(trials, connect_time), "ms")]
         # No 1 s spacing here: the simulator answers back-to-back pings, real Gateways may not.
         # Fewer than 45 in a burst: ib_async throttles beyond 45 requests a second.
         pinger = IBKRClient("127.0.0.1", gw.port, 2, **OPTIONS, min_ping_spacing=0.0)
