@@ -17,7 +17,7 @@ from bot import bench, report
 from bot.app import TokenRejected, open_services, run_chat, with_gateway
 from bot.checks import CHECK_NAMES, CheckResult
 from bot.config import Config, ConfigError, load_config
-from bot.ibkr.simulator import CONTROL_HELP, SimulatedGateway, control, send_control, serve
+from bot.ibkr.simulator import CONTROL_HELP, NO_CONTROL_PORT, SimulatedGateway, control, send_control, serve
 from bot.operators import AutoOperator
 from bot.runner import RunOutcome, RunRequest, RunStatus
 from bot.telegram_standin import BotApiStandIn
@@ -246,7 +246,9 @@ async def _cmd_simctl(_: Config, args: argparse.Namespace) -> int:
     flags += ["--ready-after", args.ready_after] if args.ready_after is not None else []
     answer = await send_control(args.control_host, args.control_port, " ".join([*args.words, *flags]))
     print(answer)
-    return EXIT_OK if answer.startswith("OK") else EXIT_FAILED
+    if answer.startswith("OK"):
+        return EXIT_OK
+    return EXIT_FAILED if answer.startswith(NO_CONTROL_PORT) else EXIT_USAGE  # the simulator refused our words
 
 
 async def _cmd_history(config: Config, args: argparse.Namespace) -> int:

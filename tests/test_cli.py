@@ -101,7 +101,23 @@ async def test_check_reconnect_walks_a_person_through_a_real_simulate_process(tm
         await sim.wait()
 
 
-@pytest.mark.parametrize("words", [["bogus"], ["latency", "abc"]])
-async def test_simctl_errors_are_explained(words):
-    code, out, _ = await gwbot("simctl", *words, "--control-port", str(free_port()))
-    assert code == 1 and out.startswith("ERROR")
+async def test_simctl_errors_are_explained(gateway):
+    """Against a running control port: each bad argument is one ERROR line, exit 2, nothing changed."""
+    from bot.ibkr.simulator import ControlServer
+    ctl = ControlServer(gateway, port=0)
+    await ctl.start()
+    try:
+        cases = {("bogus",): "ERROR unknown command BOGUS", ("latency", "abc"): "ERROR latency: SECONDS must be",
+                 ("ready", "maybe"): "ERROR ready: usage: ready on|off", ("latency", "-1"): "ERROR latency: SECONDS must",
+                 ("restart", "-5"): "ERROR restart: DOWN must be", ("reject", "x"): "ERROR reject: usage: reject fin|rst|off",
+                 ("restart", "5", "--ready-after", "-1"): "ERROR restart: --ready-after must be"}
+        for words, expected in cases.items():
+            code, out, err = await gwbot("simctl", *words, "--control-port", str(ctl.port))
+            assert code == 2 and out.startswith(expected) and out.count("\n") == 1 and not err, (words, out, err)
+        assert gateway.running and gateway.ready and gateway.latency == 0 and gateway.faults() == []
+        code, out, _ = await gwbot("simctl", "stop", "--rst", "--control-port", str(ctl.port))
+        assert code == 0 and out.startswith("OK stop (clients reset)") and not gateway.running
+        code, out, _ = await gwbot("simctl", "status", "--control-port", str(free_port()))
+        assert code == 1 and out.startswith("ERROR no simulated Gateway control port")
+    finally:
+        await ctl.stop()

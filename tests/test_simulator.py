@@ -128,7 +128,7 @@ async def test_control_port_round_trip(gateway):
 
 # ------------------------------------------------------------- restarts and readiness
 async def test_restart_ready_after_accepts_answers_handshake_but_api_not_ready(gateway):
-    assert (await control(gateway, "restart 0.3 --ready-after 0.8")).startswith("OK restart: port closed for 0.3 s")
+    assert (await control(gateway, "restart 0.3 --ready-after 1.0")).startswith("OK restart: port closed for 0.3 s")
     with pytest.raises(ConnectionRefusedError):  # answered at once; the port is closed meanwhile
         await asyncio.open_connection("127.0.0.1", gateway.port)
     assert "restarting" in (await control(gateway, "status"))
@@ -272,13 +272,19 @@ async def test_reset_lost_deaf_sends_real_notices_and_ignores_heartbeats(gateway
     seen = notices(ib)
     await ib.connectAsync("127.0.0.1", gateway.port, 1, timeout=2)
     seen.clear()
-    assert (await control(gateway, "reset 0.8 lost --deaf")).startswith("OK reset")
+    assert (await control(gateway, "reset 1.5 lost --deaf")).startswith("OK reset")
     await until(lambda: len(seen) >= 4)
     assert [c for _, c, _ in seen] == [1100, 2103, 2105, 2157]
     assert seen[0][2] == NOTICE_TEXTS[1100] and seen[1][2] == "Market data farm connection is broken:usfarm"
     assert "reset lost" in await control(gateway, "status")
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(ib.reqCurrentTimeAsync(), 0.3)
+    newcomer = IB()
+    heard = notices(newcomer)
+    await newcomer.connectAsync("127.0.0.1", gateway.port, 2, timeout=2)  # hears the link is down
+    await until(lambda: len(heard) >= 4)
+    assert [c for _, c, _ in heard][:4] == [1100, 2103, 2105, 2157]
+    newcomer.disconnect()
     await until(lambda: len(seen) >= 8)
     assert [c for _, c, _ in seen[4:]] == [1101, 2104, 2106, 2158]
     assert ib.isConnected() and await asyncio.wait_for(ib.reqCurrentTimeAsync(), 2)
@@ -347,6 +353,7 @@ async def test_unserved_requests_get_what_a_real_gateway_answers(gateway, caplog
     seen = notices(ib)
     await ib.connectAsync("127.0.0.1", gateway.port, 1, timeout=2)
     ib.client.reqIds(1)
+    ib.client.reqManagedAccts()
     assert await asyncio.wait_for(ib.reqContractDetailsAsync(Stock("NOPE", "SMART", "USD")), 2) == []
     bars = await asyncio.wait_for(ib.reqHistoricalDataAsync(Stock("AAPL", "SMART", "USD"), "", "1 D", "1 hour",
                                                             "TRADES", True), 2)
@@ -360,6 +367,7 @@ async def test_unserved_requests_get_what_a_real_gateway_answers(gateway, caplog
     assert texts[354].startswith("Requested market data is not subscribed")
     assert "12345" in texts[321] and "does not serve" in caplog.text
     assert caplog.text.count("<<< 9,1,1") == 2  # nextValidId at connect, and for reqIds
+    assert caplog.text.count("<<< 15,1,DUO779750") == 2  # managedAccounts at connect, and for reqManagedAccts
     ib.disconnect()
 
 

@@ -59,8 +59,8 @@ FARMS_BROKEN, FARMS_OK = (2103, 2105, 2157), (2104, 2106, 2158)
 # open/completed-order downloads get 321 and no end marker (ib_insync #1/#7/#224, IBC #341).
 READ_ONLY_TEXT = "Error validating request:-'{tag}' : cause - The API interface is currently in Read-Only mode."
 UNSET_INTEGER = 2**31 - 1  # the reqId a Gateway puts on errors not tied to a request
-# Requests a Gateway never answers: cancels, unsubscribes, reqAutoOpenOrders.
-UNANSWERED = frozenset({2, 6, 11, 13, 15, 23, 25, 51, 53, 56, 57, 63, 64, 75, 77, 89, 90, 93, 95, 98, 101, 103})
+# Requests a Gateway never answers: cancels, unsubscribes, reqAutoOpenOrders, setServerLogLevel, reqMarketDataType.
+UNANSWERED = frozenset({2, 6, 11, 13, 14, 15, 59, 23, 25, 51, 53, 56, 57, 63, 64, 75, 77, 89, 90, 93, 95, 98, 101, 103})
 READ_ONLY_REFUSED = {3: "td", 4: "td", 21: "td", 58: "td", 5: "bY", 15: "bY", 16: "bY", 99: "bY"}
 
 
@@ -216,10 +216,8 @@ class SimulatedGateway:
         finally:
             self._restart_until = None
         if ready_after > 0:
-            self.set_ready(False)
-        await self.start()
-        if ready_after > 0:
             self.ready_after(ready_after)
+        await self.start()
 
     async def begin_restart(self, down_for: float = 0.0, *, ready_after: float = 0.0, reset: bool = False) -> None:
         """``restart`` that returns once the port is closed; the rest runs in the background."""
@@ -563,6 +561,8 @@ class SimulatedGateway:
                 return [frame(EXEC_DETAILS_END, 1, f[2])]
             case 62 if len(f) > 2:  # reqAccountSummary (ib_async sends it after 1102)
                 return [frame(ACCOUNT_SUMMARY_END, 1, f[2])]
+            case 17:  # reqManagedAccts
+                return [frame(MANAGED_ACCTS, 1, ",".join(self.accounts))]
             case 8:  # reqIds
                 return [frame(NEXT_VALID_ID, 1, self.next_valid_id)]
             case 9:  # reqContractDetails: the simulator knows no contracts
@@ -598,7 +598,9 @@ class SimulatedGateway:
             client,
             frame(MANAGED_ACCTS, 1, ",".join(self.accounts)),
             frame(NEXT_VALID_ID, 1, self.next_valid_id),
-            *(self._error(client, -1, code, notice_text(code)) for code in self.connect_notices),
+            # During a nightly reset a newcomer hears that the link and the farms are down.
+            *(self._error(client, -1, code, notice_text(code))
+              for code in (self.connect_notices if self.reset is None else (1100, *FARMS_BROKEN))),
         )
         log.info("client %s ready as client id %s", client.peer, client_id)
         await self._notify()
@@ -615,6 +617,7 @@ CONTROL_HELP = ("STATUS | STOP [--rst] | START | RESTART [DOWN] [--ready-after S
                 "| CONNECTNOTICES CODE[,CODE...]|default|none | FREEZE | UNFREEZE | DROP [reset] | LATENCY SECONDS "
                 "| GARBAGE")
 MAX_SECONDS = 86_400.0
+NO_CONTROL_PORT = "ERROR no simulated Gateway control port"
 
 
 class BadCommand(ValueError):
@@ -828,7 +831,7 @@ async def send_control(host: str, port: int, command: str, timeout: float = 5.0)
             await writer.drain()
             answer = (await reader.readline()).decode().strip()
     except (OSError, TimeoutError) as e:
-        return f"ERROR no simulated Gateway control port at {host}:{port} ({e or type(e).__name__})"
+        return f"{NO_CONTROL_PORT} at {host}:{port} ({e or type(e).__name__})"
     finally:
         if writer is not None:  # on every path, a timeout included: no socket left behind
             writer.close()
