@@ -2,7 +2,9 @@
 
 Async only, in the caller's event loop. Adds what ib_async leaves out: typed failures that name
 the layer that broke, fail-fast on 326 and on non-API ports, a heartbeat that notices a frozen
-Gateway, and auto-reconnect (tenacity) that retries as soon as the Gateway's port is back.
+Gateway, and auto-reconnect that knocks until the port is back and joins as soon as the API
+is ready. (An explicit loop, not tenacity: a refused knock and a Gateway still logging in must
+not count as attempts, and a time budget bounds the whole.)
 
 The seed's scripts use exactly ``IBKRClient(host, port, client_id)``, ``await connect()``,
 ``await is_connected()`` and ``await disconnect()``; those keep working.
