@@ -110,8 +110,8 @@ async def probe(gw: GatewayConfig, live: LiveView | None = None) -> Health:
         return Health(gw, None, str(port_error), port_error.layer)
     if live is not None:
         return live.health(gw, port_ms)
-    client = IBKRClient(gw.host, gw.port, gw.client_id_for(ClientRole.STATUS), auto_reconnect=False,
-                        connect_timeout=min(gw.connect_timeout, STATUS_TIMEOUT), allow_live=gw.allow_live)
+    client = IBKRClient.from_config(gw, ClientRole.STATUS, reconnect=None,
+                                    connect_timeout=min(gw.connect_timeout, STATUS_TIMEOUT))
     try:
         await client.connect()
     except GatewayError as e:
