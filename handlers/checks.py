@@ -89,7 +89,7 @@ async def _start(update: Update, context: ContextTypes.DEFAULT_TYPE, checks: tup
         await _finished(services, context, chat_id, job, error)
 
     try:
-        job = await services.core.jobs.start(request, ChatOperator(context.bot, chat_id, services.prompts),
+        job = await services.core.jobs.start(request, ChatOperator(context.bot, chat_id, services.prompts, gw.name),
                                              progress=progress, on_event=live.on_event, on_done=done)
     except Busy as busy:
         await update.effective_message.reply_text(_busy_text(gw.name, busy.job))

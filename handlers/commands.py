@@ -11,7 +11,7 @@ from bot import report
 from bot.health import Health, probe
 from bot.ibkr.errors import Layer
 from bot.jobs import Job
-from handlers.context import BadArgument, chat_services, gateway_arg
+from handlers.context import BadArgument, chat_services, gateway_arg, who
 from handlers.results import send_logs, send_report
 
 # Shown by /help and registered with setMyCommands, in this order.
@@ -130,6 +130,7 @@ async def _run_arg(update: Update, context: ContextTypes.DEFAULT_TYPE, command: 
 async def cancel(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     services = chat_services(context)
     gw = gateway_arg(services, context.args or [])
+    services.prompts.withdraw(gw.name, f"Cancelled by {who(update)} with /cancel.")
     job = await services.core.jobs.cancel(gw.name)
     if job is None:
         await _reply(update, f"Nothing is running on {gw.name}.")

@@ -122,11 +122,15 @@ async def test_soak_edits_progress_in_place_and_sends_a_chart(chat):
 
 
 async def test_guided_reconnect_end_to_end(chat):
+    """The operator presses Done before the client has seen the drop: the prompt says who did it."""
     started = await chat.ask("/reconnect", "reconnect on paper")
     stop_prompt = await chat.wait(lambda m: "Stop the Gateway now" in m.text and bool(m.buttons), started.message_id)
     assert buttons_of(stop_prompt) == ["✅ Done", "✋ Abort"]
-    await chat.gateway.stop()
     chat.standin.press(SQUAD, KAI, stop_prompt.message_id, stop_prompt.button_list[0].data)
+    done_stop = await chat.wait(lambda m: m.message_id == stop_prompt.message_id and not m.buttons)
+    assert done_stop.text.endswith("\nDone by Kai @kai (42).")
+    await asyncio.sleep(0.5)  # the check takes the answer once the edit's HTTP reply is back
+    await chat.gateway.stop()
     start_prompt = await chat.wait(lambda m: "Start the Gateway again now" in m.text, stop_prompt.message_id)
     chat.standin.press(SQUAD, MALLORY, start_prompt.message_id, start_prompt.button_list[1].data)
     await asyncio.sleep(0.5)
@@ -134,17 +138,36 @@ async def test_guided_reconnect_end_to_end(chat):
     await chat.gateway.start()
     result = await chat.wait(lambda m: "reconnect: passed" in m.text, start_prompt.message_id)
     assert "reconnected" in result.text and "attempt" in result.text
-    done_stop = next(m for m in chat.standin.messages(SQUAD) if m.message_id == stop_prompt.message_id)
-    assert not done_stop.buttons, "answered prompts lose their buttons"
-    assert "Done by Kai @kai (42)" in done_stop.text or "saw it happen" in done_stop.text
     run = await chat.services.repo.get_run(1)
     assert run.started_by == "Kai @kai (42)"
-    assert any(e.kind == "operator_step" and "Kai" in e.data.get("by", "") for e in run.events) or \
-        any(e.kind == "operator_step" and e.data["outcome"] == "event" for e in run.events)
+    steps = [(e.data["outcome"], e.data.get("by", "")) for e in run.events if e.kind == "operator_step"]
+    assert ("done", "Kai @kai (42)") in steps
     # A press after the check ended changes nothing and is answered briefly.
     chat.standin.press(SQUAD, KAI, stop_prompt.message_id, stop_prompt.button_list[1].data)
     await asyncio.sleep(0.5)
     assert chat.standin.callback_answers[-1].text == "This step is already over."
+
+
+async def test_guided_reconnect_moves_on_when_it_sees_the_drop_itself(chat):
+    started = await chat.ask("/reconnect", "reconnect on paper")
+    stop_prompt = await chat.wait(lambda m: "Stop the Gateway now" in m.text and bool(m.buttons), started.message_id)
+    await chat.gateway.stop()
+    seen = await chat.wait(lambda m: m.message_id == stop_prompt.message_id and not m.buttons)
+    assert seen.text.endswith("\nI saw it happen myself; moving on.")
+    start_prompt = await chat.wait(lambda m: "Start the Gateway again now" in m.text, stop_prompt.message_id)
+    await chat.gateway.start()
+    await chat.wait(lambda m: "reconnect: passed" in m.text, start_prompt.message_id)
+    run = await chat.services.repo.get_run(1)
+    assert [e.data["outcome"] for e in run.events if e.kind == "operator_step"][:2] == ["asked", "event"]
+
+
+async def test_cancel_during_a_prompt_says_who_cancelled(chat):
+    started = await chat.ask("/reconnect", "reconnect on paper")
+    prompt = await chat.wait(lambda m: "Stop the Gateway now" in m.text and bool(m.buttons), started.message_id)
+    await chat.ask("/cancel", "Cancelled reconnect")
+    edited = await chat.wait(lambda m: m.message_id == prompt.message_id and not m.buttons)
+    assert edited.text.endswith("\nCancelled by Kai @kai (42) with /cancel.")
+    assert "saw it happen" not in edited.text
 
 
 async def test_reconnect_operator_who_never_acts_gets_a_clear_failure(impatient_chat):

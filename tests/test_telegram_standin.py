@@ -136,7 +136,9 @@ async def test_send_message_with_an_inline_keyboard_reads_back(standin, bot):
     assert stored.disable_notification and stored.edits == 0 and stored.sent_at <= time.monotonic()
 
     question = standin.send_text(SQUAD, KAI, "is it up?")
-    assert question
+    (update,) = await bot.get_updates()
+    assert update.update_id == question and update.message.text == "is it up?"
+    assert (update.message.chat.id, update.message.from_user.id, update.message.message_id) == (SQUAD, KAI, 1)
     asked = standin.messages(SQUAD)  # people's messages are not the bot's
     assert asked == []
     reply = await bot.send_message(SQUAD, "yes", reply_parameters=ReplyParameters(1))
