@@ -44,4 +44,5 @@ async def post_results(bot: Bot, chat_id: int, run: RunRecord) -> None:
         if check.name == "soak" and check.series:
             # matplotlib is CPU work: off the loop, so the chat keeps answering meanwhile.
             png = await asyncio.to_thread(soak_chart, check, f"Run #{run.id}: heartbeat RTT ({check.status})")
-            await bot.send_photo(chat_id, png, caption=f"Soak heartbeat RTT, run #{run.id}")
+            await bot.send_photo(chat_id, png, caption=f"Soak heartbeat RTT, run #{run.id}",
+                                 filename=f"gwbot-run-{run.id}-soak.png")

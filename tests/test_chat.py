@@ -109,7 +109,7 @@ async def test_connect_passes_and_reports_the_server_version(chat):
 async def test_soak_edits_progress_in_place_and_sends_a_chart(chat):
     started = await chat.ask("/soak 0.05", "soak on paper")
     photo = await chat.wait(lambda m: m.kind == "photo", started.message_id)
-    assert photo.file_bytes.startswith(b"\x89PNG")
+    assert photo.file_bytes.startswith(b"\x89PNG") and photo.file_name == "gwbot-run-1-soak.png"
     progress = [m for m in chat.standin.messages(SQUAD) if m.text.startswith("⏳ soak")]
     assert len(progress) == 1, "one progress message, edited in place"
     assert progress[0].edits >= 1 and progress[0].disable_notification

@@ -371,3 +371,23 @@ async def test_terminal_numbers_pick_from_the_latest_message_with_buttons(standi
     assert [(u.callback_query.message.message_id, u.callback_query.data) for u in updates if u.callback_query] == [
         (newer.message_id, "yes"), (older.message_id, "abort")]
     assert [u.message.text for u in updates if u.message] == ["hello"]
+
+
+async def test_terminal_keeps_sent_file_names_and_never_overwrites(standin, bot, tmp_path: Path):
+    reader = asyncio.StreamReader()
+    out = io.StringIO()
+    terminal = TerminalChat(standin, KAI, KAI, files_dir=tmp_path, linger=0.2, echo=False)
+    run = asyncio.create_task(terminal.run(reader, out))
+    await asyncio.sleep(0)
+    await bot.send_document(KAI, b"first", filename="report.md")
+    await bot.send_document(KAI, b"second", filename="report.md")
+    chart = await bot.send_photo(KAI, png(4, 3))  # PTB names bytes "application.octet-stream"
+    await bot.send_photo(KAI, png(4, 3), filename="chart.png")
+    reader.feed_eof()
+    await asyncio.wait_for(run, 5)
+    assert (tmp_path / "report.md").read_bytes() == b"first"
+    assert (tmp_path / "report-2.md").read_bytes() == b"second"
+    assert (tmp_path / f"photo-{chart.message_id}.png").read_bytes() == png(4, 3)
+    assert (tmp_path / "chart.png").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["report.md", "report-2.md", f"photo-{chart.message_id}.png", "chart.png"])
