@@ -76,7 +76,7 @@ async def _start(update: Update, context: ContextTypes.DEFAULT_TYPE, checks: tup
                  soak_seconds: float | None = None) -> None:
     services = chat_services(context)
     args = [a for a in (context.args or []) if a in services.core.config.gateway_names or checks != ("soak",)]
-    gw = gateway_arg(services, args)
+    gw = gateway_arg(services, "checklist" if checks == CHECK_NAMES else checks[0], args)
     assert update.effective_chat is not None and update.effective_message is not None
     chat_id = update.effective_chat.id
     request = RunRequest(checks, started_by=who(update), origin=origin(update), gateway=gw.name,

@@ -231,10 +231,21 @@ async def test_an_edited_message_cannot_sneak_past_the_gate(chat):
     ("/soak -5", "Usage: /soak [minutes]"),
     ("/soak 100000", "Usage: /soak [minutes]"),
     ("/report 99999", "No run #99999. /history lists the runs."),
+    ("/report 99999999999999999999999", "No run #99999999999999999999999."),
     ("/report abc", "Usage: /report [run number]"),
     ("/logs 1 2", "Usage: /logs [run number]"),
     ("/connect nowhere", "Unknown gateway 'nowhere'; configured: paper"),
     ("/frobnicate", "Unknown command /frobnicate. /help lists what I can do."),
+    ("/connect 5", "Usage: /connect [Gateway] (Gateways: paper)"),
+    ("/checklist paper now", "Usage: /checklist [Gateway] (Gateways: paper)"),
+    ("/errors 1", "Usage: /errors [Gateway] (Gateways: paper)"),
+    ("/disconnect 2", "Usage: /disconnect [Gateway]"),
+    ("/reconnect 0", "Usage: /reconnect [Gateway]"),
+    ("/status 5", "Usage: /status [Gateway]"),
+    ("/cancel 5", "Usage: /cancel [Gateway]"),
+    ("/history 5", "Usage: /history (no arguments)"),
+    ("/help me", "Usage: /help (no arguments)"),
+    ("/start 1", "Usage: /start (no arguments)"),
 ])
 async def test_bad_input_gets_one_clear_line(chat, command, answer):
     reply = await chat.ask(command, answer)
