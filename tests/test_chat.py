@@ -18,7 +18,7 @@ from bot.ibkr.simulator import SimulatedGateway
 from bot.telegram_standin import BotApiStandIn, BotMessage
 from handlers.results import MESSAGE_LIMIT, send_report
 
-SQUAD, KAI, MALLORY, STRANGERS = -100, 42, 666, -999
+SQUAD, KAI, LEE, MALLORY, STRANGERS = -100, 42, 43, 666, -999
 
 
 @dataclass
@@ -47,7 +47,7 @@ def chat_config(tmp_path, port: int, **checks) -> Config:
         data_dir=tmp_path,
         soak=SoakConfig(duration=3, heartbeat_interval=1, progress_interval=0.5),
         checks=ChecksConfig(operator_timeout=checks.get("operator_timeout", 5), reconnect_within=5),
-        telegram=TelegramConfig(allowed_chat_ids=frozenset({SQUAD}), allowed_user_ids=frozenset({KAI}),
+        telegram=TelegramConfig(allowed_chat_ids=frozenset({SQUAD}), allowed_user_ids=frozenset({KAI, LEE}),
                                 progress_interval=1),
     )
     return with_gateway(config, host="127.0.0.1", port=port, reconnect_delay=0.3, connect_timeout=2,
@@ -57,6 +57,7 @@ def chat_config(tmp_path, port: int, **checks) -> Config:
 async def running_chat(tmp_path, **checks) -> AsyncIterator[Chat]:
     async with SimulatedGateway(port=0) as gw, BotApiStandIn() as standin:
         standin.user(KAI, "Kai", "kai")
+        standin.user(LEE, "Lee", "lee")
         standin.user(MALLORY, "Mallory", "mallory")
         standin.group(SQUAD, "squad")
         standin.group(STRANGERS, "strangers")
@@ -294,3 +295,41 @@ async def test_report_and_logs_commands(chat):
     after = chat.say("/logs")
     log_file = await chat.wait(lambda m: m.kind == "document", after)
     assert log_file.file_name == "gwbot-run-1.log" and b"check connect passed" in log_file.file_bytes
+
+
+async def other_traffic(chat: Chat, until: asyncio.Event) -> int:
+    """Another person asking /status in the group and /help in private, over and over."""
+    async def loop(command: str, expect: str, where: int) -> int:
+        answered = 0
+        while not until.is_set():
+            await chat.ask(command, expect, user=LEE, chat=where)
+            answered += 1
+        return answered
+
+    return sum(await asyncio.gather(loop("/status", "Running now", SQUAD), loop("/help", "/checklist - ", LEE)))
+
+
+async def test_errors_passes_with_other_traffic_going_on(chat):
+    over = asyncio.Event()
+    traffic = asyncio.create_task(other_traffic(chat, over))
+    started = await chat.ask("/errors", "errors on paper")
+    result = await chat.wait(lambda m: "errors:" in m.text and "PASSED" in m.text or "FAILED" in m.text,
+                             started.message_id, timeout=30)
+    over.set()
+    assert await asyncio.wait_for(traffic, 15) >= 2
+    assert "✅ errors: passed, 7/7" in result.text, result.text
+
+
+async def test_checklist_passes_with_other_traffic_going_on(chat):
+    over = asyncio.Event()
+    traffic = asyncio.create_task(other_traffic(chat, over))
+    started = await chat.ask("/checklist", "checklist on paper")
+    stop = await chat.wait(lambda m: "Stop the Gateway now" in m.text, started.message_id, timeout=30)
+    await chat.gateway.stop()
+    back = await chat.wait(lambda m: "Start the Gateway again now" in m.text, stop.message_id)
+    await chat.gateway.start()
+    result = await chat.wait(lambda m: "PASSED: checklist" in m.text or "FAILED: checklist" in m.text,
+                             back.message_id, timeout=40)
+    over.set()
+    assert await asyncio.wait_for(traffic, 15) >= 2
+    assert result.text.startswith("✅ PASSED: checklist"), result.text
