@@ -10,14 +10,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field, replace
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Protocol
 
+from telegram import Update
 from telegram.error import InvalidToken, NetworkError
-from telegram.ext import Application, ApplicationBuilder
+from telegram.ext import Application, ApplicationBuilder, BaseUpdateProcessor
 
 from bot.config import Config, GatewayConfig
 from bot.health import LiveView
@@ -30,6 +31,7 @@ DB_NAME = "gwbot.sqlite3"
 FRONTENDS = "gwbot.frontends"
 TELEGRAM_API = "https://api.telegram.org/bot"
 POLL_TIMEOUT = 10  # seconds a getUpdates long poll may wait
+MAX_CONCURRENT_UPDATES = 64
 
 
 def database_path(config: Config) -> Path:
@@ -81,6 +83,39 @@ def load_frontend(name: str = "telegram") -> Frontend:
     return next(iter(found)).load()
 
 
+class PerChatUpdateProcessor(BaseUpdateProcessor):
+    """Updates of one chat in the order they came, different chats at the same time.
+
+    So a slow command (a /status probing a frozen Gateway) holds up only its own chat. PTB starts
+    one task per update in arrival order, and asyncio.Lock wakes its waiters first come, first served.
+    """
+
+    def __init__(self, max_concurrent_updates: int = MAX_CONCURRENT_UPDATES) -> None:
+        super().__init__(max_concurrent_updates)
+        self._chats: dict[int | None, tuple[asyncio.Lock, int]] = {}  # lock, updates holding or waiting
+
+    async def do_process_update(self, update: object, coroutine: Awaitable[Any]) -> None:
+        chat = update.effective_chat if isinstance(update, Update) else None
+        key = chat.id if chat is not None else None
+        lock, users = self._chats.get(key, (asyncio.Lock(), 0))
+        self._chats[key] = (lock, users + 1)
+        try:
+            async with lock:
+                await coroutine
+        finally:
+            lock, users = self._chats[key]
+            if users == 1:
+                del self._chats[key]  # no lock kept for a chat that has gone quiet
+            else:
+                self._chats[key] = (lock, users - 1)
+
+    async def initialize(self) -> None:
+        return None
+
+    async def shutdown(self) -> None:
+        return None
+
+
 class TokenRejected(Exception):
     pass
 
@@ -89,7 +124,7 @@ async def run_chat(services: Services, token: str, stop: asyncio.Event, *, base_
                    poll_timeout: float = POLL_TIMEOUT) -> None:
     """python-telegram-bot inside our own loop (not run_polling's), until ``stop`` is set."""
     application = (ApplicationBuilder().token(token).base_url(base_url or TELEGRAM_API)
-                   .get_updates_read_timeout(poll_timeout + 5).build())
+                   .get_updates_read_timeout(poll_timeout + 5).concurrent_updates(PerChatUpdateProcessor()).build())
     frontend = load_frontend()
     frontend.install(application, services)
     try:

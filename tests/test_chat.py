@@ -333,3 +333,21 @@ async def test_checklist_passes_with_other_traffic_going_on(chat):
     over.set()
     assert await asyncio.wait_for(traffic, 15) >= 2
     assert result.text.startswith("✅ PASSED: checklist"), result.text
+
+
+async def test_a_slow_status_holds_up_nobody_else(chat):
+    chat.gateway.freeze()  # /status's fresh connection now waits out its handshake timeout (2 s here)
+    asked = time.monotonic()
+    status_after = chat.say("/status")
+    chat.say("/history")  # same chat: answered after the /status, in order
+    await asyncio.sleep(0.2)  # A's /status is being handled
+    helped = await chat.ask("/help", "/checklist - ", user=LEE, chat=LEE)
+    help_took = time.monotonic() - asked
+    assert not [m for m in chat.standin.messages(SQUAD) if m.message_id > status_after], "A's /status still probing"
+    status = await chat.wait(lambda m: "Running now" in m.text, status_after)
+    status_took = time.monotonic() - asked
+    assert "Problem:" in status.text
+    assert help_took < 1.5 < status_took, (help_took, status_took)
+    assert helped.sent_at < status.sent_at
+    history = await chat.wait(lambda m: "No runs yet" in m.text, status_after)
+    assert history.message_id > status.message_id, "one chat's commands are answered in order"
