@@ -16,7 +16,8 @@ from bot.app import open_services, run_chat, with_gateway
 from bot.config import ChecksConfig, Config, SoakConfig, TelegramConfig
 from bot.ibkr.simulator import SimulatedGateway
 from bot.telegram_standin import BotApiStandIn, BotMessage
-from handlers.results import MESSAGE_LIMIT, send_report
+from bot.telegram_standin.formatting import parse
+from handlers.results import MESSAGE_LIMIT, fits_in_message, send_report, telegram_html
 
 SQUAD, KAI, LEE, MALLORY, STRANGERS = -100, 42, 43, 666, -999
 
@@ -103,8 +104,11 @@ async def test_connect_passes_and_reports_the_server_version(chat):
     started = await chat.ask("/connect", "started by Kai @kai (42): run #")
     result = await chat.wait(lambda m: "connect: passed" in m.text, started.message_id)
     assert "server version 178" in result.text
-    report = await chat.wait(lambda m: m.text.startswith("## Results"), result.message_id)
+    report = await chat.wait(lambda m: m.text.startswith("Results"), result.message_id)
     assert "✅ Connected successfully (server version 178, accounts DUO779750" in report.text
+    assert "##" not in report.text and "**" not in report.text, "sent formatted, not as raw markdown"
+    bold = {report.text[e.offset:e.offset + e.length] for e in report.entities if e.type == "bold"}
+    assert {"Results", "Status:", "Connection Test:"} <= bold
 
 
 async def test_soak_edits_progress_in_place_and_sends_a_chart(chat):
@@ -290,8 +294,8 @@ async def test_a_long_report_comes_as_a_markdown_file(chat):
 async def test_report_and_logs_commands(chat):
     started = await chat.ask("/connect", "connect on paper")
     await chat.wait(lambda m: "connect: passed" in m.text, started.message_id)
-    report = await chat.ask("/report 1", "## Results")
-    assert "**Status:** ✅ PASSED" in report.text
+    report = await chat.ask("/report 1", "Results")
+    assert "Status: ✅ PASSED" in report.text
     after = chat.say("/logs")
     log_file = await chat.wait(lambda m: m.kind == "document", after)
     assert log_file.file_name == "gwbot-run-1.log" and b"check connect passed" in log_file.file_bytes
@@ -351,3 +355,46 @@ async def test_a_slow_status_holds_up_nobody_else(chat):
     assert helped.sent_at < status.sent_at
     history = await chat.wait(lambda m: "No runs yet" in m.text, status_after)
     assert history.message_id > status.message_id, "one chat's commands are answered in order"
+
+
+TRICKY = """## Results <now> & "later"
+
+_Run #3 by Bob <bob@example.com> & co, 5 * 3 s_
+
+**Status:** ❌ FAILED **unclosed
+- a < b && c > d, x_y_z, *one star*, 2**10
+- `<code> & stuff`, then **bold `inline code`** too
+
+**Logs:**
+```
+11:52:00 WARNING <tag> & **not bold** `not code`
+```
+"""
+
+
+def test_report_markdown_becomes_telegram_html_that_parses():
+    html = telegram_html(TRICKY)
+    plain, entities = parse(html, "HTML")  # the stand-in's parser: Telegram's rules, raises on bad markup
+    assert plain.splitlines() == [
+        'Results <now> & "later"', "",
+        "Run #3 by Bob <bob@example.com> & co, 5 * 3 s", "",
+        "Status: ❌ FAILED **unclosed",
+        "• a < b && c > d, x_y_z, *one star*, 2**10",
+        "• <code> & stuff, then bold inline code too", "",
+        "Logs:",
+        "11:52:00 WARNING <tag> & **not bold** `not code`",
+    ]
+    spans = [(e.type, plain[e.offset:e.offset + e.length]) for e in entities]
+    assert ("bold", 'Results <now> & "later"') in spans and ("bold", "Status:") in spans
+    assert ("italic", "Run #3 by Bob <bob@example.com> & co, 5 * 3 s") in spans
+    assert ("code", "<code> & stuff") in spans and ("bold", "bold inline code") in spans
+    assert ("code", "inline code") in spans
+    assert ("pre", "11:52:00 WARNING <tag> & **not bold** `not code`") in spans
+    assert ("bold", "unclosed") not in spans and not any(t == "bold" and "10" in x for t, x in spans)
+
+
+def test_message_or_file_is_decided_on_the_formatted_length():
+    tags = "**x** " * 700  # 4200 characters of markdown, 1400 once formatted
+    assert fits_in_message(telegram_html(tags))
+    assert not fits_in_message(telegram_html("&" * 4097))  # 4097 characters, 20000+ once escaped
+    assert fits_in_message(telegram_html("&" * 4096))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import re
 import struct
 import time
 import zlib
@@ -391,3 +392,16 @@ async def test_terminal_keeps_sent_file_names_and_never_overwrites(standin, bot,
     assert (tmp_path / "chart.png").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         ["report.md", "report-2.md", f"photo-{chart.message_id}.png", "chart.png"])
+
+
+@pytest.mark.parametrize(("markup", "error"), [
+    ("<h2>Results</h2>", 'Unsupported start tag "h2" at byte offset 0'),
+    ("<b><i>x</b></i>", 'Unmatched end tag at byte offset 7, expected "</i>", found "</b>"'),
+    ("x</b>", "Unexpected end tag at byte offset 1"),
+    ("<pre>open", 'Can\'t find end tag corresponding to start tag "pre"'),
+    ("line<br/>break", 'Unsupported start tag "br" at byte offset 4'),
+])
+async def test_html_that_telegram_refuses_is_refused(standin, bot, markup, error):
+    with pytest.raises(BadRequest, match="Can't parse entities: " + re.escape(error[0].lower() + error[1:])):
+        await bot.send_message(KAI, markup, parse_mode=ParseMode.HTML)
+    assert standin.messages(KAI) == []
