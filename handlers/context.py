@@ -8,7 +8,7 @@ from telegram import Update
 from telegram.ext import ContextTypes
 
 from bot.app import Services
-from bot.config import ConfigError, GatewayConfig
+from bot.config import NUMBER, ConfigError, GatewayConfig, Range
 from handlers.operator import PromptBoard
 
 KEY = "gwbot"
@@ -67,7 +67,7 @@ def no_args(services: ChatServices, command: str, args: list[str]) -> None:
 
 def gateway_arg(services: ChatServices, command: str, args: list[str]) -> GatewayConfig:
     """The Gateway named in the arguments, or the default; anything else gets the usage line."""
-    if len(args) > 1 or (args and _is_number(args[0])):
+    if len(args) > 1 or (args and NUMBER.fullmatch(args[0])):
         raise usage(services, command)
     try:
         return services.core.config.gateway(args[0] if args else None)
@@ -75,9 +75,9 @@ def gateway_arg(services: ChatServices, command: str, args: list[str]) -> Gatewa
         raise BadArgument(str(e).capitalize()) from None
 
 
-def _is_number(text: str) -> bool:
+def number_arg(text: str, allowed: Range, usage: str) -> int | float:
+    """A number typed in chat, within the range declared beside its setting; else the usage line."""
     try:
-        float(text)
+        return allowed.parse(text)
     except ValueError:
-        return False
-    return True
+        raise BadArgument(usage) from None
