@@ -24,7 +24,7 @@ from bot.runner import RunOutcome, RunRequest, RunStatus
 from bot.telegram_standin import BotApiStandIn
 from bot.telegram_standin.terminal import TerminalChat
 from bot.terminal import ProgressPrinter, TerminalOperator, stdin_reader
-from storage import RunRecord
+from storage import Repository, RunRecord, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -349,8 +349,8 @@ async def _cmd_simctl(_: Config, args: argparse.Namespace) -> int:
 
 
 async def _cmd_history(config: Config, args: argparse.Namespace) -> int:
-    async with open_services(config) as services:
-        runs = await services.repo.list_runs(limit=args.limit)
+    async with await Repository.open(database_path(config), for_reading=True) as repo:
+        runs = await repo.list_runs(limit=args.limit)
     print(f"Database: {database_path(config)}")
     if not runs:
         print("No runs yet. Try: gwbot demo")
@@ -362,8 +362,8 @@ async def _cmd_history(config: Config, args: argparse.Namespace) -> int:
 
 
 async def _stored_run(config: Config, run_id: int) -> RunRecord | None:
-    async with open_services(config) as services:
-        run = await services.repo.get_run(run_id)
+    async with await Repository.open(database_path(config), for_reading=True) as repo:  # works read-only too
+        run = await repo.get_run(run_id)
     if run is None:
         print(f"gwbot: no run #{run_id} (see gwbot history)", file=sys.stderr)
     return run
@@ -453,6 +453,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # at devnull so the interpreter's last flush does not fail again, and exit quietly.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_FAILED
+    except StorageError as e:  # the database file cannot be used: its message says which and what to do
+        print(f"gwbot: {e}", file=sys.stderr)
+        return EXIT_USAGE
     except (ConnectionError, OSError) as e:
         print(f"gwbot: {e}", file=sys.stderr)
         return EXIT_FAILED

@@ -11,9 +11,19 @@ from storage.models import (
     RunRecord,
     RunSummary,
 )
-from storage.repository import Repository, SchemaTooNew
+from storage.errors import (
+    DatabaseBusy,
+    DatabaseReadOnly,
+    DatabaseUnavailable,
+    NotADatabase,
+    SchemaTooNew,
+    StorageError,
+    StorageFull,
+)
+from storage.repository import Repository
 
 __all__ = [
     "CHECK_STATUSES", "RUN_STATUSES", "AuditRecord", "CheckRecord", "EventRecord", "LogRecord", "Metric",
-    "Repository", "RunRecord", "RunSummary", "SchemaTooNew",
+    "Repository", "RunRecord", "RunSummary", "SchemaTooNew", "StorageError", "DatabaseBusy", "DatabaseReadOnly",
+    "DatabaseUnavailable", "NotADatabase", "StorageFull",
 ]
