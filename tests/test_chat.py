@@ -7,7 +7,7 @@ import asyncio
 import time
 from datetime import UTC, datetime
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
 from telegram import Bot
@@ -51,8 +51,12 @@ def chat_config(tmp_path, port: int, **checks) -> Config:
         telegram=TelegramConfig(allowed_chat_ids=frozenset({SQUAD}), allowed_user_ids=frozenset({KAI, LEE}),
                                 progress_interval=1),
     )
-    return with_gateway(config, host="127.0.0.1", port=port, reconnect_delay=0.3, connect_timeout=2,
-                        heartbeat_interval=1, heartbeat_timeout=1)
+    config = with_gateway(config, host="127.0.0.1", port=port, reconnect_delay=0.3, connect_timeout=2,
+                          heartbeat_interval=1, heartbeat_timeout=1)
+    if checks.get("backup"):  # a second Gateway: its /status opens a fresh connection each time
+        config = replace(config, gateways=(*config.gateways, replace(config.gateway(), name="backup",
+                                                                     port=checks["backup"])))
+    return config
 
 
 async def running_chat(tmp_path, **checks) -> AsyncIterator[Chat]:
@@ -82,6 +86,15 @@ async def running_chat(tmp_path, **checks) -> AsyncIterator[Chat]:
 async def chat(tmp_path):
     async for c in running_chat(tmp_path):
         yield c
+
+
+@pytest.fixture
+async def two_gateway_chat(tmp_path):
+    """A second Gateway that hangs, so each /status of it holds a connection for its 2 s timeout."""
+    async with SimulatedGateway(port=0) as hung:
+        hung.freeze()
+        async for c in running_chat(tmp_path, backup=hung.port):
+            yield c
 
 
 @pytest.fixture
@@ -300,7 +313,7 @@ async def test_report_and_logs_commands(chat):
     assert log_file.file_name == "gwbot-run-1.log" and b"check connect passed" in log_file.file_bytes
 
 
-async def other_traffic(chat: Chat, until: asyncio.Event) -> int:
+async def other_traffic(chat: Chat, until: asyncio.Event, status: str = "/status") -> int:
     """Another person asking /status in the group and /help in private, over and over."""
     async def loop(command: str, expect: str, where: int) -> int:
         answered = 0
@@ -309,12 +322,14 @@ async def other_traffic(chat: Chat, until: asyncio.Event) -> int:
             answered += 1
         return answered
 
-    return sum(await asyncio.gather(loop("/status", "Running now", SQUAD), loop("/help", "/checklist - ", LEE)))
+    return sum(await asyncio.gather(loop(status, "Running now", SQUAD), loop("/help", "/checklist - ", LEE)))
 
 
-async def test_errors_passes_with_other_traffic_going_on(chat):
+async def test_errors_passes_with_other_traffic_going_on(two_gateway_chat):
+    chat = two_gateway_chat
     over = asyncio.Event()
-    traffic = asyncio.create_task(other_traffic(chat, over))
+    # /status of the hung Gateway keeps a fresh API connection open right beside the rows'.
+    traffic = asyncio.create_task(other_traffic(chat, over, "/status backup"))
     started = await chat.ask("/errors", "errors on paper")
     result = await chat.wait(lambda m: "errors:" in m.text and "PASSED" in m.text or "FAILED" in m.text,
                              started.message_id, timeout=30)
