@@ -357,18 +357,25 @@ async def test_a_slow_status_holds_up_nobody_else(chat):
     chat.gateway.freeze()  # /status's fresh connection now waits out its handshake timeout (2 s here)
     asked = time.monotonic()
     status_after = chat.say("/status")
-    chat.say("/history")  # same chat: answered after the /status, in order
+    chat.say("/history")  # the same person: answered after the /status, in order
     await asyncio.sleep(0.2)  # A's /status is being handled
-    helped = await chat.ask("/help", "/checklist - ", user=LEE, chat=LEE)
+    helped = await chat.ask("/help", "/checklist - ", user=LEE)  # someone else, in the same group
+    chat.standin.press(SQUAD, LEE, helped.message_id, "op:99:done")  # ... and a (stale) button
+    for _ in range(50):
+        if chat.standin.callback_answers:
+            break
+        await asyncio.sleep(0.02)
     help_took = time.monotonic() - asked
-    assert not [m for m in chat.standin.messages(SQUAD) if m.message_id > status_after], "A's /status still probing"
+    assert chat.standin.callback_answers[-1].text == "This step is already over."
+    assert not [m for m in chat.standin.messages(SQUAD) if m.message_id > status_after and "Running now" in m.text], \
+        "A's /status still probing"
     status = await chat.wait(lambda m: "Running now" in m.text, status_after)
     status_took = time.monotonic() - asked
     assert "Problem:" in status.text
     assert help_took < 1.5 < status_took, (help_took, status_took)
     assert helped.sent_at < status.sent_at
     history = await chat.wait(lambda m: "No runs yet" in m.text, status_after)
-    assert history.message_id > status.message_id, "one chat's commands are answered in order"
+    assert history.message_id > status.message_id, "one person's commands are answered in order"
 
 
 TRICKY = """## Results <now> & "later"
