@@ -36,6 +36,7 @@ EXIT_SIGTERM = 128 + signal.SIGTERM
 CONTROL_PORT = Range(0, 65535, integer=True)  # 0: no control port
 TRIALS = Range(1, 1000, integer=True)
 HISTORY_LIMIT = Range(1, 100_000, integer=True)
+OUTAGE_SECONDS = Range(0, 3600, low_open=True)
 
 
 class UsageError(Exception):
@@ -122,6 +123,8 @@ def _parser() -> argparse.ArgumentParser:
 
     bench = command("bench", help="measure detection, reconnect and loop-latency figures (simulated Gateway)")
     bench.add_argument("--trials", type=_typed(TRIALS), default=10)
+    bench.add_argument("--outage", type=_typed(OUTAGE_SECONDS), default=90.0, metavar="SECONDS",
+                       help="how long the simulator process stays killed for the long-outage figure (default 90)")
 
     rep = command("report", help="print or write a run's report (markdown)")
     rep.add_argument("run_id", type=_typed(RUN_ID))
@@ -395,6 +398,8 @@ async def _cmd_bench(_: Config, args: argparse.Namespace) -> int:
     for figure in await bench.measure(trials=args.trials):
         print(figure.line(), flush=True)
     for figure in await bench.measure_chat():
+        print(figure.line(), flush=True)
+    for figure in await bench.measure_lifecycle(trials=args.trials, outage=args.outage):
         print(figure.line(), flush=True)
     return EXIT_OK
 

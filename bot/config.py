@@ -105,6 +105,10 @@ class GatewayConfig:
     heartbeat_interval: float = 10.0
     heartbeat_timeout: float = 5.0
     allow_live: bool = False
+    # Reconnecting never gives up while the port refuses; this total budget (seconds from the
+    # drop, None = never) is the only limit. 15 min: a daily auto-restart takes ~35-80 s and a
+    # Sunday cold restart with a 2FA login minutes; beyond that a person has to act.
+    give_up_after: float | None = 900.0
 
 
 @dataclass(frozen=True)
@@ -126,6 +130,8 @@ class SoakConfig:
 @dataclass(frozen=True)
 class ChecksConfig:
     reconnect_within: float = 30.0
+    # A data farm broken at connect and OK within this many seconds is only a blip.
+    farm_grace: float = 5.0
     operator_timeout: float = 120.0
     stop_on_failure: bool = False
 
@@ -192,6 +198,19 @@ def _in(allowed: Range) -> Validator:
     return check
 
 
+def _optional(allowed: Range) -> Validator:
+    number = _in(allowed)
+
+    def check(v: Any) -> int | float | None:
+        if v is None:
+            return None
+        try:
+            return number(v)
+        except _Bad:
+            raise _Bad(f"null or {allowed.expected}") from None
+    return check
+
+
 def _text(v: Any) -> str:
     if not isinstance(v, str) or not v.strip():
         raise _Bad("a non-empty string")
@@ -233,6 +252,7 @@ GATEWAY_KEYS: dict[str, Validator] = {
     "heartbeat_interval": _in(_seconds(1, 3600)),
     "heartbeat_timeout": _in(_seconds(0, 600, low_open=True)),
     "allow_live": _boolean,
+    "give_up_after": _optional(_seconds(0, 7 * 86400, low_open=True)),  # null: never give up
 }
 # A ``gateways.NAME`` entry takes its name from the key, so ``name`` is not one of its keys.
 OVERRIDE_KEYS = {k: v for k, v in GATEWAY_KEYS.items() if k != "name"}
@@ -250,6 +270,7 @@ SECTIONS: dict[str, tuple[type, dict[str, Validator]]] = {
     }),
     "checks": (ChecksConfig, {
         "reconnect_within": _in(_seconds(0, 3600, low_open=True)),
+        "farm_grace": _in(_seconds(0, 600)),
         "operator_timeout": _in(_seconds(0, 86400, low_open=True)),
         "stop_on_failure": _boolean,
     }),
