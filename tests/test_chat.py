@@ -338,9 +338,10 @@ async def test_errors_passes_with_other_traffic_going_on(two_gateway_chat):
     assert "✅ errors: passed, 7/7" in result.text, result.text
 
 
-async def test_checklist_passes_with_other_traffic_going_on(chat):
+async def test_checklist_passes_with_other_traffic_going_on(two_gateway_chat):
+    chat = two_gateway_chat
     over = asyncio.Event()
-    traffic = asyncio.create_task(other_traffic(chat, over))
+    traffic = asyncio.create_task(other_traffic(chat, over, "/status backup"))
     started = await chat.ask("/checklist", "checklist on paper")
     stop = await chat.wait(lambda m: "Stop the Gateway now" in m.text, started.message_id, timeout=30)
     await chat.gateway.stop()
