@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup
 from telegram.error import TelegramError
 
-from bot.checks.base import OperatorAction, OperatorReply, Reply
+from bot.checks.base import OperatorAction, OperatorReply, OperatorStep, Reply
+from bot.ibkr.events import ClientEvent
 
 log = logging.getLogger(__name__)
 PREFIX = "op"
@@ -76,6 +77,11 @@ class ChatOperator:
 
     async def tell(self, text: str) -> None:
         await self.bot.send_message(self.chat_id, text)
+
+    def on_event(self, event: ClientEvent) -> None:
+        """The check gave up waiting: the question's edit must say so, not that the bot saw it happen."""
+        if isinstance(event, OperatorStep) and event.outcome == "timeout":
+            self.board.withdraw(self.gateway, "Nobody answered in time; I stopped waiting.")
 
     async def ask(self, action: OperatorAction, text: str) -> OperatorReply:
         prompt = self.board.open(self.chat_id, self.gateway)

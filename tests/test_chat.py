@@ -192,6 +192,8 @@ async def test_reconnect_operator_who_never_acts_gets_a_clear_failure(impatient_
     started = await impatient_chat.ask("/reconnect", "reconnect on paper")
     result = await impatient_chat.wait(lambda m: "reconnect: failed" in m.text, started.message_id)
     assert "Nobody stopped the Gateway within 1.5 s" in result.text
+    prompt = next(m for m in impatient_chat.standin.messages(SQUAD) if "Stop the Gateway now" in m.text)
+    assert prompt.text.endswith("\nNobody answered in time; I stopped waiting.") and not prompt.buttons
 
 
 async def test_cancel_mid_soak_and_one_check_at_a_time(chat):
