@@ -14,10 +14,14 @@ import os
 import reprlib
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
+from datetime import time
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
+
+from bot.watch.schedule import REGIONS, Schedule, Window, WindowKind, default_windows, parse_days
 
 ENV_CONFIG = "GWBOT_CONFIG"
 ENV_TOKEN = "TELEGRAM_BOT_TOKEN"
@@ -73,6 +77,30 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True)
+class WatchConfig:
+    """The always-on watch (bot/watch): who is told, when, and IBKR's expected windows."""
+
+    alert_chat_ids: frozenset[int] = frozenset()
+    down_after: float = 3.0        # a drop shorter than this sends nothing
+    remind_every: float = 900.0    # "still down" reminders until someone acknowledges
+    flap_count: int = 6            # more changes than this within flap_window is flapping
+    flap_window: float = 600.0
+    flap_quiet: float = 300.0      # flapping ends once up or down this long
+    farm_grace: float = 60.0       # a data farm broken longer than this is a quiet warning
+    grace: float = 300.0           # still down this long after an expected window ended: an outage
+    login_timeout: float = 180.0   # IBC's 2FA wait (SecondFactorAuthenticationTimeout)
+    relogin_reminder: float = 3600.0  # seconds before the Sunday token expiry; 0 = no reminder
+    region: str = "north_america"  # IBKR's reset windows when ``expected`` is not given
+    expected: tuple[Window, ...] | None = None
+    time_zone: str = "UTC"         # the zone alerts show times in
+
+    @property
+    def schedule(self) -> Schedule:
+        windows = self.expected if self.expected is not None else default_windows(self.region)
+        return Schedule(windows, self.grace, self.relogin_reminder)
+
+
+@dataclass(frozen=True)
 class Config:
     gateways: tuple[GatewayConfig, ...] = (GatewayConfig(),)  # the default (``ibkr``) first
     telegram: TelegramConfig = TelegramConfig()
@@ -80,6 +108,7 @@ class Config:
     soak: SoakConfig = SoakConfig()
     checks: ChecksConfig = ChecksConfig()
     logging: LoggingConfig = LoggingConfig()
+    watch: WatchConfig = WatchConfig()
     source: Path | None = None
 
     @property
@@ -102,6 +131,7 @@ class Config:
         del out["telegram"]["token"]
         out["telegram"]["allowed_chat_ids"] = sorted(self.telegram.allowed_chat_ids)
         out["telegram"]["allowed_user_ids"] = sorted(self.telegram.allowed_user_ids)
+        out["watch"]["alert_chat_ids"] = sorted(self.watch.alert_chat_ids)
         out["data_dir"] = str(self.data_dir)
         out["source"] = str(self.source) if self.source else None
         return out
@@ -170,6 +200,49 @@ def _level(v: Any) -> str:
     return v.upper()
 
 
+def _zone_name(v: Any) -> str:
+    try:
+        ZoneInfo(v if isinstance(v, str) else "")
+    except (ValueError, OSError, ZoneInfoNotFoundError):
+        raise _Bad("a time zone name such as America/New_York or UTC") from None
+    return v
+
+
+def _region(v: Any) -> str:
+    if v not in REGIONS:
+        raise _Bad(f"one of {', '.join(REGIONS)}")
+    return v
+
+
+WINDOW_KEYS = ("name", "days", "start", "end", "tz", "kind")
+
+
+def _window(v: Any) -> Window:
+    """{name, days, start: 'HH:MM', end: 'HH:MM', tz, kind}; days and kind may be left out."""
+    shape = "a window {name, days, start: 'HH:MM', end: 'HH:MM', tz, kind}"
+    if not isinstance(v, dict) or not {"name", "start", "end", "tz"} <= v.keys() or not v.keys() <= set(WINDOW_KEYS):
+        raise _Bad(shape)
+    try:
+        times = [time.fromisoformat(v[k]) if isinstance(v[k], str) and len(v[k]) == 5 else None for k in ("start", "end")]
+        if None in times:
+            raise ValueError
+        days = parse_days(v.get("days", "daily"))
+    except ValueError:
+        raise _Bad(shape + " with days 'daily', 'weekdays' or a list of mon..sun") from None
+    kinds = [k.value for k in WindowKind]
+    if v.get("kind", "other") not in kinds:
+        raise _Bad(f"a window kind: one of {', '.join(kinds)}")
+    return Window(_text(v["name"]), times[0], times[1], _zone_name(v["tz"]), days, WindowKind(v.get("kind", "other")))
+
+
+def _windows(v: Any) -> tuple[Window, ...] | None:
+    if v is None:
+        return None  # IBKR's published windows for watch.region
+    if not isinstance(v, list):
+        raise _Bad("a list of windows, or null for IBKR's defaults")
+    return tuple(_window(w) for w in v)
+
+
 GATEWAY_KEYS: dict[str, Validator] = {
     "name": _text,
     "account": _text,
@@ -204,6 +277,21 @@ SECTIONS: dict[str, tuple[type, dict[str, Validator]]] = {
         "stop_on_failure": _boolean,
     }),
     "logging": (LoggingConfig, {"level": _level}),
+    "watch": (WatchConfig, {
+        "alert_chat_ids": _id_set,
+        "down_after": _number(0),
+        "remind_every": _number(60),  # Gatus' floor for reminders is 5 min; one a minute is the most anyone wants
+        "flap_count": _integer(2),
+        "flap_window": _number(1),
+        "flap_quiet": _number(1),
+        "farm_grace": _number(0),
+        "grace": _number(0),
+        "login_timeout": _number(1),
+        "relogin_reminder": _number(0),
+        "region": _region,
+        "expected": _windows,
+        "time_zone": _zone_name,
+    }),
 }
 SCALARS: dict[str, Validator] = {"data_dir": _text}
 TOP_KEYS = ("ibkr", "gateways", *SCALARS, *SECTIONS)
