@@ -11,9 +11,11 @@ from storage.models import (
     RunRecord,
     RunSummary,
 )
+from storage.incidents import CoverageRecord, IncidentRecord, IncidentStore
 from storage.repository import Repository, SchemaTooNew
 
 __all__ = [
     "CHECK_STATUSES", "RUN_STATUSES", "AuditRecord", "CheckRecord", "EventRecord", "LogRecord", "Metric",
     "Repository", "RunRecord", "RunSummary", "SchemaTooNew",
+    "CoverageRecord", "IncidentRecord", "IncidentStore",
 ]

@@ -15,6 +15,7 @@ from typing import Any
 
 import aiosqlite
 
+from storage.incidents import IncidentStore
 from storage.migrations import MIGRATIONS
 from storage.models import (
     CHECK_STATUSES,
@@ -63,6 +64,7 @@ class Repository:
         self._db = db
         self.path = path
         self.recovered_runs: tuple[int, ...] = ()
+        self.incidents = IncidentStore(db)  # the watch's outages share this connection (one writer)
 
     @classmethod
     async def open(cls, path: Path) -> Repository:

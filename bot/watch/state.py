@@ -12,7 +12,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from bot.ibkr.errors import Layer
-from bot.watch.schedule import Occurrence, WindowKind
+from bot.watch.schedule import Occurrence
 
 
 class DownCause(StrEnum):
@@ -121,10 +121,9 @@ class Incident:
 
     @property
     def category(self) -> OutageCategory:
+        """By cause; /uptime files the part inside an expected window as scheduled (or restart)."""
         if self.test:
             return OutageCategory.TEST
-        if self.window is not None:
-            return OutageCategory.RESTART if self.window.window.kind is WindowKind.RESTART else OutageCategory.SCHEDULED
         if self.port_closed:
             return OutageCategory.RESTART
         return {
