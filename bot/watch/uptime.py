@@ -101,6 +101,7 @@ class Availability:
     end: datetime
     watched: float                 # seconds watched outside expected windows
     down: float                    # seconds down outside expected windows
+    expected: float = 0.0          # seconds of expected windows in the period
     by_category: dict[OutageCategory, float] = field(default_factory=dict)  # includes scheduled time
 
     @property
@@ -152,7 +153,7 @@ def availability(label: str, start: datetime, end: datetime, incidents: Sequence
                 kind = OutageCategory.RESTART if occ.window.kind is WindowKind.RESTART else OutageCategory.SCHEDULED
                 by_category[kind] = by_category.get(kind, 0.0) + inside
     return Availability(label, start, end, total(subtract(watched, expected)), total(merge(down)),
-                        {k: v for k, v in by_category.items() if v > 0})
+                        total(intersect(expected, period)), {k: v for k, v in by_category.items() if v > 0})
 
 
 async def uptime_report(store: IncidentStore, gateway: str, schedule: Schedule, now: datetime, *,
@@ -193,7 +194,8 @@ def uptime_text(report: UptimeReport) -> str:
         if p.percent is None:
             lines.append(f"{p.label}: not watched")
             continue
-        watched = "" if p.watched >= (p.end - p.start).total_seconds() * 0.95 else f", watched {duration(p.watched)}"
+        watchable = (p.end - p.start).total_seconds() - p.expected
+        watched = "" if p.watched >= watchable * 0.95 else f", watched {duration(p.watched)}"
         lines.append(f"{p.label}: {p.percent:.2f} % — down {duration(p.down)}{watched}")
     longest = report.periods[-1]
     if longest.by_category:
