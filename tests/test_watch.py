@@ -227,3 +227,25 @@ async def test_one_gateways_stuck_sink_never_delays_anothers_alerts():
 def test_watch_client_id_is_its_own_and_valid(base):
     ids = {client_id_for(base, role) for role in ClientRole}
     assert len(ids) == len(ClientRole) and all(0 <= i <= 2**31 - 1 for i in ids)
+
+
+async def test_a_restart_back_at_its_login_screen_needs_2fa_and_the_ack_edits_both(gateway):
+    sink = Collect()
+    async with watch_for(config_for(gateway, login_timeout=180), sink) as watch:
+        await until(lambda: watch.watcher().state.phase is Phase.UP)
+        await gateway.stop()
+        down = await sink.wait_for(AlertKind.DOWN)
+        gateway.set_ready(False)  # back, but waiting for a (2FA) login
+        await gateway.start()
+        need = await sink.wait_for(AlertKind.NEEDS_2FA)
+        assert need.loud and need.text.startswith("🔐 paper needs a 2FA login") and "IBC waits 3 min" in need.text
+        state = watch.watcher().state
+        assert state.failed is Layer.API_READY and state.cause is DownCause.NOT_LOGGED_IN
+        assert not watch.acknowledge("paper@1", "bob"), "a stale button"
+        assert watch.acknowledge(down.incident.key, "alice")
+        edited = await sink.wait_for(AlertKind.DOWN, edit=True)
+        assert "✋ Taken by alice" in edited.text and edited.message_key == down.message_key
+        await sink.wait_for(AlertKind.NEEDS_2FA, edit=True)
+        gateway.set_ready(True)
+        back = await sink.wait_for(AlertKind.RECOVERED)
+        assert "alice had taken it" in back.text

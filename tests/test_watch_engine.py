@@ -181,7 +181,8 @@ def test_nightly_reset_is_one_quiet_note_edited_on_return_and_no_down():
                               "— expected.")
     assert alerts[1].text.endswith("— expected. Back after 30 s, IB link restored, data kept (1102).")
     assert alerts[1].message_key == alerts[0].message_key
-    assert engine.take_updates()[-1].category is OutageCategory.SCHEDULED
+    stored = engine.take_updates()[-1]
+    assert stored.window is not None and stored.category is OutageCategory.IB_LINK and not stored.open
 
 
 def test_expected_outage_escalates_when_not_back_by_window_end_plus_grace():

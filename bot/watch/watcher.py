@@ -134,6 +134,12 @@ class _Emit:
     alerts: tuple[Alert, ...]
 
 
+@dataclass(frozen=True)
+class _Connected:
+    event: Connected
+    attempts: int  # the try that made it, counting from the drop (or from start)
+
+
 class GatewayWatcher:
     def __init__(self, gw: GatewayConfig, settings: WatchConfig, sink: AlertSink, *,
                  store: IncidentSink | None = None, clock: Clock = utc_now,
@@ -353,12 +359,6 @@ class GatewayWatcher:
             return None
 
 
-@dataclass(frozen=True)
-class _Connected:
-    event: Connected
-    attempts: int
-
-
 class Watch:
     """Every configured Gateway's watcher, started and stopped together."""
 
@@ -393,8 +393,10 @@ class Watch:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    def acknowledge(self, gateway: str, by: str, key: str | None = None) -> bool:
-        return self.watcher(gateway).acknowledge(by, key)
+    def acknowledge(self, key: str, by: str) -> bool:
+        """The [Acknowledge] button: ``key`` is the alert's ``incident.key`` ('paper@1764...')."""
+        gateway = key.rpartition("@")[0]
+        return gateway in self.watchers and self.watchers[gateway].acknowledge(by, key)
 
     def mute(self, gateway: str | None, until: datetime | None) -> None:
         """Mute one Gateway, or all with ``gateway=None``; ``until=None`` unmutes."""
