@@ -16,7 +16,7 @@ from bot.ibkr.simulator import SimulatedGateway
 from bot.watch.alerts import Alert, AlertKind
 from bot.watch.schedule import Window, WindowKind
 from bot.watch.state import DownCause, Phase
-from bot.watch.watcher import Watch, WatchLogFilter
+from bot.watch.watcher import Watch, WatchLogFilter, health_from_state
 from tests.conftest import FAST
 
 # No IBKR windows and no weekly reminder: these tests run at whatever time it is.
@@ -65,6 +65,8 @@ async def test_stop_brings_down_after_debounce_and_start_brings_recovered_with_d
         await until(lambda: watch.watcher().state.phase is Phase.UP)
         state = watch.watcher().state
         assert state.reached(Layer.API_READY) and state.server_version == 178
+        health = health_from_state(config_for(gateway).gateway(), state)
+        assert health.reached(Layer.API_READY) and health.error is None and health.source == "watch"
         assert [c.client_id for c in gateway.clients] == [client_id_for(1, ClientRole.WATCH)]
         await gateway.stop()
         down = await sink.wait_for(AlertKind.DOWN)
@@ -75,6 +77,8 @@ async def test_stop_brings_down_after_debounce_and_start_brings_recovered_with_d
         state = watch.watcher().state
         assert state.phase is Phase.DOWN and state.failed is Layer.TCP_PORT and state.cause is DownCause.REFUSED
         assert state.incident is not None and state.reached(Layer.TCP_PORT) is False
+        health = health_from_state(config_for(gateway).gateway(), state)
+        assert health.reached(Layer.TCP_PORT) is False and health.error.startswith("TCP port refused since ")
         await asyncio.sleep(0.5)
         await gateway.start()
         back = await sink.wait_for(AlertKind.RECOVERED)

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 from bot.client_ids import ClientRole, client_id_for
 from bot.config import Config, GatewayConfig, WatchConfig
+from bot.health import Health
 from bot.ibkr.client import ConnectionState, IBKRClient, port_accepts
 from bot.ibkr.errors import (
     ApiNotReady,
@@ -51,6 +52,7 @@ from bot.watch.state import (
     FarmChanged,
     GatewayState,
     Incident,
+    Phase,
     Recovery,
     RecoveryHow,
     StillDown,
@@ -93,6 +95,17 @@ class IncidentSink(Protocol):
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def health_from_state(gw: GatewayConfig, state: GatewayState) -> Health:
+    """/status's existing ``Health`` answered from the watch at once, with no connection of its own."""
+    up = state.phase is Phase.UP
+    error = None if up or state.phase is Phase.STARTING else \
+        f"{state.cause.now_words if state.cause else 'down'} since {state.since:%H:%M:%S} UTC" + \
+        (f" ({state.detail})" if state.detail else "")
+    return Health(gw, None, error, None if up else state.failed, state.server_version if up else None,
+                  state.accounts if up else (), state.since if up else None, state.link_ok if up else None,
+                  all(f.ok for f in state.farms) if up and state.farms else None, state.last_rtt, "watch")
 
 
 def classify(err: GatewayError) -> tuple[DownCause, Layer]:
