@@ -11,6 +11,7 @@ import pytest
 from bot.client_ids import ClientRole, client_id_for
 from bot.config import Config, GatewayConfig, WatchConfig
 from bot.ibkr.client import IBKRClient
+from bot.ibkr import notices
 from bot.ibkr.errors import Layer
 from bot.ibkr.simulator import SimulatedGateway
 from bot.watch.alerts import Alert, AlertKind
@@ -253,3 +254,17 @@ async def test_a_restart_back_at_its_login_screen_needs_2fa_and_the_ack_edits_bo
         gateway.set_ready(True)
         back = await sink.wait_for(AlertKind.RECOVERED)
         assert "alice had taken it" in back.text
+
+
+@pytest.mark.skipif(notices.notice_kind(2110) is None, reason="2110 is parsed by the client from issue 7 on")
+async def test_2110_is_a_link_loss_and_farms_coming_back_end_it(gateway):
+    sink = Collect()
+    async with watch_for(config_for(gateway), sink) as watch:
+        await until(lambda: watch.watcher().state.phase is Phase.UP)
+        await gateway.send_notice(2110, "Connectivity between Trader Workstation and server is broken. "
+                                        "It will be restored automatically.")
+        down = await sink.wait_for(AlertKind.DOWN)
+        assert "IB link lost (2110)" in down.text
+        await gateway.send_notice(2104)
+        back = await sink.wait_for(AlertKind.RECOVERED)
+        assert back.text.endswith("— IB link restored.")

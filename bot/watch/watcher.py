@@ -346,7 +346,13 @@ class GatewayWatcher:
         if n.farm and n.notice in (NoticeKind.FARM_BROKEN, NoticeKind.FARM_OK, NoticeKind.FARM_INACTIVE):
             ok = n.notice is not NoticeKind.FARM_BROKEN
             self._state = self._state.farm(n.at, n.farm, ok, n.code)
-            return self.engine.observe(FarmChanged(n.at, n.farm, ok, n.code))
+            alerts = []
+            inc = self.engine.incident
+            if n.notice is NoticeKind.FARM_OK and inc is not None and inc.current is DownCause.IB_LINK:
+                # After 2110 a Gateway may announce its return only by farms coming back, no 1101/1102.
+                self._state = self._state.up(n.at)
+                alerts = self.engine.observe(CameBack(n.at, Recovery(RecoveryHow.LINK_RESTORED, code=n.code)))
+            return alerts + self.engine.observe(FarmChanged(n.at, n.farm, ok, n.code))
         return self.engine.tick()
 
     async def _deliver(self, alert: Alert) -> None:
