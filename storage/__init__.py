@@ -11,11 +11,21 @@ from storage.models import (
     RunRecord,
     RunSummary,
 )
+from storage.errors import (
+    DatabaseBusy,
+    DatabaseReadOnly,
+    DatabaseUnavailable,
+    NotADatabase,
+    SchemaTooNew,
+    StorageError,
+    StorageFull,
+)
 from storage.incidents import CoverageRecord, IncidentRecord, IncidentStore
-from storage.repository import Repository, SchemaTooNew
+from storage.repository import Repository
 
 __all__ = [
     "CHECK_STATUSES", "RUN_STATUSES", "AuditRecord", "CheckRecord", "EventRecord", "LogRecord", "Metric",
-    "Repository", "RunRecord", "RunSummary", "SchemaTooNew",
+    "Repository", "RunRecord", "RunSummary", "SchemaTooNew", "StorageError", "DatabaseBusy", "DatabaseReadOnly",
+    "DatabaseUnavailable", "NotADatabase", "StorageFull",
     "CoverageRecord", "IncidentRecord", "IncidentStore",
 ]

@@ -59,7 +59,22 @@ MIGRATIONS: tuple[str, ...] = (
         detail TEXT NOT NULL
     );
     """,
-    # 2 (watch): the watch's outages and the spans it was watching, for /uptime across restarts.
+    # 2: who owns a running run (host, pid, process start; a lease renewed while it runs), so that
+    # only a run whose owner is gone is marked interrupted; soak samples stored as they are taken.
+    """
+    ALTER TABLE runs ADD COLUMN owner_host TEXT;
+    ALTER TABLE runs ADD COLUMN owner_pid INTEGER;
+    ALTER TABLE runs ADD COLUMN owner_start TEXT;
+    ALTER TABLE runs ADD COLUMN alive_at TEXT;
+    CREATE TABLE samples (
+        id INTEGER PRIMARY KEY,
+        run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+        at TEXT NOT NULL,
+        rtt REAL
+    );
+    CREATE INDEX samples_run ON samples (run_id, id);
+    """,
+    # 3 (watch): the watch's outages and the spans it was watching, for /uptime across restarts.
     """
     CREATE TABLE watch_incidents (
         key TEXT PRIMARY KEY,

@@ -43,9 +43,9 @@ watch:
 
 
 @pytest.mark.parametrize(("text", "message"), [
-    ("watch: {down_after: -1}", "watch.down_after: expected a number >= 0, got -1"),
-    ("watch: {remind_every: 5}", "watch.remind_every: expected a number >= 60, got 5"),
-    ("watch: {flap_count: 1}", "watch.flap_count: expected an integer >= 2, got 1"),
+    ("watch: {down_after: -1}", "watch.down_after: expected a number of seconds from 0 to 3600, got -1"),
+    ("watch: {remind_every: 5}", "watch.remind_every: expected a number of seconds from 60 to 86400, got 5"),
+    ("watch: {flap_count: 1}", "watch.flap_count: expected an integer 2-1000, got 1"),
     ("watch: {region: mars}", "watch.region: expected one of north_america, europe, asia, got 'mars'"),
     ("watch: {time_zone: Mars/Base}", "watch.time_zone: expected a time zone name such as America/New_York or UTC, "
                                       "got 'Mars/Base'"),
