@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from bot.checks.base import Check, CheckContext, Recorder
+from bot.client_ids import ClientRole, client_id_for
 from bot.ibkr.client import IBKRClient
 from bot.ibkr.errors import (
     ApiNotReady,
@@ -114,7 +115,7 @@ def _open_fds() -> int:
 
 def _probe_id(ctx: CheckContext) -> int:
     # An id the squad's own programs are unlikely to use, so the matrix disturbs nobody.
-    return ctx.gateway.client_id + 900
+    return client_id_for(ctx.gateway.client_id, ClientRole.ERRORS_MATRIX)
 
 
 def _served(handler: Handler) -> EndpointFactory:
