@@ -287,3 +287,13 @@ def test_weekly_relogin_reminder_before_the_sunday_token_expiry():
 def test_durations_read_well():
     assert [duration(s) for s in (0.4, 40, 94, 600, 900, 7500, 90000)] == [
         "0 s", "40 s", "1 min 34 s", "10 min", "15 min", "2 h 5 min", "1 d 1 h"]
+
+
+def test_every_connect_failure_has_words_and_a_layer():
+    from bot.ibkr import errors
+    from bot.watch.watcher import classify
+
+    for cls in errors.GatewayError.__subclasses__():
+        cause, layer = classify(cls("x"))
+        assert cause.words and cause.now_words and isinstance(layer, Layer), cls
+        assert cause is not DownCause.OTHER or cls is errors.NotConnected, f"{cls.__name__} has no words of its own"

@@ -27,6 +27,8 @@ class DownCause(StrEnum):
     NO_HANDSHAKE = "no_handshake"    # the port accepts, the API never answers
     UNREACHABLE = "unreachable"      # connect timed out or the host does not resolve
     CLIENT_ID = "client_id"          # 326: our client id is held by someone
+    REJECTED = "rejected"            # closed before the handshake: not a trusted IP
+    LIVE_ACCOUNT = "live_account"    # logged in to a live account, and allow_live is off
     OTHER = "other"
 
     @property
@@ -50,6 +52,8 @@ _WORDS: dict[DownCause, tuple[str, str]] = {
     DownCause.NO_HANDSHAKE: ("no API handshake answer", "no API handshake answer"),
     DownCause.UNREACHABLE: ("unreachable (connect timed out)", "host unreachable"),
     DownCause.CLIENT_ID: ("client id in use (326)", "client id in use"),
+    DownCause.REJECTED: ("rejected by the Gateway (not a trusted IP?)", "connection rejected before the handshake"),
+    DownCause.LIVE_ACCOUNT: ("a live account, refused (ibkr.allow_live is off)", "live account refused"),
     DownCause.OTHER: ("connection failed", "connection failing"),
 }
 

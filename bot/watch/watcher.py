@@ -31,6 +31,7 @@ from bot.ibkr.client import ConnectionState, IBKRClient, port_accepts
 from bot.ibkr.errors import (
     ApiNotReady,
     ClientIdInUse,
+    ConnectionRejected,
     ConnectTimeout,
     GatewayClosedConnection,
     GatewayError,
@@ -38,6 +39,7 @@ from bot.ibkr.errors import (
     HandshakeTimeout,
     HostUnresolvable,
     Layer,
+    LiveAccountRefused,
     NotAnApiPort,
     PingTimeout,
     StartupSyncFailed,
@@ -117,8 +119,12 @@ def classify(err: GatewayError) -> tuple[DownCause, Layer]:
             return DownCause.UNREACHABLE, Layer.TCP_PORT
         case HandshakeTimeout() | NotAnApiPort():
             return DownCause.NO_HANDSHAKE, Layer.API_HANDSHAKE
+        case ConnectionRejected():
+            return DownCause.REJECTED, Layer.API_HANDSHAKE
         case GatewayClosedConnection():
             return DownCause.CLOSED, Layer.API_HANDSHAKE
+        case LiveAccountRefused():
+            return DownCause.LIVE_ACCOUNT, Layer.ACCOUNT
         case ApiNotReady() | StartupSyncFailed():
             return DownCause.NOT_LOGGED_IN, err.layer
         case ClientIdInUse():
