@@ -268,3 +268,18 @@ async def test_2110_is_a_link_loss_and_farms_coming_back_end_it(gateway):
         await gateway.send_notice(2104)
         back = await sink.wait_for(AlertKind.RECOVERED)
         assert back.text.endswith("— IB link restored.")
+
+
+async def test_a_failing_sink_never_ends_the_watch(gateway):
+    got = Collect()
+
+    async def sink(alert: Alert) -> None:
+        await got(alert)
+        raise RuntimeError("outbox unavailable")
+
+    async with watch_for(config_for(gateway), sink) as watch:
+        await until(lambda: watch.watcher().state.phase is Phase.UP)
+        await gateway.stop()
+        await got.wait_for(AlertKind.DOWN)
+        await gateway.start()
+        await got.wait_for(AlertKind.RECOVERED)

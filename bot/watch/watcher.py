@@ -305,7 +305,12 @@ class GatewayWatcher:
                     item = await self._inbox.get()
             except TimeoutError:
                 pass
-            alerts = self._handle(item) if item is not None else self.engine.tick()
+            try:
+                alerts = self._handle(item) if item is not None else self.engine.tick()
+            except Exception:
+                # A bug judging one event must not end the watch: say so, keep watching.
+                self.log.exception("could not judge %r; watching on", item)
+                alerts = []
             self._sync_state()
             for alert in alerts:
                 await self._deliver(alert)
