@@ -116,9 +116,7 @@ async def test_down_from_the_start_then_back(port):
 
 
 async def test_link_lost_inside_an_expected_window_is_one_quiet_note_and_no_down(gateway):
-    now = datetime.now(UTC)
-    window = Window("nightly reset", (now - timedelta(hours=1)).time().replace(microsecond=0, second=0),
-                    (now + timedelta(hours=1)).time().replace(microsecond=0, second=0), "UTC", kind=WindowKind.RESET)
+    window = window_around_now(WindowKind.RESET, "nightly reset")
     sink = Collect()
     async with watch_for(config_for(gateway, expected=(window,)), sink) as watch:
         await until(lambda: watch.watcher().state.phase is Phase.UP)
@@ -283,3 +281,37 @@ async def test_a_failing_sink_never_ends_the_watch(gateway):
         await got.wait_for(AlertKind.DOWN)
         await gateway.start()
         await got.wait_for(AlertKind.RECOVERED)
+
+
+def window_around_now(kind: WindowKind, name: str) -> Window:
+    now = datetime.now(UTC)
+    return Window(name, (now - timedelta(hours=1)).time().replace(second=0, microsecond=0),
+                  (now + timedelta(hours=1)).time().replace(second=0, microsecond=0), "UTC", kind=kind)
+
+
+async def test_a_restart_inside_the_auto_restart_window_is_expected(gateway):
+    sink = Collect()
+    async with watch_for(config_for(gateway, expected=(window_around_now(WindowKind.RESTART, "Gateway auto-restart"),)),
+                         sink) as watch:
+        await until(lambda: watch.watcher().state.phase is Phase.UP)
+        await gateway.stop()
+        note = await sink.wait_for(AlertKind.EXPECTED)
+        assert note.text.startswith("🟡 paper: closed by the Gateway inside the Gateway auto-restart window")
+        await gateway.start()
+        back = await sink.wait_for(AlertKind.EXPECTED, edit=True)
+        assert "Back after" in back.text and "reconnected" in back.text
+    assert not any(a.loud for a in sink.alerts)
+
+
+async def test_a_farm_broken_past_its_grace_is_a_quiet_warning(gateway):
+    sink = Collect()
+    async with watch_for(config_for(gateway, farm_grace=0.3), sink) as watch:
+        await until(lambda: watch.watcher().state.phase is Phase.UP and watch.watcher().state.farms)
+        await gateway.send_notice(2103)
+        warning = await sink.wait_for(AlertKind.FARM_WARNING)
+        assert not warning.loud and warning.text.startswith("🟡 paper: data farm usfarm broken for ")
+        state = watch.watcher().state
+        assert state.phase is Phase.UP and state.failed is Layer.DATA_FARMS and state.reached(Layer.IB_LINK)
+        await gateway.send_notice(2104)
+        ok = await sink.wait_for(AlertKind.FARM_WARNING, edit=True)
+        assert "OK again since" in ok.text and watch.watcher().state.failed is None
