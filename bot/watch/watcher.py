@@ -177,7 +177,7 @@ class GatewayWatcher:
                    "allow_live": gw.allow_live} | dict(client_options or {}) | {"auto_reconnect": False}
         self.client = IBKRClient(gw.host, gw.port, client_id_for(gw.client_id, ClientRole.WATCH), **options)
         self._state = GatewayState(gw.name, gw.host, gw.port, self.client.client_id, clock())
-        self._inbox: asyncio.Queue[ClientEvent | _Failed | _Emit] = asyncio.Queue()
+        self._inbox: asyncio.Queue[ClientEvent | _Connected | _Failed | _Emit] = asyncio.Queue()
         self._dropped = asyncio.Event()
         self._attempt = 0
         self._tasks: list[asyncio.Task[None]] = []
