@@ -24,6 +24,7 @@ from typing import Any
 import aiosqlite
 
 from storage.errors import ELSEWHERE, DatabaseUnavailable, SchemaTooNew, StorageError, read_only, translate
+from storage.incidents import IncidentStore
 from storage.migrations import MIGRATIONS
 from storage.models import (
     CHECK_STATUSES,
@@ -176,6 +177,7 @@ class Repository:
         self._version = len(MIGRATIONS)
         self._owned: set[int] = set()  # runs this repository created and has not finished
         self._lease_task: asyncio.Task[None] | None = None
+        self.incidents = IncidentStore(db)  # the watch's outages share this connection (one writer)
 
     @classmethod
     async def open(cls, path: Path, *, for_reading: bool = False) -> Repository:
