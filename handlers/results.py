@@ -12,7 +12,7 @@ from telegram.constants import ParseMode
 
 from bot import report
 from bot.chart import soak_chart
-from bot.telegram_standin.formatting import FormatError, parse, utf16_len
+from handlers.telegram_html import FormatError, parse_html, utf16_len
 from storage import RunRecord
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ def _inline(text: str, pattern: re.Pattern[str] = _INLINE) -> str:
 def fits_in_message(telegram_html_text: str) -> bool:
     """Whether Telegram takes it as one message: measured on the text the markup leaves."""
     try:
-        plain, _ = parse(telegram_html_text, ParseMode.HTML)
+        plain, _ = parse_html(telegram_html_text)
     except FormatError:
         log.exception("report converted to HTML Telegram would refuse; sending it as a file")
         return False

@@ -25,7 +25,7 @@ def port() -> int:
 @pytest.fixture
 async def gateway():
     """A running simulated IB Gateway on a free loopback port."""
-    from bot.ibkr.simulator import SimulatedGateway
+    from bot.lab.simulator import SimulatedGateway
 
     async with SimulatedGateway(port=0) as gw:
         yield gw

@@ -14,9 +14,9 @@ from telegram import Bot
 
 from bot.app import open_services, run_chat, with_gateway
 from bot.config import ChecksConfig, Config, SoakConfig, TelegramConfig
-from bot.ibkr.simulator import SimulatedGateway
-from bot.telegram_standin import BotApiStandIn, BotMessage
-from bot.telegram_standin.formatting import parse
+from bot.lab.simulator import SimulatedGateway
+from bot.lab.telegram_standin import BotApiStandIn, BotMessage
+from bot.lab.telegram_standin.formatting import parse
 from handlers.results import MESSAGE_LIMIT, fits_in_message, send_report, telegram_html
 
 SQUAD, KAI, LEE, MALLORY, STRANGERS = -100, 42, 43, 666, -999

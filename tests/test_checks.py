@@ -15,8 +15,8 @@ from bot.config import ChecksConfig, Config, SoakConfig
 from bot.ibkr.client import IBKRClient, ReconnectPolicy
 from bot.ibkr.errors import GatewayRefused
 from bot.ibkr.events import ReconnectGaveUp, next_event
-from bot.ibkr.simulator import SimulatedGateway
-from bot.operators import AutoOperator, SilentOperator
+from bot.lab.simulator import SimulatedGateway
+from bot.lab.operators import AutoOperator, SilentOperator
 from bot.runner import Runner, RunRequest, RunStatus
 from storage import Repository
 from tests.conftest import FAST, free_port

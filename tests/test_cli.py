@@ -103,7 +103,7 @@ async def test_check_reconnect_walks_a_person_through_a_real_simulate_process(tm
 
 async def test_simctl_errors_are_explained(gateway):
     """Against a running control port: each bad argument is one ERROR line, exit 2, nothing changed."""
-    from bot.ibkr.simulator import ControlServer
+    from bot.lab.simulator import ControlServer
     ctl = ControlServer(gateway, port=0)
     await ctl.start()
     try:
@@ -146,7 +146,7 @@ async def test_simctl_errors_are_explained(gateway):
     ["frobnicate"],
 ])
 def test_a_bad_flag_is_one_line_exit_2_and_nothing_stored(tmp_path, capsys, argv):
-    from bot.cli import main
+    from bot.frontends.cli import main
 
     code = main(["--config", str(config_file(tmp_path)), *argv])
     out, err = capsys.readouterr()
@@ -157,7 +157,7 @@ def test_a_bad_flag_is_one_line_exit_2_and_nothing_stored(tmp_path, capsys, argv
 
 
 def test_config_and_verbose_work_after_the_subcommand_too(tmp_path, capsys):
-    from bot.cli import main
+    from bot.frontends.cli import main
 
     cfg = config_file(tmp_path)
     assert main(["history", "--config", str(cfg), "-v"]) == 0

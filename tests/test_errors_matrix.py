@@ -10,7 +10,7 @@ from bot.app import with_gateway
 from bot.checks.base import CheckContext
 from bot.checks.errors import ROWS, ErrorsCheck
 from bot.config import Config
-from bot.operators import SilentOperator
+from bot.lab.operators import SilentOperator
 
 REFUSED, GARBAGE = ROWS[0], ROWS[2]
 

@@ -9,8 +9,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from bot.ibkr.simulator import SimulatedGateway
-from bot.telegram_standin import BotApiStandIn, BotMessage
+from bot.lab.simulator import SimulatedGateway
+from bot.lab.telegram_standin import BotApiStandIn, BotMessage
 from storage import Repository
 
 ROOT = Path(__file__).resolve().parents[1]

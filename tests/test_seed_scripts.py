@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.ibkr.simulator import SimulatedGateway
+from bot.lab.simulator import SimulatedGateway
 
 SEED = Path(__file__).resolve().parents[2] / "shared" / "task-5.1-ibkr-gateway-testing.md"
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,7 +9,7 @@ import time
 import pytest
 from ib_async import IB
 
-from bot.ibkr.simulator import (NOTICE_TEXTS, ControlServer, Reject, SimulatedGateway, control, frame, read_frame,
+from bot.lab.simulator import (NOTICE_TEXTS, ControlServer, Reject, SimulatedGateway, control, frame, read_frame,
                                 send_control)
 
 

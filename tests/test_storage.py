@@ -279,7 +279,7 @@ BAD_FILES = {
 
 @pytest.mark.parametrize("kind", BAD_FILES)
 def test_an_unusable_database_is_one_line_and_left_alone(tmp_path, capsys, kind):
-    from bot.cli import main
+    from bot.frontends.cli import main
 
     cfg = data_config(tmp_path)
     db = tmp_path / "data" / "gwbot.sqlite3"

@@ -20,10 +20,10 @@ from telegram.constants import ParseMode
 from telegram.error import BadRequest, Conflict, InvalidToken, RetryAfter
 from telegram.ext import Application, ApplicationBuilder, CallbackQueryHandler, CommandHandler, ContextTypes
 
-from bot.telegram_standin import BotApiStandIn, Button, ChangeKind, Command, MessageKind
-from bot.telegram_standin.server import NOT_MODIFIED
-from bot.telegram_standin.terminal import TerminalChat
-from bot.terminal import stdin_reader
+from bot.lab.telegram_standin import BotApiStandIn, Button, ChangeKind, Command, MessageKind
+from bot.lab.telegram_standin.server import NOT_MODIFIED
+from bot.lab.telegram_standin.terminal import TerminalChat
+from bot.frontends.terminal import stdin_reader
 
 pytestmark = pytest.mark.timeout(20)
 

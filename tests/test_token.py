@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 
-from bot.ibkr.simulator import SimulatedGateway
-from bot.telegram_standin import BotApiStandIn
+from bot.lab.simulator import SimulatedGateway
+from bot.lab.telegram_standin import BotApiStandIn
 from tests.test_run import config, sigterm_after, start
 
 SECRET = "AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"

@@ -13,7 +13,7 @@ from bot.config import Config, GatewayConfig, WatchConfig
 from bot.ibkr.client import IBKRClient
 from bot.ibkr import notices
 from bot.ibkr.errors import Layer
-from bot.ibkr.simulator import SimulatedGateway
+from bot.lab.simulator import SimulatedGateway
 from bot.watch.alerts import Alert, AlertKind
 from bot.watch.schedule import Window, WindowKind
 from bot.watch.state import DownCause, Phase
@@ -205,7 +205,7 @@ async def test_the_watchs_log_records_are_told_apart_from_a_checks(gateway):
                 lg.removeHandler(h)
     assert any(r.name.startswith("bot.ibkr") for r in seen), "the watch's client did log"
     # The simulated Gateway's own lines are the test's, not the watch's.
-    assert [r.getMessage() for r in kept if r.name != "bot.ibkr.simulator"] == ["a check's own error"]
+    assert [r.getMessage() for r in kept if r.name != "bot.lab.simulator"] == ["a check's own error"]
 
 
 async def test_one_gateways_stuck_sink_never_delays_anothers_alerts():

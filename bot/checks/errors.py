@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import struct
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from bot.checks.base import Check, CheckContext, Recorder
@@ -28,13 +30,13 @@ from bot.ibkr.errors import (
     HostUnresolvable,
     NotAnApiPort,
 )
-from bot.ibkr.simulator import SimulatedGateway
 
 # Rows that must wait for a timeout use this short one, so the matrix stays quick.
 ROW_TIMEOUT = 2.0
 # Time a row's closing sockets and tasks get to finish before they count as leaked.
 LEAK_GRACE = 0.5
 UNRESOLVABLE_HOST = "gateway.invalid"  # RFC 6761: .invalid never resolves
+NOT_LOGGED_IN_VERSION = 178  # a server version ib_async speaks
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
@@ -218,11 +220,18 @@ async def _nothing_listening(_: CheckContext) -> AsyncIterator[Endpoint]:
         yield "127.0.0.1", port
 
 
-@contextlib.asynccontextmanager
-async def _not_ready_gateway(_: CheckContext) -> AsyncIterator[Endpoint]:
-    async with SimulatedGateway(port=0) as gw:
-        gw.set_ready(False)
-        yield "127.0.0.1", gw.port
+async def _not_logged_in(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """A Gateway still at its login screen: it answers the handshake (server version, time), then
+    never the API start, so no next valid id and no accounts ever come."""
+    with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError, struct.error):
+        await reader.readexactly(4)  # "API\0"
+        (size,) = struct.unpack(">I", await reader.readexactly(4))
+        await reader.readexactly(size)  # the client's version range; any is fine
+        payload = f"{NOT_LOGGED_IN_VERSION}\0{datetime.now(UTC):%Y%m%d %H:%M:%S} UTC\0".encode()
+        writer.write(struct.pack(">I", len(payload)) + payload)
+        await writer.drain()
+        await reader.read()
+    writer.close()
 
 
 @contextlib.asynccontextmanager
@@ -247,7 +256,7 @@ ROWS = (
     Row("accepts, never answers", HandshakeTimeout, ROW_TIMEOUT + 1.0, _served(_silent)),
     Row("non-API service (garbage)", NotAnApiPort, 1.0, _served(_garbage)),
     Row("non-API service (HTTP)", NotAnApiPort, 1.0, _served(_http)),
-    Row("Gateway not ready (not logged in)", ApiNotReady, ROW_TIMEOUT + 1.0, _not_ready_gateway),
+    Row("Gateway not ready (not logged in)", ApiNotReady, ROW_TIMEOUT + 1.0, _served(_not_logged_in)),
     Row("unresolvable host", HostUnresolvable, 5.0, _unresolvable),
     Row("client id already in use", ClientIdInUse, 1.0, _id_taken_on_target),
 )

@@ -23,7 +23,8 @@ from typing import Any, NamedTuple
 
 from aiohttp import BodyPartReader, web
 
-from bot.telegram_standin.formatting import Entity, FormatError, parse, trim, utf16_len, with_detected
+from bot.lab.telegram_standin.formatting import parse, with_detected
+from handlers.telegram_html import Entity, FormatError, trim, utf16_len
 
 log = logging.getLogger(__name__)
 

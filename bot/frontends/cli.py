@@ -14,16 +14,17 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequen
 from dataclasses import replace
 from pathlib import Path
 
-from bot import bench, report
+from bot import report
+from bot.lab import bench
 from bot.app import TokenRejected, database_path, open_services, run_chat, with_gateway
 from bot.checks import CHECK_NAMES, CheckResult
 from bot.config import CLIENT_ID, PORT, RUN_ID, SOAK_SECONDS, Config, ConfigError, Range, load_config, token_error
-from bot.ibkr.simulator import CONTROL_HELP, NO_CONTROL_PORT, SimulatedGateway, control, send_control, serve
-from bot.operators import AutoOperator
+from bot.lab.simulator import CONTROL_HELP, NO_CONTROL_PORT, SimulatedGateway, control, send_control, serve
+from bot.lab.operators import AutoOperator
 from bot.runner import RunOutcome, RunRequest, RunStatus
-from bot.telegram_standin import BotApiStandIn
-from bot.telegram_standin.terminal import TerminalChat
-from bot.terminal import ProgressPrinter, TerminalOperator, stdin_reader
+from bot.lab.telegram_standin import BotApiStandIn
+from bot.lab.telegram_standin.terminal import TerminalChat
+from bot.frontends.terminal import ProgressPrinter, TerminalOperator, stdin_reader
 from storage import Repository, RunRecord, StorageError
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ import asyncio
 import logging
 
 from bot.checks.base import OperatorAction, OperatorReply, Reply
-from bot.ibkr.simulator import SimulatedGateway
+from bot.lab.simulator import SimulatedGateway
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """A local Telegram Bot API stand-in and a terminal chat client for it (no token, no internet)."""
 
-from bot.telegram_standin.formatting import Entity
-from bot.telegram_standin.server import (
+from handlers.telegram_html import Entity
+from bot.lab.telegram_standin.server import (
     ApiCall,
     BotApiStandIn,
     BotMessage,
@@ -15,7 +15,7 @@ from bot.telegram_standin.server import (
     MessageKind,
     User,
 )
-from bot.telegram_standin.terminal import TerminalChat
+from bot.lab.telegram_standin.terminal import TerminalChat
 
 __all__ = ["ApiCall", "BotApiStandIn", "BotMessage", "Button", "CallbackAnswer", "ChangeKind", "Chat", "ChatChange",
            "ChatType", "Command", "Entity", "MessageKind", "TerminalChat", "User"]
