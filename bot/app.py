@@ -1,8 +1,7 @@
-"""Wiring: the one place that builds gwbot's parts from a Config and hands them out.
+"""The composition root: the one module that builds all of gwbot and may import both bot and handlers.
 
-The chat front end lives in ``handlers`` (which imports bot, never the reverse); it is found
-through the ``gwbot.frontends`` entry point that pyproject.toml declares, so the dependency
-arrow stays handlers -> bot while this module still starts the whole program.
+As python-telegram-bot's own examples do in main(): one ``AsyncExitStack`` starts the parts in
+order and stops them in reverse. Everywhere else imports run handlers -> bot -> storage.
 """
 
 from __future__ import annotations
@@ -11,76 +10,20 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable
-from dataclasses import dataclass, field, replace
-from importlib.metadata import entry_points
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from telegram import Update
 from telegram.error import InvalidToken, NetworkError
 from telegram.ext import Application, ApplicationBuilder, BaseUpdateProcessor
 
-from bot.config import Config, GatewayConfig
-from bot.health import LiveView
-from bot.jobs import JobBoard
-from bot.runner import Runner
-from storage import Repository
+import handlers
+from bot.config import Config
+from bot.services import Services, gateway_jobs, storage
 
 log = logging.getLogger(__name__)
-DB_NAME = "gwbot.sqlite3"
-FRONTENDS = "gwbot.frontends"
 TELEGRAM_API = "https://api.telegram.org/bot"
 POLL_TIMEOUT = 10  # seconds a getUpdates long poll may wait
 MAX_CONCURRENT_UPDATES = 64
-
-
-def database_path(config: Config) -> Path:
-    return config.data_dir / DB_NAME
-
-
-def with_gateway(config: Config, name: str | None = None, **changes: Any) -> Config:
-    """The config with one Gateway's settings changed (the CLI's --host/--port, the demo's simulator)."""
-    target = config.gateway(name)
-    changed: GatewayConfig = replace(target, **{k: v for k, v in changes.items() if v is not None})
-    return replace(config, gateways=tuple(changed if g is target else g for g in config.gateways))
-
-
-@dataclass(frozen=True)
-class Services:
-    config: Config
-    repo: Repository
-    runner: Runner
-    jobs: JobBoard
-    # One view per Gateway, kept current by the running check's events.
-    live: dict[str, LiveView] = field(default_factory=dict)
-
-
-@contextlib.asynccontextmanager
-async def open_services(config: Config, client_options: dict[str, Any] | None = None) -> AsyncIterator[Services]:
-    repo = await Repository.open(database_path(config))
-    runner = Runner(config, repo, dict(client_options or {}))
-    jobs = JobBoard(runner)
-    try:
-        yield Services(config, repo, runner, jobs, {g.name: LiveView() for g in config.gateways})
-    finally:
-        await jobs.shutdown()  # a running check is cancelled and stored as cancelled
-        await repo.close()
-
-
-class Frontend(Protocol):
-    """What a chat front end (the ``handlers`` package) provides."""
-
-    def install(self, application: Application, services: Services) -> None: ...
-
-    async def started(self, application: Application) -> None: ...
-
-
-def load_frontend(name: str = "telegram") -> Frontend:
-    found = entry_points(group=FRONTENDS, name=name)
-    if not found:
-        raise RuntimeError(f"no '{name}' chat front end is installed (entry point group {FRONTENDS}); "
-                           "reinstall gwbot with: pip install -e .")
-    return next(iter(found)).load()
 
 
 OrderKey = tuple[int | None, int | None, bool]  # chat, person, button press
@@ -131,13 +74,11 @@ class TokenRejected(Exception):
     pass
 
 
-async def run_chat(services: Services, token: str, stop: asyncio.Event, *, base_url: str | None = None,
-                   poll_timeout: float = POLL_TIMEOUT) -> None:
-    """python-telegram-bot inside our own loop (not run_polling's), until ``stop`` is set."""
+@contextlib.asynccontextmanager
+async def _telegram_bot(token: str, base_url: str | None, poll_timeout: float) -> AsyncIterator[Application]:
+    """The bot's connection to the Bot API (its HTTP client), not yet taking updates."""
     application = (ApplicationBuilder().token(token).base_url(base_url or TELEGRAM_API)
                    .get_updates_read_timeout(poll_timeout + 5).concurrent_updates(PerPersonUpdateProcessor()).build())
-    frontend = load_frontend()
-    frontend.install(application, services)
     try:
         await application.initialize()
     except InvalidToken as e:
@@ -145,17 +86,47 @@ async def run_chat(services: Services, token: str, stop: asyncio.Event, *, base_
     except NetworkError as e:
         raise TokenRejected(f"cannot reach the Telegram Bot API at {base_url or TELEGRAM_API}: {e}") from e
     try:
-        await frontend.started(application)
-        await application.start()
+        yield application
+    finally:
+        await application.shutdown()
+
+
+@contextlib.asynccontextmanager
+async def _chat_front_end(application: Application, services: Services, poll_timeout: float) -> AsyncIterator[None]:
+    """The handlers, taking updates: the first part to stop, so no command starts while the rest stops."""
+    handlers.install(application, services)
+    await handlers.started(application)
+    await application.start()
+    try:
         assert application.updater is not None
         await application.updater.start_polling(poll_interval=0, timeout=int(poll_timeout), drop_pending_updates=False)
         log.info("chat bot @%s is polling", application.bot.username)
-        await stop.wait()
+        yield
     finally:
         log.info("chat bot stopping")
         if application.updater is not None and application.updater.running:
             await application.updater.stop()
-        await services.jobs.shutdown()
-        if application.running:
-            await application.stop()
-        await application.shutdown()
+        await application.stop()
+
+
+@contextlib.asynccontextmanager
+async def serving_chat(config: Config, token: str, *, base_url: str | None = None, poll_timeout: float = POLL_TIMEOUT,
+                       client_options: dict[str, Any] | None = None) -> AsyncIterator[Services]:
+    """All of gwbot with its chat front end; one step per part, each stopped in reverse.
+
+    The bot's Bot API connection opens before the Gateway jobs, so a check cancelled at shutdown
+    still posts its last messages (the jobs stop before the connection closes).
+    """
+    async with contextlib.AsyncExitStack() as stack:
+        repo = await stack.enter_async_context(storage(config))
+        application = await stack.enter_async_context(_telegram_bot(token, base_url, poll_timeout))
+        services = await stack.enter_async_context(gateway_jobs(config, repo, client_options))
+        await stack.enter_async_context(_chat_front_end(application, services, poll_timeout))
+        yield services
+
+
+async def run_chat(config: Config, token: str, stop: asyncio.Event, *, base_url: str | None = None,
+                   poll_timeout: float = POLL_TIMEOUT) -> None:
+    """python-telegram-bot inside our own loop (not run_polling's), until ``stop`` is set."""
+    async with serving_chat(config, token, base_url=base_url, poll_timeout=poll_timeout):
+        await stop.wait()

@@ -1,7 +1,7 @@
 """The chat layer: thin handlers that parse, authorize, call bot, and render.
 
-``install`` wires every handler onto a python-telegram-bot Application; bot/app.py finds this
-package through the ``gwbot.frontends`` entry point and calls it.
+``install`` wires every handler onto a python-telegram-bot Application; bot/app.py, the
+composition root, calls it.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 from telegram import BotCommand, Update
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler, MessageHandler, TypeHandler, filters
 
-from bot.app import Services
+from bot.services import Services
 from handlers import checks, commands
 from handlers.access import AccessGate
 from handlers.context import KEY, ChatServices

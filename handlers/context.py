@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from telegram import Update
 from telegram.ext import ContextTypes
 
-from bot.app import Services
+from bot.services import Services
 from bot.config import NUMBER, ConfigError, GatewayConfig, Range
 from handlers.operator import PromptBoard
 

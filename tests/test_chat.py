@@ -12,7 +12,8 @@ from dataclasses import dataclass, replace
 import pytest
 from telegram import Bot
 
-from bot.app import open_services, run_chat, with_gateway
+from bot.app import serving_chat
+from bot.services import with_gateway
 from bot.config import ChecksConfig, Config, SoakConfig, TelegramConfig
 from bot.lab.simulator import SimulatedGateway
 from bot.lab.telegram_standin import BotApiStandIn, BotMessage
@@ -66,20 +67,10 @@ async def running_chat(tmp_path, **checks) -> AsyncIterator[Chat]:
         standin.user(MALLORY, "Mallory", "mallory")
         standin.group(SQUAD, "squad")
         standin.group(STRANGERS, "strangers")
-        stop = asyncio.Event()
-        async with open_services(chat_config(tmp_path, gw.port, **checks), {"probe_interval": 0.05}) as services:
-            task = asyncio.create_task(run_chat(services, standin.token, stop, base_url=standin.base_url,
-                                                poll_timeout=1))
-            for _ in range(100):
-                if standin.commands or task.done():
-                    break
-                await asyncio.sleep(0.05)
+        async with serving_chat(chat_config(tmp_path, gw.port, **checks), standin.token, base_url=standin.base_url,
+                                poll_timeout=1, client_options={"probe_interval": 0.05}) as services:
             assert standin.commands, "the bot registered its command menu"
-            try:
-                yield Chat(standin, gw, services)
-            finally:
-                stop.set()
-                await asyncio.wait_for(task, 15)
+            yield Chat(standin, gw, services)
 
 
 @pytest.fixture

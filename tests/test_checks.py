@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 from tenacity import stop_after_delay, wait_fixed
 
-from bot.app import with_gateway
+from bot.services import with_gateway
 from bot.checks.base import OperatorAction, OperatorReply, Reply
 from bot.checks.errors import ROWS, ErrorsCheck, Row
 from bot.config import ChecksConfig, Config, SoakConfig

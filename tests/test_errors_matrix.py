@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from bot.app import with_gateway
+from bot.services import with_gateway
 from bot.checks.base import CheckContext
 from bot.checks.errors import ROWS, ErrorsCheck
 from bot.config import Config

@@ -16,12 +16,13 @@ from pathlib import Path
 
 from bot import report
 from bot.lab import bench
-from bot.app import TokenRejected, database_path, open_services, run_chat, with_gateway
+from bot.app import TokenRejected, run_chat
 from bot.checks import CHECK_NAMES, CheckResult
 from bot.config import CLIENT_ID, PORT, RUN_ID, SOAK_SECONDS, Config, ConfigError, Range, load_config, token_error
 from bot.lab.simulator import CONTROL_HELP, NO_CONTROL_PORT, SimulatedGateway, control, send_control, serve
 from bot.lab.operators import AutoOperator
 from bot.runner import RunOutcome, RunRequest, RunStatus
+from bot.services import database_path, open_services, with_gateway
 from bot.lab.telegram_standin import BotApiStandIn
 from bot.lab.telegram_standin.terminal import TerminalChat
 from bot.frontends.terminal import ProgressPrinter, TerminalOperator, stdin_reader
@@ -288,12 +289,11 @@ async def _cmd_run(config: Config, _: argparse.Namespace) -> int:
         log.warning("telegram.allowed_chat_ids is empty: the bot will refuse everyone and tell them their ids")
     stop = asyncio.Event()
     _stop_on_signals(stop)
-    async with open_services(config) as services:
-        try:
-            await run_chat(services, token, stop, base_url=config.telegram.api_base_url)
-        except TokenRejected as e:
-            print(f"gwbot: {e}", file=sys.stderr)
-            return EXIT_USAGE
+    try:
+        await run_chat(config, token, stop, base_url=config.telegram.api_base_url)
+    except TokenRejected as e:
+        print(f"gwbot: {e}", file=sys.stderr)
+        return EXIT_USAGE
     print("gwbot: stopped", file=sys.stderr)
     return EXIT_OK
 
@@ -315,18 +315,17 @@ async def _cmd_chat(config: Config, args: argparse.Namespace) -> int:
               flush=True)
         terminal = TerminalChat(standin, CHAT_USER_ID, CHAT_USER_ID, files_dir=config.data_dir / "chat-files",
                                 local=lambda line: control(sim, line))
-        async with open_services(config) as services:
-            bot_task = asyncio.create_task(run_chat(services, standin.token, stop, base_url=standin.base_url,
-                                                    poll_timeout=1))
-            typing = asyncio.create_task(terminal.run(stdin_reader()))
-            try:
-                # Ctrl-C stops the bot; the chat must end with it, not wait for the next line.
-                await asyncio.wait({typing, bot_task}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                stop.set()
-                typing.cancel()
-                await asyncio.gather(typing, return_exceptions=True)
-                await bot_task
+        bot_task = asyncio.create_task(run_chat(config, standin.token, stop, base_url=standin.base_url,
+                                                poll_timeout=1))
+        typing = asyncio.create_task(terminal.run(stdin_reader()))
+        try:
+            # Ctrl-C stops the bot; the chat must end with it, not wait for the next line.
+            await asyncio.wait({typing, bot_task}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.set()
+            typing.cancel()
+            await asyncio.gather(typing, return_exceptions=True)
+            await bot_task
     return EXIT_OK
 
 

@@ -20,12 +20,13 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from bot.app import open_services, run_chat, with_gateway
+from bot.app import serving_chat
 from bot.config import Config, GatewayConfig, SoakConfig, TelegramConfig
 from bot.ibkr.client import ClientOptions, IBKRClient, ReconnectPolicy, port_accepts
 from bot.ibkr.errors import ConnectionRejected
 from bot.ibkr.events import Disconnected, DisconnectReason, ReconnectGaveUp, Reconnected, next_event
 from bot.lab.simulator import Reject, SimulatedGateway
+from bot.services import with_gateway
 from bot.stats import percentile
 from bot.lab.telegram_standin import BotApiStandIn
 
@@ -156,10 +157,7 @@ async def measure_chat(commands: int = 30) -> list[Figure]:
                                                                  allowed_user_ids=frozenset({person}),
                                                                  progress_interval=1)),
                                   host="127.0.0.1", port=gw.port)
-            stop = asyncio.Event()
-            async with open_services(config) as services:
-                bot = asyncio.create_task(run_chat(services, standin.token, stop, base_url=standin.base_url,
-                                                   poll_timeout=1))
+            async with serving_chat(config, standin.token, base_url=standin.base_url, poll_timeout=1):
 
                 async def round_trip(text: str, expect: str) -> float:
                     last = max((m.message_id for m in standin.messages(squad)), default=0)
@@ -168,8 +166,6 @@ async def measure_chat(commands: int = 30) -> list[Figure]:
                     await standin.wait_for(lambda m: m.message_id > last and expect in m.text, squad, 10)
                     return (time.monotonic() - start) * 1000
 
-                while not standin.commands:
-                    await asyncio.sleep(0.05)
                 await round_trip("/soak 10", "started by")
                 await standin.wait_for(lambda m: m.text.startswith("⏳ soak"), squad, 10)
                 watch = LoopWatch()
@@ -177,8 +173,6 @@ async def measure_chat(commands: int = 30) -> list[Figure]:
                     status = [await round_trip("/status", "Running now: soak") for _ in range(commands)]
                     helps = [await round_trip("/help", "/checklist") for _ in range(commands)]
                 await round_trip("/cancel", "Cancelled")
-                stop.set()
-                await bot
     return [Figure("/status round trip during a soak", tuple(status), "ms"),
             Figure("/help round trip during a soak", tuple(helps), "ms"),
             Figure("worst loop stall while chatting during a soak", (watch.worst * 1000,), "ms")]
