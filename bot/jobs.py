@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 
 from bot.checks import CheckResult
 from bot.checks.base import EventSink, Operator, ProgressSink
+from bot.health import LiveView
+from bot.ibkr.events import ClientEvent
 from bot.runner import RunOutcome, Runner, RunRequest
 
 log = logging.getLogger(__name__)
@@ -28,6 +30,8 @@ class Job:
     run_id: int
     started_at: datetime
     task: asyncio.Task[RunOutcome] = field(compare=False, repr=False)
+    # The Gateway as this run's client reports it, so /status costs no extra connection.
+    live: LiveView = field(default_factory=LiveView, compare=False, repr=False)
 
     @property
     def what(self) -> str:
@@ -56,6 +60,11 @@ class JobBoard:
         job = self._jobs.get(gateway)
         return job if isinstance(job, Job) else None
 
+    def live(self, gateway: str) -> LiveView | None:
+        """The Gateway's live state while a run's client watches it; None when nothing runs."""
+        job = self.current(gateway)
+        return job.live if job else None
+
     async def start(self, request: RunRequest, operator: Operator, *, progress: ProgressSink | None = None,
                     on_result: Callable[[CheckResult], None] | None = None, on_event: EventSink | None = None,
                     on_done: OnDone | None = None) -> Job:
@@ -69,10 +78,17 @@ class JobBoard:
         except BaseException:
             self._jobs.pop(gateway, None)
             raise
+        live = LiveView()
+
+        def feed(event: ClientEvent) -> None:
+            live.on_event(event)
+            if on_event is not None:
+                on_event(event)
+
         task = asyncio.create_task(
-            self.runner.run(request, operator, progress, on_result, run_id=run_id, on_event=on_event),
+            self.runner.run(request, operator, progress, on_result, run_id=run_id, on_event=feed),
             name=f"run {run_id}: {request.kind} on {gateway}")
-        job = Job(gateway, request, run_id, datetime.now(UTC), task)
+        job = Job(gateway, request, run_id, datetime.now(UTC), task, live)
         assert self._jobs.get(gateway) is placeholder
         self._jobs[gateway] = job
         task.add_done_callback(lambda t: self._finished(job, on_done))

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from bot.config import Config, GatewayConfig
-from bot.health import LiveView
 from bot.jobs import JobBoard
 from bot.runner import Runner
 from storage import Repository
@@ -38,7 +37,6 @@ class Services:
     repo: Repository
     runner: Runner
     jobs: JobBoard
-    live: dict[str, LiveView] = field(default_factory=dict)
 
 
 @contextlib.asynccontextmanager

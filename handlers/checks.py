@@ -10,8 +10,6 @@ from telegram.ext import ContextTypes
 from bot.checks import CHECK_NAMES
 from bot.checks.base import OperatorReply, Reply
 from bot.config import SOAK_SECONDS, Range
-from bot.health import LiveView
-from bot.ibkr.events import ClientEvent
 from bot.jobs import Busy, Job
 from bot.runner import RunOutcome, RunRequest
 from handlers.context import BadArgument, ChatServices, chat_services, gateway_arg, number_arg, origin, who
@@ -78,26 +76,19 @@ async def _start(update: Update, context: ContextTypes.DEFAULT_TYPE, checks: tup
     request = RunRequest(checks, started_by=who(update), origin=origin(update), gateway=gw.name,
                          soak_duration=soak_seconds)
     progress = ProgressMessage(context.bot, chat_id, request.kind, 0, services.core.config.telegram.progress_interval)
-    live = LiveView()
-
     operator = ChatOperator(context.bot, chat_id, services.prompts, gw.name)
 
     async def done(job: Job, outcome: RunOutcome | None, error: BaseException | None) -> None:
         await progress.close()
         await _finished(services, context, chat_id, job, error)
 
-    def on_event(event: ClientEvent) -> None:
-        live.on_event(event)
-        operator.on_event(event)
-
     try:
-        job = await services.core.jobs.start(request, operator, progress=progress, on_event=on_event, on_done=done)
+        job = await services.core.jobs.start(request, operator, progress=progress, on_event=operator.on_event, on_done=done)
     except Busy as busy:
         await update.effective_message.reply_text(_busy_text(gw.name, busy.job))
         return
     # The job's task has not run yet (no await since it was created): nothing is missed.
     progress.run_id = job.run_id
-    services.core.live[gw.name] = live
     await update.effective_message.reply_text(
         f"▶️ {request.kind} on {gw.name} ({gw.host}:{gw.port}) started by {request.started_by}: run #{job.run_id}. "
         "/cancel stops it.")

@@ -52,7 +52,7 @@ async def status(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     services = chat_services(context)
     gw = gateway_arg(services, "status", context.args or [])
     job = services.core.jobs.current(gw.name)
-    health = await probe(gw, services.core.live.get(gw.name) if job else None)
+    health = await probe(gw, job.live if job else None)
     last = await services.core.repo.latest_run(gw.name)
     lines = [*_health_lines(health), _job_line(job)]
     if last is not None and (job is None or last.id != job.run_id):
