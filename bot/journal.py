@@ -27,6 +27,7 @@ from bot.ibkr.events import (
     Reconnected,
     Reconnecting,
 )
+from bot.queues import DropOldestQueue
 from storage import Repository, StorageError
 
 # Which run the current task works for: lets one handler serve concurrent runs.
@@ -34,6 +35,7 @@ current_run: ContextVar[int | None] = ContextVar("current_run", default=None)
 
 CAPTURED_LOGGERS = ("bot", "ib_async", "storage")
 FLUSH_INTERVAL = 0.2
+JOURNAL_SIZE = 10_000  # queued log lines, samples and events; a soak writes a few per second
 
 
 def describe(event: ClientEvent) -> str:
@@ -89,7 +91,8 @@ class RunJournal:
     def __init__(self, repo: Repository, run_id: int) -> None:
         self.repo = repo
         self.run_id = run_id
-        self._queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        # Flushed five times a second; a storage stall drops the oldest lines (counted, logged), never memory.
+        self._queue: DropOldestQueue[tuple[str, Any]] = DropOldestQueue(JOURNAL_SIZE, f"run {run_id} journal")
         self._handler = _RunLogHandler(run_id, self._queue)
         self._writer: asyncio.Task[None] | None = None
         self._closing = asyncio.Event()

@@ -51,14 +51,21 @@ class AccessGate:
         await self._refuse(update, chat_id, user_id)
         raise ApplicationHandlerStop
 
+    def first_refusal(self, chat_id: int | None, user_id: int | None, now: float) -> bool:
+        """Whether to tell this person they are refused: once per quiet time. Refusals past it are
+        forgotten, so strangers passing by do not grow the memory."""
+        self._refused = {key: at for key, at in self._refused.items() if now - at < REFUSAL_QUIET}
+        if (chat_id, user_id) in self._refused:
+            return False
+        self._refused[(chat_id, user_id)] = now
+        return True
+
     async def _refuse(self, update: Update, chat_id: int | None, user_id: int | None) -> None:
         if update.callback_query is not None:
             await update.callback_query.answer("You may not act on this bot.")
             return
-        now = time.monotonic()
-        if now - self._refused.get((chat_id, user_id), -REFUSAL_QUIET) < REFUSAL_QUIET:
+        if not self.first_refusal(chat_id, user_id, time.monotonic()):
             return
-        self._refused[(chat_id, user_id)] = now
         assert update.effective_message is not None
         await update.effective_message.reply_text(
             f"Sorry, this bot only answers its squad. Chat id {chat_id}, user id {user_id}: an admin can add "

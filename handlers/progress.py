@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import warnings
@@ -70,8 +69,7 @@ class ProgressMessage:
         if self._worker is None:
             return
         self._worker.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._worker
+        await asyncio.gather(self._worker, return_exceptions=True)  # our own cancellation still reaches us
         await asyncio.sleep(max(0.0, self._flood_until - time.monotonic()))
         await self._flush()
 

@@ -16,7 +16,10 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TypeVar
 
+from bot.queues import DropOldestQueue
+
 log = logging.getLogger(__name__)
+STREAM_SIZE = 1000  # events a stream holds for a slow reader; a check reads them as they come
 
 
 def _now() -> datetime:
@@ -156,7 +159,7 @@ class EventBus:
     @contextlib.asynccontextmanager
     async def stream(self) -> AsyncIterator[asyncio.Queue[ClientEvent]]:
         """A queue receiving every event emitted while the context is open."""
-        queue: asyncio.Queue[ClientEvent] = asyncio.Queue()
+        queue: DropOldestQueue[ClientEvent] = DropOldestQueue(STREAM_SIZE, "event stream")
         self._queues.append(queue)
         try:
             yield queue

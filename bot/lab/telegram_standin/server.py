@@ -24,10 +24,12 @@ from typing import Any, NamedTuple
 from aiohttp import BodyPartReader, web
 
 from bot.lab.telegram_standin.formatting import parse, with_detected
+from bot.queues import DropOldestQueue
 from handlers.telegram_html import Entity, FormatError, trim, utf16_len
 
 log = logging.getLogger(__name__)
 
+SUBSCRIBER_SIZE = 1000  # changes a watcher (a test, the terminal chat) may lag behind
 MAX_TEXT = 4096  # UTF-16 code units, after entity parsing
 MAX_CAPTION = 1024
 MAX_CALLBACK_DATA = 64  # bytes
@@ -333,7 +335,7 @@ class BotApiStandIn:
 
     def subscribe(self) -> asyncio.Queue[ChatChange]:
         """Every change to the bot's messages from now on (all chats); unsubscribe when done."""
-        queue: asyncio.Queue[ChatChange] = asyncio.Queue()
+        queue: DropOldestQueue[ChatChange] = DropOldestQueue(SUBSCRIBER_SIZE, "stand-in subscriber")
         self._subscribers.append(queue)
         return queue
 

@@ -100,8 +100,7 @@ class TerminalChat:
             await self._until_quiet()
         finally:
             printer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await printer
+            await asyncio.gather(printer, return_exceptions=True)  # our own cancellation still reaches us
             self.standin.unsubscribe(changes)
             self._drain(changes, out)
 
