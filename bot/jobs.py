@@ -16,7 +16,7 @@ from bot.checks import CheckResult
 from bot.checks.base import EventSink, Operator, ProgressSink
 from bot.health import LiveView
 from bot.ibkr.events import ClientEvent
-from bot.runner import RunOutcome, Runner, RunRequest
+from bot.runner import Runner, RunOutcome, RunRequest
 
 log = logging.getLogger(__name__)
 

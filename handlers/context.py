@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from telegram import Update
 from telegram.ext import ContextTypes
 
-from bot.services import Services
 from bot.config import NUMBER, ConfigError, GatewayConfig, Range
+from bot.services import Services
 from handlers.operator import PromptBoard
 
 KEY = "gwbot"

@@ -5,19 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import UTC, datetime
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 
 import pytest
 from telegram import Bot
 
 from bot.app import serving_chat
-from bot.services import with_gateway
 from bot.config import ChecksConfig, Config, SoakConfig, TelegramConfig
 from bot.lab.simulator import SimulatedGateway
 from bot.lab.telegram_standin import BotApiStandIn, BotMessage
 from bot.lab.telegram_standin.formatting import parse
+from bot.services import with_gateway
 from handlers.results import MESSAGE_LIMIT, fits_in_message, send_report, telegram_html
 
 SQUAD, KAI, LEE, MALLORY, STRANGERS = -100, 42, 43, 666, -999

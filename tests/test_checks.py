@@ -8,16 +8,16 @@ from dataclasses import replace
 import pytest
 from tenacity import stop_after_delay, wait_fixed
 
-from bot.services import with_gateway
 from bot.checks.base import OperatorAction, OperatorReply, Reply
 from bot.checks.errors import ROWS, ErrorsCheck, Row
 from bot.config import ChecksConfig, Config, SoakConfig
 from bot.ibkr.client import IBKRClient, ReconnectPolicy
 from bot.ibkr.errors import GatewayRefused
 from bot.ibkr.events import ReconnectGaveUp, next_event
-from bot.lab.simulator import SimulatedGateway
 from bot.lab.operators import AutoOperator, SilentOperator
+from bot.lab.simulator import SimulatedGateway
 from bot.runner import Runner, RunRequest, RunStatus
+from bot.services import with_gateway
 from storage import Repository
 from tests.conftest import FAST, free_port
 

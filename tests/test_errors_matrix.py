@@ -6,11 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from bot.services import with_gateway
 from bot.checks.base import CheckContext
 from bot.checks.errors import ROWS, ErrorsCheck
 from bot.config import Config
 from bot.lab.operators import SilentOperator
+from bot.services import with_gateway
 
 REFUSED, GARBAGE = ROWS[0], ROWS[2]
 

@@ -9,8 +9,16 @@ import time
 import pytest
 from ib_async import IB
 
-from bot.lab.simulator import (NOTICE_TEXTS, ControlServer, Reject, SimulatedGateway, control, frame, read_frame,
-                                send_control)
+from bot.lab.simulator import (
+    NOTICE_TEXTS,
+    ControlServer,
+    Reject,
+    SimulatedGateway,
+    control,
+    frame,
+    read_frame,
+    send_control,
+)
 
 
 async def until(condition, timeout: float = 5.0) -> None:

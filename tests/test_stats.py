@@ -29,8 +29,8 @@ def test_matches_numpys_nearest_rank_definition(n, q):
 
 
 def test_the_soak_and_the_bench_use_it():
-    from bot.lab import bench
     from bot.checks import soak
+    from bot.lab import bench
     assert soak.percentile is percentile and bench.percentile is percentile
 
 

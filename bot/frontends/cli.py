@@ -15,17 +15,17 @@ from dataclasses import replace
 from pathlib import Path
 
 from bot import report
-from bot.lab import bench
 from bot.app import TokenRejected, run_chat
 from bot.checks import CHECK_NAMES, CheckResult
 from bot.config import CLIENT_ID, PORT, RUN_ID, SOAK_SECONDS, Config, ConfigError, Range, load_config, token_error
-from bot.lab.simulator import CONTROL_HELP, NO_CONTROL_PORT, SimulatedGateway, control, send_control, serve
+from bot.frontends.terminal import ProgressPrinter, TerminalOperator, stdin_reader
+from bot.lab import bench
 from bot.lab.operators import AutoOperator
-from bot.runner import RunOutcome, RunRequest, RunStatus
-from bot.services import database_path, open_services, with_gateway
+from bot.lab.simulator import CONTROL_HELP, NO_CONTROL_PORT, SimulatedGateway, control, send_control, serve
 from bot.lab.telegram_standin import BotApiStandIn
 from bot.lab.telegram_standin.terminal import TerminalChat
-from bot.frontends.terminal import ProgressPrinter, TerminalOperator, stdin_reader
+from bot.runner import RunOutcome, RunRequest, RunStatus
+from bot.services import database_path, open_services, with_gateway
 from storage import Repository, RunRecord, StorageError
 
 log = logging.getLogger(__name__)

@@ -24,11 +24,11 @@ from bot.app import serving_chat
 from bot.config import Config, GatewayConfig, SoakConfig, TelegramConfig
 from bot.ibkr.client import ClientOptions, IBKRClient, ReconnectPolicy, port_accepts
 from bot.ibkr.errors import ConnectionRejected
-from bot.ibkr.events import Disconnected, DisconnectReason, ReconnectGaveUp, Reconnected, next_event
+from bot.ibkr.events import Disconnected, DisconnectReason, Reconnected, ReconnectGaveUp, next_event
 from bot.lab.simulator import Reject, SimulatedGateway
+from bot.lab.telegram_standin import BotApiStandIn
 from bot.services import with_gateway
 from bot.stats import percentile
-from bot.lab.telegram_standin import BotApiStandIn
 
 # Client options as in the tests: the seed's 10 s delay would only measure the sleep.
 OPTIONS = ClientOptions(connect_timeout=2.0, heartbeat_interval=1.0, heartbeat_timeout=1.0, probe_interval=0.05,

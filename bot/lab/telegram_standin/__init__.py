@@ -1,9 +1,7 @@
 """A local Telegram Bot API stand-in and a terminal chat client for it (no token, no internet)."""
 
-from handlers.telegram_html import Entity
-from bot.lab.telegram_standin.server import (
+from bot.lab.telegram_standin.model import (
     ApiCall,
-    BotApiStandIn,
     BotMessage,
     Button,
     CallbackAnswer,
@@ -15,7 +13,9 @@ from bot.lab.telegram_standin.server import (
     MessageKind,
     User,
 )
+from bot.lab.telegram_standin.server import BotApiStandIn
 from bot.lab.telegram_standin.terminal import TerminalChat
+from handlers.telegram_html import Entity
 
 __all__ = ["ApiCall", "BotApiStandIn", "BotMessage", "Button", "CallbackAnswer", "ChangeKind", "Chat", "ChatChange",
            "ChatType", "Command", "Entity", "MessageKind", "TerminalChat", "User"]

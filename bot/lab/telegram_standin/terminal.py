@@ -36,8 +36,6 @@ def render(change: ChatChange) -> str:
     if change.kind is ChangeKind.ANSWER:
         answer = change.answer
         return f"bot ({'alert' if answer and answer.show_alert else 'toast'}): {answer.text if answer else ''}"
-    if change.kind is ChangeKind.DELETE:
-        return f"bot (deleted): {_first_line(m)}"
     prefix = "bot (edited): " if change.kind is ChangeKind.EDIT else "bot: "
     if m.kind is MessageKind.TEXT:
         body = m.text
@@ -48,10 +46,6 @@ def render(change: ChatChange) -> str:
     if m.buttons:
         lines.append(INDENT + "  ".join(f"[{i}] {b.text}" for i, b in enumerate(m.button_list, start=1)))
     return "\n".join(lines)
-
-
-def _first_line(m: BotMessage) -> str:
-    return (m.text.splitlines() or [f"[{m.kind}]"])[0]
 
 
 class TerminalChat:
@@ -149,9 +143,7 @@ class TerminalChat:
         m = change.message
         if m.chat_id != self.chat_id:
             return
-        if change.kind is ChangeKind.DELETE:
-            self._shown.pop(m.message_id, None)
-        elif change.kind is not ChangeKind.ANSWER:
+        if change.kind is not ChangeKind.ANSWER:
             self._shown[m.message_id] = m
         if change.kind is ChangeKind.ANSWER and not (change.answer and change.answer.text):
             return  # a silent answer only stops the client's spinner

@@ -1,0 +1,174 @@
+"""A Bot API request as Telegram reads it: parameters from the query, a form, multipart or JSON, and
+its error replies (HTTP status = error_code, as Telegram does)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import BodyPartReader, web
+
+from bot.lab.telegram_standin.model import Button
+from handlers.telegram_html import Entity
+
+MAX_CALLBACK_DATA = 64  # bytes
+MAX_UPLOAD = 50 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Upload:
+    name: str
+    data: bytes
+    mime: str
+
+
+class ApiError(Exception):
+    """An error reply: HTTP status = error_code, as Telegram does."""
+
+    def __init__(self, code: int, description: str, parameters: dict[str, Any] | None = None) -> None:
+        super().__init__(description)
+        self.code = code
+        self.description = description
+        self.parameters = parameters
+
+
+def bad_request(what: str) -> ApiError:
+    return ApiError(400, f"Bad Request: {what}")
+
+
+class Params:
+    """A request's parameters: form fields are strings (JSON-encoded where not plain text), as PTB sends them."""
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.values = values
+
+    def shown(self) -> dict[str, Any]:
+        return {k: f"<file {v.name}, {len(v.data)} B>" if isinstance(v, Upload) else v
+                for k, v in self.values.items()}
+
+    def text(self, key: str) -> str | None:
+        value = self.values.get(key)
+        if value is None or isinstance(value, Upload):
+            return None
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        return value if isinstance(value, str) else str(value)
+
+    def integer(self, key: str) -> int | None:
+        value = self.values.get(key)
+        if value is None or value == "":
+            return None
+        try:
+            if isinstance(value, bool | float | Upload):
+                raise ValueError(value)
+            return int(value)
+        except (TypeError, ValueError):
+            raise bad_request(f'field "{key}" must be of type Integer') from None
+
+    def number(self, key: str) -> float | None:
+        value = self.values.get(key)
+        if value is None or value == "":
+            return None
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise bad_request(f'field "{key}" must be of type Number') from None
+
+    def flag(self, key: str) -> bool:
+        value = self.values.get(key)
+        return value is True or str(value).lower() in ("true", "1")
+
+    def decoded(self, key: str, error: str) -> Any:
+        value = self.values.get(key)
+        if not isinstance(value, str):
+            return value  # absent, or already decoded from a JSON body
+        if not value:
+            return None
+        try:
+            return json.loads(value)
+        except ValueError:
+            raise bad_request(error) from None
+
+    def upload(self, key: str) -> Upload | None:
+        value = self.values.get(key)
+        if isinstance(value, str) and value.startswith("attach://"):
+            value = self.values.get(value.removeprefix("attach://"))
+        return value if isinstance(value, Upload) else None
+
+
+async def read_params(request: web.Request) -> Params:
+    """Query string plus a urlencoded, multipart or JSON body: Telegram accepts them all."""
+    values: dict[str, Any] = dict(request.query)
+    if not request.body_exists:
+        return Params(values)
+    if request.content_type == "application/json":
+        try:
+            body = await request.json()
+        except ValueError:
+            raise bad_request("can't parse JSON object") from None
+        if not isinstance(body, dict):
+            raise bad_request("can't parse JSON object")
+        values.update(body)
+    elif request.content_type == "multipart/form-data":
+        values.update(await _read_multipart(request))
+    else:
+        values.update(await request.post())
+    return Params(values)
+
+
+async def _read_multipart(request: web.Request) -> dict[str, Any]:
+    # Read parts into memory ourselves: request.post() spools files to disk, which is blocking I/O.
+    values: dict[str, Any] = {}
+    total = 0
+    reader = await request.multipart()
+    while (part := await reader.next()) is not None:
+        if not isinstance(part, BodyPartReader) or part.name is None:
+            continue
+        data = bytes(await part.read(decode=True))
+        total += len(data)
+        if total > MAX_UPLOAD:
+            raise ApiError(413, "Request Entity Too Large")
+        if part.filename is not None:
+            mime = part.headers.get("Content-Type", "application/octet-stream")
+            values[part.name] = Upload(part.filename, data, mime)
+        else:
+            values[part.name] = data.decode(part.get_charset("utf-8"), errors="replace")
+    return values
+
+
+def entity(raw: Any) -> Entity:
+    if not isinstance(raw, dict) or not isinstance(raw.get("type"), str):
+        raise bad_request("can't parse entities JSON object")
+    try:
+        return Entity(raw["type"], int(raw["offset"]), int(raw["length"]), raw.get("url"), raw.get("language"))
+    except (KeyError, TypeError, ValueError):
+        raise bad_request("can't parse entities JSON object") from None
+
+
+def button(raw: Any) -> Button:
+    if not isinstance(raw, dict) or not str(raw.get("text") or "").strip():
+        raise bad_request("can't parse inline keyboard button: Text must be non-empty")
+    if "callback_data" in raw:
+        data = str(raw["callback_data"])
+        if not 1 <= len(data.encode()) <= MAX_CALLBACK_DATA:
+            raise bad_request("BUTTON_DATA_INVALID")
+        return Button(raw["text"], data)
+    if raw.get("url"):
+        return Button(raw["text"], "", str(raw["url"]))
+    raise bad_request("can't parse inline keyboard button: Text buttons are unallowed in the inline keyboard")
+
+
+def button_json(b: Button) -> dict[str, str]:
+    return {"text": b.text, "url": b.url} if b.url is not None else {"text": b.text, "callback_data": b.data}
+
+
+def reply_error(e: ApiError) -> web.Response:
+    body: dict[str, Any] = {"ok": False, "error_code": e.code, "description": e.description}
+    if e.parameters:
+        body["parameters"] = e.parameters
+    return web.json_response(body, status=e.code)
+
+
+async def not_found(_: web.Request) -> web.Response:
+    return reply_error(ApiError(404, "Not Found"))
