@@ -12,10 +12,10 @@ from datetime import UTC, datetime
 import pytest
 from telegram import Bot
 
-from bot.app import serving_chat
 from bot.config import ChecksConfig, Config, SoakConfig, TelegramConfig
+from bot.lab.chat import lab_chat
 from bot.lab.simulator import SimulatedGateway
-from bot.lab.telegram_standin import BotApiStandIn, BotMessage
+from bot.lab.telegram_standin import BotApiStandIn, BotMessage, User
 from bot.lab.telegram_standin.formatting import parse
 from bot.services import with_gateway
 from handlers.results import MESSAGE_LIMIT, fits_in_message, send_report, telegram_html
@@ -44,15 +44,14 @@ class Chat:
         return await self.wait(lambda m: expect in m.text, after, kw.get("chat", SQUAD))
 
 
-def chat_config(tmp_path, port: int, **checks) -> Config:
+def chat_config(tmp_path, **checks) -> Config:
     config = Config(
         data_dir=tmp_path,
         soak=SoakConfig(duration=3, heartbeat_interval=1, progress_interval=0.5),
         checks=ChecksConfig(operator_timeout=checks.get("operator_timeout", 5), reconnect_within=5),
-        telegram=TelegramConfig(allowed_chat_ids=frozenset({SQUAD}), allowed_user_ids=frozenset({KAI, LEE}),
-                                progress_interval=1),
+        telegram=TelegramConfig(progress_interval=1),
     )
-    config = with_gateway(config, host="127.0.0.1", port=port, reconnect_delay=0.3, connect_timeout=2,
+    config = with_gateway(config, host="127.0.0.1", reconnect_delay=0.3, connect_timeout=2,
                           heartbeat_interval=1, heartbeat_timeout=1)
     if checks.get("backup"):  # a second Gateway: its /status opens a fresh connection each time
         config = replace(config, gateways=(*config.gateways, replace(config.gateway(), name="backup",
@@ -61,16 +60,12 @@ def chat_config(tmp_path, port: int, **checks) -> Config:
 
 
 async def running_chat(tmp_path, **checks) -> AsyncIterator[Chat]:
-    async with SimulatedGateway(port=0) as gw, BotApiStandIn() as standin:
-        standin.user(KAI, "Kai", "kai")
-        standin.user(LEE, "Lee", "lee")
-        standin.user(MALLORY, "Mallory", "mallory")
-        standin.group(SQUAD, "squad")
-        standin.group(STRANGERS, "strangers")
-        async with serving_chat(chat_config(tmp_path, gw.port, **checks), standin.token, base_url=standin.base_url,
-                                poll_timeout=1, client_options={"probe_interval": 0.05}) as services:
-            assert standin.commands, "the bot registered its command menu"
-            yield Chat(standin, gw, services)
+    async with lab_chat(chat_config(tmp_path, **checks), [User(KAI, "Kai", "kai"), User(LEE, "Lee", "lee")],
+                        {SQUAD: "squad"}, client_options={"probe_interval": 0.05}) as lab:
+        lab.standin.user(MALLORY, "Mallory", "mallory")  # strangers: not on the allow-list
+        lab.standin.group(STRANGERS, "strangers")
+        assert lab.standin.commands, "the bot registered its command menu"
+        yield Chat(lab.standin, lab.gateway, lab.services)
 
 
 @pytest.fixture

@@ -20,9 +20,10 @@ from bot.checks import CHECK_NAMES, CheckResult
 from bot.config import CLIENT_ID, PORT, RUN_ID, SOAK_SECONDS, Config, ConfigError, Range, load_config, token_error
 from bot.frontends.terminal import ProgressPrinter, TerminalOperator, stdin_reader
 from bot.lab import bench
+from bot.lab.chat import lab_chat
 from bot.lab.operators import AutoOperator
 from bot.lab.simulator import CONTROL_HELP, NO_CONTROL_PORT, SimulatedGateway, control, send_control, serve
-from bot.lab.telegram_standin import BotApiStandIn
+from bot.lab.telegram_standin import User
 from bot.lab.telegram_standin.terminal import TerminalChat
 from bot.runner import RunOutcome, RunRequest, RunStatus
 from bot.services import database_path, open_services, with_gateway
@@ -302,30 +303,25 @@ async def _cmd_chat(config: Config, args: argparse.Namespace) -> int:
     """The whole bot, against the Bot API stand-in and a simulated Gateway, typed at in this terminal."""
     stop = asyncio.Event()
     _stop_on_signals(stop)
-    async with SimulatedGateway(port=0, accounts=(config.gateway().account,)) as sim, BotApiStandIn() as standin:
-        config = with_gateway(config, host="127.0.0.1", port=sim.port)
-        config = replace(config,
-                         soak=replace(config.soak, duration=args.soak, heartbeat_interval=1.0),
-                         telegram=replace(config.telegram, allowed_chat_ids=frozenset({CHAT_USER_ID}),
-                                          allowed_user_ids=frozenset({CHAT_USER_ID}), progress_interval=2.0))
-        standin.user(CHAT_USER_ID, "You", getpass.getuser())
-        print(f"gwbot chat: simulated Gateway on 127.0.0.1:{sim.port}, Bot API stand-in on {standin.base_url}.\n"
+    config = replace(config, soak=replace(config.soak, duration=args.soak, heartbeat_interval=1.0),
+                     telegram=replace(config.telegram, progress_interval=2.0))
+    async with lab_chat(config, [User(CHAT_USER_ID, "You", getpass.getuser())]) as lab:
+        print(f"gwbot chat: simulated Gateway on 127.0.0.1:{lab.gateway.port}, Bot API stand-in on "
+              f"{lab.standin.base_url}.\n"
               "Type /help, /checklist or /reconnect; a number picks a button. Control the simulated Gateway with\n"
               f"!stop, !start, !freeze, !unfreeze, !status ... ({CONTROL_HELP.lower()}). /quit ends.\n",
               flush=True)
-        terminal = TerminalChat(standin, CHAT_USER_ID, CHAT_USER_ID, files_dir=config.data_dir / "chat-files",
-                                local=lambda line: control(sim, line))
-        bot_task = asyncio.create_task(run_chat(config, standin.token, stop, base_url=standin.base_url,
-                                                poll_timeout=1))
+        terminal = TerminalChat(lab.standin, CHAT_USER_ID, CHAT_USER_ID, files_dir=config.data_dir / "chat-files",
+                                local=lambda line: control(lab.gateway, line))
         typing = asyncio.create_task(terminal.run(stdin_reader()))
+        stopped = asyncio.create_task(stop.wait())
         try:
             # Ctrl-C stops the bot; the chat must end with it, not wait for the next line.
-            await asyncio.wait({typing, bot_task}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({typing, stopped}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            stop.set()
-            typing.cancel()
-            await asyncio.gather(typing, return_exceptions=True)
-            await bot_task
+            for task in (typing, stopped):
+                task.cancel()
+            await asyncio.gather(typing, stopped, return_exceptions=True)
     return EXIT_OK
 
 

@@ -20,14 +20,13 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from bot.app import serving_chat
 from bot.config import Config, GatewayConfig, SoakConfig, TelegramConfig
 from bot.ibkr.client import ClientOptions, IBKRClient, ReconnectPolicy, port_accepts
 from bot.ibkr.errors import ConnectionRejected
 from bot.ibkr.events import Disconnected, DisconnectReason, Reconnected, ReconnectGaveUp, next_event
+from bot.lab.chat import lab_chat
 from bot.lab.simulator import Reject, SimulatedGateway
-from bot.lab.telegram_standin import BotApiStandIn
-from bot.services import with_gateway
+from bot.lab.telegram_standin import User
 from bot.stats import percentile
 
 # Client options as in the tests: the seed's 10 s delay would only measure the sleep.
@@ -148,31 +147,25 @@ async def measure_chat(commands: int = 30) -> list[Figure]:
     """/status and /help round trips through the Bot API stand-in while a soak runs."""
     squad, person = -100, 42
     with tempfile.TemporaryDirectory() as tmp:
-        async with SimulatedGateway(port=0) as gw, BotApiStandIn() as standin:
-            standin.user(person, "Bench", "bench")
-            standin.group(squad, "bench")
-            config = with_gateway(Config(data_dir=Path(tmp),
-                                         soak=SoakConfig(duration=600, heartbeat_interval=1, progress_interval=1),
-                                         telegram=TelegramConfig(allowed_chat_ids=frozenset({squad}),
-                                                                 allowed_user_ids=frozenset({person}),
-                                                                 progress_interval=1)),
-                                  host="127.0.0.1", port=gw.port)
-            async with serving_chat(config, standin.token, base_url=standin.base_url, poll_timeout=1):
+        config = Config(data_dir=Path(tmp), soak=SoakConfig(duration=600, heartbeat_interval=1, progress_interval=1),
+                        telegram=TelegramConfig(progress_interval=1))
+        async with lab_chat(config, [User(person, "Bench", "bench")], {squad: "bench"}) as lab:
+            standin = lab.standin
 
-                async def round_trip(text: str, expect: str) -> float:
-                    last = max((m.message_id for m in standin.messages(squad)), default=0)
-                    start = time.monotonic()
-                    standin.send_text(squad, person, text)
-                    await standin.wait_for(lambda m: m.message_id > last and expect in m.text, squad, 10)
-                    return (time.monotonic() - start) * 1000
+            async def round_trip(text: str, expect: str) -> float:
+                last = max((m.message_id for m in standin.messages(squad)), default=0)
+                start = time.monotonic()
+                standin.send_text(squad, person, text)
+                await standin.wait_for(lambda m: m.message_id > last and expect in m.text, squad, 10)
+                return (time.monotonic() - start) * 1000
 
-                await round_trip("/soak 10", "started by")
-                await standin.wait_for(lambda m: m.text.startswith("⏳ soak"), squad, 10)
-                watch = LoopWatch()
-                async with watch.running():
-                    status = [await round_trip("/status", "Running now: soak") for _ in range(commands)]
-                    helps = [await round_trip("/help", "/checklist") for _ in range(commands)]
-                await round_trip("/cancel", "Cancelled")
+            await round_trip("/soak 10", "started by")
+            await standin.wait_for(lambda m: m.text.startswith("⏳ soak"), squad, 10)
+            watch = LoopWatch()
+            async with watch.running():
+                status = [await round_trip("/status", "Running now: soak") for _ in range(commands)]
+                helps = [await round_trip("/help", "/checklist") for _ in range(commands)]
+            await round_trip("/cancel", "Cancelled")
     return [Figure("/status round trip during a soak", tuple(status), "ms"),
             Figure("/help round trip during a soak", tuple(helps), "ms"),
             Figure("worst loop stall while chatting during a soak", (watch.worst * 1000,), "ms")]
