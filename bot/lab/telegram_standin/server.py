@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 import logging
 import re
 import struct
@@ -96,7 +95,7 @@ class BotApiStandIn:
         self.chats: dict[int, Chat] = {}
         self.calls: list[ApiCall] = []
         self.callback_answers: list[CallbackAnswer] = []
-        self._commands: dict[tuple[str, str], list[Command]] = {}  # (scope JSON, language) -> menu
+        self._commands: list[Command] = []  # gwbot sets one menu: no scopes, no languages
         self._messages: dict[int, dict[int, BotMessage]] = {}
         self._user_messages: dict[int, dict[int, dict[str, Any]]] = {}  # what people sent, for replies
         self._message_ids: dict[int, itertools.count[int]] = {}
@@ -104,7 +103,6 @@ class BotApiStandIn:
         self._update_ids = itertools.count(1)
         self._callback_ids = itertools.count(1)
         self._queries: dict[str, _Query] = {}
-        self._allowed_updates: frozenset[str] = frozenset()  # empty: all
         self._poll: asyncio.Future[None] | None = None  # the pending long poll, woken by an update
         self._subscribers: list[asyncio.Queue[ChatChange]] = []
         self._floods: dict[str, tuple[int, int]] = {}  # method (lower case) -> (retry_after, times left)
@@ -120,7 +118,7 @@ class BotApiStandIn:
     @property
     def commands(self) -> list[Command]:
         """The default command menu, as set by setMyCommands."""
-        return list(self._commands.get(("", ""), []))
+        return list(self._commands)
 
     async def start(self) -> None:
         self._closing = False
@@ -321,9 +319,6 @@ class BotApiStandIn:
         offset = p.integer("offset") or 0
         limit = min(max(p.integer("limit") or 100, 1), 100)
         timeout = max(p.number("timeout") or 0.0, 0.0)
-        allowed = p.decoded("allowed_updates", "can't parse allowed_updates JSON array")
-        if isinstance(allowed, list):
-            self._allowed_updates = frozenset(str(a) for a in allowed)
         self._terminate_poll()  # a newer getUpdates ends an older one, as on Telegram
         if offset < 0:
             self._updates = self._updates[offset:]  # the last -offset updates; earlier ones are forgotten
@@ -389,7 +384,7 @@ class BotApiStandIn:
             if not 1 <= len(str(entry.get("description", "")).strip()) <= 256:
                 raise bad_request("BOT_COMMAND_DESCRIPTION_INVALID")
             menu.append(Command(entry["command"], entry["description"]))
-        self._commands[self._menu_key(p)] = menu
+        self._commands = menu
         return True
 
     # ------------------------------------------------------------- helpers
@@ -407,11 +402,6 @@ class BotApiStandIn:
         value = p.text("chat_id")
         if not value:
             raise bad_request("chat_id is empty")
-        if value.startswith("@"):
-            found = [c.id for c in self.chats.values() if c.username and f"@{c.username}" == value]
-            if found:
-                return found[0]
-            raise bad_request("chat not found")
         try:
             chat_id = int(value)
         except ValueError:
@@ -421,8 +411,6 @@ class BotApiStandIn:
         return chat_id
 
     def _existing(self, p: Params, action: str) -> BotMessage:
-        if p.text("inline_message_id"):
-            raise bad_request("MESSAGE_ID_INVALID")  # the stand-in has no inline messages
         chat_id = self._chat_id(p)
         message_id = p.integer("message_id")
         if message_id is None:
@@ -474,11 +462,6 @@ class BotApiStandIn:
             return None
         raise bad_request("message to be replied not found")
 
-    def _menu_key(self, p: Params) -> tuple[str, str]:
-        scope = p.decoded("scope", "can't parse BotCommandScope JSON object")
-        default = not scope or (isinstance(scope, dict) and scope.get("type") == "default")
-        return ("" if default else json.dumps(scope, sort_keys=True), p.text("language_code") or "")
-
     def _edit(self, current: BotMessage, text: str, entities: tuple[Entity, ...],
               buttons: tuple[tuple[Button, ...], ...]) -> dict[str, Any]:
         if (text, entities, buttons) == (current.text, current.entities, current.buttons):
@@ -521,10 +504,6 @@ class BotApiStandIn:
 
     def _enqueue(self, kind: str, payload: dict[str, Any]) -> int:
         update_id = next(self._update_ids)
-        if self._allowed_updates and kind not in self._allowed_updates:
-            log.info("stand-in: %s update %s dropped (allowed_updates %s)", kind, update_id,
-                     sorted(self._allowed_updates))
-            return update_id
         self._updates.append(_Update(update_id, kind, payload))
         self._wake_poll()
         return update_id
