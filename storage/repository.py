@@ -27,6 +27,7 @@ from storage.models import (
     RunRecord,
     RunSummary,
 )
+from storage.outbox import OutboxStore
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,7 @@ class Repository:
         self._db = db
         self.path = path
         self.recovered_runs: tuple[int, ...] = ()
+        self.outbox = OutboxStore(db)  # the outbox's rows share this connection (one writer)
 
     @classmethod
     async def open(cls, path: Path) -> Repository:
