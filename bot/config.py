@@ -73,6 +73,24 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True)
+class OutboxConfig:
+    digest_after: int = 10  # more pending than this for one chat after an outage: one digest instead
+    retry_initial: float = 1.0  # first retry delay; doubles up to retry_max
+    retry_max: float = 5.0  # short: a refused connection costs nothing, and Telegram's return is seen at once
+    max_attempts: int = 5  # for unexpected answers; an unreachable Telegram is retried forever
+    send_timeout: float = 20.0
+    chat_interval: float = 1.0  # seconds between messages to one chat (Telegram: about 1/s)
+    group_per_minute: int = 20
+    overall_per_second: int = 30
+
+
+@dataclass(frozen=True)
+class SelfcheckConfig:
+    ping_url: str | None = None  # a dead man's switch (e.g. Healthchecks): requested while gwbot is healthy
+    every: float = 60.0
+
+
+@dataclass(frozen=True)
 class Config:
     gateways: tuple[GatewayConfig, ...] = (GatewayConfig(),)  # the default (``ibkr``) first
     telegram: TelegramConfig = TelegramConfig()
@@ -80,6 +98,8 @@ class Config:
     soak: SoakConfig = SoakConfig()
     checks: ChecksConfig = ChecksConfig()
     logging: LoggingConfig = LoggingConfig()
+    outbox: OutboxConfig = OutboxConfig()
+    selfcheck: SelfcheckConfig = SelfcheckConfig()
     source: Path | None = None
 
     @property
@@ -152,6 +172,12 @@ def _optional_text(v: Any) -> str | None:
     return None if v is None else _text(v)
 
 
+def _optional_url(v: Any) -> str | None:
+    if v is not None and not (isinstance(v, str) and v.startswith(("http://", "https://")) and len(v) > 8):
+        raise _Bad("an http:// or https:// URL, or null")
+    return v
+
+
 def _boolean(v: Any) -> bool:
     if not isinstance(v, bool):
         raise _Bad("true or false")
@@ -204,6 +230,17 @@ SECTIONS: dict[str, tuple[type, dict[str, Validator]]] = {
         "stop_on_failure": _boolean,
     }),
     "logging": (LoggingConfig, {"level": _level}),
+    "outbox": (OutboxConfig, {
+        "digest_after": _integer(1),
+        "retry_initial": _number(0, inclusive=False),
+        "retry_max": _number(0, inclusive=False),
+        "max_attempts": _integer(1),
+        "send_timeout": _number(0, inclusive=False),
+        "chat_interval": _number(0),
+        "group_per_minute": _integer(1),
+        "overall_per_second": _integer(1),
+    }),
+    "selfcheck": (SelfcheckConfig, {"ping_url": _optional_url, "every": _number(1)}),
 }
 SCALARS: dict[str, Validator] = {"data_dir": _text}
 TOP_KEYS = ("ibkr", "gateways", *SCALARS, *SECTIONS)

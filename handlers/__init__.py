@@ -10,9 +10,11 @@ from telegram import BotCommand, Update
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler, MessageHandler, TypeHandler, filters
 
 from bot.app import Services
+from bot.outbox import Transport
 from handlers import checks, commands
 from handlers.access import AccessGate
 from handlers.context import KEY, ChatServices
+from handlers.delivery import TelegramTransport
 from handlers.errors import on_error
 from handlers.operator import PREFIX
 
@@ -46,3 +48,8 @@ def install(application: Application, services: Services) -> None:
 async def started(application: Application) -> None:
     """Register the command menu, so Telegram shows it when someone types '/'."""
     await application.bot.set_my_commands([BotCommand(name, text) for name, text in commands.HELP])
+
+
+def transport(application: Application, services: Services) -> Transport:
+    """How the outbox sends: through this Application's Bot."""
+    return TelegramTransport(application.bot, services.config.outbox.send_timeout)
