@@ -9,6 +9,7 @@ import getpass
 import logging
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -19,11 +20,12 @@ from bot.checks import CHECK_NAMES, CheckResult
 from bot.config import Config, ConfigError, load_config
 from bot.ibkr.simulator import CONTROL_HELP, SimulatedGateway, control, send_control, serve
 from bot.operators import AutoOperator
+from bot.outbox import RESCAN
 from bot.runner import RunOutcome, RunRequest, RunStatus
 from bot.telegram_standin import BotApiStandIn
 from bot.telegram_standin.terminal import TerminalChat
 from bot.terminal import ProgressPrinter, TerminalOperator, stdin_reader
-from storage import RunRecord
+from storage import Hold, RunRecord
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +77,9 @@ def _parser() -> argparse.ArgumentParser:
 
     logs = sub.add_parser("logs", help="print every log line of a run")
     logs.add_argument("run_id", type=int)
+
+    out = sub.add_parser("outbox", help="messages waiting to be sent: per chat, since when, last error")
+    out.add_argument("--retry", action="store_true", help="release held chats and send everything now")
 
     bench = sub.add_parser("bench", help="measure detection, reconnect and loop-latency figures (simulated Gateway)")
     bench.add_argument("--trials", type=int, default=10)
@@ -245,12 +250,43 @@ async def _cmd_simctl(_: Config, args: argparse.Namespace) -> int:
 async def _cmd_history(config: Config, args: argparse.Namespace) -> int:
     async with open_services(config) as services:
         runs = await services.repo.list_runs(limit=args.limit)
+        holds = await services.outbox.store.holds()
     if not runs:
         print("No runs yet. Try: gwbot demo")
     for r in runs:
         took = f"{(r.ended_at - r.started_at).total_seconds():.0f} s" if r.ended_at else "-"
         print(f"#{r.id:<4} {r.started_at:%Y-%m-%d %H:%M} {report.status_mark(r.status)} {r.status:<11} "
               f"{r.kind:<10} {r.gateway:<10} {r.checks_passed}/{r.checks_total} passed  {took:>6}  {r.started_by}")
+    for line in _held_lines(holds):
+        print(line)
+    return EXIT_OK
+
+
+def _held_lines(holds: Sequence[Hold]) -> list[str]:
+    return [f"⚠️ Not sending to chat {h.chat_id} since {h.since:%Y-%m-%d %H:%M} UTC ({h.reason}: {h.detail}); "
+            f"{h.pending} messages kept. Once fixed: gwbot outbox --retry" for h in holds]
+
+
+async def _cmd_outbox(config: Config, args: argparse.Namespace) -> int:
+    async with open_services(config) as services:
+        store = services.outbox.store
+        if args.retry:
+            holds = await store.holds()
+            due = await store.retry_now()
+            print(f"Released {len(holds)} held chats; {due} messages are due now. A running `gwbot run` sends them "
+                  f"within {RESCAN:g} s, else they go when it starts.")
+            return EXIT_OK
+        backlog, failed = await store.backlog(), await store.failed()
+    now = time.time()
+    for b in backlog:
+        state = (f"HELD since {b.held_since:%H:%M:%S} ({b.held}: {b.held_detail})" if b.held
+                 else f"next try in {max(0.0, b.next_attempt_at - now):.0f} s")
+        print(f"chat {b.chat_id}: {b.pending} pending since {b.oldest:%Y-%m-%d %H:%M:%S} UTC, {state}"
+              + (f"; last error: {b.last_error}" if b.last_error else ""))
+    if not backlog:
+        print("Outbox empty: every message was delivered.")
+    for row in failed:
+        print(f"dead letter #{row.id} to chat {row.chat_id} ({row.created_at:%Y-%m-%d %H:%M} UTC): {row.last_error}")
     return EXIT_OK
 
 
@@ -296,6 +332,7 @@ COMMANDS = {
     "run": _cmd_run,
     "chat": _cmd_chat,
     "bench": _cmd_bench,
+    "outbox": _cmd_outbox,
     "demo": _cmd_demo,
     "check": _cmd_check,
     "simulate": _cmd_simulate,

@@ -105,22 +105,25 @@ class RateLimiter:
 def split_text(text: str, limit: int = PART_LIMIT) -> list[str]:
     """The text in parts of at most ``limit`` UTF-16 units, cut at line ends where possible."""
     parts: list[str] = []
-    current = ""
-    for line in text.splitlines(keepends=True):
+    current: str | None = None
+    for line in text.split("\n"):
+        was_cut = False
         while _utf16(line) > limit:  # one huge line: cut it
             head = _cut(line, limit)
-            if current:
+            if current is not None:
                 parts.append(current)
-                current = ""
+                current = None
             parts.append(head)
-            line = line[len(head):]
-        if _utf16(current + line) > limit:
+            line, was_cut = line[len(head):], True
+        if was_cut and not line:
+            continue
+        if current is not None and _utf16(current + "\n" + line) > limit:
             parts.append(current)
-            current = ""
-        current += line
-    if current or not parts:
+            current = None
+        current = line if current is None else current + "\n" + line
+    if current is not None:
         parts.append(current)
-    return [p.rstrip("\n") or "." for p in parts]
+    return [p if p.strip() else "." for p in parts]  # Telegram refuses an empty message
 
 
 def _utf16(text: str) -> int:
@@ -148,7 +151,7 @@ class Outbox:
         self.store = store
         self.config = config
         self._limiter = RateLimiter(config.chat_interval, config.group_per_minute, config.overall_per_second)
-        self._backoff = wait_exponential_jitter(initial=config.retry_initial, max=config.retry_max,
+        self._backoff = wait_exponential_jitter(multiplier=config.retry_initial, max=config.retry_max,
                                                 jitter=config.retry_initial / 4)
         self._transport: Transport | None = None
         self._senders: dict[int, asyncio.Task[None]] = {}
@@ -228,6 +231,9 @@ class Outbox:
             self._rescan.clear()
             for chat_id in await self.store.sendable_chats():
                 task = self._senders.get(chat_id)
+                if task is not None and task.done() and not task.cancelled() and task.exception() is not None:
+                    # A bug or a database error must not end delivery for good: log it, start again.
+                    log.error("outbox: sender for chat %s failed; restarting it", chat_id, exc_info=task.exception())
                 if task is None or task.done():
                     self._wake[chat_id] = asyncio.Event()
                     self._senders[chat_id] = asyncio.create_task(self._serve(chat_id), name=f"outbox chat {chat_id}")

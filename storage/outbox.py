@@ -164,12 +164,10 @@ class OutboxStore:
         """Fold the chat's pending texts into one message, sent where the first of them stood.
 
         The first row becomes the digest (its id keeps the place in the queue) after a copy of it
-        is kept as digested, so no text is lost. Returns the digest's id and the ids folded into
-        it; files stay queued as they were.
+        is kept as digested, so no text is lost. ``ids`` are pending texts of one chat, oldest
+        first; returns the ids now digested (the copy and the rest). Files stay queued as they were.
         """
-        rows = await self._db.execute_fetchall(
-            "SELECT id FROM outbox WHERE chat_id = ? AND status = 'pending' AND kind = 'text' ORDER BY id", (chat_id,))
-        first, rest = rows[0]["id"], [r["id"] for r in rows[1:]]
+        first, rest = ids[0], list(ids[1:])
         copy = await self._db.execute_fetchall(
             "INSERT INTO outbox (chat_id, kind, text, silent, status, created_at, attempts, last_error) "
             "SELECT chat_id, kind, text, silent, 'digested', created_at, attempts, last_error FROM outbox "
