@@ -16,10 +16,11 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Protocol
 
+from telegram import Bot
 from telegram.error import InvalidToken, NetworkError
 from telegram.ext import Application, ApplicationBuilder
 
-from bot.config import Config, GatewayConfig
+from bot.config import Config, GatewayConfig, OutboxConfig
 from bot.health import LiveView
 from bot.jobs import JobBoard
 from bot.outbox import Outbox, Transport
@@ -78,7 +79,7 @@ class Frontend(Protocol):
 
     async def started(self, application: Application) -> None: ...
 
-    def transport(self, application: Application, services: Services) -> Transport: ...
+    def transport(self, bot: Bot, config: OutboxConfig) -> Transport: ...
 
 
 def load_frontend(name: str = "telegram") -> Frontend:
@@ -109,7 +110,7 @@ async def run_chat(services: Services, token: str, stop: asyncio.Event, *, base_
     selfcheck: asyncio.Task[None] | None = None
     try:
         await frontend.started(application)
-        await services.outbox.start(frontend.transport(application, services))
+        await services.outbox.start(frontend.transport(application.bot, services.config.outbox))
         selfcheck = asyncio.create_task(ping_forever(services.config.selfcheck, services.outbox))
         await application.start()
         assert application.updater is not None

@@ -83,6 +83,8 @@ def _parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="measure detection, reconnect and loop-latency figures (simulated Gateway)")
     bench.add_argument("--trials", type=int, default=10)
+    bench.add_argument("--outage", type=float, default=120.0, metavar="SECONDS",
+                       help="how long the Bot API refuses connections in the outbox figure (0: skip it)")
 
     rep = sub.add_parser("report", help="print or write a run's report (markdown)")
     rep.add_argument("run_id", type=int)
@@ -320,11 +322,20 @@ async def _cmd_report(config: Config, args: argparse.Namespace) -> int:
 
 
 async def _cmd_bench(_: Config, args: argparse.Namespace) -> int:
+    if not 0 <= args.outage < 86400:  # also refuses nan
+        print("gwbot: --outage: give seconds from 0 (skip) to 86400, e.g. --outage 120", file=sys.stderr)
+        return EXIT_USAGE
     print(f"Measuring against the simulated Gateway ({args.trials} trials each) ...", flush=True)
     for figure in await bench.measure(trials=args.trials):
         print(figure.line(), flush=True)
     for figure in await bench.measure_chat():
         print(figure.line(), flush=True)
+    for figure in await bench.measure_outbox_cost():
+        print(figure.line(), flush=True)
+    if args.outage > 0:
+        print(f"Outbox: the Bot API refuses connections for {args.outage:g} s while a /checklist ends ...", flush=True)
+        for figure in await bench.measure_outage(args.outage):
+            print(figure.line(), flush=True)
     return EXIT_OK
 
 

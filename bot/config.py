@@ -76,7 +76,7 @@ class LoggingConfig:
 class OutboxConfig:
     digest_after: int = 10  # more pending than this for one chat after an outage: one digest instead
     retry_initial: float = 1.0  # first retry delay; doubles up to retry_max
-    retry_max: float = 5.0  # short: a refused connection costs nothing, and Telegram's return is seen at once
+    retry_max: float = 3.0  # short: a refused connection costs nothing, and Telegram's return is seen at once
     max_attempts: int = 5  # for unexpected answers; an unreachable Telegram is retried forever
     send_timeout: float = 20.0
     chat_interval: float = 1.0  # seconds between messages to one chat (Telegram: about 1/s)

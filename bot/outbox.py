@@ -248,7 +248,7 @@ class Outbox:
 
     async def _serve(self, chat_id: int) -> None:
         """Deliver one chat's messages in order; ends only when the chat is held or has moved."""
-        troubled = await self.store.count(chat_id) > self.config.digest_after  # gwbot itself was down
+        troubled = await self.store.count(chat_id) > self.config.digest_after + 1  # gwbot itself was down
         while True:
             self._wake[chat_id].clear()  # before reading: an enqueue from now on wakes the pause below
             row = await self.store.head(chat_id)
@@ -256,10 +256,6 @@ class Outbox:
             if row is None or wait > 0:
                 await self._pause(chat_id, wait)
                 continue
-            if troubled:
-                troubled = False
-                if await self._digest(chat_id):
-                    continue
             if row.split and len(split_text(row.message.text)) > MAX_PARTS:
                 log.info("outbox: message %d too long even in parts; sending it as a file", row.id)
                 await self.store.as_file(row.id, "message.txt", first_line(row.message, 200))
@@ -267,6 +263,9 @@ class Outbox:
             await self._limiter.acquire(chat_id)
             outcome = await self._send(row)
             if outcome.kind is OutcomeKind.SENT:
+                if troubled:  # Telegram is reachable again: what piled up meanwhile goes as one digest
+                    troubled = False
+                    await self._digest(chat_id)
                 continue
             troubled = outcome.kind is OutcomeKind.UNREACHABLE
             if not await self._handle(row, outcome):
@@ -368,16 +367,15 @@ class Outbox:
         state.attempt_number = attempt
         return self._backoff(state)
 
-    async def _digest(self, chat_id: int) -> bool:
+    async def _digest(self, chat_id: int) -> None:
         """After an outage, many waiting texts become one message (no flood on the squad's phones)."""
         texts = [r for r in await self.store.pending(chat_id) if r.message.kind is OutKind.TEXT]
         if len(texts) <= self.config.digest_after:
-            return False
+            return
         since = texts[0].created_at
         lines = [f"• {r.created_at:%H:%M:%S} {first_line(r.message)}" for r in texts]
         text = (f"📬 While gwbot could not reach Telegram (since {since:%H:%M:%S} UTC), {len(texts)} messages "
                 "piled up; in short:\n" + "\n".join(lines))
-        folded = await self.store.digest([r.id for r in texts], text)
+        await self.store.digest([r.id for r in texts], text)
         log.warning("outbox: %d messages to chat %s folded into one digest", len(texts), chat_id)
         self._settle(r.id for r in texts[1:])
-        return bool(folded)

@@ -6,10 +6,11 @@ package through the ``gwbot.frontends`` entry point and calls it.
 
 from __future__ import annotations
 
-from telegram import BotCommand, Update
+from telegram import Bot, BotCommand, Update
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler, MessageHandler, TypeHandler, filters
 
 from bot.app import Services
+from bot.config import OutboxConfig
 from bot.outbox import Transport
 from handlers import checks, commands
 from handlers.access import AccessGate
@@ -50,6 +51,6 @@ async def started(application: Application) -> None:
     await application.bot.set_my_commands([BotCommand(name, text) for name, text in commands.HELP])
 
 
-def transport(application: Application, services: Services) -> Transport:
-    """How the outbox sends: through this Application's Bot."""
-    return TelegramTransport(application.bot, services.config.outbox.send_timeout)
+def transport(bot: Bot, config: OutboxConfig) -> Transport:
+    """How the outbox sends: through this Bot."""
+    return TelegramTransport(bot, config.send_timeout)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 import pytest
 from telegram import Bot
 
-from bot.config import OutboxConfig
+from bot.config import ConfigError, OutboxConfig, load_config
 from bot.outbox import Outbox, RateLimiter, split_text
 from bot.telegram_standin import BotApiStandIn
 from bot.telegram_standin.faults import FaultKind
@@ -205,11 +205,12 @@ async def test_a_backlog_after_an_outage_becomes_one_digest(tmp_path):
         await r.standin.accept_connections()
         await r.outbox.delivered(ids, 10)
         await asyncio.sleep(0.3)
-        [digest] = r.texts(SQUAD)
-        assert digest.startswith("📬 While gwbot could not reach Telegram")
-        assert all(f"alert {i}" in digest for i in range(FAST.digest_after + 4))
+        first, digest = r.texts(SQUAD)  # the one that found Telegram back, then the rest in one
+        assert first == "alert 0\nsecond line"
+        assert digest.startswith("📬 While gwbot could not reach Telegram") and "13 messages" in digest
+        assert all(f"alert {i}" in digest for i in range(1, FAST.digest_after + 4))
         statuses = [(await r.repo.outbox.get(i)).status for i in ids]
-        assert statuses[0] == OutStatus.SENT and set(statuses[1:]) == {OutStatus.DIGESTED}
+        assert statuses[:2] == [OutStatus.SENT] * 2 and set(statuses[2:]) == {OutStatus.DIGESTED}
 
 
 async def test_a_small_backlog_is_sent_as_it_is(tmp_path):
@@ -250,3 +251,26 @@ def test_split_text_keeps_every_character_within_the_limit(limit):
     parts = split_text(text, limit)
     assert all(len(p.encode("utf-16-le")) // 2 <= limit for p in parts)
     assert "".join(parts).replace("\n", "") == text.replace("\n", "")
+
+
+@pytest.mark.parametrize(("text", "error"), [
+    ("selfcheck: {ping_url: hc-ping.com/abc}", "selfcheck.ping_url: expected an http:// or https:// URL, or null"),
+    ("selfcheck: {every: 0}", "selfcheck.every: expected a number >= 1"),
+    ("outbox: {digest_after: 0}", "outbox.digest_after: expected an integer >= 1"),
+    ("outbox: {retry_max: -1}", "outbox.retry_max: expected a number > 0"),
+])
+def test_outbox_and_selfcheck_settings_are_checked(tmp_path, text, error):
+    path = tmp_path / "config.yaml"
+    path.write_text(text + "\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as e:
+        load_config(path, env={})
+    assert str(e.value).startswith(f"config.yaml: {error}, got ")
+
+
+def test_outbox_and_selfcheck_settings_load(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("outbox: {digest_after: 3, chat_interval: 0.5}\n"
+                    "selfcheck: {ping_url: 'https://hc-ping.com/abc', every: 30}\n", encoding="utf-8")
+    config = load_config(path, env={})
+    assert (config.outbox.digest_after, config.outbox.chat_interval) == (3, 0.5)
+    assert (config.selfcheck.ping_url, config.selfcheck.every) == ("https://hc-ping.com/abc", 30.0)
