@@ -173,6 +173,18 @@ async def test_too_long_is_sent_in_parts_in_order(tmp_path):
         assert "\n".join(t[6:] for t in got[1:4]) == text
 
 
+async def test_too_long_for_five_parts_goes_as_a_file_and_a_refused_short_text_as_one_part(tmp_path):
+    huge = "\n".join(f"row {i} " + "y" * 90 for i in range(400))  # about 38000 characters
+    async with rig(tmp_path) as r:
+        r.standin.faults.add(FaultKind.TOO_LONG, chat_id=SQUAD)
+        ids = await r.send(KAI, huge)
+        ids += await r.send(SQUAD, "short")
+        await r.outbox.delivered(ids, 10)
+        [doc] = r.standin.messages(KAI)
+        assert doc.kind == "document" and doc.file_name == "message.txt" and doc.file_bytes == huge.encode()
+        assert r.texts(SQUAD) == ["(1/1) short"]
+
+
 async def test_a_too_long_caption_is_shortened(tmp_path):
     async with rig(tmp_path) as r:
         ids = await r.outbox.enqueue(KAI, [OutMessage.document(b"data", "x.txt", "c" * 2000)])
