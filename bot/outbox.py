@@ -86,7 +86,8 @@ class RateLimiter:
             waits.append(self._all[-self._overall_per_second] + 1.0 - now)
         return max(0.0, *waits)
 
-    async def acquire(self, chat_id: int) -> None:
+    async def acquire(self, chat_id: int) -> float:
+        """Wait for a free slot and take it; returns its stamp (for :meth:`refund`)."""
         while (wait := self.delay(chat_id, time.monotonic())) > 0:
             await asyncio.sleep(wait)
         # No await between the check and the record: another chat's sender cannot slip in between.
@@ -100,6 +101,16 @@ class RateLimiter:
         self._all.append(now)
         while self._all and self._all[0] < now - 1.0:
             self._all.popleft()
+        return now
+
+    def refund(self, chat_id: int, stamp: float) -> None:
+        """The message never reached Telegram (refused, no answer): it does not count against the limits.
+
+        Without this, retries during an outage fill a group's minute and delay the backlog after it.
+        """
+        for window in (self._groups.get(chat_id), self._all):
+            if window is not None and stamp in window:
+                window.remove(stamp)
 
 
 def split_text(text: str, limit: int = PART_LIMIT) -> list[str]:
@@ -260,7 +271,6 @@ class Outbox:
                 log.info("outbox: message %d too long even in parts; sending it as a file", row.id)
                 await self.store.as_file(row.id, "message.txt", first_line(row.message, 200))
                 continue
-            await self._limiter.acquire(chat_id)
             outcome = await self._send(row)
             if outcome.kind is OutcomeKind.SENT:
                 if troubled:  # Telegram is reachable again: what piled up meanwhile goes as one digest
@@ -273,22 +283,28 @@ class Outbox:
 
     async def _send(self, row: OutboxRow) -> Outcome:
         """Send one stored message (a split text part by part, each part's progress stored)."""
-        assert self._transport is not None
         if not row.split:
-            outcome = await self._transport.send(row.chat_id, row.message)
+            outcome = await self._deliver(row.chat_id, row.message)
         else:
             parts = split_text(row.message.text)
             outcome = Outcome(OutcomeKind.SENT)  # all parts out already: the mark was all that was missing
             for number in range(row.parts_sent, len(parts)):
-                if number > row.parts_sent:
-                    await self._limiter.acquire(row.chat_id)
                 text = f"({number + 1}/{len(parts)}) {parts[number]}"
-                outcome = await self._transport.send(row.chat_id, OutMessage.plain(text, silent=row.message.silent))
+                outcome = await self._deliver(row.chat_id, OutMessage.plain(text, silent=row.message.silent))
                 if outcome.kind is not OutcomeKind.SENT:
                     return outcome
                 await self.store.part_sent(row.id, number + 1)
         if outcome.kind is OutcomeKind.SENT:
             await self._done(row, outcome.message_id)
+        return outcome
+
+    async def _deliver(self, chat_id: int, message: OutMessage) -> Outcome:
+        """One request to Telegram, within the rate limits."""
+        assert self._transport is not None
+        stamp = await self._limiter.acquire(chat_id)
+        outcome = await self._transport.send(chat_id, message)
+        if outcome.kind is OutcomeKind.UNREACHABLE:
+            self._limiter.refund(chat_id, stamp)
         return outcome
 
     async def _done(self, row: OutboxRow, telegram_id: int | None) -> None:

@@ -286,3 +286,13 @@ def test_outbox_and_selfcheck_settings_load(tmp_path):
     config = load_config(path, env={})
     assert (config.outbox.digest_after, config.outbox.chat_interval) == (3, 0.5)
     assert (config.selfcheck.ping_url, config.selfcheck.every) == ("https://hc-ping.com/abc", 30.0)
+
+
+def test_sends_that_never_reached_telegram_do_not_use_up_a_groups_minute():
+    limiter = RateLimiter(chat_interval=0, group_per_minute=3, overall_per_second=100)
+
+    async def attempts() -> None:
+        for _ in range(5):
+            limiter.refund(SQUAD, await limiter.acquire(SQUAD))
+    asyncio.run(attempts())
+    assert limiter.delay(SQUAD, time.monotonic()) == 0
