@@ -20,7 +20,7 @@ from bot.telegram_standin.faults import FaultKind
 from storage import HoldReason, OutMessage, Repository
 from tests.test_chat import chat_config
 from tests.test_cli import config_file, gwbot
-from tests.test_outbox import FAST, KAI, SQUAD, rig, until
+from tests.test_outbox import FAST, KAI, SQUAD, SUPER, rig, until
 from tests.test_run import config as run_config
 from tests.test_run import start as start_run
 
@@ -57,6 +57,29 @@ async def test_a_soak_finishing_while_telegram_is_unreachable_posts_its_results_
     assert "soak" in got[0].text and got[1].text.startswith("## Results")
     assert [m.message_id for m in got] == sorted(m.message_id for m in got), "in order"
     assert len(standin.messages(SQUAD)) == before + 3, "each once"
+
+
+async def test_after_the_squad_group_became_a_supergroup_results_and_the_allow_list_follow_it(tmp_path):
+    async with SimulatedGateway(port=0) as gw, BotApiStandIn() as standin:
+        standin.user(KAI, "Kai", "kai")
+        standin.group(SQUAD, "squad")
+        standin.group(SUPER, "squad")
+        standin.faults.add(FaultKind.MIGRATE, chat_id=SQUAD, times=None, to_chat_id=SUPER)
+        config = replace(chat_config(tmp_path, gw.port), outbox=FAST)
+        stop = asyncio.Event()
+        async with open_services(config, {"probe_interval": 0.05}) as services:
+            task = asyncio.create_task(run_chat(services, standin.token, stop, base_url=standin.base_url,
+                                                poll_timeout=1))
+            try:
+                await until(lambda: asyncio.sleep(0, bool(standin.commands)))
+                standin.send_text(SQUAD, KAI, "/connect")
+                await standin.wait_for(lambda m: m.text.startswith("## Results"), SUPER)
+                standin.send_text(SUPER, KAI, "/help")  # the config still lists only the old id
+                await standin.wait_for(lambda m: "/checklist" in m.text, SUPER)
+            finally:
+                stop.set()
+                await asyncio.wait_for(task, 15)
+        assert not any("only answers its squad" in m.text for m in standin.messages(SUPER))
 
 
 async def _statuses(db_path, chat_id: int) -> list[str]:
