@@ -223,7 +223,8 @@ class Outbox:
             if row is not None and row.status == "pending":
                 futures.append(self._waiters.setdefault(row_id, asyncio.get_running_loop().create_future()))
         if futures:
-            await asyncio.wait_for(asyncio.gather(*futures), timeout)
+            async with asyncio.timeout(timeout):
+                await asyncio.gather(*futures)
 
     async def stuck(self, after: float) -> bool:
         """A message of a chat that is not held has waited longer than ``after`` seconds."""
@@ -249,13 +250,15 @@ class Outbox:
                     self._wake[chat_id] = asyncio.Event()
                     self._senders[chat_id] = asyncio.create_task(self._serve(chat_id), name=f"outbox chat {chat_id}")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._rescan.wait(), RESCAN)
+                async with asyncio.timeout(RESCAN):  # not wait_for: on 3.11 it makes a task per wait
+                    await self._rescan.wait()
 
     async def _pause(self, chat_id: int, seconds: float) -> None:
         """Sleep up to ``seconds``; a new message ends it early, and RESCAN bounds it so rows changed by
         another process (gwbot outbox --retry) are seen."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake[chat_id].wait(), min(seconds, RESCAN))
+            async with asyncio.timeout(min(seconds, RESCAN)):
+                await self._wake[chat_id].wait()
 
     async def _serve(self, chat_id: int) -> None:
         """Deliver one chat's messages in order; ends only when the chat is held or has moved."""

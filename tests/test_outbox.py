@@ -296,3 +296,13 @@ def test_sends_that_never_reached_telegram_do_not_use_up_a_groups_minute():
             limiter.refund(SQUAD, await limiter.acquire(SQUAD))
     asyncio.run(attempts())
     assert limiter.delay(SQUAD, time.monotonic()) == 0
+
+
+async def test_an_idle_outbox_starts_no_tasks(tmp_path):
+    """The error matrix counts the tasks a row leaves behind: idle senders must not make new ones
+    (asyncio.wait_for on 3.11 wraps every wait in a task)."""
+    async with rig(tmp_path) as r:
+        await r.outbox.delivered(await r.send(KAI, "hello"), 5)
+        before = asyncio.all_tasks()
+        await asyncio.sleep(2.5)  # longer than a sender's and the scanner's wait
+        assert {t.get_name() for t in asyncio.all_tasks() - before} == set()
