@@ -7,11 +7,15 @@ notes) rather than enforced by tests.
 from __future__ import annotations
 
 import asyncio
+import os
 import resource
+import signal
+import socket
 import statistics
+import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -19,11 +23,13 @@ from pathlib import Path
 from telegram import Bot
 
 from bot.app import load_frontend, open_services, run_chat, with_gateway
-from bot.config import Config, OutboxConfig, SoakConfig, TelegramConfig
-from bot.ibkr.client import IBKRClient
-from bot.ibkr.events import Disconnected, DisconnectReason, Reconnected, next_event
-from bot.ibkr.simulator import SimulatedGateway
+from bot.config import Config, GatewayConfig, OutboxConfig, SoakConfig, TelegramConfig
+from bot.ibkr.client import IBKRClient, port_accepts
+from bot.ibkr.errors import ConnectionRejected
+from bot.ibkr.events import Disconnected, DisconnectReason, ReconnectGaveUp, Reconnected, next_event
+from bot.ibkr.simulator import Reject, SimulatedGateway
 from bot.outbox import Outbox
+from bot.stats import percentile
 from bot.telegram_standin import BotApiStandIn
 from storage import OutMessage, Repository
 
@@ -40,7 +46,7 @@ class Figure:
 
     def line(self) -> str:
         s = sorted(self.samples)
-        p95 = s[min(len(s) - 1, round(0.95 * len(s) + 0.5) - 1)]
+        p95 = percentile(s, 0.95)
         return (f"{self.name:<52} median {statistics.median(s):8.2f} {self.unit:<3} p95 {p95:8.2f}  "
                 f"max {s[-1]:8.2f}  (n={len(s)})")
 
@@ -117,7 +123,7 @@ async def measure(trials: int = 10, pings: int = 40) -> list[Figure]:
             await client.disconnect()
             return event.mono - start
 
-        figures = [Figure("connect (handshake + start-up sync)", await _repeat(trials, connect_time), "ms")]
+        figures = [Figure("connect (handshake, accounts, next order id)", await _repeat(trials, connect_time), "ms")]
         # No 1 s spacing here: the simulator answers back-to-back pings, real Gateways may not.
         # Fewer than 45 in a burst: ib_async throttles beyond 45 requests a second.
         pinger = IBKRClient("127.0.0.1", gw.port, 2, **OPTIONS, min_ping_spacing=0.0)
@@ -182,16 +188,105 @@ async def measure_chat(commands: int = 30) -> list[Figure]:
             Figure("worst loop stall while chatting during a soak", (watch.worst * 1000,), "ms")]
 
 
+async def measure_lifecycle(trials: int = 10, outage: float = 90.0, outage_trials: int = 1) -> list[Figure]:
+    """A real Gateway's ordinary life: a long outage of a Gateway in its own process, a Gateway
+    whose API is ready only after its port, a Gateway refusing before the handshake."""
+    return [
+        Figure(f"port back -> reconnected after a {outage:g} s outage (SIGKILL, delay 10 s, 5 attempts)",
+               await _repeat(outage_trials, lambda: _killed_gateway_outage(outage)), "s"),
+        Figure("API ready -> reconnected (port open 2-3 s before the API)", await _api_ready_trials(trials), "s"),
+        Figure("close before the handshake -> ConnectionRejected", await _rejection_trials(trials), "ms"),
+    ]
+
+
+async def _killed_gateway_outage(outage: float) -> float:
+    """`gwbot simulate` in its own process, killed with SIGKILL and started again ``outage`` s
+    later; the client has the checklist's settings. Seconds from port back to reconnected."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    seed = GatewayConfig()  # delay 10 s, 5 attempts, timeout 10 s
+    client = IBKRClient.from_config(replace(seed, port=port))
+    gateway = await _spawn_simulator(port)
+    try:
+        await client.connect()
+        async with client.events.stream() as q:
+            gateway.send_signal(signal.SIGKILL)
+            await gateway.wait()
+            await next_event(q, Disconnected, 10)
+            await asyncio.sleep(outage)
+            gateway = await _spawn_simulator(port, wait=False)
+            while not await port_accepts("127.0.0.1", port, 0.5):
+                await asyncio.sleep(0.01)
+            back = time.monotonic()
+            event = await next_event(q, (Reconnected, ReconnectGaveUp), 60)
+        if not isinstance(event, Reconnected):
+            raise RuntimeError(f"did not reconnect after the {outage:g} s outage: {event}")
+        return event.mono - back
+    finally:
+        await client.disconnect()
+        if gateway.returncode is None:
+            gateway.send_signal(signal.SIGKILL)
+            await gateway.wait()
+
+
+async def _spawn_simulator(port: int, *, wait: bool = True) -> asyncio.subprocess.Process:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "simulate", "--port", str(port), "--control-port", "0",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, env=os.environ | {"GWBOT_CONFIG": ""})
+    if wait:
+        deadline = time.monotonic() + 20
+        while not await port_accepts("127.0.0.1", port, 0.5):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the simulator process did not open its port within 20 s")
+            await asyncio.sleep(0.05)
+    return proc
+
+
+async def _api_ready_trials(trials: int) -> tuple[float, ...]:
+    async with SimulatedGateway(port=0) as gw:
+        client = IBKRClient("127.0.0.1", gw.port, 1, reconnect_delay=10, max_reconnect_attempts=5,
+                            connect_timeout=10, probe_interval=0.05)
+        await client.connect()
+        out = []
+        for i in range(trials):
+            # Spread the moment the API becomes ready over the client's 1 s retry cycle.
+            ready_after = 2.0 + i / trials
+            async with client.events.stream() as q:
+                gw.set_ready(False)
+                await gw.stop(reset=True)
+                await next_event(q, Disconnected, 5)
+                await asyncio.sleep(0.5)
+                await gw.start()
+                ready_at = time.monotonic() + ready_after
+                gw.ready_after(ready_after)
+                event = await next_event(q, Reconnected, 30)
+            out.append(event.mono - ready_at)
+        await client.disconnect()
+    return tuple(out)
+
+
+async def _rejection_trials(trials: int) -> tuple[float, ...]:
+    async with SimulatedGateway(port=0) as gw:
+        client = IBKRClient("127.0.0.1", gw.port, 1, connect_timeout=10)
+        out = []
+        for i in range(trials):
+            gw.set_reject(Reject.RST if i % 2 else Reject.FIN)
+            start = time.monotonic()
+            try:
+                await client.connect()
+            except ConnectionRejected:
+                out.append((time.monotonic() - start) * 1000)
+            else:
+                raise RuntimeError("a rejecting Gateway let the client in")
+    return tuple(out)
+
+
 def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 # ------------------------------------------------------------------- outbox (issue 10)
-def _p99(samples: Sequence[float]) -> float:
-    s = sorted(samples)
-    return s[min(len(s) - 1, round(0.99 * len(s) + 0.5) - 1)]
-
-
 async def measure_outbox_cost(messages: int = 200) -> list[Figure]:
     """A text sent straight through PTB vs. written to the outbox and delivered by its sender."""
     chat = 42
@@ -216,8 +311,8 @@ async def measure_outbox_cost(messages: int = 200) -> list[Figure]:
                     stored.append((time.monotonic() - start) * 1000)
             finally:
                 await outbox.stop()
-    return [Figure(f"plain send (PTB -> stand-in), p99 {_p99(plain):.2f} ms", tuple(plain), "ms"),
-            Figure(f"outbox write + send + mark, p99 {_p99(stored):.2f} ms", tuple(stored), "ms")]
+    return [Figure(f"plain send (PTB -> stand-in), p99 {percentile(plain, 0.99):.2f} ms", tuple(plain), "ms"),
+            Figure(f"outbox write + send + mark, p99 {percentile(stored, 0.99):.2f} ms", tuple(stored), "ms")]
 
 
 async def measure_outage(down: float = 120.0, alerts: int = 12) -> list[Figure]:

@@ -7,25 +7,26 @@ import asyncio
 import contextlib
 import getpass
 import logging
+import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
 from bot import bench, report
-from bot.app import TokenRejected, open_services, run_chat, with_gateway
+from bot.app import TokenRejected, database_path, open_services, run_chat, with_gateway
 from bot.checks import CHECK_NAMES, CheckResult
-from bot.config import Config, ConfigError, load_config
-from bot.ibkr.simulator import CONTROL_HELP, SimulatedGateway, control, send_control, serve
+from bot.config import CLIENT_ID, PORT, RUN_ID, SOAK_SECONDS, Config, ConfigError, Range, load_config, token_error
+from bot.ibkr.simulator import CONTROL_HELP, NO_CONTROL_PORT, SimulatedGateway, control, send_control, serve
 from bot.operators import AutoOperator
 from bot.outbox import RESCAN
 from bot.runner import RunOutcome, RunRequest, RunStatus
 from bot.telegram_standin import BotApiStandIn
 from bot.telegram_standin.terminal import TerminalChat
 from bot.terminal import ProgressPrinter, TerminalOperator, stdin_reader
-from storage import Hold, RunRecord
+from storage import Hold, Repository, RunRecord, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -33,61 +34,108 @@ DEMO_SOAK_SECONDS = 20.0
 CHAT_SOAK_SECONDS = 30.0
 CHAT_USER_ID = 1001
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_SIGTERM = 128 + signal.SIGTERM
+CONTROL_PORT = Range(0, 65535, integer=True)  # 0: no control port
+TRIALS = Range(1, 1000, integer=True)
+HISTORY_LIMIT = Range(1, 100_000, integer=True)
+OUTAGE_SECONDS = Range(0, 3600, low_open=True)
+API_OUTAGE_SECONDS = Range(0, 3600)  # 0: skip the outbox's outage figure
+
+
+class UsageError(Exception):
+    """A bad command line; the message is the one line shown."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        # argparse prints the whole usage block and exits; gwbot's rule is one line, exit 2.
+        raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+def _typed(allowed: Range) -> Callable[[str], int | float]:
+    """An argparse ``type=`` that takes only numbers in ``allowed`` (the range declared beside the setting)."""
+    def parse(text: str) -> int | float:
+        try:
+            return allowed.parse(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {allowed.expected}, got {text[:40]!r}") from None
+    return parse
+
+
+def _common() -> argparse.ArgumentParser:
+    """--config and -v, accepted before and after the command. SUPPRESS: a command that is not given
+    them leaves the value from before the command alone."""
+    common = _Parser(add_help=False)
+    common.add_argument("--config", default=argparse.SUPPRESS,
+                        help="config file (default: $GWBOT_CONFIG, else config/config.yaml)")
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="show log lines on the terminal")
+    return common
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="gwbot", description="Test and watch an IB Gateway connection.")
-    p.add_argument("--config", help="config file (default: $GWBOT_CONFIG, else config/config.yaml)")
-    p.add_argument("-v", "--verbose", action="store_true", help="show log lines on the terminal")
+    common = _common()
+    p = _Parser(prog="gwbot", description="Test and watch an IB Gateway connection.", parents=[common])
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    demo = sub.add_parser("demo", help="the whole checklist against the built-in simulated Gateway")
-    demo.add_argument("--soak", type=float, default=DEMO_SOAK_SECONDS, metavar="SECONDS", help="soak length")
+    def command(name: str, **kw: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], **kw)
 
-    check = sub.add_parser("check", help="run one check, or all of them, against a Gateway")
+    demo = command("demo", help="the whole checklist against the built-in simulated Gateway")
+    demo.add_argument("--soak", type=_typed(SOAK_SECONDS), default=DEMO_SOAK_SECONDS, metavar="SECONDS",
+                      help="soak length")
+
+    check = command("check", help="run one check, or all of them, against a Gateway")
     check.add_argument("name", choices=[*CHECK_NAMES, "all"])
     check.add_argument("--gateway", help="a Gateway name from the config (default: the first)")
     check.add_argument("--host")
-    check.add_argument("--port", type=int)
-    check.add_argument("--client-id", type=int)
-    check.add_argument("--duration", type=float, metavar="SECONDS", help="soak length (default: config)")
+    check.add_argument("--port", type=_typed(PORT))
+    check.add_argument("--client-id", type=_typed(CLIENT_ID))
+    check.add_argument("--duration", type=_typed(SOAK_SECONDS), metavar="SECONDS",
+                       help="soak length (default: config)")
     check.add_argument("--simulate", action="store_true",
                        help="start a simulated Gateway on a free port, with an automatic operator")
     check.add_argument("--stop-on-failure", action=argparse.BooleanOptionalAction, default=None)
 
-    sim = sub.add_parser("simulate", help="run the simulated IB Gateway until Ctrl-C")
+    sim = command("simulate", help="run the simulated IB Gateway until Ctrl-C")
     sim.add_argument("--host", default="127.0.0.1")
-    sim.add_argument("--port", type=int, default=4002)
+    sim.add_argument("--port", type=_typed(PORT), default=4002)
     sim.add_argument("--account", action="append", help="managed account (repeatable; default DUO779750)")
-    sim.add_argument("--control-port", type=int, default=7462, help="line-based control port (0: off)")
+    sim.add_argument("--control-port", type=_typed(CONTROL_PORT), default=7462,
+                     help="line-based control port (0: off)")
 
-    ctl = sub.add_parser("simctl", help="control a running `gwbot simulate`: stop, start, restart 10, freeze ...")
+    ctl = command("simctl", help="control a running `gwbot simulate`: stop, start, restart 10, freeze ...")
     ctl.add_argument("words", nargs="+", metavar="COMMAND")
     ctl.add_argument("--control-host", default="127.0.0.1")
-    ctl.add_argument("--control-port", type=int, default=7462)
+    ctl.add_argument("--control-port", type=_typed(PORT), default=7462)
+    for flag in ("--rst", "--deaf"):  # simctl's own options, passed through: stop --rst, reset 20 lost --deaf
+        ctl.add_argument(flag, action="store_true", help=argparse.SUPPRESS)
+    ctl.add_argument("--ready-after", metavar="S", help=argparse.SUPPRESS)
 
-    sub.add_parser("run", help="the Telegram bot (token from TELEGRAM_BOT_TOKEN) until Ctrl-C / SIGTERM")
+    command("run", help="the Telegram bot (token from TELEGRAM_BOT_TOKEN) until Ctrl-C / SIGTERM")
 
-    chat = sub.add_parser("chat", help="try the Telegram bot in this terminal: local Bot API stand-in + simulated Gateway")
-    chat.add_argument("--soak", type=float, default=CHAT_SOAK_SECONDS, metavar="SECONDS",
+    chat = command("chat", help="try the Telegram bot in this terminal: local Bot API stand-in + simulated Gateway")
+    chat.add_argument("--soak", type=_typed(SOAK_SECONDS), default=CHAT_SOAK_SECONDS, metavar="SECONDS",
                       help="soak length for /checklist and a bare /soak")
 
-    hist = sub.add_parser("history", help="list stored runs")
-    hist.add_argument("--limit", type=int, default=20)
+    hist = command("history", help="list stored runs")
+    hist.add_argument("--limit", type=_typed(HISTORY_LIMIT), default=20)
 
-    logs = sub.add_parser("logs", help="print every log line of a run")
-    logs.add_argument("run_id", type=int)
+    logs = command("logs", help="print every log line of a run")
+    logs.add_argument("run_id", type=_typed(RUN_ID))
 
-    out = sub.add_parser("outbox", help="messages waiting to be sent: per chat, since when, last error")
+    out = command("outbox", help="messages waiting to be sent: per chat, since when, last error")
     out.add_argument("--retry", action="store_true", help="release held chats and send everything now")
 
-    bench = sub.add_parser("bench", help="measure detection, reconnect and loop-latency figures (simulated Gateway)")
-    bench.add_argument("--trials", type=int, default=10)
-    bench.add_argument("--outage", type=float, default=120.0, metavar="SECONDS",
+    bench = command("bench", help="measure detection, reconnect and loop-latency figures (simulated Gateway)")
+    bench.add_argument("--trials", type=_typed(TRIALS), default=10)
+    bench.add_argument("--outage", type=_typed(OUTAGE_SECONDS), default=90.0, metavar="SECONDS",
+                       help="how long the simulator process stays killed for the long-outage figure (default 90)")
+    bench.add_argument("--api-outage", type=_typed(API_OUTAGE_SECONDS), default=120.0, metavar="SECONDS",
                        help="how long the Bot API refuses connections in the outbox figure (0: skip it)")
 
-    rep = sub.add_parser("report", help="print or write a run's report (markdown)")
-    rep.add_argument("run_id", type=int)
+    rep = command("report", help="print or write a run's report (markdown)")
+    rep.add_argument("run_id", type=_typed(RUN_ID))
     rep.add_argument("--out", type=Path, help="write to this file instead of printing")
     return p
 
@@ -95,10 +143,55 @@ def _parser() -> argparse.ArgumentParser:
 SERVICES = ("run", "simulate")  # commands that log what they do; the others print their own progress
 
 
-def _setup_logging(config: Config, verbose: bool, command: str) -> None:
+class TokenRedactor(logging.Filter):
+    """Rewrites a record so that the bot token's secret reaches no output (PTB's DEBUG line
+    "Set Bot API URL" carries it, and so can an exception's text)."""
+
+    def __init__(self, token: str) -> None:
+        super().__init__()
+        self.secret = token.partition(":")[2] or token
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed call; logging reports it itself later
+            return True
+        if self.secret in message:
+            record.msg, record.args = message.replace(self.secret, "***"), ()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text and self.secret in record.exc_text:
+            record.exc_text = record.exc_text.replace(self.secret, "***")
+        return True
+
+
+@contextlib.contextmanager
+def _redacting(token: str | None) -> Iterator[None]:
+    """Redact at the record's creation, so every handler (terminal, the run journal's, any
+    other) only ever sees the redacted text."""
+    if not token:
+        yield
+        return
+    redactor, make = TokenRedactor(token), logging.getLogRecordFactory()
+
+    def factory(*args: object, **kwargs: object) -> logging.LogRecord:
+        record = make(*args, **kwargs)
+        redactor.filter(record)
+        return record
+
+    logging.setLogRecordFactory(factory)
+    try:
+        yield
+    finally:
+        logging.setLogRecordFactory(make)
+
+
+@contextlib.contextmanager
+def _logging(config: Config, verbose: bool, command: str) -> Iterator[None]:
     """Records are always made at the configured level (runs store them, checks judge them);
     only what the terminal shows is filtered."""
     root = logging.getLogger()
+    level = root.level
     root.setLevel(logging.DEBUG if verbose else config.logging.level)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per Bot API request otherwise
     console = logging.StreamHandler(sys.stderr)
@@ -109,6 +202,12 @@ def _setup_logging(config: Config, verbose: bool, command: str) -> None:
         console.setLevel(logging.ERROR)
         console.addFilter(lambda record: not record.name.startswith("ib_async"))
     root.addHandler(console)
+    try:
+        with _redacting(config.telegram.token):
+            yield
+    finally:
+        root.removeHandler(console)
+        root.setLevel(level)
 
 
 def _who() -> str:
@@ -189,6 +288,9 @@ async def _cmd_run(config: Config, _: argparse.Namespace) -> int:
     if not token:
         print("gwbot: set TELEGRAM_BOT_TOKEN to your bot's token (from @BotFather); see README", file=sys.stderr)
         return EXIT_USAGE
+    if problem := token_error(token):
+        print(f"gwbot: {problem}", file=sys.stderr)
+        return EXIT_USAGE
     if not config.telegram.allowed_chat_ids:
         log.warning("telegram.allowed_chat_ids is empty: the bot will refuse everyone and tell them their ids")
     stop = asyncio.Event()
@@ -244,15 +346,20 @@ async def _cmd_simulate(config: Config, args: argparse.Namespace) -> int:
 
 
 async def _cmd_simctl(_: Config, args: argparse.Namespace) -> int:
-    answer = await send_control(args.control_host, args.control_port, " ".join(args.words))
+    flags = [f for f in ("--rst", "--deaf") if getattr(args, f[2:])]
+    flags += ["--ready-after", args.ready_after] if args.ready_after is not None else []
+    answer = await send_control(args.control_host, args.control_port, " ".join([*args.words, *flags]))
     print(answer)
-    return EXIT_OK if answer.startswith("OK") else EXIT_FAILED
+    if answer.startswith("OK"):
+        return EXIT_OK
+    return EXIT_FAILED if answer.startswith(NO_CONTROL_PORT) else EXIT_USAGE  # the simulator refused our words
 
 
 async def _cmd_history(config: Config, args: argparse.Namespace) -> int:
-    async with open_services(config) as services:
-        runs = await services.repo.list_runs(limit=args.limit)
-        holds = await services.outbox.store.holds()
+    async with await Repository.open(database_path(config), for_reading=True) as repo:
+        runs = await repo.list_runs(limit=args.limit)
+        holds = await repo.outbox.holds()
+    print(f"Database: {database_path(config)}")
     if not runs:
         print("No runs yet. Try: gwbot demo")
     for r in runs:
@@ -270,8 +377,8 @@ def _held_lines(holds: Sequence[Hold]) -> list[str]:
 
 
 async def _cmd_outbox(config: Config, args: argparse.Namespace) -> int:
-    async with open_services(config) as services:
-        store = services.outbox.store
+    async with await Repository.open(database_path(config), for_reading=not args.retry) as repo:
+        store = repo.outbox
         if args.retry:
             holds = await store.holds()
             due = await store.retry_now()
@@ -293,8 +400,8 @@ async def _cmd_outbox(config: Config, args: argparse.Namespace) -> int:
 
 
 async def _stored_run(config: Config, run_id: int) -> RunRecord | None:
-    async with open_services(config) as services:
-        run = await services.repo.get_run(run_id)
+    async with await Repository.open(database_path(config), for_reading=True) as repo:  # works read-only too
+        run = await repo.get_run(run_id)
     if run is None:
         print(f"gwbot: no run #{run_id} (see gwbot history)", file=sys.stderr)
     return run
@@ -322,19 +429,18 @@ async def _cmd_report(config: Config, args: argparse.Namespace) -> int:
 
 
 async def _cmd_bench(_: Config, args: argparse.Namespace) -> int:
-    if not 0 <= args.outage < 86400:  # also refuses nan
-        print("gwbot: --outage: give seconds from 0 (skip) to 86400, e.g. --outage 120", file=sys.stderr)
-        return EXIT_USAGE
     print(f"Measuring against the simulated Gateway ({args.trials} trials each) ...", flush=True)
     for figure in await bench.measure(trials=args.trials):
         print(figure.line(), flush=True)
     for figure in await bench.measure_chat():
         print(figure.line(), flush=True)
+    for figure in await bench.measure_lifecycle(trials=args.trials, outage=args.outage):
+        print(figure.line(), flush=True)
     for figure in await bench.measure_outbox_cost():
         print(figure.line(), flush=True)
-    if args.outage > 0:
-        print(f"Outbox: the Bot API refuses connections for {args.outage:g} s while a /checklist ends ...", flush=True)
-        for figure in await bench.measure_outage(args.outage):
+    if args.api_outage > 0:
+        print(f"Outbox: the Bot API refuses connections for {args.api_outage:g} s while a /checklist ends ...", flush=True)
+        for figure in await bench.measure_outage(args.api_outage):
             print(figure.line(), flush=True)
     return EXIT_OK
 
@@ -354,19 +460,49 @@ COMMANDS = {
 }
 
 
+async def _cancelled_by_sigterm(command: Awaitable[int]) -> int:
+    """SIGTERM cancels the command as Ctrl-C does, so a running check is stored as cancelled.
+    (run, chat and simulate install their own graceful stop for both signals.)"""
+    task = asyncio.current_task()
+    assert task is not None
+    with contextlib.suppress(NotImplementedError):  # not on Windows
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    return await command
+
+
+def _checked(args: argparse.Namespace) -> tuple[Config, argparse.Namespace]:
+    """The config, and the flags that can only be checked against it. Raises ConfigError."""
+    config = load_config(getattr(args, "config", None))
+    if getattr(args, "gateway", None) is not None:
+        config.gateway(args.gateway)
+    return config, args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
     try:
-        config = load_config(args.config)
-    except ConfigError as e:
-        print(f"gwbot: {e}", file=sys.stderr)
+        config, args = _checked(_parser().parse_args(argv))
+    except (UsageError, ConfigError) as e:
+        print(f"gwbot: {e}" if isinstance(e, ConfigError) else e, file=sys.stderr)
         return EXIT_USAGE
-    _setup_logging(config, args.verbose, args.command)
     try:
-        return asyncio.run(COMMANDS[args.command](config, args))
+        with _logging(config, getattr(args, "verbose", False), args.command):
+            code = asyncio.run(_cancelled_by_sigterm(COMMANDS[args.command](config, args)))
+            sys.stdout.flush()  # here, not at exit, so that a closed pipe is handled below
+            return code
     except KeyboardInterrupt:
         print("\ngwbot: interrupted", file=sys.stderr)
         return 130
+    except asyncio.CancelledError:
+        print("gwbot: stopped (SIGTERM)", file=sys.stderr)
+        return EXIT_SIGTERM
+    except BrokenPipeError:
+        # The reader went away (`gwbot report 1 | head`): as the Python docs advise, point stdout
+        # at devnull so the interpreter's last flush does not fail again, and exit quietly.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILED
+    except StorageError as e:  # the database file cannot be used: its message says which and what to do
+        print(f"gwbot: {e}", file=sys.stderr)
+        return EXIT_USAGE
     except (ConnectionError, OSError) as e:
         print(f"gwbot: {e}", file=sys.stderr)
         return EXIT_FAILED

@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import math
 import os
+import re
 import reprlib
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
@@ -23,10 +24,72 @@ ENV_CONFIG = "GWBOT_CONFIG"
 ENV_TOKEN = "TELEGRAM_BOT_TOKEN"
 DEFAULT_PATH = Path("config") / "config.yaml"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+# Where the database lives unless a config file says otherwise: the project's data/ beside config/.
+PROJECT_DATA_DIR = Path(__file__).resolve().parents[1] / "data"
+# Telegram's documented shape (bot id, colon, secret); Telegram promises nothing stricter.
+TOKEN_SHAPE = re.compile(r"\d+:[A-Za-z0-9_-]{30,}")
+# What a typed number may look like: plain ASCII decimals (int()/float() also take '1_0', '٣', 'nan').
+NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", re.ASCII)
 
 
 class ConfigError(Exception):
     """One line that says which file, which key, and what is wrong."""
+
+
+@dataclass(frozen=True)
+class Range:
+    """The numbers one setting accepts, declared once beside it and used by every edge that takes it
+    (config file, CLI flag, chat argument). ``low_open`` excludes ``low`` itself."""
+
+    low: float
+    high: float
+    integer: bool = False
+    low_open: bool = False
+    unit: str = "seconds"
+    wording: str | None = None  # says it better than the bounds (a run number's bound is 2**63 - 1)
+
+    @property
+    def expected(self) -> str:
+        if self.wording:
+            return self.wording
+        if self.integer:
+            return f"an integer {self.low}-{self.high}"
+        if self.low_open:
+            return f"a number of {self.unit} > {self.low:g}, at most {self.high:g}"
+        return f"a number of {self.unit} from {self.low:g} to {self.high:g}"
+
+    def contains(self, v: Any) -> bool:
+        if self.integer:
+            return _is_int(v) and self.low <= v <= self.high
+        # .nan / .inf are valid YAML floats but would make sleeps and timeouts meaningless.
+        return ((_is_int(v) or isinstance(v, float)) and math.isfinite(v)
+                and (self.low < v if self.low_open else self.low <= v) and v <= self.high)
+
+    def parse(self, text: str) -> int | float:
+        """A typed number (flag or chat argument) in this range; ValueError saying what is expected."""
+        if not NUMBER.fullmatch(text):
+            raise ValueError(self.expected)
+        value = float(text)
+        if self.integer:
+            if not value.is_integer() or not re.fullmatch(r"[+-]?\d+", text):
+                raise ValueError(self.expected)
+            value = int(text)
+        if not self.contains(value):
+            raise ValueError(self.expected)
+        return value
+
+
+def _seconds(low: float, high: float, *, low_open: bool = False) -> Range:
+    return Range(low, high, low_open=low_open)
+
+
+PORT = Range(1, 65535, integer=True)
+CLIENT_ID = Range(0, 2**31 - 1, integer=True)
+RECONNECT_ATTEMPTS = Range(0, 1000, integer=True)
+RUN_ID = Range(1, 2**63 - 1, integer=True, wording="a run number (gwbot history lists them)")  # SQLite's rowid
+# The checklist asks for 10+ minutes; a day is the longest that still makes sense, 3 s the shortest
+# that shows a few heartbeats.
+SOAK_SECONDS = _seconds(3, 86400)
 
 
 @dataclass(frozen=True)
@@ -42,6 +105,10 @@ class GatewayConfig:
     heartbeat_interval: float = 10.0
     heartbeat_timeout: float = 5.0
     allow_live: bool = False
+    # Reconnecting never gives up while the port refuses; this total budget (seconds from the
+    # drop, None = never) is the only limit. 15 min: a daily auto-restart takes ~35-80 s and a
+    # Sunday cold restart with a 2FA login minutes; beyond that a person has to act.
+    give_up_after: float | None = 900.0
 
 
 @dataclass(frozen=True)
@@ -63,6 +130,8 @@ class SoakConfig:
 @dataclass(frozen=True)
 class ChecksConfig:
     reconnect_within: float = 30.0
+    # A data farm broken at connect and OK within this many seconds is only a blip.
+    farm_grace: float = 5.0
     operator_timeout: float = 120.0
     stop_on_failure: bool = False
 
@@ -141,24 +210,24 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)  # YAML's true is an int to Python
 
 
-def _integer(low: int, high: int | None = None) -> Validator:
-    expected = f"an integer {low}-{high}" if high is not None else f"an integer >= {low}"
-
-    def check(v: Any) -> int:
-        if not _is_int(v) or v < low or (high is not None and v > high):
-            raise _Bad(expected)
-        return v
+def _in(allowed: Range) -> Validator:
+    def check(v: Any) -> int | float:
+        if not allowed.contains(v):
+            raise _Bad(allowed.expected)
+        return v if allowed.integer else float(v)
     return check
 
 
-def _number(low: float, *, inclusive: bool = True) -> Validator:
-    expected = f"a number {'>=' if inclusive else '>'} {low:g}"
+def _optional(allowed: Range) -> Validator:
+    number = _in(allowed)
 
-    def check(v: Any) -> float:
-        # .nan / .inf are valid YAML floats but would make sleeps and timeouts meaningless.
-        if not (_is_int(v) or isinstance(v, float)) or not math.isfinite(v) or v < low or (not inclusive and v == low):
-            raise _Bad(expected)
-        return float(v)
+    def check(v: Any) -> int | float | None:
+        if v is None:
+            return None
+        try:
+            return number(v)
+        except _Bad:
+            raise _Bad(f"null or {allowed.expected}") from None
     return check
 
 
@@ -200,15 +269,16 @@ GATEWAY_KEYS: dict[str, Validator] = {
     "name": _text,
     "account": _text,
     "host": _text,
-    "port": _integer(1, 65535),
-    "client_id": _integer(0, 2**31 - 1),
-    "reconnect_delay": _number(0),
-    "max_reconnect_attempts": _integer(0),
-    "connect_timeout": _number(0, inclusive=False),
+    "port": _in(PORT),
+    "client_id": _in(CLIENT_ID),
+    "reconnect_delay": _in(_seconds(0, 3600)),
+    "max_reconnect_attempts": _in(RECONNECT_ATTEMPTS),
+    "connect_timeout": _in(_seconds(0, 600, low_open=True)),
     # ib_async can leave a reqCurrentTime unanswered when sent < ~1 s after the previous one.
-    "heartbeat_interval": _number(1),
-    "heartbeat_timeout": _number(0, inclusive=False),
+    "heartbeat_interval": _in(_seconds(1, 3600)),
+    "heartbeat_timeout": _in(_seconds(0, 600, low_open=True)),
     "allow_live": _boolean,
+    "give_up_after": _optional(_seconds(0, 7 * 86400, low_open=True)),  # null: never give up
 }
 # A ``gateways.NAME`` entry takes its name from the key, so ``name`` is not one of its keys.
 OVERRIDE_KEYS = {k: v for k, v in GATEWAY_KEYS.items() if k != "name"}
@@ -217,30 +287,31 @@ SECTIONS: dict[str, tuple[type, dict[str, Validator]]] = {
         "allowed_chat_ids": _id_set,  # groups have negative ids
         "allowed_user_ids": _id_set,
         "api_base_url": _optional_text,
-        "progress_interval": _number(1),  # Telegram rate-limits message edits
+        "progress_interval": _in(_seconds(1, 3600)),  # Telegram rate-limits message edits
     }),
     "soak": (SoakConfig, {
-        "duration": _number(0, inclusive=False),
-        "heartbeat_interval": _number(1),
-        "progress_interval": _number(0, inclusive=False),
+        "duration": _in(SOAK_SECONDS),
+        "heartbeat_interval": _in(_seconds(1, 3600)),
+        "progress_interval": _in(_seconds(0, 3600, low_open=True)),
     }),
     "checks": (ChecksConfig, {
-        "reconnect_within": _number(0, inclusive=False),
-        "operator_timeout": _number(0, inclusive=False),
+        "reconnect_within": _in(_seconds(0, 3600, low_open=True)),
+        "farm_grace": _in(_seconds(0, 600)),
+        "operator_timeout": _in(_seconds(0, 86400, low_open=True)),
         "stop_on_failure": _boolean,
     }),
     "logging": (LoggingConfig, {"level": _level}),
     "outbox": (OutboxConfig, {
-        "digest_after": _integer(1),
-        "retry_initial": _number(0, inclusive=False),
-        "retry_max": _number(0, inclusive=False),
-        "max_attempts": _integer(1),
-        "send_timeout": _number(0, inclusive=False),
-        "chat_interval": _number(0),
-        "group_per_minute": _integer(1),
-        "overall_per_second": _integer(1),
+        "digest_after": _in(Range(1, 10_000, integer=True)),
+        "retry_initial": _in(_seconds(0, 3600, low_open=True)),
+        "retry_max": _in(_seconds(0, 3600, low_open=True)),
+        "max_attempts": _in(Range(1, 1000, integer=True)),
+        "send_timeout": _in(_seconds(0, 600, low_open=True)),
+        "chat_interval": _in(_seconds(0, 3600)),
+        "group_per_minute": _in(Range(1, 10_000, integer=True)),
+        "overall_per_second": _in(Range(1, 10_000, integer=True)),
     }),
-    "selfcheck": (SelfcheckConfig, {"ping_url": _optional_url, "every": _number(1)}),
+    "selfcheck": (SelfcheckConfig, {"ping_url": _optional_url, "every": _in(_seconds(1, 86400))}),
 }
 SCALARS: dict[str, Validator] = {"data_dir": _text}
 TOP_KEYS = ("ibkr", "gateways", *SCALARS, *SECTIONS)
@@ -322,8 +393,47 @@ class _Loader:
                     for name, (cls, spec) in SECTIONS.items()}
         sections["telegram"] = replace(sections["telegram"], token=env.get(ENV_TOKEN, "").strip() or None)
         scalars = self.fields({k: v for k, v in doc.items() if k in SCALARS}, SCALARS, "")
-        data_dir = (base_dir / Path(scalars.get("data_dir", "data")).expanduser()).resolve()
+        data_dir = self.data_dir(scalars.get("data_dir"), base_dir)
         return Config(gateways=self.gateways(doc), data_dir=data_dir, source=source, **sections)
+
+    def data_dir(self, given: str | None, base_dir: Path) -> Path:
+        """Not set: the project's data/, wherever gwbot runs from and whichever file configures it.
+        Set: relative to the config file's folder. Only the last folder is ever created, so a
+        mistyped path is an error instead of a new tree (or a folder at the filesystem root)."""
+        if given is None:
+            return PROJECT_DATA_DIR
+        path = (base_dir / Path(given).expanduser()).resolve()
+        if not path.exists() and not path.parent.is_dir():
+            raise self.error("data_dir", f"{path.parent} does not exist; create it, or set data_dir to a folder "
+                                         "that exists")
+        return path
+
+
+def _check_unique_keys(node: yaml.Node | None, where: str, path: str = "") -> None:
+    """YAML lets a key appear twice and keeps the last; in a config that hides a mistake."""
+    if isinstance(node, yaml.MappingNode):
+        first_line: dict[str, int] = {}
+        for key, value in node.value:
+            if not isinstance(key, yaml.ScalarNode):
+                continue
+            at = _key_path(path, key.value)
+            line = key.start_mark.line + 1
+            if key.value in first_line:
+                raise ConfigError(f"{where}: {at}: given twice, at lines {first_line[key.value]} and {line} "
+                                  "(keep one)")
+            first_line[key.value] = line
+            _check_unique_keys(value, where, at)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _check_unique_keys(item, where, path)
+
+
+def token_error(token: str) -> str | None:
+    """Why a bot token cannot be right, told before any request carries it; None if it looks right."""
+    if TOKEN_SHAPE.fullmatch(token):
+        return None
+    return (f"{ENV_TOKEN} does not look like a bot token (digits:letters, like 123456789:AAH...); "
+            "copy it again from @BotFather")
 
 
 def resolve_path(path: str | Path | None, env: Mapping[str, str]) -> Path | None:
@@ -346,6 +456,7 @@ def _parse(source: Path) -> Any:
     except UnicodeDecodeError as e:
         raise ConfigError(f"{source.name}: not UTF-8 text (byte {e.start})") from None
     try:
+        _check_unique_keys(yaml.compose(text, Loader=yaml.SafeLoader), source.name)
         return yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
@@ -359,5 +470,5 @@ def load_config(path: str | Path | None = None, *, env: Mapping[str, str] | None
     env = os.environ if env is None else env
     source = resolve_path(path, env)
     if source is None:
-        return _Loader("defaults").load({}, Path.cwd(), env, None)
+        return _Loader("defaults").load({}, PROJECT_DATA_DIR.parent, env, None)
     return _Loader(source.name).load(_parse(source), source.resolve().parent, env, source.resolve())

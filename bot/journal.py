@@ -27,7 +27,7 @@ from bot.ibkr.events import (
     Reconnected,
     Reconnecting,
 )
-from storage import Repository
+from storage import Repository, StorageError
 
 # Which run the current task works for: lets one handler serve concurrent runs.
 current_run: ContextVar[int | None] = ContextVar("current_run", default=None)
@@ -94,10 +94,15 @@ class RunJournal:
         self._writer: asyncio.Task[None] | None = None
         self._closing = asyncio.Event()
         self._token: Any = None
+        self._failed = False
 
     def event(self, event: ClientEvent) -> None:
-        if isinstance(event, Heartbeat) and event.rtt is not None:
-            return  # answered heartbeats are the soak's series, not news
+        if isinstance(event, Heartbeat):
+            # Every heartbeat is a sample, stored as it comes so that a crashed soak keeps them;
+            # only a missed one is also news.
+            self._queue.put_nowait(("sample", (event.at, event.rtt)))
+            if event.rtt is not None:
+                return
         self._queue.put_nowait(("event", event))
 
     async def __aenter__(self) -> RunJournal:
@@ -122,20 +127,33 @@ class RunJournal:
                     await self._closing.wait()
             try:
                 await self._flush()
-            except Exception:
+            except StorageError as e:
                 # Never let a storage hiccup kill the run; the lines are lost, the run goes on.
+                # Said once: a full disk would otherwise repeat it five times a second.
+                if not self._failed:
+                    logging.getLogger(__name__).error("could not store run %s's events and logs: %s", self.run_id, e)
+                self._failed = True
+            except Exception:
                 logging.getLogger(__name__).exception("could not write run %s journal", self.run_id)
 
     async def _flush(self) -> None:
         logs: list[tuple[datetime, str, str, str]] = []
+        samples: list[tuple[datetime, float | None]] = []
         while not self._queue.empty():
             kind, item = self._queue.get_nowait()
             if kind == "log":
                 logs.append(item)
-                continue
-            if logs:
-                await self.repo.add_logs(self.run_id, logs)
-                logs = []
-            await self.repo.add_event(self.run_id, item.at, item.kind, describe(item), _data(item))
-        if logs:
-            await self.repo.add_logs(self.run_id, logs)
+            elif kind == "sample":
+                samples.append(item)
+            else:
+                await self._write_batches(logs, samples)
+                await self.repo.add_event(self.run_id, item.at, item.kind, describe(item), _data(item))
+        await self._write_batches(logs, samples)
+
+    async def _write_batches(self, logs: list[tuple[datetime, str, str, str]],
+                             samples: list[tuple[datetime, float | None]]) -> None:
+        """Write and empty the batches, so that what is stored keeps the order it came in."""
+        await self.repo.add_logs(self.run_id, logs)
+        await self.repo.add_samples(self.run_id, samples)
+        logs.clear()
+        samples.clear()

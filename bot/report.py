@@ -6,6 +6,7 @@ be rebuilt for any past run, including one that was interrupted half-way.
 
 from __future__ import annotations
 
+import statistics
 from datetime import datetime
 
 from storage import CheckRecord, RunRecord
@@ -14,6 +15,7 @@ PASS, FAIL, NOT_RUN = "✅", "❌", "⏸️"
 SEED_SOAK_SECONDS = 600  # "Connection stays stable for 10+ minutes"
 LOG_EXCERPT_LINES = 25
 HINT_PREFIX = "Hint: "
+LOCAL_DISCONNECT = "local disconnect"  # the client's own goodbye at the end of a check: not a drop
 
 
 def _mark(ok: bool | None) -> str:
@@ -80,15 +82,45 @@ def summary(run: RunRecord) -> str:
     return "\n".join([head, *(check_line(c) for c in run.checks)])
 
 
-def _soak_line(run: RunRecord) -> str:
+def _soak_lines(run: RunRecord) -> list[str]:
     soak = _check(run, "soak")
     seconds = _metric(soak, "duration")
-    if soak is None or seconds is None:
-        return f"- {_mark(None if soak is None else False)} Stayed connected for 10+ minutes"
-    if seconds >= SEED_SOAK_SECONDS:
-        return f"- {_mark(_passed(soak))} Stayed connected for 10+ minutes ({seconds / 60:.1f} min)"
-    return (f"- {_mark(_passed(soak))} Stayed connected for {seconds:.0f} s "
-            f"(shortened soak; the checklist asks for 10+ minutes)")
+    if soak is None:
+        return [f"- {_mark(None)} Stayed connected for 10+ minutes"]
+    if seconds is None:
+        line = f"- {_mark(False)} Stayed connected for 10+ minutes" + _unfinished_soak(soak)
+    elif seconds >= SEED_SOAK_SECONDS:
+        line = f"- {_mark(_passed(soak))} Stayed connected for 10+ minutes ({seconds / 60:.1f} min)"
+    else:
+        line = (f"- {_mark(_passed(soak))} Stayed connected for {seconds:.0f} s "
+                f"(shortened soak; the checklist asks for 10+ minutes)")
+    return [line, *_connection_events(run, soak)]
+
+
+def _unfinished_soak(soak: CheckRecord) -> str:
+    """What a soak that never stored its result did get to measure: its samples, kept as taken."""
+    if soak.ended_at is None:
+        return ""
+    text = f": {soak.status} after {(soak.ended_at - soak.started_at).total_seconds():.0f} s"
+    if soak.series:
+        rtts = [rtt * 1000 for _, rtt in soak.series if rtt is not None]
+        text += f"; {len(soak.series)} heartbeats stored"
+        if rtts:
+            text += f" (RTT median {statistics.median(rtts):.1f} ms, max {max(rtts):.1f} ms)"
+        text += f", {len(soak.series) - len(rtts)} missed"
+    return text
+
+
+# What a person needs to see of the connection's life during a soak: the drops and what followed.
+CONNECTION_EVENTS = ("disconnected", "reconnected", "reconnect_gave_up")
+
+
+def _connection_events(run: RunRecord, check: CheckRecord) -> list[str]:
+    def during(at: datetime) -> bool:
+        return check.started_at <= at and (check.ended_at is None or at <= check.ended_at)
+
+    return [f"  - {e.at:%H:%M:%S} UTC: {e.message}" for e in run.events
+            if e.kind in CONNECTION_EVENTS and during(e.at) and f"({LOCAL_DISCONNECT})" not in e.message]
 
 
 def _reconnect_lines(run: RunRecord) -> list[str]:
@@ -155,7 +187,26 @@ def _recommendations(run: RunRecord) -> list[str]:
                if _check(run, n) is None]
     if missing and run.kind == "checklist":
         hints.append(f"Complete the remaining checks: {', '.join(missing)}")
+    hints += _status_advice(run, bool(hints))
     return [f"- {h}" for h in hints] or ["- None: the connection lifecycle behaved as expected"]
+
+
+def _status_advice(run: RunRecord, advised: bool) -> list[str]:
+    """What a run that did not pass asks for, even when no check gave a hint: never "None"."""
+    again = f"`gwbot check {'all' if run.kind == 'checklist' else run.kind}`"
+    if run.status == "running":
+        return [f"Run #{run.id} is still running: this report is not final; look again when it ends"]
+    if run.status == "interrupted":
+        when = f" at {run.ended_at:%H:%M:%S} UTC" if run.ended_at else ""
+        return [f"Run #{run.id} was interrupted (the gwbot running it stopped{when}); run it again for a "
+                f"complete result: {again}"]
+    if run.status == "cancelled":
+        return [f"Run #{run.id} was cancelled before it finished; run it again for a complete result: {again}"]
+    if run.status != "passed" and not advised:
+        failed = [c.name for c in run.checks if c.status not in ("passed", "skipped")] or [run.kind]
+        return [f"See Errors/Issues above and the full log (`gwbot logs {run.id}`) for what stopped "
+                f"{', '.join(failed)}; fix it, then run it again: {again}"]
+    return []
 
 
 def log_text(run: RunRecord) -> str:
@@ -181,7 +232,7 @@ def markdown(run: RunRecord) -> str:
         "**Connection Test:**",
         f"- {_mark(_passed(_check(run, 'connect')))} Connected successfully"
         + (f" ({line})" if (line := _connect_detail(run)) else ""),
-        _soak_line(run),
+        *_soak_lines(run),
         f"- {_mark(_passed(_check(run, 'disconnect')))} Disconnected gracefully",
         "",
         "**Auto-Reconnect Test:**",

@@ -9,17 +9,18 @@ from telegram.ext import ContextTypes
 
 from bot.checks import CHECK_NAMES
 from bot.checks.base import OperatorReply, Reply
+from bot.config import SOAK_SECONDS, Range
 from bot.health import LiveView
 from bot.jobs import Busy, Job
 from bot.runner import RunOutcome, RunRequest
-from handlers.context import BadArgument, ChatServices, chat_services, gateway_arg, origin, who
+from handlers.context import BadArgument, ChatServices, chat_services, gateway_arg, number_arg, origin, who
 from handlers.operator import ChatOperator
 from handlers.progress import ProgressMessage
 from handlers.results import post_results
 from storage import OutMessage
 
 log = logging.getLogger(__name__)
-SOAK_MIN_MINUTES, SOAK_MAX_MINUTES = 0.05, 24 * 60
+SOAK_MINUTES = Range(SOAK_SECONDS.low / 60, SOAK_SECONDS.high / 60, unit="minutes")  # chat speaks minutes
 
 
 async def connect(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -30,10 +31,12 @@ async def soak(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     services = chat_services(context)
     args = context.args or []
     minutes = [a for a in args if a not in services.core.config.gateway_names]
-    if len(minutes) > 1 or (minutes and not _minutes_ok(minutes[0])):
-        raise BadArgument(f"Usage: /soak [minutes] [Gateway], minutes from {SOAK_MIN_MINUTES:g} to "
-                          f"{SOAK_MAX_MINUTES}, e.g. /soak 10")
-    await _start(update, context, ("soak",), soak_seconds=float(minutes[0]) * 60 if minutes else None)
+    usage = (f"Usage: /soak [minutes] [Gateway], minutes from {SOAK_MINUTES.low:g} to {SOAK_MINUTES.high:g}, "
+             "e.g. /soak 10")
+    if len(minutes) > 1:
+        raise BadArgument(usage)
+    seconds = number_arg(minutes[0], SOAK_MINUTES, usage) * 60 if minutes else None
+    await _start(update, context, ("soak",), soak_seconds=seconds)
 
 
 async def disconnect(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -63,14 +66,6 @@ async def on_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         await query.answer("Got it.")
     else:
         await query.answer("This step is already over.")
-
-
-def _minutes_ok(text: str) -> bool:
-    try:
-        value = float(text)
-    except ValueError:
-        return False
-    return SOAK_MIN_MINUTES <= value <= SOAK_MAX_MINUTES
 
 
 async def _start(update: Update, context: ContextTypes.DEFAULT_TYPE, checks: tuple[str, ...], *,

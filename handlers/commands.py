@@ -8,10 +8,11 @@ from telegram import Update
 from telegram.ext import ContextTypes
 
 from bot import report
+from bot.config import RUN_ID
 from bot.health import Health, probe
 from bot.ibkr.errors import Layer
 from bot.jobs import Job
-from handlers.context import BadArgument, chat_services, gateway_arg
+from handlers.context import BadArgument, chat_services, gateway_arg, number_arg
 from handlers.results import send_logs, send_report
 
 # Shown by /help and registered with setMyCommands, in this order.
@@ -114,12 +115,14 @@ async def _run_arg(update: Update, context: ContextTypes.DEFAULT_TYPE, command: 
     """The run named by /report or /logs (default: the latest), or None after saying why."""
     repo = chat_services(context).core.repo
     args = context.args or []
-    if len(args) > 1 or (args and not args[0].isdigit()):
-        raise BadArgument(f"Usage: /{command} [run number], e.g. /{command} 12")
+    usage = f"Usage: /{command} [run number], e.g. /{command} 12"
+    if len(args) > 1:
+        raise BadArgument(usage)
     if args:
-        run = await repo.get_run(int(args[0]))
+        run_id = number_arg(args[0], RUN_ID, usage)
+        run = await repo.get_run(run_id)
         if run is None:
-            raise BadArgument(f"No run #{args[0]}. /history lists the runs.")
+            raise BadArgument(f"No run #{run_id}. /history lists the runs.")
         return run
     latest = await repo.latest_run()
     if latest is None:

@@ -8,7 +8,7 @@ from telegram import Update
 from telegram.ext import ContextTypes
 
 from bot.app import Services
-from bot.config import ConfigError, GatewayConfig
+from bot.config import NUMBER, ConfigError, GatewayConfig, Range
 from handlers.operator import PromptBoard
 
 KEY = "gwbot"
@@ -44,7 +44,7 @@ class BadArgument(ValueError):
 
 def gateway_arg(services: ChatServices, args: list[str]) -> GatewayConfig:
     """The Gateway named in the arguments, or the default; unknown names are a clear error."""
-    names = [a for a in args if not _is_number(a)]
+    names = [a for a in args if not NUMBER.fullmatch(a)]
     if len(names) > 1:
         raise BadArgument(f"Give at most one Gateway name; configured: {', '.join(services.core.config.gateway_names)}")
     try:
@@ -53,9 +53,9 @@ def gateway_arg(services: ChatServices, args: list[str]) -> GatewayConfig:
         raise BadArgument(str(e).capitalize()) from None
 
 
-def _is_number(text: str) -> bool:
+def number_arg(text: str, allowed: Range, usage: str) -> int | float:
+    """A number typed in chat, within the range declared beside its setting; else the usage line."""
     try:
-        float(text)
+        return allowed.parse(text)
     except ValueError:
-        return False
-    return True
+        raise BadArgument(usage) from None

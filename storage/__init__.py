@@ -11,11 +11,21 @@ from storage.models import (
     RunRecord,
     RunSummary,
 )
+from storage.errors import (
+    DatabaseBusy,
+    DatabaseReadOnly,
+    DatabaseUnavailable,
+    NotADatabase,
+    SchemaTooNew,
+    StorageError,
+    StorageFull,
+)
 from storage.outbox import ChatBacklog, Hold, HoldReason, OutboxRow, OutboxStore, OutKind, OutMessage, OutStatus
-from storage.repository import Repository, SchemaTooNew
+from storage.repository import Repository
 
 __all__ = [
     "CHECK_STATUSES", "RUN_STATUSES", "AuditRecord", "CheckRecord", "EventRecord", "LogRecord", "Metric",
-    "Repository", "RunRecord", "RunSummary", "SchemaTooNew",
+    "Repository", "RunRecord", "RunSummary", "SchemaTooNew", "StorageError", "DatabaseBusy", "DatabaseReadOnly",
+    "DatabaseUnavailable", "NotADatabase", "StorageFull",
     "ChatBacklog", "Hold", "HoldReason", "OutKind", "OutMessage", "OutStatus", "OutboxRow", "OutboxStore",
 ]

@@ -59,7 +59,22 @@ MIGRATIONS: tuple[str, ...] = (
         detail TEXT NOT NULL
     );
     """,
-    # 2 (outbox): messages written before they are sent, sent in id order per chat; chats
+    # 2: who owns a running run (host, pid, process start; a lease renewed while it runs), so that
+    # only a run whose owner is gone is marked interrupted; soak samples stored as they are taken.
+    """
+    ALTER TABLE runs ADD COLUMN owner_host TEXT;
+    ALTER TABLE runs ADD COLUMN owner_pid INTEGER;
+    ALTER TABLE runs ADD COLUMN owner_start TEXT;
+    ALTER TABLE runs ADD COLUMN alive_at TEXT;
+    CREATE TABLE samples (
+        id INTEGER PRIMARY KEY,
+        run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+        at TEXT NOT NULL,
+        rtt REAL
+    );
+    CREATE INDEX samples_run ON samples (run_id, id);
+    """,
+    # 3 (outbox): messages written before they are sent, sent in id order per chat; chats
     # Telegram refused (blocked, not found) and groups that moved to a supergroup.
     """
     CREATE TABLE outbox (

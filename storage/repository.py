@@ -1,20 +1,29 @@
-"""The one aiosqlite repository: runs, checks, events, log lines and the audit trail.
+"""The one aiosqlite repository: runs, checks, events, samples, log lines and the audit trail.
 
-Every write commits at once, so a crash leaves a readable partial run; on open, runs still
-marked running are marked interrupted. WAL lets readers (a /report) run beside the writer.
+Every write commits at once, so a crash leaves a readable partial run. A run records its owner
+(host, pid, process start) and renews a lease while it runs; a run still marked running whose
+owner is provably gone is marked interrupted, ended at its last stored sign of life. WAL lets
+readers (a /report, `gwbot history` during a soak) run beside the writer.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
-from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime
+import os
+import socket
+import sqlite3
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
+from storage.errors import ELSEWHERE, DatabaseUnavailable, SchemaTooNew, StorageError, read_only, translate
 from storage.migrations import MIGRATIONS
 from storage.models import (
     CHECK_STATUSES,
@@ -30,6 +39,10 @@ from storage.models import (
 from storage.outbox import OutboxStore
 
 log = logging.getLogger(__name__)
+
+LEASE_RENEW = 5.0  # seconds between renewals of this process's running runs
+LEASE_EXPIRY = timedelta(seconds=60)  # a lease this stale means its owner (on another host) is gone
+SAMPLES_SINCE = 2  # schema version that has the samples table and run owners
 
 
 def _ts(at: datetime) -> str:
@@ -53,39 +66,164 @@ def _status(value: str, allowed: frozenset[str], what: str) -> str:
     return value
 
 
-class SchemaTooNew(RuntimeError):
-    pass
+def _process_start(pid: int) -> str | None:
+    """When the process started (clock ticks since boot, Linux): tells a reused pid from its first owner."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[-1].split()[19]  # field 22; the name before ")" may hold spaces
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False  # kill(0 or -n, 0) would ask about process groups, not a process
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process, alive
+    return True
+
+
+def _host() -> str:
+    """This host, and its pid namespace: two containers may share a hostname but not their pids."""
+    with contextlib.suppress(OSError):
+        return f"{socket.gethostname()} {os.readlink('/proc/self/ns/pid')}"
+    return socket.gethostname()
+
+
+@dataclass(frozen=True)
+class Owner:
+    host: str
+    pid: int
+    start: str | None
+
+    @classmethod
+    def current(cls) -> Owner:
+        return cls(_host(), os.getpid(), _process_start(os.getpid()))
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.host, self.pid, self.start))
+
+
+def _owner_gone(row: Mapping[str, Any], here: Owner, now: datetime) -> bool:
+    """Provably gone: a dead or reused pid on this host, else a lease not renewed for LEASE_EXPIRY."""
+    if row["owner_host"] is None:
+        return True  # stored before owners were recorded: nothing could ever finish it
+    if row["owner_host"] == here.host:
+        if not _pid_alive(row["owner_pid"]):
+            return True
+        start = _process_start(row["owner_pid"])
+        if start is not None and row["owner_start"] is not None:
+            return start != row["owner_start"]
+    alive_at = _dt(row["alive_at"])
+    return alive_at is None or now - alive_at > LEASE_EXPIRY
+
+
+def _access(path: Path, *, for_reading: bool) -> str:
+    """How the file can be opened ("rw", "ro" or "immutable"), or why not; checks before SQLite
+    creates or changes anything."""
+    folder = path.parent
+    try:
+        if path.is_dir():
+            raise DatabaseUnavailable(f"{path} is a folder, not a database file: move it away, {ELSEWHERE}")
+        if not folder.exists():
+            folder.mkdir()  # only the last folder: a mistyped path is an error, not a new tree
+    except PermissionError as e:
+        raise DatabaseUnavailable(f"cannot open {path}: no permission to reach {e.filename or folder}; "
+                                  f"give your user access, {ELSEWHERE}") from None
+    except OSError as e:
+        raise DatabaseUnavailable(f"cannot create the folder {folder} for {path}: {e.strerror}; create it, "
+                                  f"{ELSEWHERE}") from None
+    if not os.access(folder, os.X_OK):
+        raise DatabaseUnavailable(f"cannot open {path}: no permission to read the folder {folder}; "
+                                  f"give your user access, {ELSEWHERE}")
+    if not path.exists():
+        if not os.access(folder, os.W_OK):
+            raise DatabaseUnavailable(f"cannot create {path}: the folder {folder} is not writable; "
+                                      f"make it writable, {ELSEWHERE}")
+        return "rw"
+    if not os.access(path, os.R_OK):
+        raise DatabaseUnavailable(f"cannot open {path}: no permission to read it; give your user access, "
+                                  f"{ELSEWHERE}")
+    if os.access(path, os.W_OK) and os.access(folder, os.W_OK):
+        return "rw"
+    if not for_reading:
+        raise read_only(path)
+    # Without a -wal file no writer is active, so nothing is missed by reading the file as it is;
+    # "immutable" then reads without creating the -shm file a read-only folder would refuse.
+    return "ro" if Path(f"{path}-wal").exists() else "immutable"
+
+
+@contextlib.contextmanager
+def _translated(path: Path) -> Iterator[None]:
+    try:
+        yield
+    except sqlite3.Error as e:
+        raise translate(path, e) from e
 
 
 class Repository:
     """Open with ``await Repository.open(path)``; close with ``await repo.close()`` or ``async with``."""
 
-    def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
+    def __init__(self, db: aiosqlite.Connection, path: Path, *, read_only: bool = False) -> None:
         self._db = db
         self.path = path
+        self.read_only = read_only
+        self.owner = Owner.current()
         self.recovered_runs: tuple[int, ...] = ()
         self.outbox = OutboxStore(db)  # the outbox's rows share this connection (one writer)
+        self._version = len(MIGRATIONS)
+        self._owned: set[int] = set()  # runs this repository created and has not finished
+        self._lease_task: asyncio.Task[None] | None = None
 
     @classmethod
-    async def open(cls, path: Path) -> Repository:
+    async def open(cls, path: Path, *, for_reading: bool = False) -> Repository:
+        """Open (creating and migrating) the database. ``for_reading``: when the file or its folder
+        is not writable, open it read-only instead of refusing (history, reports, logs)."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        db = await aiosqlite.connect(path)
+        mode = _access(path, for_reading=for_reading)
+        with _translated(path):
+            if mode == "rw":
+                db = await aiosqlite.connect(path)
+            else:
+                uri = path.resolve().as_uri() + ("?mode=ro" if mode == "ro" else "?mode=ro&immutable=1")
+                db = await aiosqlite.connect(uri, uri=True)
         db.row_factory = aiosqlite.Row
-        repo = cls(db, path)
+        repo = cls(db, path, read_only=mode != "rw")
         try:
-            await db.execute("PRAGMA journal_mode=WAL")
-            await db.execute("PRAGMA foreign_keys=ON")
-            await db.execute("PRAGMA busy_timeout=5000")
-            await repo._migrate()
-            await repo._recover()
+            with _translated(path):
+                await db.execute("PRAGMA busy_timeout=5000")
+                # Read before any write: a file that is not ours, or too new, is left as it was.
+                (repo._version,) = await repo._one("PRAGMA user_version")
+                if repo._version > len(MIGRATIONS):
+                    raise SchemaTooNew(
+                        f"{path} was written by a newer gwbot (schema version {repo._version}; this one knows "
+                        f"{len(MIGRATIONS)}); upgrade gwbot, {ELSEWHERE}")
+                if not repo.read_only:
+                    await db.execute("PRAGMA journal_mode=WAL")
+                    await db.execute("PRAGMA foreign_keys=ON")
+                    await repo._migrate()
+                    repo.recovered_runs = await repo._recover()
+                    repo._lease_task = asyncio.create_task(repo._keep_leases(), name=f"leases {path.name}")
         except BaseException:
             await db.close()
             raise
         return repo
 
     async def close(self) -> None:
-        await self._db.close()
+        if self._lease_task is not None:
+            self._lease_task.cancel()
+            await asyncio.gather(self._lease_task, return_exceptions=True)
+        try:
+            if self._owned:  # we are their owner and we are going: nobody will finish them
+                await self._interrupt(sorted(self._owned))
+        except StorageError as e:
+            log.warning("could not mark runs %s interrupted in %s: %s", sorted(self._owned), self.path, e)
+        finally:
+            await self._db.close()
 
     async def __aenter__(self) -> Repository:
         return self
@@ -94,34 +232,80 @@ class Repository:
         await self.close()
 
     async def _migrate(self) -> None:
-        (version,) = await self._one("PRAGMA user_version")
-        if version > len(MIGRATIONS):
-            raise SchemaTooNew(f"{self.path}: database schema version {version} is newer than this gwbot "
-                               f"knows ({len(MIGRATIONS)}); upgrade gwbot")
-        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+        for number, script in enumerate(MIGRATIONS[self._version:], start=self._version + 1):
             log.info("migrating %s to schema version %d", self.path, number)
             await self._db.executescript(f"BEGIN; {script}; PRAGMA user_version = {number}; COMMIT;")
+        self._version = len(MIGRATIONS)
 
-    async def _recover(self) -> None:
-        rows = await self._db.execute_fetchall("SELECT id FROM runs WHERE status = 'running' ORDER BY id")
-        self.recovered_runs = tuple(r["id"] for r in rows)
-        if not self.recovered_runs:
-            return
-        now = _now()
-        await self._db.execute("UPDATE checks SET status = 'interrupted', ended_at = ? WHERE status = 'running'", (now,))
-        await self._db.execute("UPDATE runs SET status = 'interrupted', ended_at = ? WHERE status = 'running'", (now,))
-        await self._db.commit()
-        log.warning("marked runs %s interrupted: they were running when gwbot stopped",
-                    ", ".join(map(str, self.recovered_runs)))
+    async def _recover(self) -> tuple[int, ...]:
+        """Mark interrupted the running runs whose owner is gone; the ids marked."""
+        rows = await self._all("SELECT id, owner_host, owner_pid, owner_start, alive_at FROM runs "
+                               "WHERE status = 'running' ORDER BY id")
+        now = datetime.now(UTC)
+        gone = [r["id"] for r in rows if r["id"] not in self._owned and _owner_gone(r, self.owner, now)]
+        if gone:
+            await self._interrupt(gone)
+            log.warning("marked runs %s interrupted: the gwbot running them is gone", ", ".join(map(str, gone)))
+        return tuple(gone)
 
-    async def _one(self, sql: str, params: Sequence[Any] = ()) -> aiosqlite.Row | None:
-        async with self._db.execute(sql, params) as cur:
-            return await cur.fetchone()
+    async def _interrupt(self, run_ids: Iterable[int]) -> None:
+        for run_id in run_ids:
+            ended = _ts(await self._last_sign_of_life(run_id))
+            await self._write("UPDATE checks SET status = 'interrupted', ended_at = ? "
+                              "WHERE run_id = ? AND status = 'running'", (ended, run_id))
+            await self._write("UPDATE runs SET status = 'interrupted', ended_at = ? "
+                              "WHERE id = ? AND status = 'running'", (ended, run_id))
+            self._owned.discard(run_id)
+
+    async def _last_sign_of_life(self, run_id: int) -> datetime:
+        """The last time stored for the run: when it was last seen doing anything."""
+        row = await self._one(
+            "SELECT (SELECT started_at FROM runs WHERE id = :r), (SELECT MAX(at) FROM events WHERE run_id = :r), "
+            "(SELECT MAX(at) FROM logs WHERE run_id = :r), (SELECT MAX(at) FROM samples WHERE run_id = :r), "
+            "(SELECT MAX(started_at) FROM checks WHERE run_id = :r), "
+            "(SELECT MAX(ended_at) FROM checks WHERE run_id = :r)", {"r": run_id})
+        return max(_dt(t) for t in row if t)
+
+    async def _keep_leases(self) -> None:
+        """While open: renew our running runs' lease, and interrupt runs whose owner died meanwhile."""
+        while True:
+            await asyncio.sleep(LEASE_RENEW)
+            try:
+                if self._owned:
+                    marks = ",".join("?" * len(self._owned))
+                    await self._write(f"UPDATE runs SET alive_at = ? WHERE status = 'running' AND id IN ({marks})",
+                                      (_now(), *self._owned))
+                self.recovered_runs += await self._recover()
+            except Exception as e:  # a full disk now must not end the process's other work
+                log.warning("could not renew run leases in %s: %s", self.path, e)
+
+    async def _one(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> aiosqlite.Row | None:
+        with _translated(self.path):
+            async with self._db.execute(sql, params) as cur:
+                return await cur.fetchone()
+
+    async def _all(self, sql: str, params: Sequence[Any] = ()) -> Iterable[aiosqlite.Row]:
+        with _translated(self.path):
+            return await self._db.execute_fetchall(sql, params)
 
     async def _write(self, sql: str, params: Sequence[Any] = ()) -> int:
-        cur = await self._db.execute(sql, params)
-        await self._db.commit()
+        with _translated(self.path):
+            try:
+                cur = await self._db.execute(sql, params)
+                await self._db.commit()
+            except sqlite3.Error:
+                await self._db.rollback()  # a failed write leaves nothing half-done behind
+                raise
         return cur.lastrowid or 0
+
+    async def _write_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        with _translated(self.path):
+            try:
+                await self._db.executemany(sql, rows)
+                await self._db.commit()
+            except sqlite3.Error:
+                await self._db.rollback()
+                raise
 
     async def _require_run(self, run_id: int) -> None:
         if await self._one("SELECT 1 FROM runs WHERE id = ?", (run_id,)) is None:
@@ -130,15 +314,20 @@ class Repository:
     # -------------------------------------------------------------- writes
     async def create_run(self, kind: str, gateway: str, started_by: str, origin: str,
                          config: Mapping[str, Any]) -> int:
-        return await self._write(
-            "INSERT INTO runs (kind, gateway, status, started_by, origin, config, started_at) "
-            "VALUES (?, ?, 'running', ?, ?, ?, ?)",
-            (kind, gateway, started_by, origin, json.dumps(dict(config), default=str), _now()))
+        """A new run, owned by this process until it is finished (or this repository closes)."""
+        now = _now()
+        run_id = await self._write(
+            "INSERT INTO runs (kind, gateway, status, started_by, origin, config, started_at, "
+            "owner_host, owner_pid, owner_start, alive_at) VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?)",
+            (kind, gateway, started_by, origin, json.dumps(dict(config), default=str), now, *self.owner, now))
+        self._owned.add(run_id)
+        return run_id
 
     async def finish_run(self, run_id: int, status: str) -> None:
         status = _status(status, RUN_STATUSES, "run")
         await self._require_run(run_id)
         await self._write("UPDATE runs SET status = ?, ended_at = ? WHERE id = ?", (status, _now(), run_id))
+        self._owned.discard(run_id)
 
     async def start_check(self, run_id: int, name: str) -> int:
         await self._require_run(run_id)
@@ -167,10 +356,14 @@ class Repository:
     async def add_logs(self, run_id: int, rows: Sequence[tuple[datetime, str, str, str]]) -> None:
         if not rows:
             return
-        await self._db.executemany(
-            "INSERT INTO logs (run_id, at, level, logger, message) VALUES (?, ?, ?, ?, ?)",
-            [(run_id, _ts(at), level, logger, message) for at, level, logger, message in rows])
-        await self._db.commit()
+        await self._write_many("INSERT INTO logs (run_id, at, level, logger, message) VALUES (?, ?, ?, ?, ?)",
+                               [(run_id, _ts(at), level, logger, message) for at, level, logger, message in rows])
+
+    async def add_samples(self, run_id: int, rows: Sequence[tuple[datetime, float | None]]) -> None:
+        """Heartbeat round trips (seconds; None: missed) as they are taken, so a crash keeps them."""
+        if rows:
+            await self._write_many("INSERT INTO samples (run_id, at, rtt) VALUES (?, ?, ?)",
+                                   [(run_id, _ts(at), rtt) for at, rtt in rows])
 
     async def add_audit(self, chat_id: int | None, user_id: int | None, username: str, action: str,
                         allowed: bool, detail: str = "") -> None:
@@ -183,14 +376,17 @@ class Repository:
         run = await self._one("SELECT * FROM runs WHERE id = ?", (run_id,))
         if run is None:
             return None
-        checks = await self._db.execute_fetchall("SELECT * FROM checks WHERE run_id = ? ORDER BY seq", (run_id,))
-        events = await self._db.execute_fetchall("SELECT * FROM events WHERE run_id = ? ORDER BY id", (run_id,))
-        logs = await self._db.execute_fetchall("SELECT * FROM logs WHERE run_id = ? ORDER BY id", (run_id,))
+        checks = await self._all("SELECT * FROM checks WHERE run_id = ? ORDER BY seq", (run_id,))
+        events = await self._all("SELECT * FROM events WHERE run_id = ? ORDER BY id", (run_id,))
+        logs = await self._all("SELECT * FROM logs WHERE run_id = ? ORDER BY id", (run_id,))
+        samples = [] if self._version < SAMPLES_SINCE else [
+            (_dt(r["at"]), r["rtt"]) for r in await self._all("SELECT at, rtt FROM samples WHERE run_id = ? "
+                                                              "ORDER BY id", (run_id,))]
         return RunRecord(
             id=run["id"], kind=run["kind"], gateway=run["gateway"], status=run["status"],
             started_by=run["started_by"], origin=run["origin"], config=json.loads(run["config"]),
             started_at=_dt(run["started_at"]), ended_at=_dt(run["ended_at"]),
-            checks=tuple(self._check(c) for c in checks),
+            checks=tuple(self._check(c, samples) for c in checks),
             events=tuple(EventRecord(e["id"], e["run_id"], _dt(e["at"]), e["kind"], e["message"], json.loads(e["data"]))
                          for e in events),
             logs=tuple(LogRecord(entry["id"], entry["run_id"], _dt(entry["at"]), entry["level"], entry["logger"],
@@ -198,17 +394,23 @@ class Repository:
         )
 
     @staticmethod
-    def _check(c: aiosqlite.Row) -> CheckRecord:
+    def _check(c: aiosqlite.Row, samples: Sequence[tuple[datetime, float | None]]) -> CheckRecord:
+        started, ended = _dt(c["started_at"]), _dt(c["ended_at"])
+        series = tuple((t, rtt) for t, rtt in json.loads(c["series"]))
+        if not series and c["status"] == "interrupted":
+            # It never stored its result: its heartbeats, stored as they were taken, are the series.
+            series = tuple((round((at - started).total_seconds(), 3), rtt) for at, rtt in samples
+                           if started <= at and (ended is None or at <= ended))
         return CheckRecord(
             id=c["id"], run_id=c["run_id"], seq=c["seq"], name=c["name"], status=c["status"],
             started_at=_dt(c["started_at"]), ended_at=_dt(c["ended_at"]),
             metrics=tuple(Metric(n, v, u) for n, v, u in json.loads(c["metrics"])),
             findings=tuple(json.loads(c["findings"])), error=c["error"],
-            series=tuple((t, rtt) for t, rtt in json.loads(c["series"])),
+            series=series,
         )
 
     async def list_runs(self, limit: int = 20, gateway: str | None = None) -> list[RunSummary]:
-        rows = await self._db.execute_fetchall(
+        rows = await self._all(
             "SELECT r.*, COUNT(c.id) AS total, COALESCE(SUM(c.status = 'passed'), 0) AS passed "
             "FROM runs r LEFT JOIN checks c ON c.run_id = r.id "
             "WHERE (? IS NULL OR r.gateway = ?) GROUP BY r.id ORDER BY r.id DESC LIMIT ?",
@@ -221,6 +423,6 @@ class Repository:
         return runs[0] if runs else None
 
     async def list_audit(self, limit: int = 50) -> list[AuditRecord]:
-        rows = await self._db.execute_fetchall("SELECT * FROM audit ORDER BY id DESC LIMIT ?", (limit,))
+        rows = await self._all("SELECT * FROM audit ORDER BY id DESC LIMIT ?", (limit,))
         return [AuditRecord(r["id"], _dt(r["at"]), r["chat_id"], r["user_id"], r["username"], r["action"],
                             bool(r["allowed"]), r["detail"]) for r in rows]

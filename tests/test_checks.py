@@ -13,6 +13,7 @@ from bot.checks.errors import ROWS, ErrorsCheck, Row
 from bot.config import ChecksConfig, Config, SoakConfig
 from bot.ibkr.client import IBKRClient
 from bot.ibkr.errors import GatewayRefused
+from bot.ibkr.events import ReconnectGaveUp, next_event
 from bot.ibkr.simulator import SimulatedGateway
 from bot.operators import AutoOperator, SilentOperator
 from bot.runner import Runner, RunRequest, RunStatus
@@ -27,15 +28,15 @@ async def repo(tmp_path):
     await r.close()
 
 
-def config_for(port: int, **checks) -> Config:
+def config_for(port: int, gateway: dict | None = None, **checks) -> Config:
     cfg = Config(soak=SoakConfig(duration=2, heartbeat_interval=1, progress_interval=1),
-                 checks=ChecksConfig(reconnect_within=5, operator_timeout=3, **checks))
-    return with_gateway(cfg, host="127.0.0.1", port=port, reconnect_delay=0.3, connect_timeout=2,
-                        heartbeat_interval=1, heartbeat_timeout=1)
+                 checks=ChecksConfig(**({"reconnect_within": 5, "operator_timeout": 3} | checks)))
+    return with_gateway(cfg, **({"host": "127.0.0.1", "port": port, "reconnect_delay": 0.3, "connect_timeout": 2,
+                                 "heartbeat_interval": 1, "heartbeat_timeout": 1} | (gateway or {})))
 
 
 async def run(repo, port, names, operator=None, **kw):
-    runner = Runner(config_for(port, **kw.pop("checks", {})), repo, {"probe_interval": FAST["probe_interval"]})
+    runner = Runner(config_for(port, kw.pop("gateway", None), **kw.pop("checks", {})), repo, {"probe_interval": FAST["probe_interval"]})
     progress = []
     outcome = await runner.run(RunRequest(tuple(names), "tester", "pytest", **kw), operator or SilentOperator(),
                                progress.append)
@@ -131,7 +132,7 @@ async def test_soak_ends_early_when_the_connection_is_not_recovered(repo, gatewa
         await gateway.stop()
 
     stopper = asyncio.create_task(stop_soon())
-    outcome, _ = await run(repo, gateway.port, ["soak"], soak_duration=30)
+    outcome, _ = await run(repo, gateway.port, ["soak"], soak_duration=30, gateway={"give_up_after": 2})
     await stopper
     result = outcome.results[0]
     assert outcome.status is RunStatus.FAILED
@@ -242,3 +243,147 @@ async def test_stored_run_carries_config_without_secrets(repo, gateway):
     stored = await repo.get_run(outcome.run_id)
     assert stored.config["gateways"][0]["port"] == gateway.port
     assert "token" not in stored.config["telegram"]
+
+
+# ---------------------------------------------------------------- a real Gateway's ordinary life
+async def test_connect_passes_with_a_note_on_a_read_only_api(repo, gateway):
+    gateway.set_readonly(True)
+    outcome, _ = await run(repo, gateway.port, ["connect"])
+    result = outcome.results[0]
+    assert outcome.status is RunStatus.PASSED, result
+    assert any("Read-Only" in f and "fine" in f for f in result.findings)
+    assert not result.warnings
+
+
+async def test_connect_warns_about_a_start_up_request_that_never_answers(repo, gateway):
+    gateway.set_hang([7])  # executions (ib_async #82/#84)
+    outcome, _ = await run(repo, gateway.port, ["connect"])
+    result = outcome.results[0]
+    assert outcome.status is RunStatus.PASSED, result
+    assert len(result.warnings) == 1 and "executions" in result.warnings[0]
+    assert any(f.startswith("⚠️ Warning:") and "executions" in f for f in result.findings)
+
+
+async def test_connect_a_farm_blip_within_the_grace_is_a_note_and_inactive_farms_are_normal(repo, gateway):
+    gateway.set_connect_notices([2103, 2107, 2108, 2158])
+
+    async def farm_back():
+        await gateway.wait_for_clients(1)
+        await asyncio.sleep(0.3)
+        await gateway.send_notice(2104)
+
+    back = asyncio.create_task(farm_back())
+    outcome, _ = await run(repo, gateway.port, ["connect"], checks={"farm_grace": 3})
+    await back
+    result = outcome.results[0]
+    assert outcome.status is RunStatus.PASSED, result
+    assert not result.warnings
+    text = "\n".join(result.findings)
+    assert "'usfarm' was broken or connecting at connect and came back" in text
+    assert "'ushmds' inactive but available on demand (normal)" in text
+
+
+async def test_connect_a_farm_still_broken_after_the_grace_is_a_warning_not_a_failure(repo, gateway):
+    gateway.set_connect_notices([2119, 2106, 2158])
+    outcome, _ = await run(repo, gateway.port, ["connect"], checks={"farm_grace": 0.3})
+    result = outcome.results[0]
+    assert outcome.status is RunStatus.PASSED, result
+    assert len(result.warnings) == 1 and "usfarm" in result.warnings[0]
+
+
+async def test_soak_fails_on_a_nightly_reset_naming_when_how_long_and_how_it_came_back(repo, gateway):
+    async def reset_soon():
+        await asyncio.sleep(0.5)
+        await gateway.begin_reset(1.0, lost=True)
+
+    resetter = asyncio.create_task(reset_soon())
+    outcome, _ = await run(repo, gateway.port, ["soak"], soak_duration=3)
+    await resetter
+    result = outcome.results[0]
+    assert outcome.status is RunStatus.FAILED, result
+    assert result.error.startswith("IB link lost at ") and "(1100) for 1." in result.error
+    assert "; came back with 1101: back — subscriptions lost, resubscribe" in result.error
+    assert metric(result, "link_outages") == 1
+    farms = sorted(w.split()[2] for w in result.warnings if w.startswith("Data farm") and " for 1." in w)
+    assert farms == ["'secdefnj'", "'usfarm'", "'ushmds'"], result.warnings
+    assert not any(f.startswith("Stayed connected") for f in result.findings)
+
+
+@pytest.mark.parametrize("code", [1100, 2110])
+async def test_soak_fails_when_the_link_is_lost_and_never_restored(repo, gateway, code):
+    async def lose_link():
+        await gateway.wait_for_clients(1)
+        await gateway.send_notice(code)
+
+    loser = asyncio.create_task(lose_link())
+    outcome, _ = await run(repo, gateway.port, ["soak"], soak_duration=2)
+    await loser
+    result = outcome.results[0]
+    assert outcome.status is RunStatus.FAILED, result
+    assert f"({code})" in result.error and "not restored by the end of the soak" in result.error
+
+
+async def test_a_soak_that_dropped_does_not_say_it_stayed_connected_and_counts_agree(repo, gateway):
+    async def freeze_then_thaw():
+        await asyncio.sleep(0.5)
+        gateway.freeze()
+        await asyncio.sleep(2.5)
+        gateway.unfreeze()
+
+    freezer = asyncio.create_task(freeze_then_thaw())
+    outcome, _ = await run(repo, gateway.port, ["soak"], soak_duration=5)
+    await freezer
+    result = outcome.results[0]
+    assert outcome.status is RunStatus.FAILED
+    assert not any("Stayed connected" in f for f in result.findings)
+    record = await repo.get_run(outcome.run_id)
+    missed_events = [e for e in record.events if e.kind == "heartbeat" and e.message == "Heartbeat missed"]
+    missed = int(metric(result, "missed_heartbeats"))
+    assert missed >= 1 and missed == len(missed_events) == sum(rtt is None for _, rtt in result.series)
+    assert f"{missed} heartbeat(s) went unanswered" in result.error
+    assert any(f.startswith("Reconnected at") for f in result.findings), "the reconnect that followed is reported"
+
+
+async def test_reconnect_passes_for_a_restart_whose_api_is_ready_after_the_port(repo, gateway):
+    # `simctl restart 3 --ready-after 2`, short for the real 90 s / 20 s.
+    class Restarter(AutoOperator):
+        async def ask(self, action, text):
+            if action is OperatorAction.STOP_GATEWAY:
+                await gateway.begin_restart(3.0, ready_after=2.0, reset=True)
+            return await asyncio.Event().wait()  # the check notices by itself
+
+    outcome, _ = await run(repo, gateway.port, ["reconnect"], Restarter(gateway),
+                           checks={"operator_timeout": 10})
+    result = outcome.results[0]
+    assert outcome.status is RunStatus.PASSED, result
+    assert metric(result, "back_to_reconnected") < 1.5 + 1.0
+    assert 1.5 < metric(result, "port_back_to_reconnected") < 5
+    assert any("still starting" in f and "not an error" in f for f in result.findings)
+
+
+async def test_no_error_check_hears_only_its_own_client(repo, gateway):
+    # Gateway B beside: its client sees 1100 (ib_async logs it at ERROR) and gives up
+    # reconnecting (an ERROR line of B's own client), over and over while A's disconnect check runs.
+    async with SimulatedGateway(port=0) as other:
+        b = IBKRClient("127.0.0.1", other.port, 9, **(FAST | {"give_up_after": 0.1}))
+        done = asyncio.Event()
+        gave_up = 0
+
+        async def trouble():
+            nonlocal gave_up
+            while not done.is_set():
+                await b.connect()
+                async with b.events.stream() as q:
+                    await other.send_notice(1100)
+                    await other.stop()
+                    await next_event(q, ReconnectGaveUp, 5)
+                    gave_up += 1
+                await other.start()
+
+        noise = asyncio.create_task(trouble())
+        outcome, _ = await run(repo, gateway.port, ["disconnect"])
+        done.set()
+        await noise
+        await b.disconnect()
+    assert gave_up >= 2
+    assert outcome.status is RunStatus.PASSED, outcome.results[0]

@@ -101,7 +101,104 @@ async def test_check_reconnect_walks_a_person_through_a_real_simulate_process(tm
         await sim.wait()
 
 
-@pytest.mark.parametrize("words", [["bogus"], ["latency", "abc"]])
-async def test_simctl_errors_are_explained(words):
-    code, out, _ = await gwbot("simctl", *words, "--control-port", str(free_port()))
-    assert code == 1 and out.startswith("ERROR")
+async def test_simctl_errors_are_explained(gateway):
+    """Against a running control port: each bad argument is one ERROR line, exit 2, nothing changed."""
+    from bot.ibkr.simulator import ControlServer
+    ctl = ControlServer(gateway, port=0)
+    await ctl.start()
+    try:
+        cases = {("bogus",): "ERROR unknown command BOGUS", ("latency", "abc"): "ERROR latency: SECONDS must be",
+                 ("ready", "maybe"): "ERROR ready: usage: ready on|off", ("latency", "-1"): "ERROR latency: SECONDS must",
+                 ("restart", "-5"): "ERROR restart: DOWN must be", ("reject", "x"): "ERROR reject: usage: reject fin|rst|off",
+                 ("restart", "5", "--ready-after", "-1"): "ERROR restart: --ready-after must be"}
+        for words, expected in cases.items():
+            code, out, err = await gwbot("simctl", *words, "--control-port", str(ctl.port))
+            assert code == 2 and out.startswith(expected) and out.count("\n") == 1 and not err, (words, out, err)
+        assert gateway.running and gateway.ready and gateway.latency == 0 and gateway.faults() == []
+        code, out, _ = await gwbot("simctl", "stop", "--rst", "--control-port", str(ctl.port))
+        assert code == 0 and out.startswith("OK stop (clients reset)") and not gateway.running
+        code, out, _ = await gwbot("simctl", "status", "--control-port", str(free_port()))
+        assert code == 1 and out.startswith("ERROR no simulated Gateway control port")
+    finally:
+        await ctl.stop()
+
+
+# ------------------------------------------------------------------ bad flags: one line, exit 2
+@pytest.mark.parametrize("argv", [
+    ["check", "soak", "--duration", "-5"],
+    ["check", "soak", "--duration", "nan"],
+    ["check", "soak", "--duration", "inf"],
+    ["check", "soak", "--duration", "0"],
+    ["check", "soak", "--duration", "1e300"],
+    ["demo", "--soak", "-1"],
+    ["chat", "--soak", "0"],
+    ["check", "port", "--port", "70000"],
+    ["check", "port", "--port", "0"],
+    ["check", "port", "--port", "-1"],
+    ["check", "port", "--client-id", "-5"],
+    ["check", "all", "--gateway", "nope"],
+    ["report", "99999999999999999999999"],
+    ["logs", "0"],
+    ["simulate", "--port", "70000"],
+    ["simctl", "status", "--control-port", "70000"],
+    ["bench", "--trials", "0"],
+    ["history", "--limit", "0"],
+    ["frobnicate"],
+])
+def test_a_bad_flag_is_one_line_exit_2_and_nothing_stored(tmp_path, capsys, argv):
+    from bot.cli import main
+
+    code = main(["--config", str(config_file(tmp_path)), *argv])
+    out, err = capsys.readouterr()
+    assert code == 2, out + err
+    assert out == "" and len(err.strip().splitlines()) == 1 and err.startswith("gwbot"), err
+    assert "Traceback" not in err
+    assert not (tmp_path / "data" / "gwbot.sqlite3").exists(), "nothing stored"
+
+
+def test_config_and_verbose_work_after_the_subcommand_too(tmp_path, capsys):
+    from bot.cli import main
+
+    cfg = config_file(tmp_path)
+    assert main(["history", "--config", str(cfg), "-v"]) == 0
+    assert main(["-v", "history", "--config", str(cfg)]) == 0
+    assert main(["--config", str(cfg), "history"]) == 0
+    out, _ = capsys.readouterr()
+    database = tmp_path / "data" / "gwbot.sqlite3"
+    assert out.count(f"Database: {database}") == 3, out
+
+
+async def test_report_into_a_closed_pipe_exits_quietly(tmp_path):
+    from storage import Repository
+
+    cfg = config_file(tmp_path)
+    async with await Repository.open(tmp_path / "data" / "gwbot.sqlite3") as repo:
+        run_id = await repo.create_run("soak", "paper", "test", "terminal", {})
+        await repo.finish_run(run_id, "passed")
+    for command in (f"report {run_id}", "history", f"logs {run_id}"):
+        # `true` exits at once without reading: every write gwbot makes meets a closed pipe.
+        proc = await asyncio.create_subprocess_shell(
+            f"{sys.executable} -m bot --config {cfg} {command} | true", cwd=ROOT, stderr=asyncio.subprocess.PIPE)
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+        assert err.decode() == "", command
+
+
+async def test_sigterm_stores_a_terminal_check_as_cancelled(tmp_path):
+    import signal
+
+    cfg = str(config_file(tmp_path))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "--config", cfg, "check", "soak", "--simulate", "--duration", "30", cwd=ROOT,
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        while b"Running soak" not in await asyncio.wait_for(proc.stdout.readline(), 20):
+            pass
+        await asyncio.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(proc.communicate(), 20)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+    assert "Traceback" not in err.decode()
+    code, out, _ = await gwbot("--config", cfg, "history")
+    assert code == 0 and "cancelled" in out and "running" not in out, out

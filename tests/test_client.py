@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 
 import pytest
 
-from bot.ibkr.client import ConnectionState, IBKRClient
+from bot.ibkr.client import ConnectionState, IBKRClient, probe_port
 from bot.ibkr.errors import (
     ApiNotReady,
     ClientIdInUse,
+    ConnectionRejected,
     GatewayRefused,
     HandshakeTimeout,
     HostUnresolvable,
@@ -25,12 +27,13 @@ from bot.ibkr.events import (
     DisconnectReason,
     GatewayNotice,
     NoticeKind,
+    ReconnectFailedAttempt,
     ReconnectGaveUp,
     Reconnected,
     Reconnecting,
     next_event,
 )
-from bot.ibkr.simulator import SimulatedGateway
+from bot.ibkr.simulator import Reject, SimulatedGateway
 from tests.conftest import FAST, free_port
 
 
@@ -108,32 +111,49 @@ async def test_reset_is_reported_as_reset(gateway):
     await client.disconnect()
 
 
-async def test_restart_reconnects_and_counts_attempts(gateway):
-    client = client_for(gateway, reconnect_delay=0.3)
+async def test_restart_reconnects_and_refused_knocks_spend_no_attempt(gateway):
+    # Down 10x longer than delay x attempts: the old client gave up; knocking costs nothing now.
+    client = client_for(gateway, reconnect_delay=0.1, max_reconnect_attempts=2)
     await client.connect()
+    failed: list[ReconnectFailedAttempt] = []
+    client.events.subscribe(lambda e: failed.append(e) if isinstance(e, ReconnectFailedAttempt) else None)
     async with client.events.stream() as q:
         await gateway.stop()
         await next_event(q, Disconnected, 1)
-        await asyncio.sleep(1.0)  # down long enough for two failed attempts
+        await asyncio.sleep(2.0)
         back = time.monotonic()
         await gateway.start()
-        done = await next_event(q, Reconnected, 5)
-    assert done.attempts >= 2
+        done = await next_event(q, (Reconnected, ReconnectGaveUp), 5)
+    assert isinstance(done, Reconnected)
+    assert done.attempts == 1 and not failed
     assert done.mono - back < 1.0, "reconnects as soon as the port is back"
     assert await client.is_connected()
     await client.ping()
     await client.disconnect()
 
 
-async def test_reconnect_gives_up_after_the_attempt_budget(gateway):
-    client = client_for(gateway, reconnect_delay=0.1, max_reconnect_attempts=3)
+async def test_reconnect_gives_up_only_when_the_time_budget_runs_out(gateway):
+    client = client_for(gateway, reconnect_delay=0.1, max_reconnect_attempts=1, give_up_after=1.0)
     await client.connect()
     async with client.events.stream() as q:
         await gateway.stop()
         gave_up = await next_event(q, ReconnectGaveUp, 5)
-    assert gave_up.attempts == 3
-    assert "refused" in gave_up.last_error.lower()
+    assert gave_up.attempts == 0
+    assert 1.0 <= gave_up.downtime < 3.0
+    assert "port stayed closed" in gave_up.last_error and "give_up_after" in gave_up.last_error
     assert client.state is ConnectionState.DISCONNECTED
+    await client.disconnect()
+
+
+async def test_attempts_are_spent_when_the_gateway_accepts_and_the_api_fails(gateway):
+    client = client_for(gateway, reconnect_delay=0.1, max_reconnect_attempts=3, give_up_after=None)
+    await client.connect()
+    gateway.set_reject(Reject.RST)
+    async with client.events.stream() as q:
+        await gateway.drop_clients()
+        gave_up = await next_event(q, ReconnectGaveUp, 5)
+    assert gave_up.attempts == 3
+    assert "before the API handshake" in gave_up.last_error
     await client.disconnect()
 
 
@@ -269,3 +289,101 @@ async def test_other_coroutines_keep_running_during_connect_and_reconnect(gatewa
     tick.cancel()
     assert len(gaps) > 20
     assert max(gaps) < 0.1, f"loop stalled for {max(gaps):.3f} s"
+
+
+async def test_a_gateway_still_logging_in_is_retried_at_once_and_joined_when_ready(gateway):
+    # The checklist's settings: each failed try used to cost the 10 s delay on top of the timeout.
+    client = client_for(gateway, reconnect_delay=10, max_reconnect_attempts=5, connect_timeout=10)
+    await client.connect()
+    failed: list[ReconnectFailedAttempt] = []
+    client.events.subscribe(lambda e: failed.append(e) if isinstance(e, ReconnectFailedAttempt) else None)
+    async with client.events.stream() as q:
+        await gateway.begin_restart(0.5, ready_after=2.0)
+        ready_at = time.monotonic() + 2.5
+        done = await next_event(q, (Reconnected, ReconnectGaveUp), 10)
+    assert isinstance(done, Reconnected), done
+    assert done.mono - ready_at < 1.5 + 0.5, "joined promptly once the API is ready"
+    assert failed and all(f.gateway_starting for f in failed)
+    assert "not logged in" in failed[0].error
+    assert done.attempts == 1, "a Gateway still starting spends no attempt"
+    await client.disconnect()
+
+
+@pytest.mark.parametrize("how", [Reject.FIN, Reject.RST])
+async def test_close_before_the_handshake_is_a_typed_rejection_at_once(gateway, how):
+    gateway.set_reject(how)
+    start = time.monotonic()
+    with pytest.raises(ConnectionRejected) as err:
+        await client_for(gateway, connect_timeout=10).connect()
+    assert time.monotonic() - start < 1.0  # bench: `close-before-handshake -> typed error`
+    text = str(err.value)
+    assert "before the API handshake" in text and "Trusted IPs" in text and "localhost only" in text
+    assert not any("port" in h.lower() and "4002" in h for h in err.value.hint_lines), "no wrong-port hints"
+
+
+async def test_every_resolved_address_is_tried(gateway, monkeypatch):
+    # `localhost` -> ::1 first while the Gateway listens on 127.0.0.1 only (/etc/hosts here maps
+    # localhost to 127.0.0.1 alone, so the resolver's answer is staged; the connect is real).
+    loop = asyncio.get_running_loop()
+    real = loop.getaddrinfo
+
+    async def two_addresses(host, port, **kw):
+        if host != "gateway.test":
+            return await real(host, port, **kw)
+        return [(socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("::1", port, 0, 0)),
+                (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+
+    monkeypatch.setattr(loop, "getaddrinfo", two_addresses)
+    assert await probe_port("gateway.test", gateway.port, 1.0) == ("127.0.0.1", gateway.port)
+    client = IBKRClient("gateway.test", gateway.port, 1, **FAST)
+    await client.connect()
+    assert await client.is_connected()
+    await client.disconnect()
+    with pytest.raises(GatewayRefused):
+        await probe_port("gateway.test", free_port(), 1.0)
+
+
+async def test_read_only_api_and_hung_sync_requests_do_not_fail_the_connection(gateway):
+    gateway.set_readonly(True)
+    gateway.set_hang([61, 5, 99, 7, 6, 76])  # positions, orders, executions, account updates
+    client = client_for(gateway, connect_timeout=5)
+    start = time.monotonic()
+    await client.connect()
+    assert time.monotonic() - start < 2.0, "waits only for accounts and the next order id"
+    assert await client.is_connected()
+    await client.ping()
+    await client.disconnect()
+
+
+async def test_real_notice_texts_are_understood():
+    from bot.ibkr import notices
+    from bot.ibkr.simulator import NOTICE_TEXTS
+
+    def kind(code):
+        return notices.notice_kind(code, NOTICE_TEXTS[code])
+
+    assert notices.farm_name(2107, NOTICE_TEXTS[2107]) == "ushmds"
+    assert notices.farm_name(2108, NOTICE_TEXTS[2108]) == "usfarm"
+    assert notices.farm_name(2119, NOTICE_TEXTS[2119]) == "usfarm"
+    assert notices.farm_name(2104, NOTICE_TEXTS[2104]) == "usfarm"
+    assert kind(2119) is NoticeKind.FARM_CONNECTING and kind(2108) is NoticeKind.FARM_INACTIVE
+    assert kind(2110) is NoticeKind.SERVER_BROKEN and kind(2110).is_link_down
+    assert "subscriptions lost, resubscribe" in notices.explain(1101, NOTICE_TEXTS[1101])
+    assert "back — data kept" in notices.explain(1102, NOTICE_TEXTS[1102])
+    read_only = "Error validating request:-'bY' : cause - The API interface is currently in Read-Only mode."
+    assert notices.notice_kind(321, read_only) is NoticeKind.READ_ONLY
+    assert "Read-Only" in notices.explain(321, read_only)
+    assert notices.notice_kind(321, "Error validating request: missing field") is None
+
+
+async def test_notices_arrive_with_code_meaning_and_farm(gateway):
+    client = client_for(gateway)
+    await client.connect()
+    async with client.events.stream() as q:
+        for code in (2110, 2107, 1101):
+            await gateway.send_notice(code)
+        got = [await next_event(q, GatewayNotice, 2) for _ in range(3)]
+    assert [(n.code, n.notice) for n in got] == [
+        (2110, NoticeKind.SERVER_BROKEN), (2107, NoticeKind.FARM_INACTIVE), (1101, NoticeKind.LINK_RESTORED_DATA_LOST)]
+    assert got[1].farm == "ushmds" and "subscriptions lost" in got[2].meaning
+    await client.disconnect()

@@ -21,7 +21,7 @@ def write(tmp_path: Path, text: str, name: str = "config.yaml") -> Path:
 def test_shipped_file_equals_the_built_in_defaults(tmp_path):
     shipped = load_config(ROOT / "config" / "config.yaml", env={})
     empty = load_config(write(tmp_path, "{}"), env={})
-    assert replace(shipped, source=None, data_dir=Path()) == replace(empty, source=None, data_dir=Path())
+    assert replace(shipped, source=None) == replace(empty, source=None)
     assert shipped.data_dir == (ROOT / "data").resolve()
 
 
@@ -65,8 +65,8 @@ def test_named_gateways_inherit_and_override(tmp_path):
     ("ibkr: {port: true}", "config.yaml: ibkr.port: expected an integer 1-65535, got True"),
     ("ibkr: {port: 0}", "config.yaml: ibkr.port: expected an integer 1-65535, got 0"),
     ("ibkr: {port: 70000}", "config.yaml: ibkr.port: expected an integer 1-65535, got 70000"),
-    ("ibkr: {reconnect_delay: -1}", "config.yaml: ibkr.reconnect_delay: expected a number >= 0, got -1"),
-    ("ibkr: {heartbeat_interval: 0.5}", "config.yaml: ibkr.heartbeat_interval: expected a number >= 1, got 0.5"),
+    ("ibkr: {reconnect_delay: -1}", "config.yaml: ibkr.reconnect_delay: expected a number of seconds from 0 to 3600, got -1"),
+    ("ibkr: {heartbeat_interval: 0.5}", "config.yaml: ibkr.heartbeat_interval: expected a number of seconds from 1 to 3600, got 0.5"),
     ("ibkr: {allow_live: 'yes'}", "config.yaml: ibkr.allow_live: expected true or false, got 'yes'"),
     ("ibkr: [1, 2]", "config.yaml: ibkr: expected a mapping, got list"),
     ("ibkr: {prot: 4002}", "config.yaml: ibkr.prot: unknown key (did you mean 'port'?)"),
@@ -80,8 +80,8 @@ def test_named_gateways_inherit_and_override(tmp_path):
     ("gateways: {paper: {port: 1}}", "config.yaml: gateways.paper: Gateway name 'paper' is used twice"),
     ("gateways: {b: {name: c}}", "config.yaml: gateways.b.name: not allowed here: the Gateway's name is its key, 'b'"),
     ("gateways: {7: {port: 1}}", "config.yaml: gateways.7: expected a Gateway name (a non-empty string), got 7"),
-    ("ibkr: {reconnect_delay: .nan}", "config.yaml: ibkr.reconnect_delay: expected a number >= 0, got nan"),
-    ("soak: {duration: .inf}", "config.yaml: soak.duration: expected a number > 0, got inf"),
+    ("ibkr: {reconnect_delay: .nan}", "config.yaml: ibkr.reconnect_delay: expected a number of seconds from 0 to 3600, got nan"),
+    ("soak: {duration: .inf}", "config.yaml: soak.duration: expected a number of seconds from 3 to 86400, got inf"),
     ("data_dir: 5", "config.yaml: data_dir: expected a non-empty string, got 5"),
     (f"ibkr: {{port: '{'x' * 500}'}}", "config.yaml: ibkr.port: expected an integer 1-65535, got '" + "x" * 27 + "..." + "x" * 28 + "'"),
 ])
@@ -94,3 +94,51 @@ def test_error_table(tmp_path, text, message):
 def test_missing_file_is_one_clear_line(tmp_path):
     with pytest.raises(ConfigError, match=r"^nope\.yaml: file not found \(.*nope\.yaml\)$"):
         load_config(tmp_path / "nope.yaml", env={})
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("soak: {duration: 1.0e+300}", "config.yaml: soak.duration: expected a number of seconds from 3 to 86400, got 1e+300"),
+    ("soak: {duration: 0}", "config.yaml: soak.duration: expected a number of seconds from 3 to 86400, got 0"),
+    ("ibkr: {reconnect_delay: 1.0e+300}", "config.yaml: ibkr.reconnect_delay: expected a number of seconds from 0 to 3600, got 1e+300"),
+    ("checks: {operator_timeout: 1.0e+12}", "config.yaml: checks.operator_timeout: expected a number of seconds > 0, at most 86400, got 1000000000000.0"),
+    ("ibkr: {max_reconnect_attempts: 99999999999}", "config.yaml: ibkr.max_reconnect_attempts: expected an integer 0-1000, got 99999999999"),
+])
+def test_every_duration_has_a_range(tmp_path, text, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, text), env={})
+    assert str(err.value) == message
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("ibkr:\n  port: 4002\n  host: x\n  port: 4004\n",
+     "config.yaml: ibkr.port: given twice, at lines 2 and 4 (keep one)"),
+    ("soak: {duration: 5}\nlogging: {}\nsoak: {}\n", "config.yaml: soak: given twice, at lines 1 and 3 (keep one)"),
+])
+def test_duplicate_keys_name_both_lines(tmp_path, text, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, text), env={})
+    assert str(err.value) == message
+
+
+def test_a_copied_shipped_config_keeps_the_projects_data_folder(tmp_path):
+    copy = write(tmp_path, (ROOT / "config" / "config.yaml").read_text(encoding="utf-8"), "my.yaml")
+    assert load_config(copy, env={}).data_dir == (ROOT / "data").resolve()
+    assert load_config(write(tmp_path, "{}", "empty.yaml"), env={}).data_dir == (ROOT / "data").resolve()
+    assert load_config(write(tmp_path, "data_dir: here"), env={}).data_dir == tmp_path / "here"
+
+
+def test_a_data_dir_whose_parent_is_missing_is_an_error_not_a_new_tree(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, "data_dir: nowhere/data"), env={})
+    assert str(err.value) == (f"config.yaml: data_dir: {tmp_path / 'nowhere'} does not exist; "
+                              "create it, or set data_dir to a folder that exists")
+    assert not (tmp_path / "nowhere").exists()
+
+
+@pytest.mark.parametrize("token", ["hello", "123456", "abc:def", "123456:short", "123456:" + "A" * 34 + " x"])
+def test_a_token_that_is_not_digits_colon_letters_is_refused(token):
+    from bot.config import token_error
+
+    assert token_error(token) == ("TELEGRAM_BOT_TOKEN does not look like a bot token (digits:letters, "
+                                  "like 123456789:AAH...); copy it again from @BotFather")
+    assert token_error("110201543:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw") is None

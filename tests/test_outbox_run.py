@@ -21,6 +21,7 @@ from storage import HoldReason, OutMessage, Repository
 from tests.test_chat import chat_config
 from tests.test_cli import config_file, gwbot
 from tests.test_outbox import FAST, KAI, SQUAD, SUPER, rig, until
+from tests.test_run import TOKEN as RUN_TOKEN
 from tests.test_run import config as run_config
 from tests.test_run import start as start_run
 
@@ -93,7 +94,7 @@ async def test_gwbot_run_killed_with_messages_pending_sends_them_after_restart_a
     async with await Repository.open(db_path) as repo:
         await repo.outbox.enqueue(KAI, [OutMessage.plain(f"kai {i}") for i in range(3)])
         await repo.outbox.enqueue(SQUAD, [OutMessage.plain(f"squad {i}") for i in range(3)])
-    async with BotApiStandIn() as standin:
+    async with BotApiStandIn(token=RUN_TOKEN) as standin:
         standin.user(KAI, "Kai", "kai")
         standin.group(SQUAD, "squad")
         cfg = run_config(tmp_path, standin.base_url)

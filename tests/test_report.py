@@ -77,3 +77,80 @@ async def test_interrupted_partial_run_still_reports(tmp_path):
     assert "**Status:** ❌ INTERRUPTED" in text
     assert "- soak: interrupted" in text
     assert "gwbot stopped before it finished" in text
+
+
+NONE_NEEDED = "None: the connection lifecycle behaved as expected"
+
+
+async def store_unfinished(repo: Repository, status: str) -> int:
+    """A connect run that did not pass, as each front end stores it (no hint from the check)."""
+    run = await repo.create_run("connect", "paper", "x", "terminal", Config().public_dict())
+    check = await repo.start_check(run, "connect")
+    if status == "interrupted":
+        return run  # its owner goes away when the repository closes
+    await repo.finish_check(check, status, error="cancelled before it finished" if status == "cancelled"
+                            else "Connected, but the API never became ready")
+    await repo.finish_run(run, status)
+    return run
+
+
+@pytest.mark.parametrize(("status", "says"), [
+    ("failed", "run it again: `gwbot check connect`"),
+    ("error", "run it again: `gwbot check connect`"),
+    ("cancelled", "was cancelled before it finished"),
+    ("interrupted", "was interrupted"),
+])
+async def test_a_run_that_did_not_pass_never_recommends_nothing(tmp_path, status, says):
+    path = tmp_path / "gwbot.sqlite3"
+    async with await Repository.open(path) as repo:
+        run = await store_unfinished(repo, status)
+    async with await Repository.open(path) as repo:
+        stored = await repo.get_run(run)
+    assert stored.status == status
+    recommendations = report.markdown(stored).split("**Recommendations:**")[1]
+    assert NONE_NEEDED not in recommendations
+    assert says in recommendations
+
+
+async def test_an_interrupted_soak_reports_its_stored_samples_and_when_it_stopped(tmp_path):
+    path = tmp_path / "gwbot.sqlite3"
+    async with await Repository.open(path) as repo:
+        run = await repo.create_run("soak", "paper", "x", "terminal", Config().public_dict())
+        await repo.start_check(run, "soak")
+        (soak,) = (await repo.get_run(run)).checks
+        beats = [(soak.started_at + timedelta(seconds=5 * i + 1), rtt / 1000)
+                 for i, rtt in enumerate([1.0, 2.0, 1.5, 3.0])] + [(soak.started_at + timedelta(seconds=21), None)]
+        await repo.add_samples(run, beats)
+    async with await Repository.open(path) as repo:  # the soak's process is gone: interrupted
+        stored = await repo.get_run(run)
+    text = report.markdown(stored)
+    assert "_Run #1 (soak)" in text and "took 21 s_" in text
+    assert ("- ❌ Stayed connected for 10+ minutes: interrupted after 21 s; 5 heartbeats stored "
+            "(RTT median 1.8 ms, max 3.0 ms), 1 missed") in text
+
+
+async def test_the_reconnect_after_a_soak_drop_is_in_the_report(tmp_path):
+    from bot.ibkr.events import Disconnected, DisconnectReason, Reconnected, Reconnecting
+    from bot.journal import describe
+
+    async with await Repository.open(tmp_path / "gwbot.sqlite3") as repo:
+        run = await repo.create_run("soak", "paper", "x", "terminal", Config().public_dict())
+        check = await repo.start_check(run, "soak")
+        (soak,) = (await repo.get_run(run)).checks
+        t = soak.started_at
+        for event in (Disconnected(at=t + timedelta(seconds=25), reason=DisconnectReason.PEER_CLOSED),
+                      Reconnecting(at=t + timedelta(seconds=25.1), attempt=1, max_attempts=5, delay=0.5),
+                      Reconnected(at=t + timedelta(seconds=28.2), downtime=3.1, attempts=1),
+                      Disconnected(at=t + timedelta(seconds=40), reason=DisconnectReason.LOCAL)):
+            await repo.add_event(run, event.at, event.kind, describe(event), {})
+        await repo.finish_check(check, "failed", metrics=[Metric("duration", 40, "s"), Metric("drops", 1, "")],
+                                error=f"Connection dropped at {t + timedelta(seconds=25):%H:%M:%S} UTC (peer closed)")
+        await repo.finish_run(run, "failed")
+        stored = await repo.get_run(run)
+    # The events were stored with the times a 40 s soak would give them; the check ends then too.
+    stored = replace(stored, checks=(replace(stored.checks[0], ended_at=t + timedelta(seconds=40)),))
+    text = report.markdown(stored)
+    connection = text.split("**Connection Test:**")[1].split("**Auto-Reconnect Test:**")[0]
+    assert f"  - {t + timedelta(seconds=25):%H:%M:%S} UTC: Disconnected (peer closed)\n" in connection
+    assert f"  - {t + timedelta(seconds=28.2):%H:%M:%S} UTC: Reconnected after 3.1 s down, 1 attempt(s)\n" in connection
+    assert "local disconnect" not in connection and "Reconnecting" not in connection

@@ -6,14 +6,16 @@ import asyncio
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from bot.ibkr.simulator import SimulatedGateway
-from bot.telegram_standin import BotApiStandIn
+from bot.telegram_standin import BotApiStandIn, BotMessage
 from storage import Repository
 
 ROOT = Path(__file__).resolve().parents[1]
 SQUAD, KAI = -100, 42
+TOKEN = "110201543:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"  # Telegram's shape; gwbot refuses others locally
 
 
 def config(tmp_path: Path, base_url: str, port: int = 4002) -> Path:
@@ -27,11 +29,11 @@ soak: {{heartbeat_interval: 1, progress_interval: 1}}
     return path
 
 
-async def start(cfg: Path, token: str | None) -> asyncio.subprocess.Process:
+async def start(cfg: Path, token: str | None, *flags: str) -> asyncio.subprocess.Process:
     env = {k: v for k, v in os.environ.items() if k != "TELEGRAM_BOT_TOKEN"}
     if token:
         env["TELEGRAM_BOT_TOKEN"] = token
-    return await asyncio.create_subprocess_exec(sys.executable, "-m", "bot", "--config", str(cfg), "run", cwd=ROOT,
+    return await asyncio.create_subprocess_exec(sys.executable, "-m", "bot", "--config", str(cfg), "run", *flags, cwd=ROOT,
                                                 env=env, stdout=asyncio.subprocess.PIPE,
                                                 stderr=asyncio.subprocess.PIPE)
 
@@ -46,7 +48,7 @@ async def test_missing_token_is_one_line(tmp_path):
 
 async def test_rejected_token_is_one_line(tmp_path):
     async with BotApiStandIn() as standin:
-        proc = await start(config(tmp_path, standin.base_url), "999:wrong")
+        proc = await start(config(tmp_path, standin.base_url), "999:" + "x" * 35)
         out, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 2
     lines = err.decode().strip().splitlines()
@@ -54,24 +56,31 @@ async def test_rejected_token_is_one_line(tmp_path):
     assert "Traceback" not in err.decode()
 
 
+async def sigterm_after(tmp_path: Path, gw: SimulatedGateway, standin: BotApiStandIn, command: str,
+                        answered: Callable[[BotMessage], bool], *flags: str) -> tuple[int, bytes, bytes]:
+    """`gwbot run` against the stand-in: send ``command`` once it polls, SIGTERM once ``answered``."""
+    standin.user(KAI, "Kai", "kai")
+    standin.group(SQUAD, "squad")
+    proc = await start(config(tmp_path, standin.base_url, gw.port), standin.token, *flags)
+    try:
+        for _ in range(200):
+            if standin.commands:
+                break
+            await asyncio.sleep(0.05)
+        standin.send_text(SQUAD, KAI, command)
+        await standin.wait_for(answered, SQUAD, 20)
+        proc.send_signal(signal.SIGTERM)
+        out, err = await asyncio.wait_for(proc.communicate(), 30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+    return proc.returncode, out, err
+
+
 async def test_sigterm_mid_soak_cancels_the_run_and_exits_cleanly(tmp_path):
-    async with SimulatedGateway(port=0) as gw, BotApiStandIn() as standin:
-        standin.user(KAI, "Kai", "kai")
-        standin.group(SQUAD, "squad")
-        proc = await start(config(tmp_path, standin.base_url, gw.port), standin.token)
-        try:
-            for _ in range(200):
-                if standin.commands:
-                    break
-                await asyncio.sleep(0.05)
-            standin.send_text(SQUAD, KAI, "/soak 5")
-            await standin.wait_for(lambda m: m.text.startswith("⏳ soak"), SQUAD, 20)
-            proc.send_signal(signal.SIGTERM)
-            out, err = await asyncio.wait_for(proc.communicate(), 30)
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-        assert proc.returncode == 0, err.decode()
+    async with SimulatedGateway(port=0) as gw, BotApiStandIn(token=TOKEN) as standin:
+        code, _, err = await sigterm_after(tmp_path, gw, standin, "/soak 5", lambda m: m.text.startswith("⏳ soak"))
+        assert code == 0, err.decode()
         assert not [c for c in gw.clients if c.ready], "sockets closed"
     async with await Repository.open(tmp_path / "data" / "gwbot.sqlite3") as repo:
         run = await repo.get_run(1)

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import shutil
 import sqlite3
 import subprocess
 import sys
 import textwrap
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from storage import Metric, Repository, SchemaTooNew
+from storage import Metric, Repository, SchemaTooNew, StorageFull
 from storage.migrations import MIGRATIONS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,15 +65,15 @@ async def test_list_and_latest(repo):
     assert await repo.latest_run("nope") is None
 
 
-async def test_unfinished_run_is_interrupted_on_reopen(tmp_path):
+async def test_unfinished_run_is_interrupted_when_its_owner_closes(tmp_path):
     path = tmp_path / "gwbot.sqlite3"
     repo = await Repository.open(path)
     run = await repo.create_run("soak", "paper", "x", "terminal", {})
     await repo.start_check(run, "soak")
-    await repo.close()  # as if the process went away mid-soak
+    await repo.close()  # its owner is gone: nobody will finish it
 
     repo = await Repository.open(path)
-    assert repo.recovered_runs == (run,)
+    assert repo.recovered_runs == ()
     stored = await repo.get_run(run)
     assert stored.status == "interrupted" and stored.ended_at is not None
     assert stored.checks[0].status == "interrupted"
@@ -84,7 +87,7 @@ async def test_recovery_after_a_real_crash(tmp_path):
     path = tmp_path / "gwbot.sqlite3"
     code = textwrap.dedent(f"""
         import asyncio, os
-        from datetime import UTC, datetime
+        from datetime import UTC, datetime, timedelta
         from storage import Repository
         async def main():
             repo = await Repository.open({str(path)!r})
@@ -111,7 +114,7 @@ async def test_schema_version_and_wal(tmp_path):
         assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         db.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
-    with pytest.raises(SchemaTooNew, match="newer than this gwbot knows"):
+    with pytest.raises(SchemaTooNew, match="written by a newer gwbot"):
         await Repository.open(path)
 
 
@@ -142,3 +145,224 @@ async def test_audit_round_trip(repo):
     audit = await repo.list_audit()
     assert [(a.username, a.allowed) for a in audit] == [("@kai", True), ("@mallory", False)]
     assert audit[1].detail == "not on the allow-list" and audit[1].at.tzinfo is not None
+
+
+# ----------------------------------------------------------- owners (issue 8 item 3, item 4)
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "bot", *args]
+
+
+def soak_config(tmp_path: Path) -> Path:
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text("data_dir: data\nsoak: {heartbeat_interval: 1, progress_interval: 1}\n", encoding="utf-8")
+    return cfg
+
+
+async def test_a_soak_running_in_another_process_is_not_interrupted_until_it_dies(tmp_path):
+    """`gwbot history` during a real `gwbot check soak` leaves it running; once the soak's process
+    is killed the run is interrupted, ended at its last stored sample, with those samples kept."""
+    cfg = str(soak_config(tmp_path))
+    soak = await asyncio.create_subprocess_exec(
+        *cli("--config", cfg, "check", "soak", "--simulate", "--duration", "60"), cwd=ROOT,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    try:
+        seen = b""
+        while seen.count(b"Still connected after") < 3:
+            line = await asyncio.wait_for(soak.stdout.readline(), 30)
+            assert line, seen.decode()
+            seen += line
+        history = subprocess.run(cli("--config", cfg, "history"), cwd=ROOT, capture_output=True, text=True,
+                                 timeout=30)
+        assert history.returncode == 0, history.stderr
+        assert "running" in history.stdout and "interrupted" not in history.stdout
+        async with await Repository.open(tmp_path / "data" / "gwbot.sqlite3") as repo:
+            assert repo.recovered_runs == ()
+            assert (await repo.get_run(1)).status == "running"
+        await asyncio.sleep(1.5)  # the soak goes on storing samples after being looked at
+    finally:
+        soak.kill()
+        await soak.wait()
+    killed_at = datetime.now(UTC)
+    async with await Repository.open(tmp_path / "data" / "gwbot.sqlite3") as repo:
+        assert repo.recovered_runs == (1,)
+        run = await repo.get_run(1)
+    assert run.status == "interrupted" and run.checks[0].status == "interrupted"
+    soak_check = run.checks[0]
+    assert len(soak_check.series) >= 4, "heartbeats taken before the crash are kept"
+    assert all(rtt is not None and rtt < 1 for _, rtt in soak_check.series)
+    last_sample = soak_check.started_at + timedelta(seconds=soak_check.series[-1][0])
+    last_evidence = max([last_sample, *(e.at for e in run.events), *(e.at for e in run.logs)])
+    assert run.ended_at < killed_at, "an interrupted run ends at its last stored sign of life, not when seen"
+    assert abs((run.ended_at - last_evidence).total_seconds()) < 0.01
+    assert soak_check.ended_at == run.ended_at
+
+
+async def test_only_runs_whose_owner_is_gone_are_interrupted(tmp_path):
+    path = tmp_path / "gwbot.sqlite3"
+    me = os.getpid()
+    ghost = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                           text=True, check=True)
+    dead_pid = int(ghost.stdout)
+    now = datetime.now(UTC)
+    async with await Repository.open(path) as probe:
+        host, _, start = probe.owner
+    owners = {
+        "finished": (host, me, start, now),
+        "this process": (host, me, start, now),
+        "dead process": (host, dead_pid, None, now),
+        "reused pid": (host, me, "1", now),
+        "other host, fresh lease": ("elsewhere", 1, "1", now),
+        "other host, expired lease": ("elsewhere", 1, "1", now - timedelta(minutes=10)),
+        "before owners were kept": (None, None, None, None),
+    }
+    ids: dict[str, int] = {}
+    repo = await Repository.open(path)
+    try:
+        for name in owners:
+            ids[name] = await repo.create_run("soak", "paper", name, "terminal", {})
+        await repo.finish_run(ids.pop("finished"), "passed")
+        with sqlite3.connect(path) as db:
+            for name, run_id in ids.items():
+                h, pid, st, alive = owners[name]
+                db.execute("UPDATE runs SET owner_host = ?, owner_pid = ?, owner_start = ?, alive_at = ? WHERE id = ?",
+                           (h, pid, st, alive and alive.isoformat(), run_id))
+        async with await Repository.open(path) as other:  # as `gwbot history` would
+            marked = set(other.recovered_runs)
+        assert {name for name, run_id in ids.items() if run_id in marked} == {
+            "dead process", "reused pid", "other host, expired lease", "before owners were kept"}
+    finally:
+        await repo.close()
+
+
+# ------------------------------------------------- unusable database files (issue 8 item 9)
+def data_config(tmp_path: Path) -> str:
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text("data_dir: data\n", encoding="utf-8")
+    (tmp_path / "data").mkdir(exist_ok=True)
+    return str(cfg)
+
+
+def snapshot(folder: Path) -> dict[str, bytes | None]:
+    return {p.name: (p.read_bytes() if p.is_file() else None) for p in sorted(folder.iterdir())}
+
+
+async def stored_run(path: Path) -> None:
+    async with await Repository.open(path) as repo:
+        run = await repo.create_run("connect", "paper", "x", "terminal", {})
+        await repo.add_logs(run, [(datetime.now(UTC), "INFO", "bot", "a stored line")])
+        await repo.finish_run(run, "passed")
+
+
+def malformed(path: Path) -> None:
+    asyncio.run(stored_run(path))
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        (page,) = db.execute("SELECT rootpage FROM sqlite_master WHERE name = 'runs'").fetchone()
+        (size,) = db.execute("PRAGMA page_size").fetchone()
+    with path.open("r+b") as f:  # the runs table's root page, scribbled over
+        f.seek((page - 1) * size)
+        f.write(b"\xff" * size)
+
+
+def newer(path: Path) -> None:
+    asyncio.run(stored_run(path))
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+
+
+BAD_FILES = {
+    "a folder": (lambda p: p.mkdir(), "is a folder, not a database file"),
+    "not a database": (lambda p: p.write_bytes(b"<html>not sqlite</html>\n" * 300), "is not a gwbot database"),
+    "malformed": (malformed, "is damaged"),
+    "from a newer gwbot": (newer, "was written by a newer gwbot"),
+}
+
+
+@pytest.mark.parametrize("kind", BAD_FILES)
+def test_an_unusable_database_is_one_line_and_left_alone(tmp_path, capsys, kind):
+    from bot.cli import main
+
+    cfg = data_config(tmp_path)
+    db = tmp_path / "data" / "gwbot.sqlite3"
+    make, says = BAD_FILES[kind]
+    make(db)
+    before = snapshot(tmp_path / "data")
+    for args in (["history"], ["report", "1"], ["logs", "1"], ["check", "port", "--port", "1"]):
+        if args[0] == "check":  # a real process: the terminal's progress printer binds sys.stdout at import
+            done = subprocess.run(cli("--config", cfg, *args), cwd=ROOT, capture_output=True, text=True, timeout=60)
+            code, out, err = done.returncode, done.stdout, done.stderr
+        else:
+            code = main(["--config", cfg, *args])
+            out, err = capsys.readouterr()
+        assert code == 2, (args, out, err)
+        assert err.startswith(f"gwbot: {db} ") and err.count("\n") == 1, (args, err)
+        assert says in err and ("move it away" in err or "upgrade gwbot" in err), err
+        assert snapshot(tmp_path / "data") == before, f"{args} changed the data folder"
+
+
+def as_ordinary_user() -> list[str]:
+    """Root ignores file permissions; a person hitting a read-only folder is not root."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("running as root without setpriv: cannot drop the power to ignore permissions")
+    drop = "-dac_override,-dac_read_search"
+    return [setpriv, f"--inh-caps={drop}", f"--bounding-set={drop}"]
+
+
+@contextlib.contextmanager
+def chmod(*modes: tuple[Path, int]):
+    old = [(p, p.stat().st_mode & 0o777) for p, _ in modes]
+    try:
+        for p, mode in modes:
+            p.chmod(mode)
+        yield
+    finally:
+        for p, mode in reversed(old):
+            p.chmod(mode)
+
+
+def gwbot_as_user(cfg: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*as_ordinary_user(), *cli("--config", cfg, *args)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_history_report_and_logs_work_on_a_read_only_database(tmp_path):
+    cfg = data_config(tmp_path)
+    data, db = tmp_path / "data", tmp_path / "data" / "gwbot.sqlite3"
+    asyncio.run(stored_run(db))
+    before = snapshot(data)
+    with chmod((data, 0o555), (db, 0o444)):
+        for args, says in ((["history"], "#1"), (["report", "1"], "## Results"), (["logs", "1"], "a stored line")):
+            done = gwbot_as_user(cfg, *args)
+            assert (done.returncode, done.stderr) == (0, ""), (args, done.stderr)
+            assert says in done.stdout
+        done = gwbot_as_user(cfg, "check", "port", "--port", "1")
+        assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+        assert done.stderr.startswith(f"gwbot: {db} is read-only") and "writable" in done.stderr
+    assert snapshot(data) == before
+
+
+@pytest.mark.parametrize(("mode", "says"), [(0o555, "cannot create"), (0o000, "no permission")])
+def test_an_unwritable_or_unreadable_data_folder_is_one_line(tmp_path, mode, says):
+    cfg = data_config(tmp_path)
+    data = tmp_path / "data"
+    with chmod((data, mode)):
+        for args in (["history"], ["check", "port", "--port", "1"]):
+            done = gwbot_as_user(cfg, *args)
+            assert done.returncode == 2 and done.stderr.count("\n") == 1, (args, done.stderr)
+            assert str(data) in done.stderr and says in done.stderr and "data_dir" in done.stderr
+    assert snapshot(data) == {}
+
+
+async def test_a_full_disk_is_one_line_and_writes_nothing(tmp_path):
+    path = tmp_path / "gwbot.sqlite3"
+    async with await Repository.open(path) as repo:
+        run = await repo.create_run("soak", "paper", "x", "terminal", {})
+        # SQLite's own ceiling on the file's size: its writes then fail as on a full disk (SQLITE_FULL).
+        (pages,) = await (await repo._db.execute("PRAGMA page_count")).fetchone()
+        await repo._db.execute(f"PRAGMA max_page_count = {pages}")
+        with pytest.raises(StorageFull) as full:
+            await repo.add_logs(run, [(datetime.now(UTC), "INFO", "bot", "x" * 5000)] * 20)
+        assert str(full.value) == (f"cannot write {path}: the disk is full; free some space there and try again")
+        assert (await repo.get_run(run)).logs == ()

@@ -25,6 +25,7 @@ from storage.models import Metric
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+WARNING_MARK = "⚠️ Warning:"
 
 
 class CheckStatus(StrEnum):
@@ -47,6 +48,8 @@ class CheckResult:
     hints: tuple[str, ...] = ()
     # (seconds since start, RTT seconds or None for a missed heartbeat): the soak chart's data.
     series: tuple[tuple[float, float | None], ...] = ()
+    # Passed, but with something a person should know (also among the findings, marked).
+    warnings: tuple[str, ...] = ()
 
     @property
     def passed(self) -> bool:
@@ -194,6 +197,7 @@ class Recorder:
         self.series: list[tuple[float, float | None]] = []
         self.failures: list[str] = []
         self.hints: list[str] = []
+        self.warnings: list[str] = []
 
     @property
     def elapsed(self) -> float:
@@ -205,6 +209,12 @@ class Recorder:
     def note(self, text: str) -> None:
         log.info("%s: %s", self.check, text)
         self.findings.append(text)
+
+    def warn(self, text: str) -> None:
+        """Worth knowing, not a failure: shown among the findings, marked as a warning."""
+        log.warning("%s: warning: %s", self.check, text)
+        self.warnings.append(text)
+        self.findings.append(f"{WARNING_MARK} {text}")
 
     def fail(self, text: str, hints: tuple[str, ...] = ()) -> None:
         log.warning("%s: FAIL: %s", self.check, text)
@@ -267,6 +277,7 @@ class Check(ABC):
             error=error,
             hints=tuple(rec.hints),
             series=tuple(rec.series),
+            warnings=tuple(rec.warnings),
         )
 
 

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from bot.checks.base import Check, CheckContext, Recorder
-from bot.ibkr import notices
+from bot.ibkr.client import IBKRClient
 from bot.ibkr.errors import GatewayError, Layer
 from bot.ibkr.events import ClientEvent, GatewayNotice, NoticeKind
+
+# How long each start-up request gwbot itself skips may take before we call it unanswered.
+SYNC_PROBE_TIMEOUT = 2.0
 
 
 class ConnectCheck(Check):
@@ -39,25 +45,90 @@ class ConnectCheck(Check):
             if ctx.gateway.account and ctx.gateway.account not in status.accounts:
                 rec.fail(f"Configured account {ctx.gateway.account} is not among the managed accounts",
                          ("Check ibkr.account in config.yaml", "Log the Gateway in to that account"))
-            self._judge_notices(rec, seen)
+            await self._probe_startup_requests(client, rec, seen)
+            await self._wait_for_farms(seen, ctx.config.checks.farm_grace)
+            self._judge_notices(rec, seen, ctx.config.checks.farm_grace)
             rtt = await client.ping()
             rec.metric("first_rtt", rtt * 1000, "ms")
         finally:
             await client.disconnect()
 
     @staticmethod
-    def _judge_notices(rec: Recorder, seen: list[GatewayNotice]) -> None:
+    async def _probe_startup_requests(client: IBKRClient, rec: Recorder, seen: list[GatewayNotice]) -> None:
+        """Ask what ib_async's default connect would wait for and gwbot skips; an unanswered one
+        is worth a warning (other tools would hang on it), never a failure."""
+        ib = client.ib
+        if ib is None:
+            return
+        requests: dict[str, Callable[[], Awaitable[Any]]] = {
+            "positions": ib.reqPositionsAsync,
+            "open orders": ib.reqOpenOrdersAsync,
+            "completed orders": lambda: ib.reqCompletedOrdersAsync(False),
+            "executions": ib.reqExecutionsAsync,
+        }
+
+        async def answered(request: Callable[[], Awaitable[Any]]) -> bool:
+            try:
+                await asyncio.wait_for(request(), SYNC_PROBE_TIMEOUT)
+            except (TimeoutError, ConnectionError):
+                return False
+            return True
+
+        results = await asyncio.gather(*(answered(r) for r in requests.values()))
+        silent = [name for name, ok in zip(requests, results, strict=True) if not ok]
+        read_only = any(n.notice is NoticeKind.READ_ONLY for n in seen)
+        if read_only:
+            rec.note("The Gateway's API is Read-Only (error 321 on order requests): fine, gwbot places no orders "
+                     "and connects read-only")
+            silent = [name for name in silent if "orders" not in name]  # refused with 321, as expected
+        if silent:
+            rec.warn(f"Start-up request(s) unanswered within {SYNC_PROBE_TIMEOUT:g} s: {', '.join(silent)}. gwbot "
+                     "does not wait for them; tools using ib_async's default connect would hang here")
+
+    @staticmethod
+    async def _wait_for_farms(seen: list[GatewayNotice], grace: float) -> None:
+        """Give a farm broken (or connecting) at connect ``grace`` seconds to report OK."""
+        deadline = time.monotonic() + grace
+        while _farms_not_ok(seen) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+
+    @staticmethod
+    def _judge_notices(rec: Recorder, seen: list[GatewayNotice], grace: float) -> None:
         for n in seen:
-            rec.note(notices.explain(n.code, n.message))
-        if any(n.notice is NoticeKind.LINK_LOST for n in seen):
-            rec.fail("The Gateway reports its link to IB's servers is down (1100)",
-                     ("Check the Gateway's internet connection", "Wait for 1102 (restored) and test again"))
-        broken = [n.farm for n in seen if n.notice is NoticeKind.FARM_BROKEN]
-        if broken:
-            rec.fail(f"Data farm connection broken: {', '.join(broken)}", ("Check the Gateway's data farm status",))
+            if n.notice is not NoticeKind.READ_ONLY:
+                rec.note(n.meaning or f"{n.code}: {n.message}")
+        link_down = _link_down(seen)
+        if link_down:
+            rec.fail(f"The Gateway reports its link to IB's servers is down ({link_down.code}: {link_down.message})",
+                     ("Check the Gateway's internet connection", "Wait for 1101/1102 (restored) and test again"))
+        blips = {n.farm for n in seen if n.notice in (NoticeKind.FARM_BROKEN, NoticeKind.FARM_CONNECTING)}
+        still = _farms_not_ok(seen)
+        for farm in sorted(blips - still):
+            rec.note(f"Data farm '{farm}' was broken or connecting at connect and came back within {grace:g} s")
+        if still:
+            rec.warn(f"Data farm(s) not OK {grace:g} s after connecting: {', '.join(sorted(still))} "
+                     "(data from them is unavailable until the Gateway reports them OK)")
         layers = [Layer.TCP_PORT, Layer.API_HANDSHAKE, Layer.API_READY, Layer.STARTUP_SYNC, Layer.ACCOUNT]
-        if not any(n.notice is NoticeKind.LINK_LOST for n in seen):
+        if not link_down:
             layers.append(Layer.IB_LINK)
-        if not broken and any(n.notice is NoticeKind.FARM_OK for n in seen):
+        if not still and any(n.notice in (NoticeKind.FARM_OK, NoticeKind.FARM_INACTIVE) for n in seen):
             layers.append(Layer.DATA_FARMS)
         rec.note(f"Layers reached: {', '.join(layer.label for layer in layers)}")
+
+
+def _farms_not_ok(seen: list[GatewayNotice]) -> set[str]:
+    """Farms whose latest notice is broken or connecting; inactive (2107/2108) is normal."""
+    latest: dict[str, NoticeKind] = {}
+    for n in seen:
+        if n.farm:
+            latest[n.farm] = n.notice
+    return {farm for farm, kind in latest.items() if kind in (NoticeKind.FARM_BROKEN, NoticeKind.FARM_CONNECTING)}
+
+
+def _link_down(seen: list[GatewayNotice]) -> GatewayNotice | None:
+    """The last link notice if it says the link is down (1100/2110 not followed by 1101/1102)."""
+    last = None
+    for n in seen:
+        if n.notice.is_link_down or n.notice.is_link_back:
+            last = n
+    return last if last is not None and last.notice.is_link_down else None

@@ -5,35 +5,49 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 from bot.checks.base import Check, CheckContext, Recorder
-from bot.ibkr.client import ConnectionState
-from bot.ibkr.events import ClientEvent, Disconnected, DisconnectReason, Reconnecting
+from bot.ibkr.client import CLIENT_ATTR, ConnectionState, IBKRClient
+from bot.ibkr.events import ClientEvent, Disconnected, DisconnectReason, GatewayNotice, NoticeKind, Reconnecting
 
 # After disconnect() we watch this long for a reconnect that should not happen.
 QUIET_PERIOD = 1.0
 
 
 class ErrorLogWatch(logging.Handler):
-    """Counts ERROR records from gwbot and ib_async while installed."""
+    """Errors of ONE client while installed: its own ERROR log lines and the errors its events
+    report. Never another client's or another run's: records are matched on the client's
+    identity (CLIENT_ATTR), and ib_async's process-wide loggers are not listened to at all,
+    since they cannot say which client a line is about and log mere notices (1100/1101) at
+    ERROR. Gateway notices are judged by code and meaning: only a request's error counts.
+    """
 
-    LOGGERS = ("bot", "ib_async", "storage")
-
-    def __init__(self) -> None:
+    def __init__(self, client: IBKRClient) -> None:
         super().__init__(logging.ERROR)
-        self.records: list[logging.LogRecord] = []
+        self._client = client
+        self.lines: list[str] = []
+        self._unsubscribe: Callable[[], None] | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return getattr(record, CLIENT_ATTR, None) == self._client.tag
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
+        self.lines.append(f"{record.name}: {record.getMessage()}")
+
+    def _on_event(self, event: ClientEvent) -> None:
+        if isinstance(event, GatewayNotice) and event.notice is NoticeKind.ERROR:
+            self.lines.append(f"Gateway error {event.code}: {event.message}")
 
     def __enter__(self) -> ErrorLogWatch:
-        for name in self.LOGGERS:
-            logging.getLogger(name).addHandler(self)
+        logging.getLogger("bot").addHandler(self)
+        self._unsubscribe = self._client.events.subscribe(self._on_event)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for name in self.LOGGERS:
-            logging.getLogger(name).removeHandler(self)
+        logging.getLogger("bot").removeHandler(self)
+        if self._unsubscribe is not None:
+            self._unsubscribe()
 
 
 class DisconnectCheck(Check):
@@ -45,7 +59,7 @@ class DisconnectCheck(Check):
         client.events.subscribe(events.append)
         await client.connect()
         rec.progress("Connected; disconnecting gracefully")
-        with ErrorLogWatch() as errors:
+        with ErrorLogWatch(client) as errors:
             start = time.monotonic()
             await client.disconnect()
             rec.metric("disconnect", (time.monotonic() - start) * 1000, "ms")
@@ -59,7 +73,7 @@ class DisconnectCheck(Check):
             rec.fail("Auto-reconnect fired after a deliberate disconnect")
         if client.state is not ConnectionState.DISCONNECTED or await client.is_connected():
             rec.fail(f"The client is still {client.state} after disconnect()")
-        for r in errors.records:
-            rec.fail(f"Error logged during disconnect: {r.name}: {r.getMessage()}")
+        for line in errors.lines:
+            rec.fail(f"Error logged during disconnect: {line}")
         if not rec.failures:
             rec.note(f"Disconnected cleanly; no reconnect and no error in the {QUIET_PERIOD:g} s after")

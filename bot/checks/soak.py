@@ -1,21 +1,96 @@
-"""Step 3: stay connected for the soak duration with a heartbeat, and say so as it goes."""
+"""Step 3: stay connected for the soak duration with a heartbeat, and say so as it goes.
+
+Everything counted comes from the client's own events, so the finding, the stored events and
+the metrics agree: missed heartbeats are its Heartbeat(rtt=None) events, drops its Disconnected
+events, link outages its 1100/2110 notices and how they ended (1101/1102).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import statistics
 import time
+from dataclasses import dataclass
 
 from bot.checks.base import Check, CheckContext, Recorder
 from bot.ibkr.errors import HINT_CONNECTION_DROPS, NotConnected, PingTimeout
-from bot.ibkr.events import ClientEvent, Disconnected, DisconnectReason, ReconnectGaveUp
+from bot.ibkr.events import (
+    ClientEvent,
+    Disconnected,
+    DisconnectReason,
+    GatewayNotice,
+    Heartbeat,
+    NoticeKind,
+    ReconnectGaveUp,
+    Reconnected,
+)
+from bot.stats import percentile
+
+HINT_LINK = ("Check the Gateway machine's internet connection",
+             "A nightly IBKR server reset causes this: keep soaks out of the reset window")
 
 
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile; ``values`` need not be sorted."""
-    ordered = sorted(values)
-    rank = max(0, min(len(ordered) - 1, round(q * len(ordered) + 0.5) - 1))
-    return ordered[rank]
+@dataclass
+class Outage:
+    """A stretch with something down: the IB link (1100/2110) or one data farm."""
+
+    what: str
+    start: GatewayNotice
+    end: GatewayNotice | None = None
+
+    def line(self, now: float) -> str:
+        until = self.end.mono if self.end else now
+        text = f"{self.what} at {self.start.at:%H:%M:%S} UTC ({self.start.code}) for {until - self.start.mono:.1f} s"
+        if self.end is None:
+            return text + "; not restored by the end of the soak"
+        return text + f"; came back with {self.end.meaning or self.end.code}"
+
+
+class SoakEvents:
+    """What one client reported during the soak."""
+
+    def __init__(self) -> None:
+        self.rtts: list[float] = []
+        self.missed = 0
+        self.drops: list[Disconnected] = []
+        self.reconnects: list[Reconnected] = []
+        self.gave_up: list[ReconnectGaveUp] = []
+        self.links: list[Outage] = []
+        self.farms: list[Outage] = []
+
+    def __call__(self, event: ClientEvent) -> None:
+        match event:
+            case Heartbeat(rtt=None):
+                self.missed += 1
+            case Heartbeat(rtt=float() as rtt):
+                self.rtts.append(rtt)
+            case Disconnected() if event.reason is not DisconnectReason.LOCAL:
+                self.drops.append(event)
+            case Reconnected():
+                self.reconnects.append(event)
+            case ReconnectGaveUp():
+                self.gave_up.append(event)
+            case GatewayNotice():
+                self._notice(event)
+
+    def _notice(self, n: GatewayNotice) -> None:
+        if n.notice.is_link_down:
+            if not self.links or self.links[-1].end is not None:
+                self.links.append(Outage("IB link lost", n))
+        elif n.notice.is_link_back:
+            if self.links and self.links[-1].end is None:
+                self.links[-1].end = n
+        elif n.notice is NoticeKind.FARM_BROKEN:
+            if not any(o.end is None and o.what.endswith(f"'{n.farm}' broken") for o in self.farms):
+                self.farms.append(Outage(f"Data farm '{n.farm}' broken", n))
+        elif n.notice is NoticeKind.FARM_OK:
+            for o in self.farms:
+                if o.end is None and o.what.endswith(f"'{n.farm}' broken"):
+                    o.end = n
+
+    @property
+    def troubled(self) -> bool:
+        return bool(self.drops or self.missed or self.links or self.gave_up)
 
 
 class SoakCheck(Check):
@@ -28,71 +103,75 @@ class SoakCheck(Check):
         duration = self.duration or ctx.config.soak.duration
         interval = ctx.config.soak.heartbeat_interval
         report_every = ctx.config.soak.progress_interval
-        drops: list[Disconnected] = []
-        gave_up: list[ReconnectGaveUp] = []
-
-        def on_event(event: ClientEvent) -> None:
-            if isinstance(event, Disconnected) and event.reason is not DisconnectReason.LOCAL:
-                drops.append(event)
-            elif isinstance(event, ReconnectGaveUp):
-                gave_up.append(event)
-
+        seen = SoakEvents()
         client = ctx.client()
-        client.events.subscribe(on_event)
+        client.events.subscribe(seen)
+        client.events.subscribe(lambda e: rec.sample(e.rtt) if isinstance(e, Heartbeat) else None)
         await client.connect()
-        rtts: list[float] = []
-        missed = 0
         try:
             deadline = time.monotonic() + duration
             next_report = time.monotonic()
             # A client that gave up reconnecting ends the soak: waiting out the rest proves nothing.
-            while (left := deadline - time.monotonic()) > 0 and not gave_up:
+            while (left := deadline - time.monotonic()) > 0 and not seen.gave_up:
                 beat = time.monotonic()
                 rtt = await self._beat(client, min(ctx.gateway.heartbeat_timeout, interval))
-                rec.sample(rtt)
-                if rtt is None:
-                    missed += 1
-                else:
-                    rtts.append(rtt)
                 if time.monotonic() >= next_report:
                     next_report += report_every
-                    rec.progress(self._line(rec.elapsed, duration, rtt, missed, len(drops)),
+                    rec.progress(self._line(rec.elapsed, duration, rtt, seen),
                                  fraction=min(rec.elapsed / duration, 1.0), remaining=max(left, 0.0), last_rtt=rtt)
                 await asyncio.sleep(max(0.0, min(beat + interval, deadline) - time.monotonic()))
         finally:
             await client.disconnect()
-        self._judge(rec, duration, rtts, missed, drops)
-        for event in gave_up:
-            rec.fail(f"Connection lost and not recovered: gave up after {event.attempts} reconnect attempts, "
-                     f"{rec.elapsed:.0f} s into the soak", HINT_CONNECTION_DROPS)
+        self._judge(rec, duration, seen)
 
     @staticmethod
     async def _beat(client, timeout: float) -> float | None:
+        # A missed beat is counted from the client's Heartbeat event; a beat while disconnected
+        # is not a heartbeat at all (the drop is counted instead).
         try:
             return await client.ping(timeout=timeout)
         except (PingTimeout, NotConnected):
             return None
 
     @staticmethod
-    def _line(elapsed: float, duration: float, rtt: float | None, missed: int, drops: int) -> str:
-        rtt_text = f"{rtt * 1000:.1f} ms" if rtt is not None else "missed"
-        return (f"Still connected after {elapsed:.0f} s of {duration:.0f} s; last RTT {rtt_text}; "
-                f"missed {missed}, drops {drops}")
+    def _line(elapsed: float, duration: float, rtt: float | None, seen: SoakEvents) -> str:
+        rtt_text = f"{rtt * 1000:.1f} ms" if rtt is not None else "none"
+        state = "Still connected" if not seen.troubled else "Running, with trouble,"
+        return (f"{state} after {elapsed:.0f} s of {duration:.0f} s; last RTT {rtt_text}; "
+                f"missed {seen.missed}, drops {len(seen.drops)}, IB link lost {len(seen.links)}")
 
     @staticmethod
-    def _judge(rec: Recorder, duration: float, rtts: list[float], missed: int, drops: list[Disconnected]) -> None:
-        rec.metric("duration", duration, "s")
-        rec.metric("heartbeats", float(len(rtts) + missed), "")
-        rec.metric("missed_heartbeats", float(missed), "")
-        rec.metric("drops", float(len(drops)), "")
+    def _judge(rec: Recorder, duration: float, seen: SoakEvents) -> None:
+        now = time.monotonic()
+        ran = min(rec.elapsed, duration)
+        rec.metric("duration", ran, "s")
+        rec.metric("heartbeats", float(len(seen.rtts) + seen.missed), "")
+        rec.metric("missed_heartbeats", float(seen.missed), "")
+        rec.metric("drops", float(len(seen.drops)), "")
+        rec.metric("link_outages", float(len(seen.links)), "")
+        rtts = seen.rtts
+        figures = ""
         if rtts:
             rec.metric("rtt_min", min(rtts) * 1000, "ms")
             rec.metric("rtt_median", statistics.median(rtts) * 1000, "ms")
             rec.metric("rtt_p95", percentile(rtts, 0.95) * 1000, "ms")
             rec.metric("rtt_max", max(rtts) * 1000, "ms")
-            rec.note(f"Stayed connected for {duration:.0f} s: {len(rtts)} heartbeats, RTT median "
-                     f"{statistics.median(rtts) * 1000:.1f} ms, p95 {percentile(rtts, 0.95) * 1000:.1f} ms")
-        for d in drops:
+            figures = (f": {len(rtts)} heartbeats answered, RTT median {statistics.median(rtts) * 1000:.1f} ms, "
+                       f"p95 {percentile(rtts, 0.95) * 1000:.1f} ms")
+        if not seen.troubled:
+            rec.note(f"Stayed connected for {ran:.0f} s{figures}")
+        elif figures:
+            rec.note(f"Soaked {ran:.0f} s{figures}")
+        for d in seen.drops:
             rec.fail(f"Connection dropped at {d.at:%H:%M:%S} UTC ({d.reason})", HINT_CONNECTION_DROPS)
-        if missed:
-            rec.fail(f"{missed} heartbeat(s) went unanswered", HINT_CONNECTION_DROPS)
+        for r in seen.reconnects:
+            rec.note(f"Reconnected at {r.at:%H:%M:%S} UTC after {r.downtime:.1f} s down (attempt {r.attempts})")
+        for g in seen.gave_up:
+            rec.fail(f"Connection lost and not recovered: gave up after {g.attempts} reconnect attempt(s), "
+                     f"{g.downtime:.0f} s down", HINT_CONNECTION_DROPS)
+        if seen.missed:
+            rec.fail(f"{seen.missed} heartbeat(s) went unanswered", HINT_CONNECTION_DROPS)
+        for o in seen.links:
+            rec.fail(o.line(now), HINT_LINK)
+        for o in seen.farms:
+            rec.warn(o.line(now))

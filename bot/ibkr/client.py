@@ -2,7 +2,9 @@
 
 Async only, in the caller's event loop. Adds what ib_async leaves out: typed failures that name
 the layer that broke, fail-fast on 326 and on non-API ports, a heartbeat that notices a frozen
-Gateway, and auto-reconnect (tenacity) that retries as soon as the Gateway's port is back.
+Gateway, and auto-reconnect that knocks until the port is back and joins as soon as the API
+is ready. (An explicit loop, not tenacity: a refused knock and a Gateway still logging in must
+not count as attempts, and a time budget bounds the whole.)
 
 The seed's scripts use exactly ``IBKRClient(host, port, client_id)``, ``await connect()``,
 ``await is_connected()`` and ``await disconnect()``; those keep working.
@@ -22,13 +24,13 @@ from enum import StrEnum
 from typing import Any
 
 from ib_async import IB
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_fixed
 
 from bot.config import GatewayConfig
 from bot.ibkr import notices
 from bot.ibkr.errors import (
     ApiNotReady,
     ClientIdInUse,
+    ConnectionRejected,
     ConnectTimeout,
     GatewayClosedConnection,
     GatewayError,
@@ -39,7 +41,6 @@ from bot.ibkr.errors import (
     NotAnApiPort,
     NotConnected,
     PingTimeout,
-    StartupSyncFailed,
     is_paper_account,
 )
 from bot.ibkr.events import (
@@ -57,9 +58,16 @@ from bot.ibkr.events import (
 )
 
 log = logging.getLogger(__name__)
+# Every log record an IBKRClient writes carries its identity under this attribute, so that a
+# check can judge its own client's lines and never another client's (see checks.disconnect).
+CLIENT_ATTR = "gw_client"
 
 # A TWS API frame is a few hundred bytes; a "length" beyond this means we are not talking to one.
 _MAX_SANE_FRAME = 1 << 20
+
+
+class _OutOfTime(Exception):
+    """The reconnect budget (give_up_after) ran out while waiting for the Gateway."""
 
 
 class ConnectionState(StrEnum):
@@ -80,7 +88,13 @@ class ClientOptions:
     heartbeat_interval: float = _SEED.heartbeat_interval
     heartbeat_timeout: float = _SEED.heartbeat_timeout
     allow_live: bool = _SEED.allow_live
+    # Total time the reconnect loop may take, from the drop; None = never give up.
+    give_up_after: float | None = _SEED.give_up_after
     auto_reconnect: bool = True
+    # While reconnecting: how long to wait for accounts / next id once the handshake is answered.
+    # A Gateway still logging in answers the handshake and then drops that session, so a short
+    # wait and a fresh try is what gets us in within about a second of the API becoming ready.
+    ready_wait: float = 1.0
     # How often the reconnect loop knocks on the port while the Gateway is down.
     probe_interval: float = 0.25
     # ib_async users report reqCurrentTime going unanswered when sent < ~1 s after the last one.
@@ -156,16 +170,31 @@ class _Session:
     watch: _HandshakeWatch = field(default_factory=_HandshakeWatch)
     last_socket_error: str = ""
     connected_at: datetime | None = None
+    ready_timer: asyncio.TimerHandle | None = None
 
 
-async def probe_port(host: str, port: int, timeout: float) -> None:
-    """Open and close a TCP connection; raise the typed error for why it failed."""
+async def probe_port(host: str, port: int, timeout: float) -> tuple[Any, ...]:
+    """Open and close a TCP connection, trying every resolved address (IPv6 and IPv4) in order,
+    as asyncio's own connect does; return the address that accepted, or raise the typed error
+    for why none did (the first address's reason when they all failed)."""
     loop = asyncio.get_running_loop()
     try:
         infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as e:
         raise HostUnresolvable(f"Cannot resolve host '{host}': {e.strerror}", host=host, port=port) from e
-    family, _, _, _, addr = infos[0]
+    first: GatewayError | None = None
+    for family, _, _, _, addr in infos:
+        try:
+            await _knock(family, addr, host, port, timeout)
+        except GatewayError as e:
+            first = first or e
+            continue
+        return addr
+    assert first is not None  # getaddrinfo never returns an empty list without raising
+    raise first
+
+
+async def _knock(family: int, addr: tuple[Any, ...], host: str, port: int, timeout: float) -> None:
     try:
         async with asyncio.timeout(timeout):
             _, writer = await asyncio.open_connection(addr[0], port, family=family)
@@ -203,6 +232,8 @@ class IBKRClient:
         self.client_id = int(client_id)
         self.options = ClientOptions(**options)
         self.events = EventBus()
+        self.tag = f"{host}:{port}#{client_id}/{id(self):x}"
+        self.log = logging.LoggerAdapter(log, {CLIENT_ATTR: self.tag})
         self._state = ConnectionState.DISCONNECTED
         self._session: _Session | None = None
         self._ping_lock = asyncio.Lock()
@@ -223,6 +254,7 @@ class IBKRClient:
             "heartbeat_interval": gw.heartbeat_interval,
             "heartbeat_timeout": gw.heartbeat_timeout,
             "allow_live": gw.allow_live,
+            "give_up_after": gw.give_up_after,
         } | overrides
         return cls(gw.host, gw.port, gw.client_id, **options)
 
@@ -273,17 +305,25 @@ class IBKRClient:
             raise
         self._on_session_up()
 
-    async def _open_session(self) -> None:
+    async def _open_session(self, ready_wait: float | None = None) -> None:
+        """One API connection: TCP, handshake, accounts + next order id; nothing else.
+
+        gwbot places no orders and reads no positions, so it skips ib_async's start-up sync
+        (positions, open/completed orders, executions): a Read-Only API or a sync request the
+        Gateway never answers cannot fail or slow the connection. ``ready_wait``: give up this
+        soon once the handshake is answered without accounts (a Gateway still logging in).
+        """
         opts = self.options
-        await probe_port(self.host, self.port, opts.connect_timeout)
+        addr = await probe_port(self.host, self.port, opts.connect_timeout)
         session = _Session(ib=IB())
-        fail_fast: asyncio.Future[GatewayError] = asyncio.get_running_loop().create_future()
-        self._watch_handshake(session, fail_fast)
+        loop = asyncio.get_running_loop()
+        fail_fast: asyncio.Future[GatewayError] = loop.create_future()
+        self._watch_handshake(session, fail_fast, ready_wait)
+        session.ib.wrapper.clientId = self.client_id
+        # Connect to the address the probe reached, so `localhost` -> ::1 (refused) -> 127.0.0.1
+        # is settled once, the same way for both.
         connecting = asyncio.ensure_future(
-            session.ib.connectAsync(
-                self.host, self.port, self.client_id, timeout=opts.connect_timeout, raiseSyncErrors=True
-            )
-        )
+            session.ib.client.connectAsync(addr[0], self.port, self.client_id, opts.connect_timeout))
         try:
             await asyncio.wait({connecting, fail_fast}, return_when=asyncio.FIRST_COMPLETED)
             if fail_fast.done():
@@ -297,6 +337,8 @@ class IBKRClient:
             raise
         finally:
             fail_fast.cancel()
+            if session.ready_timer is not None:
+                session.ready_timer.cancel()
         accounts = session.ib.managedAccounts()
         live = [a for a in accounts if not is_paper_account(a)]
         if live and not opts.allow_live:
@@ -308,21 +350,30 @@ class IBKRClient:
         session.connected_at = datetime.now(UTC)
         self._session = session
 
-    def _watch_handshake(self, session: _Session, fail_fast: asyncio.Future[GatewayError]) -> None:
+    def _watch_handshake(self, session: _Session, fail_fast: asyncio.Future[GatewayError],
+                         ready_wait: float | None) -> None:
         """Hook ib_async's socket and error stream so that bad cases fail at once, not on timeout."""
         ib, where = session.ib, {"host": self.host, "port": self.port}
+        loop = asyncio.get_running_loop()
 
         def fail(err: GatewayError) -> None:
             if not fail_fast.done():
                 fail_fast.set_result(err)
 
+        def not_ready() -> None:
+            if not ib.client.isReady():
+                fail(self._not_ready_error(session, ready_wait or 0.0))
+
         def on_data(data: bytes) -> None:
+            answered = session.watch.answered
             session.watch.feed(data)
             if session.watch.garbage:
                 fail(NotAnApiPort(
                     f"{self.host}:{self.port} answered, but not with the TWS API protocol: this is not a Gateway API port",
                     **where,
                 ))
+            elif session.watch.answered and not answered and ready_wait is not None:
+                session.ready_timer = loop.call_later(ready_wait, not_ready)
 
         def on_error(req_id: int, code: int, text: str, _contract: Any) -> None:
             if code == 326:
@@ -332,17 +383,44 @@ class IBKRClient:
 
         def on_api_error(msg: str) -> None:
             session.last_socket_error = msg
-            if not ib.client.isReady() and not fail_fast.done():
-                # 326 arrives just before the close; give it a moment to win.
-                asyncio.get_running_loop().call_later(0.05, fail, GatewayClosedConnection(
-                    f"The Gateway at {self.host}:{self.port} closed the connection before the API was ready",
+            # ib_async reports its own connect failure (a timeout) here too: that is not the peer's doing.
+            if ib.client.isReady() or fail_fast.done() or msg.startswith("API connection failed"):
+                return
+            if not session.watch.answered:
+                # Closed or reset before the handshake: the Gateway's own refusal (trusted IPs,
+                # "localhost only"); a Gateway that is merely starting does not accept at all.
+                how = "reset" if "reset" in msg.lower() else "closed"
+                fail(ConnectionRejected(
+                    f"The Gateway at {self.host}:{self.port} {how} the connection before the API handshake: "
+                    "it refuses this client (this machine not in its Trusted IPs, 'Allow connections from "
+                    "localhost only' ticked, or ibkr.host is not the Gateway's machine)",
                     **where,
                 ))
+                return
+            # 326 arrives just before the close; give it a moment to win.
+            loop.call_later(0.05, fail, GatewayClosedConnection(
+                f"The Gateway at {self.host}:{self.port} closed the connection before the API was ready",
+                **where,
+            ))
 
         ib.client.conn.hasData += on_data
         ib.errorEvent += on_error
         ib.client.apiError += on_api_error
-        ib.disconnectedEvent += lambda: self._on_socket_closed(session)
+        # Before the handshake ib_async says nothing about a peer close (it waits out its
+        # timeout), so listen to the socket itself.
+        def on_socket_lost(msg: str) -> None:
+            if not session.last_socket_error.startswith("API connection failed"):  # else we closed it
+                on_api_error(msg or "Peer closed connection.")
+
+        ib.client.conn.disconnected += on_socket_lost
+        ib.disconnectedEvent += lambda: self._on_socket_closed(session)  # IB wires client.apiEnd to it
+
+    def _not_ready_error(self, session: _Session, waited: float) -> ApiNotReady:
+        return ApiNotReady(
+            f"The Gateway answered the handshake (server version {session.watch.server_version}) but sent no "
+            f"accounts / next order id within {waited:g} s: it is not logged in (still starting?) or a dialog is pending",
+            host=self.host, port=self.port,
+        )
 
     def _raise_connect_error(self, session: _Session, connecting: asyncio.Future[Any]) -> None:
         """Turn ib_async's outcome into a typed error, or return when it connected."""
@@ -357,13 +435,7 @@ class IBKRClient:
                     f"{self.host}:{self.port} accepts connections but did not answer the API handshake within {t:g} s",
                     **where,
                 ) from exc
-            raise ApiNotReady(
-                f"The Gateway answered the handshake (server version {session.watch.server_version}) but sent no "
-                f"accounts / next order id within {t:g} s: it is not logged in or a dialog is pending",
-                **where,
-            ) from exc
-        if isinstance(exc, ConnectionError) and isinstance(exc.args[0] if exc.args else None, list):
-            raise StartupSyncFailed(f"Start-up sync did not complete: {'; '.join(exc.args[0])}", **where) from exc
+            raise self._not_ready_error(session, t) from exc
         if isinstance(exc, ConnectionRefusedError):
             raise GatewayRefused(f"Connection refused on {self.host}:{self.port}", **where) from exc
         raise GatewayClosedConnection(f"Connection to {self.host}:{self.port} failed: {exc}", **where) from exc
@@ -374,7 +446,7 @@ class IBKRClient:
         self._state = ConnectionState.CONNECTED
         self._last_pong = time.monotonic()
         self._link_ok = True
-        log.info("connected to %s:%s as client %s, server version %s, accounts %s",
+        self.log.info("connected to %s:%s as client %s, server version %s, accounts %s",
                  self.host, self.port, self.client_id, s.ib.client.serverVersion(), ",".join(s.ib.managedAccounts()))
         self.events.emit(Connected(
             server_version=s.ib.client.serverVersion(),
@@ -385,19 +457,23 @@ class IBKRClient:
 
     # -------------------------------------------------------------- notices
     def _on_gateway_error(self, req_id: int, code: int, text: str, _contract: Any) -> None:
-        kind = notices.notice_kind(code)
+        kind = notices.notice_kind(code, text)
+        meaning = notices.explain(code, text)
         if kind is None:
-            log.info("gateway error %s (req %s): %s", code, req_id, text)
+            # A request's error: reported as an event too, so a check can judge this client's
+            # own errors without listening to the process's loggers.
+            self.log.info("gateway error %s (req %s): %s", code, req_id, text)
+            self.events.emit(GatewayNotice(code=code, message=text, notice=NoticeKind.ERROR, meaning=meaning))
             return
-        farm = notices.farm_name(code, text) if kind.name.startswith("FARM") else ""
+        farm = notices.farm_name(code, text) if notices.is_farm(kind) else ""
         if farm:
             self._farms[farm] = FarmStatus(farm, kind, code)
-        if kind is NoticeKind.LINK_LOST:
+        if kind.is_link_down:
             self._link_ok = False
-        elif kind in (NoticeKind.LINK_RESTORED, NoticeKind.LINK_RESTORED_DATA_LOST):
+        elif kind.is_link_back:
             self._link_ok = True
-        log.info("gateway notice %s", notices.explain(code, text))
-        self.events.emit(GatewayNotice(code=code, message=text, notice=kind, farm=farm))
+        self.log.info("gateway notice %s", meaning)
+        self.events.emit(GatewayNotice(code=code, message=text, notice=kind, farm=farm, meaning=meaning))
 
     # ---------------------------------------------------------------- drops
     def _on_socket_closed(self, session: _Session) -> None:
@@ -418,70 +494,96 @@ class IBKRClient:
         self._stop_heartbeat()
         if session is not None:
             session.ib.client.disconnect()
-        log.warning("connection to %s:%s lost: %s (%s)", self.host, self.port, reason, detail or "no detail")
+        self.log.warning("connection to %s:%s lost: %s (%s)", self.host, self.port, reason, detail or "no detail")
         self.events.emit(Disconnected(reason=reason, detail=detail))
         if self.options.auto_reconnect:
             self._state = ConnectionState.RECONNECTING
             self._reconnect_task = asyncio.create_task(self._reconnect(dropped_at), name="reconnect")
 
     async def _reconnect(self, dropped_at: float) -> None:
-        opts = self.options
-        attempt = 0
+        """Knock until the port accepts, then try the API; repeat until connected or out of budget.
 
-        async def between_attempts(seconds: float) -> None:
-            await self._wait_for_gateway(seconds, first=False)
-
-        try:
-            await self._wait_for_gateway(opts.reconnect_delay, first=True)
-            async for retry in AsyncRetrying(
-                stop=stop_after_attempt(max(opts.max_reconnect_attempts, 1)),
-                wait=wait_fixed(opts.reconnect_delay),
-                sleep=between_attempts,
-                retry=retry_if_exception_type(GatewayError),
-                reraise=True,
-            ):
-                with retry:
-                    attempt = retry.retry_state.attempt_number
-                    self.events.emit(Reconnecting(attempt=attempt, max_attempts=opts.max_reconnect_attempts, delay=opts.reconnect_delay))
-                    try:
-                        await self._open_session()
-                    except GatewayError as e:
-                        log.info("reconnect attempt %s/%s failed: %s", attempt, opts.max_reconnect_attempts, e)
-                        self.events.emit(ReconnectFailedAttempt(attempt=attempt, error=str(e)))
-                        raise
-        except GatewayError as e:
-            self._reconnect_task = None
-            self._state = ConnectionState.DISCONNECTED
-            downtime = time.monotonic() - dropped_at
-            log.error("gave up reconnecting to %s:%s after %s attempts (%.1f s): %s", self.host, self.port, attempt, downtime, e)
-            self.events.emit(ReconnectGaveUp(attempts=attempt, downtime=downtime, last_error=str(e)))
-            return
-        self._reconnect_task = None
-        downtime = time.monotonic() - dropped_at
-        self._on_session_up()
-        log.info("reconnected to %s:%s after %.2f s, %s attempt(s)", self.host, self.port, downtime, attempt)
-        self.events.emit(Reconnected(downtime=downtime, attempts=attempt))
-
-    async def _wait_for_gateway(self, seconds: float, *, first: bool) -> None:
-        """Wait up to ``seconds``, returning early once the Gateway is back.
-
-        "Back" means the port accepts after having refused during this wait; on the first wait
-        an open port counts at once (a dropped link with the Gateway still up). A port that is
-        open throughout later waits gets the full delay, so that a fast failure such as 326
-        does not burn every attempt in a second.
+        An attempt is spent only when the Gateway accepted the connection and the API attempt
+        failed for a reason other than "not ready yet": a refused port (Gateway restarting) and
+        a Gateway still logging in cost nothing and are retried at once. ``give_up_after`` bounds
+        the whole loop; ``max_reconnect_attempts`` bounds the real failures, ``reconnect_delay``
+        apart.
         """
         opts = self.options
-        deadline = time.monotonic() + seconds
+        budget = opts.give_up_after
+        deadline = None if budget is None else dropped_at + budget
+        spent = tries = 0
+        last_error = ""
+        wait = 0.0  # before the next knock: the delay after a spent attempt, else nothing
+        first = True
+        while True:
+            try:
+                await self._wait_for_gateway(wait, deadline, first=first)
+            except _OutOfTime:
+                break
+            first = False
+            tries += 1
+            self.events.emit(Reconnecting(attempt=spent + 1, max_attempts=opts.max_reconnect_attempts,
+                                          delay=opts.reconnect_delay))
+            try:
+                await self._open_session(ready_wait=min(opts.ready_wait, opts.connect_timeout))
+            except (GatewayRefused, ConnectTimeout, HostUnresolvable):
+                wait = 0.0  # the port went away again between knock and connect: not an attempt
+                continue
+            except ApiNotReady as e:
+                last_error = str(e)
+                self.log.info("reconnect try %s: Gateway accepts but its API is not ready yet", tries)
+                self.events.emit(ReconnectFailedAttempt(attempt=spent + 1, error=last_error, gateway_starting=True))
+                wait = 0.0
+                continue
+            except GatewayError as e:
+                spent += 1
+                last_error = str(e)
+                self.log.info("reconnect attempt %s/%s failed: %s", spent, opts.max_reconnect_attempts, e)
+                self.events.emit(ReconnectFailedAttempt(attempt=spent, error=last_error))
+                if spent >= max(opts.max_reconnect_attempts, 1):
+                    break
+                wait = opts.reconnect_delay
+                continue
+            self._reconnect_task = None
+            downtime = time.monotonic() - dropped_at
+            self._on_session_up()
+            self.log.info("reconnected to %s:%s after %.2f s, %s tr%s", self.host, self.port, downtime, tries,
+                          "y" if tries == 1 else "ies")
+            self.events.emit(Reconnected(downtime=downtime, attempts=spent + 1))
+            return
+        self._reconnect_task = None
+        self._state = ConnectionState.DISCONNECTED
+        downtime = time.monotonic() - dropped_at
+        if not last_error:
+            last_error = f"the Gateway's port stayed closed for {downtime:.0f} s (ibkr.give_up_after: {budget:g} s)"
+        self.log.error("gave up reconnecting to %s:%s after %s attempt(s), %.1f s: %s",
+                       self.host, self.port, spent, downtime, last_error)
+        self.events.emit(ReconnectGaveUp(attempts=spent, downtime=downtime, last_error=last_error))
+
+    async def _wait_for_gateway(self, seconds: float, deadline: float | None, *, first: bool) -> None:
+        """Wait until the Gateway's port accepts, at least ``seconds`` unless it comes back.
+
+        An open port counts at once on the first wait (a dropped link with the Gateway still
+        up). After a spent attempt the port is open throughout, so the full delay is waited
+        unless the port goes down and comes back meanwhile (a restart): a fast failure such as
+        326 must not burn every attempt in a second. Raises _OutOfTime past ``deadline``.
+        """
+        opts = self.options
+        until = time.monotonic() + seconds
         seen_down = False
         while True:
             up = await port_accepts(self.host, self.port, timeout=max(opts.probe_interval * 4, 1.0))
-            if up and (first or seen_down):
+            now = time.monotonic()
+            if up and (first or seen_down or now >= until):
                 return
             seen_down = seen_down or not up
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return
-            await asyncio.sleep(min(opts.probe_interval, remaining))
+            if deadline is not None and now >= deadline:
+                raise _OutOfTime
+            pause = opts.probe_interval if not up else min(opts.probe_interval, until - now)
+            if deadline is not None:
+                pause = min(pause, deadline - now)
+            await asyncio.sleep(max(pause, 0.0))
 
     # ------------------------------------------------------------ heartbeat
     async def ping(self, timeout: float | None = None) -> float:
@@ -548,7 +650,7 @@ class IBKRClient:
         if session is None:
             return
         session.ib.disconnect()
-        log.info("disconnected from %s:%s", self.host, self.port)
+        self.log.info("disconnected from %s:%s", self.host, self.port)
         if was_connected:
             self.events.emit(Disconnected(reason=DisconnectReason.LOCAL))
 

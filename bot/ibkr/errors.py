@@ -114,6 +114,17 @@ class GatewayClosedConnection(GatewayError):
     )
 
 
+class ConnectionRejected(GatewayError):
+    """The Gateway closed (or reset) the socket before answering the handshake: its own refusal."""
+
+    layer = Layer.API_HANDSHAKE
+    hints = (
+        "Add this machine's address to the Gateway's Trusted IPs (Configure > Settings > API)",
+        "Untick 'Allow connections from localhost only' when gwbot runs on another machine",
+        "Check ibkr.host: it must be the Gateway's machine as the Gateway sees it",
+    )
+
+
 class ApiNotReady(GatewayError):
     """Handshake answered, but no accounts / next order id: not logged in, or a dialog is pending."""
 

@@ -45,12 +45,24 @@ class DisconnectReason(StrEnum):
 
 class NoticeKind(StrEnum):
     LINK_LOST = "link to IB lost"
-    LINK_RESTORED = "link to IB restored"
-    LINK_RESTORED_DATA_LOST = "link to IB restored, data lost"
+    SERVER_BROKEN = "link to IB broken, restoring"  # 2110
+    LINK_RESTORED = "link to IB restored, data kept"  # 1102
+    LINK_RESTORED_DATA_LOST = "link to IB restored, data lost"  # 1101
     FARM_OK = "data farm OK"
     FARM_BROKEN = "data farm broken"
+    FARM_CONNECTING = "data farm connecting"
     FARM_INACTIVE = "data farm inactive"
+    READ_ONLY = "API read-only"
     OTHER = "notice"
+    ERROR = "error"  # a request's error, not a notice about the Gateway's state
+
+    @property
+    def is_link_down(self) -> bool:
+        return self in (NoticeKind.LINK_LOST, NoticeKind.SERVER_BROKEN)
+
+    @property
+    def is_link_back(self) -> bool:
+        return self in (NoticeKind.LINK_RESTORED, NoticeKind.LINK_RESTORED_DATA_LOST)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -90,6 +102,9 @@ class ReconnectGaveUp(ClientEvent):
 class ReconnectFailedAttempt(ClientEvent):
     attempt: int
     error: str
+    # True when the Gateway accepted the connection but its API was not ready yet (still logging
+    # in): expected during a restart, retried at once, and not counted against the attempts.
+    gateway_starting: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -98,6 +113,7 @@ class GatewayNotice(ClientEvent):
     message: str
     notice: NoticeKind
     farm: str = ""
+    meaning: str = ""  # one sentence in words, from bot.ibkr.notices.explain
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,11 +1,17 @@
-"""What the Gateway's informational error codes mean, in words the squad can read."""
+"""What the Gateway's informational error codes mean, in words the squad can read.
+
+Judged by code, never by ib_async's log level (it logs 1100/1101 at ERROR).
+"""
 
 from __future__ import annotations
+
+import re
 
 from bot.ibkr.events import NoticeKind
 
 _KINDS: dict[int, NoticeKind] = {
     1100: NoticeKind.LINK_LOST,
+    2110: NoticeKind.SERVER_BROKEN,
     1101: NoticeKind.LINK_RESTORED_DATA_LOST,
     1102: NoticeKind.LINK_RESTORED,
     2103: NoticeKind.FARM_BROKEN,
@@ -14,31 +20,42 @@ _KINDS: dict[int, NoticeKind] = {
     2104: NoticeKind.FARM_OK,
     2106: NoticeKind.FARM_OK,
     2158: NoticeKind.FARM_OK,
+    2119: NoticeKind.FARM_CONNECTING,
     2107: NoticeKind.FARM_INACTIVE,
     2108: NoticeKind.FARM_INACTIVE,
+    321: NoticeKind.READ_ONLY,  # only when the text says Read-Only: see notice_kind
 }
 
 _FARM_TYPES: dict[int, str] = {
-    2103: "Market data farm", 2104: "Market data farm", 2108: "Market data farm",
+    2103: "Market data farm", 2104: "Market data farm", 2108: "Market data farm", 2119: "Market data farm",
     2105: "HMDS data farm", 2106: "HMDS data farm", 2107: "HMDS data farm",
     2157: "Sec-def data farm", 2158: "Sec-def data farm",
 }
+# Farm names come last: "...is OK:usfarm", "...available upon demand.ushmds", "...connecting:usfarm".
+_FARM_AT_END = re.compile(r"[:.]\s*([A-Za-z][\w-]*)\s*$")
 
 
-def notice_kind(code: int) -> NoticeKind | None:
+def notice_kind(code: int, text: str = "") -> NoticeKind | None:
     """The kind of a Gateway notice, or None when the code is a request error, not a notice."""
+    if code == 321:
+        return NoticeKind.READ_ONLY if "read-only" in text.lower() else None
     return _KINDS.get(code)
 
 
+def is_farm(kind: NoticeKind | None) -> bool:
+    return kind in (NoticeKind.FARM_OK, NoticeKind.FARM_BROKEN, NoticeKind.FARM_CONNECTING, NoticeKind.FARM_INACTIVE)
+
+
 def farm_name(code: int, text: str) -> str:
-    """'usfarm' from 'Market data farm connection is OK:usfarm', with the farm type as fallback."""
-    _, sep, name = text.rpartition(":")
-    return name.strip() if sep and name.strip() else _FARM_TYPES.get(code, "")
+    """'usfarm' from 'Market data farm connection is OK:usfarm' or '...upon demand.ushmds';
+    the farm type when the text names none."""
+    m = _FARM_AT_END.search(text)
+    return m.group(1) if m else _FARM_TYPES.get(code, "")
 
 
 def explain(code: int, text: str) -> str:
     """One sentence for a notice; 2104/2106/2158 are normal, as the seed's report noted."""
-    kind = _KINDS.get(code)
+    kind = notice_kind(code, text)
     farm = farm_name(code, text)
     farm_type = _FARM_TYPES.get(code, "data farm")
     match kind:
@@ -46,13 +63,20 @@ def explain(code: int, text: str) -> str:
             return f"{code}: {farm_type} '{farm}' connection OK (normal, not an error)"
         case NoticeKind.FARM_BROKEN:
             return f"{code}: {farm_type} '{farm}' connection broken: data from it is unavailable"
+        case NoticeKind.FARM_CONNECTING:
+            return f"{code}: {farm_type} '{farm}' connecting"
         case NoticeKind.FARM_INACTIVE:
             return f"{code}: {farm_type} '{farm}' inactive but available on demand (normal)"
         case NoticeKind.LINK_LOST:
             return f"{code}: the Gateway lost its link to IB's servers (socket to us still up)"
+        case NoticeKind.SERVER_BROKEN:
+            return f"{code}: the Gateway's link to IB's servers is broken; it will be restored automatically"
         case NoticeKind.LINK_RESTORED_DATA_LOST:
-            return f"{code}: link to IB's servers restored, market data subscriptions were lost"
+            return f"{code}: back — subscriptions lost, resubscribe (link to IB's servers restored)"
         case NoticeKind.LINK_RESTORED:
-            return f"{code}: link to IB's servers restored, data maintained"
+            return f"{code}: back — data kept (link to IB's servers restored)"
+        case NoticeKind.READ_ONLY:
+            return (f"{code}: the Gateway's API is Read-Only (its 'Read-Only API' setting): order requests are "
+                    "refused; gwbot places no orders, so this is fine")
         case _:
             return f"{code}: {text}"

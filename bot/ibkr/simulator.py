@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
+import math
 import socket
 import struct
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -33,6 +35,7 @@ POSITION_END, OPEN_ORDER_END, COMPLETED_ORDERS_END = 62, 53, 102
 ACCT_UPDATE_TIME, ACCT_DOWNLOAD_END, ACCOUNT_UPDATE_MULTI_END = 8, 54, 74
 EXEC_DETAILS_END, ACCOUNT_SUMMARY_END = 55, 64
 
+# Real texts, as Gateways send them (IBKR's message-code docs; Gateway and IBC logs).
 NOTICE_TEXTS = {
     326: "Unable to connect as the client id is already in use. Retry with a unique client id.",
     1100: "Connectivity between IB and Trader Workstation has been lost.",
@@ -42,10 +45,23 @@ NOTICE_TEXTS = {
     2104: "Market data farm connection is OK:usfarm",
     2105: "HMDS data farm connection is broken:ushmds",
     2106: "HMDS data farm connection is OK:ushmds",
+    2107: "HMDS data farm connection is inactive but should be available upon demand.ushmds",
+    2108: "Market data farm connection is inactive but should be available upon demand.usfarm",
+    2110: "Connectivity between Trader Workstation and server is broken. It will be restored automatically.",
+    2119: "Market data farm is connecting:usfarm",
     2157: "Sec-def data farm connection is broken:secdefnj",
     2158: "Sec-def data farm connection is OK:secdefnj",
 }
 CONNECT_NOTICES = (2104, 2106, 2158)
+FARMS_BROKEN, FARMS_OK = (2103, 2105, 2157), (2104, 2106, 2158)
+
+# Read-Only API ("Read-Only API" ticked in the Gateway's API settings): order requests and the
+# open/completed-order downloads get 321 and no end marker (ib_insync #1/#7/#224, IBC #341).
+READ_ONLY_TEXT = "Error validating request:-'{tag}' : cause - The API interface is currently in Read-Only mode."
+UNSET_INTEGER = 2**31 - 1  # the reqId a Gateway puts on errors not tied to a request
+# Requests a Gateway never answers: cancels, unsubscribes, reqAutoOpenOrders, setServerLogLevel, reqMarketDataType.
+UNANSWERED = frozenset({2, 6, 11, 13, 14, 15, 59, 23, 25, 51, 53, 56, 57, 63, 64, 75, 77, 89, 90, 93, 95, 98, 101, 103})
+READ_ONLY_REFUSED = {3: "td", 4: "td", 21: "td", 58: "td", 5: "bY", 15: "bY", 16: "bY", 99: "bY"}
 
 
 def frame(*fields: object) -> bytes:
@@ -108,21 +124,49 @@ class _Client:
         self.writer.close()
 
 
+class Reject(enum.Enum):
+    """How new connections are refused before the handshake (trusted IPs, "localhost only")."""
+    OFF = "off"
+    FIN = "fin"
+    RST = "rst"
+
+
+@dataclass(frozen=True)
+class NightlyReset:
+    """A running ``reset``: the IB link is down until ``until`` (monotonic)."""
+    until: float
+    lost: bool
+    deaf: bool
+
+
 class SimulatedGateway:
     """An IB Gateway stand-in on ``host:port`` (port 0: a free one, kept across restarts)."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, accounts: Sequence[str] = DEFAULT_ACCOUNTS,
-                 server_version: int = SERVER_VERSION, next_valid_id: int = 1) -> None:
+                 server_version: int = SERVER_VERSION, next_valid_id: int = 1,
+                 connect_notices: Sequence[int] = CONNECT_NOTICES) -> None:
         self.host = host
         self.port = port
         self.accounts = tuple(accounts)
         self.server_version = server_version
         self.next_valid_id = next_valid_id
+        self.connect_notices = tuple(connect_notices)
         self.latency = 0.0
         self.ready = True
+        self.reject = Reject.OFF
+        self.readonly = False
+        self.hang: frozenset[int] = frozenset()
+        self.slow: dict[int, float] = {}
+        self.hold_id = 0.0
+        self.reset: NightlyReset | None = None
+        self._held: dict[int, float] = {}  # client id -> monotonic time it is free again
+        self._ready_at: float | None = None
+        self._restart_until: float | None = None
         self._server: asyncio.Server | None = None
         self._clients: set[_Client] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._jobs: dict[str, asyncio.Task[None]] = {}  # background timers: restart, ready, reset
+        self._late: set[asyncio.Task[None]] = set()  # answers held back by `slow`
         self._thawed = asyncio.Event()
         self._thawed.set()
         self._changed = asyncio.Condition()
@@ -147,31 +191,83 @@ class SimulatedGateway:
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("simulated Gateway listening on %s:%s (accounts %s)", self.host, self.port, ",".join(self.accounts))
 
-    async def stop(self) -> None:
-        """Like quitting the Gateway: the port closes and every API client is disconnected."""
+    async def stop(self, reset: bool = False) -> None:
+        """Like quitting the Gateway: the port closes and every API client is disconnected
+        (FIN, or RST with ``reset`` as the daily auto-restart does)."""
         server, self._server = self._server, None
         if server is None:
             return
         server.close()
         for client in list(self._clients):
-            client.close()
+            client.close(reset=reset)
         await server.wait_closed()
         await self._settle()
-        log.info("simulated Gateway on %s:%s stopped", self.host, self.port)
+        self._held.clear()  # a new Gateway process remembers no client ids
+        self._cancel_job("reset")
+        self.reset = None
+        log.info("simulated Gateway on %s:%s stopped%s", self.host, self.port, " (clients reset)" if reset else "")
 
-    async def restart(self, down_for: float = 0.0) -> None:
-        await self.stop()
-        await asyncio.sleep(down_for)
+    async def restart(self, down_for: float = 0.0, *, ready_after: float = 0.0, reset: bool = False) -> None:
+        """Port closed ``down_for`` s; then it accepts, but the API is ready only ``ready_after`` s later."""
+        await self.stop(reset=reset)
+        self._restart_until = time.monotonic() + down_for
+        try:
+            await asyncio.sleep(down_for)
+        finally:
+            self._restart_until = None
+        if ready_after > 0:
+            self.ready_after(ready_after)
         await self.start()
+
+    async def begin_restart(self, down_for: float = 0.0, *, ready_after: float = 0.0, reset: bool = False) -> None:
+        """``restart`` that returns once the port is closed; the rest runs in the background."""
+        self._cancel_job("restart")
+        await self.stop(reset=reset)
+        self._start_job("restart", self.restart(down_for, ready_after=ready_after))
+
+    def cancel_restart(self) -> None:
+        """Forget a restart still counting down (an explicit stop or start overrides it)."""
+        self._cancel_job("restart")
+
+    def ready_after(self, seconds: float) -> None:
+        """The API becomes ready ``seconds`` from now (a Gateway still logging in until then)."""
+        self.set_ready(False)
+        self._ready_at = time.monotonic() + seconds
+
+        async def later() -> None:
+            await asyncio.sleep(seconds)
+            self._ready_at = None
+            self.set_ready(True)
+        self._start_job("ready", later())
 
     async def __aenter__(self) -> SimulatedGateway:
         await self.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Stop serving and cancel every timer this Gateway started."""
+        jobs = [*self._jobs.values(), *self._late]
+        for job in jobs:
+            job.cancel()
+        await asyncio.gather(*jobs, return_exceptions=True)
+        self._jobs.clear()
         self.unfreeze()
         await self.stop()
         await self._settle()
+
+    def _start_job(self, name: str, coro: Coroutine[object, object, None]) -> None:
+        self._cancel_job(name)
+        task = asyncio.create_task(coro, name=f"simulated-gateway-{name}")
+        self._jobs[name] = task
+        task.add_done_callback(lambda t: self._jobs.pop(name, None) if self._jobs.get(name) is t else None)
+
+    def _cancel_job(self, name: str) -> None:
+        task = self._jobs.pop(name, None)
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
 
     async def _settle(self) -> None:
         """Let client tasks observe their closed sockets and finish."""
@@ -190,13 +286,69 @@ class SimulatedGateway:
         log.info("simulated Gateway unfrozen")
 
     def set_ready(self, ready: bool) -> None:
-        """False: answer the handshake but never send accounts / next id (not logged in, dialog open)."""
+        """False: answer the handshake but never send accounts / next id (not logged in, dialog open).
+
+        Clients whose startApi arrived while not ready stay stuck when the API becomes ready: a
+        real Gateway does not replay a handshake it dropped while logging in; clients must retry.
+        """
+        if asyncio.current_task() is not self._jobs.get("ready"):
+            self._cancel_job("ready")
+            self._ready_at = None
         self.ready = ready
         log.info("simulated Gateway %s", "ready" if ready else "NOT ready (as if not logged in)")
 
     def set_latency(self, seconds: float) -> None:
         self.latency = max(0.0, seconds)
         log.info("simulated Gateway latency %.3f s", self.latency)
+
+    def set_reject(self, reject: Reject) -> None:
+        self.reject = reject
+        log.info("simulated Gateway rejects new connections: %s", reject.value)
+
+    def set_readonly(self, readonly: bool) -> None:
+        self.readonly = readonly
+        log.info("simulated Gateway Read-Only API %s", "on" if readonly else "off")
+
+    def set_hang(self, msg_ids: Iterable[int]) -> None:
+        """Requests with these message ids are never answered (a start-up sync that hangs)."""
+        self.hang = frozenset(msg_ids)
+        log.info("simulated Gateway leaves requests %s unanswered", sorted(self.hang) or "none")
+
+    def set_slow(self, msg_id: int, seconds: float) -> None:
+        """Answers to ``msg_id`` come ``seconds`` late (0: on time again)."""
+        if seconds > 0:
+            self.slow[msg_id] = seconds
+        else:
+            self.slow.pop(msg_id, None)
+        log.info("simulated Gateway answers request %s %.3g s late", msg_id, seconds)
+
+    def set_hold_id(self, seconds: float) -> None:
+        """A client id stays taken ``seconds`` after its client left (0: freed at once)."""
+        self.hold_id = seconds
+        if not seconds:
+            self._held.clear()
+        log.info("simulated Gateway holds client ids %.3g s after their client left", seconds)
+
+    def set_connect_notices(self, codes: Sequence[int]) -> None:
+        self.connect_notices = tuple(codes)
+        log.info("simulated Gateway sends %s at connect", list(self.connect_notices) or "no notices")
+
+    async def begin_reset(self, seconds: float, *, lost: bool, deaf: bool = False) -> int:
+        """The nightly server reset: 1100 and farms broken now, 1101 (lost) / 1102 (kept) and
+        farms OK after ``seconds``; with ``deaf`` heartbeats go unanswered meanwhile."""
+        self._cancel_job("reset")
+        self.reset = NightlyReset(time.monotonic() + seconds, lost, deaf)
+        n = 0
+        for code in (1100, *FARMS_BROKEN):
+            n = await self.send_notice(code)
+
+        async def restore() -> None:
+            await asyncio.sleep(seconds)
+            self.reset = None
+            for code in (1101 if lost else 1102, *FARMS_OK):
+                await self.send_notice(code)
+        self._start_job("reset", restore())
+        return n
 
     async def drop_clients(self, reset: bool = False) -> int:
         """Close every API connection (FIN, or RST with ``reset``); the port stays open."""
@@ -211,7 +363,7 @@ class SimulatedGateway:
         """An error-channel notice (1100, 1102, 2103 …) to every ready client."""
         ready = [c for c in self._clients if c.ready]
         for client in ready:
-            await self._send(client, self._error(client, -1, code, text or NOTICE_TEXTS.get(code, f"notice {code}")))
+            await self._send(client, self._error(client, -1, code, text or notice_text(code)))
         log.info("simulated Gateway sent notice %s to %d client(s)", code, len(ready))
         return len(ready)
 
@@ -229,6 +381,34 @@ class SimulatedGateway:
         async with asyncio.timeout(timeout), self._changed:
             await self._changed.wait_for(enough)
 
+    def faults(self) -> list[str]:
+        """Every active departure from a healthy Gateway, for `status`."""
+        now = time.monotonic()
+        out = []
+        if self._restart_until is not None:
+            out.append(f"restarting (port closed, {max(0.0, self._restart_until - now):.0f} s left)")
+        if not self.ready:
+            out.append("not ready" + (f" ({max(0.0, self._ready_at - now):.0f} s left)" if self._ready_at else ""))
+        if self.frozen:
+            out.append("frozen")
+        if self.latency:
+            out.append(f"latency {self.latency:g} s")
+        if self.reject is not Reject.OFF:
+            out.append(f"reject {self.reject.value}")
+        if self.readonly:
+            out.append("readonly")
+        if self.hang:
+            out.append("hang " + ",".join(map(str, sorted(self.hang))))
+        out += [f"slow {m} {s:g} s" for m, s in sorted(self.slow.items())]
+        if self.hold_id:
+            out.append(f"holdid {self.hold_id:g} s")
+        if self.reset is not None:
+            out.append(f"reset {'lost' if self.reset.lost else 'kept'} ({max(0.0, self.reset.until - now):.0f} s left"
+                       + (", deaf)" if self.reset.deaf else ")"))
+        if self.connect_notices != CONNECT_NOTICES:
+            out.append("connectnotices " + (",".join(map(str, self.connect_notices)) or "none"))
+        return out
+
     async def _notify(self) -> None:
         async with self._changed:
             self._changed.notify_all()
@@ -242,6 +422,12 @@ class SimulatedGateway:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
+        if self.reject is not Reject.OFF:
+            try:
+                await self._refuse(client, self.reject)
+            finally:
+                self._tasks.discard(task)
+            return
         self._clients.add(client)
         log.debug("connection from %s", client.peer)
         await self._notify()
@@ -263,12 +449,30 @@ class SimulatedGateway:
             self._clients.discard(client)
             client.close()
             self._tasks.discard(task)
+            if client.ready and self.hold_id and client.client_id is not None:
+                self._held[client.client_id] = time.monotonic() + self.hold_id
             if client.version:
                 log.info("client %s (id %s) disconnected", client.peer, client.client_id)
             else:  # closed before the handshake: a port probe (gwbot knocks between reconnect attempts)
                 log.debug("connection from %s closed before the API handshake", client.peer)
             with contextlib.suppress(RuntimeError):
                 await self._notify()
+
+    async def _refuse(self, client: _Client, how: Reject) -> None:
+        """Close before the handshake, without a word, as a Gateway does to an untrusted address."""
+        log.info("connection from %s rejected before the handshake (%s)", client.peer, how.value)
+        if how is Reject.RST:
+            client.close(reset=True)
+            return
+        # FIN first; then drain what the client already sent, since closing a socket with
+        # unread input would send RST instead.
+        with contextlib.suppress(OSError):
+            client.writer.write_eof()
+        with contextlib.suppress(OSError, TimeoutError, asyncio.IncompleteReadError):
+            async with asyncio.timeout(2.0):
+                while await client.reader.read(4096):
+                    pass
+        client.close()
 
     async def _handshake(self, client: _Client) -> bool:
         prefix = await client.reader.readexactly(4)
@@ -289,12 +493,14 @@ class SimulatedGateway:
     async def _send(self, client: _Client, *messages: bytes) -> None:
         if self.latency:
             await asyncio.sleep(self.latency)
+        if client.writer.is_closing():
+            return
         for message in messages:
             client.writer.write(message)
         with contextlib.suppress(ConnectionError):
             await client.writer.drain()
 
-    def _error(self, client: _Client, req_id: int, code: int, text: str) -> bytes:
+    def _error(self, client: _Client, req_id: int | str, code: int, text: str) -> bytes:
         # From server version 166 ib_async drops an error message without advancedOrderRejectJson.
         if client.version >= 166:
             return frame(ERR_MSG, 2, req_id, code, text, "")
@@ -307,15 +513,34 @@ class SimulatedGateway:
         if msg_id == START_API:
             await self._start_api(client, fields)
             return
+        if msg_id in self.hang:
+            log.info("client %s: request %s left unanswered (hang)", client.client_id, msg_id)
+            return
+        if msg_id == REQ_CURRENT_TIME and self.reset is not None and self.reset.deaf:
+            log.info("client %s: heartbeat unanswered (reset, deaf)", client.client_id)
+            return
         reply = self._reply(client, msg_id, fields)
-        if reply:
-            await self._send(client, *reply)
+        delay = self.slow.get(msg_id, 0.0)
+        if delay:
+            task = asyncio.create_task(self._send_late(client, delay, reply))
+            self._late.add(task)
+            task.add_done_callback(self._late.discard)
         else:
-            log.debug("client %s: ignoring request %s %s", client.client_id, msg_id, fields[1:4])
+            await self._send(client, *reply)
+
+    async def _send_late(self, client: _Client, delay: float, reply: list[bytes]) -> None:
+        await asyncio.sleep(delay)
+        await self._send(client, *reply)
 
     def _reply(self, client: _Client, msg_id: int, f: list[str]) -> list[bytes]:
-        """The answer to one request of ib_async's start-up sync or heartbeat; [] for the rest."""
+        """What a real Gateway answers to one request; an error for those it cannot serve."""
         acct = self.accounts[0] if self.accounts else ""
+
+        def field(i: int) -> str:
+            return f[i] if len(f) > i else ""
+        if self.readonly and msg_id in READ_ONLY_REFUSED:
+            req_id = {3: field(1), 4: field(2)}.get(msg_id) or UNSET_INTEGER
+            return [self._error(client, req_id, 321, READ_ONLY_TEXT.format(tag=READ_ONLY_REFUSED[msg_id]))]
         match msg_id:
             case 49:  # reqCurrentTime
                 return [frame(CURRENT_TIME, 1, int(time.time()))]
@@ -325,23 +550,43 @@ class SimulatedGateway:
                 return [frame(OPEN_ORDER_END, 1)]
             case 99:  # reqCompletedOrders
                 return [frame(COMPLETED_ORDERS_END)]
-            case 6 if len(f) > 2 and f[2] == "1":  # reqAccountUpdates(subscribe)
-                account = f[3] if len(f) > 3 and f[3] else acct
+            case 6 if field(2) == "1":  # reqAccountUpdates(subscribe)
                 return [frame(ACCT_UPDATE_TIME, 1, datetime.now(UTC).strftime("%H:%M")),
-                        frame(ACCT_DOWNLOAD_END, 1, account)]
+                        frame(ACCT_DOWNLOAD_END, 1, field(3) or acct)]
+            case _ if msg_id in UNANSWERED:
+                return []
             case 76 if len(f) > 2:  # reqAccountUpdatesMulti
                 return [frame(ACCOUNT_UPDATE_MULTI_END, 1, f[2])]
             case 7 if len(f) > 2:  # reqExecutions
                 return [frame(EXEC_DETAILS_END, 1, f[2])]
             case 62 if len(f) > 2:  # reqAccountSummary (ib_async sends it after 1102)
                 return [frame(ACCOUNT_SUMMARY_END, 1, f[2])]
-        return []
+            case 17:  # reqManagedAccts
+                return [frame(MANAGED_ACCTS, 1, ",".join(self.accounts))]
+            case 8:  # reqIds
+                return [frame(NEXT_VALID_ID, 1, self.next_valid_id)]
+            case 9:  # reqContractDetails: the simulator knows no contracts
+                return [self._error(client, field(2) or -1, 200, "No security definition has been found for the request")]
+            case 20:  # reqHistoricalData: fields 3 symbol, 9 exchange, 19 whatToShow
+                text = (f"Historical Market Data Service error message:HMDS query returned no data: "
+                        f"{field(3)}@{field(9)} {field(19).title()}")
+                return [self._error(client, field(1) or -1, 162, text)]
+            case 1:  # reqMktData
+                return [self._error(client, field(2) or -1, 354, "Requested market data is not subscribed.")]
+            case 3:  # placeOrder
+                return [self._error(client, field(1) or -1, 201, "Order rejected - reason:the simulated Gateway takes no orders")]
+        log.warning("client %s sent request %s %s, which the simulated Gateway does not serve; answering an error",
+                    client.client_id, msg_id, f[1:4])
+        return [self._error(client, -1, 321, f"Error validating request:-'sim' : cause - "
+                                             f"the simulated Gateway does not serve message id {msg_id}.")]
 
     async def _start_api(self, client: _Client, fields: list[str]) -> None:
         client_id = int(fields[2]) if len(fields) > 2 and fields[2].lstrip("-").isdigit() else 0
         client.client_id = client_id
-        if any(c is not client and c.client_id == client_id and c.ready for c in self._clients):
-            log.warning("client %s asked for client id %s, already in use: 326", client.peer, client_id)
+        held = self._held.get(client_id, 0.0) > time.monotonic()
+        if held or any(c is not client and c.client_id == client_id and c.ready for c in self._clients):
+            log.warning("client %s asked for client id %s, %s: 326", client.peer, client_id,
+                        "still held after its client left" if held else "already in use")
             await self._send(client, self._error(client, -1, 326, NOTICE_TEXTS[326]))
             client.close()
             return
@@ -353,57 +598,194 @@ class SimulatedGateway:
             client,
             frame(MANAGED_ACCTS, 1, ",".join(self.accounts)),
             frame(NEXT_VALID_ID, 1, self.next_valid_id),
-            *(self._error(client, -1, code, NOTICE_TEXTS[code]) for code in CONNECT_NOTICES),
+            # During a nightly reset a newcomer hears that the link and the farms are down.
+            *(self._error(client, -1, code, notice_text(code))
+              for code in (self.connect_notices if self.reset is None else (1100, *FARMS_BROKEN))),
         )
         log.info("client %s ready as client id %s", client.peer, client_id)
         await self._notify()
 
 
+def notice_text(code: int) -> str:
+    return NOTICE_TEXTS.get(code, f"notice {code}")
+
+
 # ------------------------------------------------------------------ control
-CONTROL_HELP = ("STATUS | STOP | START | RESTART [seconds] | FREEZE | UNFREEZE | DROP [reset] | NOTICE <code> "
-                "| LATENCY <seconds> | GARBAGE | READY on|off")
+CONTROL_HELP = ("STATUS | STOP [--rst] | START | RESTART [DOWN] [--ready-after S] [--rst] | READY on|off "
+                "| REJECT fin|rst|off | READONLY on|off | HANG MSGID[,MSGID...]|off | SLOW MSGID SECONDS "
+                "| RESET SECONDS lost|kept [--deaf] | HOLDID SECONDS | NOTICE CODE [TEXT] "
+                "| CONNECTNOTICES CODE[,CODE...]|default|none | FREEZE | UNFREEZE | DROP [reset] | LATENCY SECONDS "
+                "| GARBAGE")
+MAX_SECONDS = 86_400.0
+NO_CONTROL_PORT = "ERROR no simulated Gateway control port"
+
+
+class BadCommand(ValueError):
+    """A control command with bad arguments: the message says what is expected."""
+
+
+def _seconds(word: str, what: str, *, low: float = 0.0, high: float = MAX_SECONDS) -> float:
+    try:
+        value = float(word)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or not low <= value <= high:
+        raise BadCommand(f"{what} must be a number of seconds from {low:g} to {high:g}, not {word!r}")
+    return value
+
+
+def _integer(word: str, what: str, low: int, high: int) -> int:
+    if not word.isdigit() or not low <= int(word) <= high:
+        raise BadCommand(f"{what} must be a whole number from {low} to {high}, not {word!r}")
+    return int(word)
+
+
+def _choice(args: list[str], usage: str, choices: Sequence[str]) -> str:
+    if len(args) != 1 or args[0].lower() not in choices:
+        raise BadCommand(f"usage: {usage}")
+    return args[0].lower()
+
+
+def _no_args(args: list[str], usage: str) -> None:
+    if args:
+        raise BadCommand(f"usage: {usage} (takes no arguments)")
+
+
+def _options(args: list[str], usage: str, flags: Sequence[str], valued: Sequence[str] = ()) -> tuple[list[str], dict[str, str]]:
+    """Split ``args`` into positional words and --options; unknown or incomplete options are errors."""
+    words: list[str] = []
+    opts: dict[str, str] = {}
+    it = iter(args)
+    for word in it:
+        name = word.lower()
+        if name in flags:
+            opts[name] = ""
+        elif name in valued:
+            opts[name] = next(it, None) or ""
+            if not opts[name]:
+                raise BadCommand(f"{word} needs a value; usage: {usage}")
+        elif word.startswith("--"):
+            raise BadCommand(f"unknown option {word}; usage: {usage}")
+        else:
+            words.append(word)
+    return words, opts
+
+
+def _msg_ids(word: str) -> list[int]:
+    ids = [_integer(w, "a message id", 1, 999) for w in word.split(",")]
+    if START_API in ids:
+        raise BadCommand("71 is startApi: use `ready off` for a Gateway that never gets ready")
+    return ids
+
+
+def _codes(word: str) -> list[int]:
+    return [_integer(w, "a notice code", 1, 99_999) for w in word.split(",")]
+
+
+async def _run(gateway: SimulatedGateway, cmd: str, args: list[str]) -> str:
+    """One command, arguments checked before anything changes; returns the OK line."""
+    match cmd:
+        case "STATUS":
+            _no_args(args, "status")
+            ids = ",".join(str(c.client_id) for c in gateway.clients if c.ready) or "none"
+            return (f"OK {'running' if gateway.running else 'stopped'} port={gateway.port} clients={ids} "
+                    f"faults={'; '.join(gateway.faults()) or 'none'}")
+        case "STOP":
+            words, opts = _options(args, "stop [--rst]", ("--rst",))
+            _no_args(words, "stop [--rst]")
+            gateway.cancel_restart()
+            await gateway.stop(reset="--rst" in opts)
+            return "OK stop" + (" (clients reset)" if "--rst" in opts else "")
+        case "START":
+            _no_args(args, "start")
+            gateway.cancel_restart()
+            await gateway.start()
+            return "OK start"
+        case "RESTART":
+            usage = "restart [DOWN] [--ready-after S] [--rst]"
+            words, opts = _options(args, usage, ("--rst",), ("--ready-after",))
+            if len(words) > 1:
+                raise BadCommand(f"usage: {usage}")
+            down = _seconds(words[0], "DOWN") if words else 0.0
+            ready_after = _seconds(opts["--ready-after"], "--ready-after") if "--ready-after" in opts else 0.0
+            await gateway.begin_restart(down, ready_after=ready_after, reset="--rst" in opts)
+            return (f"OK restart: port closed for {down:g} s" + (", clients reset" if "--rst" in opts else "")
+                    + (f", API ready {ready_after:g} s after it reopens" if ready_after else ""))
+        case "READY":
+            gateway.set_ready(_choice(args, "ready on|off", ("on", "off")) == "on")
+        case "REJECT":
+            gateway.set_reject(Reject(_choice(args, "reject fin|rst|off", ("fin", "rst", "off"))))
+        case "READONLY":
+            gateway.set_readonly(_choice(args, "readonly on|off", ("on", "off")) == "on")
+        case "HANG":
+            if len(args) != 1:
+                raise BadCommand("usage: hang MSGID[,MSGID...]|off  (e.g. hang 7,99)")
+            gateway.set_hang([] if args[0].lower() == "off" else _msg_ids(args[0]))
+        case "SLOW":
+            if len(args) != 2:
+                raise BadCommand("usage: slow MSGID SECONDS  (0 seconds: on time again)")
+            (msg_id,) = _msg_ids(args[0])
+            gateway.set_slow(msg_id, _seconds(args[1], "SECONDS"))
+        case "RESET":
+            usage = "reset SECONDS lost|kept [--deaf]"
+            words, opts = _options(args, usage, ("--deaf",))
+            if len(words) != 2 or words[1].lower() not in ("lost", "kept"):
+                raise BadCommand(f"usage: {usage}")
+            seconds = _seconds(words[0], "SECONDS")
+            n = await gateway.begin_reset(seconds, lost=words[1].lower() == "lost", deaf="--deaf" in opts)
+            return f"OK reset: IB link down for {seconds:g} s, {n} client(s) told"
+        case "HOLDID":
+            if len(args) != 1:
+                raise BadCommand("usage: holdid SECONDS  (0: client ids are free at once)")
+            gateway.set_hold_id(_seconds(args[0], "SECONDS"))
+        case "NOTICE":
+            if not args:
+                raise BadCommand("usage: notice CODE [TEXT]")
+            code = _integer(args[0], "CODE", 1, 99_999)
+            n = await gateway.send_notice(code, " ".join(args[1:]) or None)
+            return f"OK notice {code} sent to {n} client(s)"
+        case "CONNECTNOTICES":
+            if len(args) != 1:
+                raise BadCommand("usage: connectnotices CODE[,CODE...]|default|none")
+            word = args[0].lower()
+            gateway.set_connect_notices(CONNECT_NOTICES if word == "default" else () if word == "none" else _codes(word))
+        case "FREEZE":
+            _no_args(args, "freeze")
+            gateway.freeze()
+        case "UNFREEZE":
+            _no_args(args, "unfreeze")
+            gateway.unfreeze()
+        case "DROP":
+            if args and (len(args) > 1 or args[0].lower() not in ("reset", "rst")):
+                raise BadCommand("usage: drop [reset]")
+            n = await gateway.drop_clients(reset=bool(args))
+            return f"OK dropped {n} client(s)"
+        case "LATENCY":
+            if len(args) != 1:
+                raise BadCommand("usage: latency SECONDS")
+            gateway.set_latency(_seconds(args[0], "SECONDS", high=60.0))
+        case "GARBAGE":
+            _no_args(args, "garbage")
+            n = await gateway.send_garbage()
+            return f"OK garbage sent to {n} client(s)"
+        case _:
+            return f"ERROR unknown command {cmd}; commands: {CONTROL_HELP}"
+    return f"OK {cmd.lower()}"
 
 
 async def control(gateway: SimulatedGateway, line: str) -> str:
-    """Carry out one control command; the answer starts with OK or ERROR, like IBC's."""
+    """Carry out one control command; the answer starts with OK or ERROR, like IBC's.
+
+    A bad argument answers ``ERROR <what is expected>`` and changes nothing.
+    """
     words = line.strip().split()
     if not words:
         return f"ERROR empty command; commands: {CONTROL_HELP}"
     cmd, args = words[0].upper(), words[1:]
     try:
-        match cmd:
-            case "STATUS":
-                ids = ",".join(str(c.client_id) for c in gateway.clients if c.ready) or "none"
-                return (f"OK {'running' if gateway.running else 'stopped'} port={gateway.port} "
-                        f"frozen={gateway.frozen} ready={gateway.ready} latency={gateway.latency:g} clients={ids}")
-            case "STOP":
-                await gateway.stop()
-            case "START":
-                await gateway.start()
-            case "RESTART":
-                await gateway.restart(float(args[0]) if args else 0.0)
-            case "FREEZE":
-                gateway.freeze()
-            case "UNFREEZE":
-                gateway.unfreeze()
-            case "DROP":
-                n = await gateway.drop_clients(reset=bool(args) and args[0].lower() == "reset")
-                return f"OK dropped {n} client(s)"
-            case "NOTICE":
-                n = await gateway.send_notice(int(args[0]))
-                return f"OK notice {args[0]} sent to {n} client(s)"
-            case "LATENCY":
-                gateway.set_latency(float(args[0]))
-            case "GARBAGE":
-                n = await gateway.send_garbage()
-                return f"OK garbage sent to {n} client(s)"
-            case "READY":
-                gateway.set_ready(not args or args[0].lower() in ("on", "1", "true", "yes"))
-            case _:
-                return f"ERROR unknown command {cmd}; commands: {CONTROL_HELP}"
-    except (IndexError, ValueError):
-        return f"ERROR bad arguments for {cmd}; commands: {CONTROL_HELP}"
-    return f"OK {cmd.lower()}"
+        return await _run(gateway, cmd, args)
+    except BadCommand as e:
+        return f"ERROR {cmd.lower()}: {e}"
 
 
 class ControlServer:
@@ -441,15 +823,20 @@ class ControlServer:
 
 async def send_control(host: str, port: int, command: str, timeout: float = 5.0) -> str:
     """Send one command to a ControlServer and return its answer line."""
+    writer: asyncio.StreamWriter | None = None
     try:
         async with asyncio.timeout(timeout):
             reader, writer = await asyncio.open_connection(host, port)
             writer.write(command.strip().encode() + b"\n")
             await writer.drain()
             answer = (await reader.readline()).decode().strip()
-            writer.close()
     except (OSError, TimeoutError) as e:
-        return f"ERROR no simulated Gateway control port at {host}:{port} ({e or type(e).__name__})"
+        return f"{NO_CONTROL_PORT} at {host}:{port} ({e or type(e).__name__})"
+    finally:
+        if writer is not None:  # on every path, a timeout included: no socket left behind
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
     return answer or "ERROR no answer"
 
 
@@ -466,4 +853,4 @@ async def serve(host: str, port: int, accounts: Sequence[str] = DEFAULT_ACCOUNTS
     finally:
         if ctl is not None:
             await ctl.stop()
-        await gateway.stop()
+        await gateway.close()
