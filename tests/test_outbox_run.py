@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import replace
 
 import aiosqlite
 from aiohttp import web
 
-from bot.app import open_services, run_chat
+from bot.app import Services, open_services, run_chat
 from bot.config import SelfcheckConfig
 from bot.ibkr.simulator import SimulatedGateway
 from bot.selfcheck import ping_forever
@@ -26,33 +28,40 @@ from tests.test_run import config as run_config
 from tests.test_run import start as start_run
 
 
-async def test_a_soak_finishing_while_telegram_is_unreachable_posts_its_results_in_order_when_back(tmp_path):
+@asynccontextmanager
+async def whole_bot(tmp_path) -> AsyncIterator[tuple[BotApiStandIn, Services]]:
+    """The chat bot (real PTB) against the stand-in and a simulated Gateway, outbox settings FAST."""
     async with SimulatedGateway(port=0) as gw, BotApiStandIn() as standin:
         standin.user(KAI, "Kai", "kai")
         standin.group(SQUAD, "squad")
-        config = replace(chat_config(tmp_path, gw.port), outbox=FAST)
         stop = asyncio.Event()
+        config = replace(chat_config(tmp_path, gw.port), outbox=FAST)
         async with open_services(config, {"probe_interval": 0.05}) as services:
             task = asyncio.create_task(run_chat(services, standin.token, stop, base_url=standin.base_url,
                                                 poll_timeout=1))
             try:
                 await until(lambda: asyncio.sleep(0, bool(standin.commands)))
-                standin.send_text(SQUAD, KAI, "/soak 0.05")
-                await standin.wait_for(lambda m: "started by" in m.text, SQUAD)
-                await standin.refuse_connections()
-
-                async def results_stored() -> bool:
-                    return await services.repo.outbox.count(SQUAD) >= 3
-                await until(results_stored, 15)
-                await asyncio.sleep(0.5)
-                before = len(standin.messages(SQUAD))
-                await standin.accept_connections()
-                rows = await services.repo.outbox.pending(SQUAD)
-                await services.outbox.delivered([r.id for r in rows], 15)
+                yield standin, services
             finally:
                 stop.set()
                 await asyncio.wait_for(task, 15)
-            sent = [await services.repo.outbox.get(r.id) for r in rows]
+
+
+async def test_a_soak_finishing_while_telegram_is_unreachable_posts_its_results_in_order_when_back(tmp_path):
+    async with whole_bot(tmp_path) as (standin, services):
+        standin.send_text(SQUAD, KAI, "/soak 0.05")
+        await standin.wait_for(lambda m: "started by" in m.text, SQUAD)
+        await standin.refuse_connections()
+
+        async def results_stored() -> bool:
+            return await services.repo.outbox.count(SQUAD) >= 3
+        await until(results_stored, 15)
+        await asyncio.sleep(0.5)
+        before = len(standin.messages(SQUAD))
+        await standin.accept_connections()
+        rows = await services.repo.outbox.pending(SQUAD)
+        await services.outbox.delivered([r.id for r in rows], 15)
+        sent = [await services.repo.outbox.get(r.id) for r in rows]
     got = [standin.message(SQUAD, row.telegram_id) for row in sent]
     assert [m.kind for m in got] == ["text", "text", "photo"]
     assert "soak" in got[0].text and got[1].text.startswith("## Results")
@@ -61,26 +70,14 @@ async def test_a_soak_finishing_while_telegram_is_unreachable_posts_its_results_
 
 
 async def test_after_the_squad_group_became_a_supergroup_results_and_the_allow_list_follow_it(tmp_path):
-    async with SimulatedGateway(port=0) as gw, BotApiStandIn() as standin:
-        standin.user(KAI, "Kai", "kai")
-        standin.group(SQUAD, "squad")
+    async with whole_bot(tmp_path) as (standin, _):
         standin.group(SUPER, "squad")
         standin.faults.add(FaultKind.MIGRATE, chat_id=SQUAD, times=None, to_chat_id=SUPER)
-        config = replace(chat_config(tmp_path, gw.port), outbox=FAST)
-        stop = asyncio.Event()
-        async with open_services(config, {"probe_interval": 0.05}) as services:
-            task = asyncio.create_task(run_chat(services, standin.token, stop, base_url=standin.base_url,
-                                                poll_timeout=1))
-            try:
-                await until(lambda: asyncio.sleep(0, bool(standin.commands)))
-                standin.send_text(SQUAD, KAI, "/connect")
-                await standin.wait_for(lambda m: m.text.startswith("## Results"), SUPER)
-                standin.send_text(SUPER, KAI, "/help")  # the config still lists only the old id
-                await standin.wait_for(lambda m: "/checklist" in m.text, SUPER)
-            finally:
-                stop.set()
-                await asyncio.wait_for(task, 15)
-        assert not any("only answers its squad" in m.text for m in standin.messages(SUPER))
+        standin.send_text(SQUAD, KAI, "/connect")
+        await standin.wait_for(lambda m: m.text.startswith("## Results"), SUPER)
+        standin.send_text(SUPER, KAI, "/help")  # the config still lists only the old id
+        await standin.wait_for(lambda m: "/checklist" in m.text, SUPER)
+    assert not any("only answers its squad" in m.text for m in standin.messages(SUPER))
 
 
 async def _statuses(db_path, chat_id: int) -> list[str]:
