@@ -26,6 +26,8 @@ from bot.jobs import JobBoard
 from bot.outbox import Outbox, Transport
 from bot.runner import Runner
 from bot.selfcheck import ping_forever
+from bot.watch.delivery import watching
+from bot.watch.watcher import Watch
 from storage import Repository
 
 log = logging.getLogger(__name__)
@@ -56,17 +58,24 @@ class Services:
     outbox: Outbox  # messages that must arrive; sending starts when the chat front end has a Bot
     # One view per Gateway, kept current by the running check's events.
     live: dict[str, LiveView] = field(default_factory=dict)
+    watch: Watch | None = None  # the always-on watch (gwbot run / chat); None in one-shot commands
 
 
 @contextlib.asynccontextmanager
-async def open_services(config: Config, client_options: dict[str, Any] | None = None) -> AsyncIterator[Services]:
+async def open_services(config: Config, client_options: dict[str, Any] | None = None, *,
+                        watch: dict[str, Any] | None = None) -> AsyncIterator[Services]:
+    """``watch``: start the always-on watch with these watcher options ({} for the defaults); None: no watch."""
     repo = await Repository.open(database_path(config))
     runner = Runner(config, repo, dict(client_options or {}))
     jobs = JobBoard(runner)
     outbox = Outbox(repo.outbox, config.outbox)
     try:
         await outbox.load()
-        yield Services(config, repo, runner, jobs, outbox, {g.name: LiveView() for g in config.gateways})
+        async with contextlib.AsyncExitStack() as stack:
+            # The watch (issue 11): after storage and the outbox, stopped before the repository closes.
+            watcher = None if watch is None else await stack.enter_async_context(
+                watching(config, repo, outbox, client_options=client_options, **watch))
+            yield Services(config, repo, runner, jobs, outbox, {g.name: LiveView() for g in config.gateways}, watcher)
     finally:
         await jobs.shutdown()  # a running check is cancelled and stored as cancelled
         await outbox.stop()  # what is unsent stays stored for the next start

@@ -295,7 +295,7 @@ async def _cmd_run(config: Config, _: argparse.Namespace) -> int:
         log.warning("telegram.allowed_chat_ids is empty: the bot will refuse everyone and tell them their ids")
     stop = asyncio.Event()
     _stop_on_signals(stop)
-    async with open_services(config) as services:
+    async with open_services(config, watch={}) as services:
         try:
             await run_chat(services, token, stop, base_url=config.telegram.api_base_url)
         except TokenRejected as e:
@@ -303,6 +303,10 @@ async def _cmd_run(config: Config, _: argparse.Namespace) -> int:
             return EXIT_USAGE
     print("gwbot: stopped", file=sys.stderr)
     return EXIT_OK
+
+
+CHAT_DOWN_AFTER = 0.5  # seconds: gwbot chat's watch reports a !stop at once ...
+CHAT_WATCH = {"knock_interval": 0.1, "max_pause": 1.0}  # ... and a !start within about a second
 
 
 async def _cmd_chat(config: Config, args: argparse.Namespace) -> int:
@@ -322,7 +326,10 @@ async def _cmd_chat(config: Config, args: argparse.Namespace) -> int:
               flush=True)
         terminal = TerminalChat(standin, CHAT_USER_ID, CHAT_USER_ID, files_dir=config.data_dir / "chat-files",
                                 local=lambda line: control(sim, line))
-        async with open_services(config) as services:
+        # The watch reports a !stop within a second here: down_after short, the terminal is the alert chat.
+        config = replace(config, watch=replace(config.watch, down_after=CHAT_DOWN_AFTER,
+                                               alert_chat_ids=frozenset({CHAT_USER_ID})))
+        async with open_services(config, watch=CHAT_WATCH) as services:
             bot_task = asyncio.create_task(run_chat(services, standin.token, stop, base_url=standin.base_url,
                                                     poll_timeout=1))
             typing = asyncio.create_task(terminal.run(stdin_reader()))

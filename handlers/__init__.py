@@ -12,7 +12,7 @@ from telegram.ext import Application, CallbackQueryHandler, CommandHandler, Mess
 from bot.app import Services
 from bot.config import OutboxConfig
 from bot.outbox import Transport
-from handlers import checks, commands
+from handlers import checks, commands, watch
 from handlers.access import AccessGate
 from handlers.context import KEY, ChatServices
 from handlers.delivery import TelegramTransport
@@ -33,6 +33,11 @@ COMMANDS = {
     "history": commands.history,
     "report": commands.report_,
     "logs": commands.logs,
+    "subscribe": watch.subscribe,
+    "unsubscribe": watch.unsubscribe,
+    "mute": watch.mute,
+    "unmute": watch.unmute,
+    "uptime": watch.uptime,
 }
 
 
@@ -42,6 +47,7 @@ def install(application: Application, services: Services) -> None:
     for name, callback in COMMANDS.items():
         application.add_handler(CommandHandler(name, callback))
     application.add_handler(CallbackQueryHandler(checks.on_button, pattern=f"^{PREFIX}:"))
+    application.add_handler(CallbackQueryHandler(watch.on_alert_button, pattern=watch.BUTTON_PATTERN))
     application.add_handler(MessageHandler(filters.COMMAND, commands.unknown))
     application.add_error_handler(on_error)
 

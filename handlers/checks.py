@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from telegram import Update
 from telegram.ext import ContextTypes
@@ -14,6 +15,7 @@ from bot.health import LiveView
 from bot.ibkr.events import ClientEvent
 from bot.jobs import Busy, Job
 from bot.runner import RunOutcome, RunRequest
+from bot.watch.watcher import utc_now
 from handlers.context import BadArgument, ChatServices, chat_services, gateway_arg, number_arg, origin, who
 from handlers.operator import ChatOperator
 from handlers.progress import ProgressMessage
@@ -84,6 +86,7 @@ async def _start(update: Update, context: ContextTypes.DEFAULT_TYPE, checks: tup
     operator = ChatOperator(context.bot, chat_id, services.prompts, gw.name)
 
     async def done(job: Job, outcome: RunOutcome | None, error: BaseException | None) -> None:
+        _watch_expects_stop(services, gw.name, checks, None)
         await progress.close()
         await _finished(services, context, chat_id, job, error)
 
@@ -97,6 +100,7 @@ async def _start(update: Update, context: ContextTypes.DEFAULT_TYPE, checks: tup
         await update.effective_message.reply_text(_busy_text(gw.name, busy.job))
         return
     # The job's task has not run yet (no await since it was created): nothing is missed.
+    _watch_expects_stop(services, gw.name, checks, _stop_window(services, request))
     progress.run_id = job.run_id
     services.core.live[gw.name] = live
     await update.effective_message.reply_text(
@@ -114,6 +118,24 @@ async def _finished(services: ChatServices, context: ContextTypes.DEFAULT_TYPE, 
         first = (OutMessage.plain(f"⚠️ Run #{job.run_id} stopped with an internal error "
                                   f"({type(error).__name__}); it is logged."),)
     await post_results(services.core.outbox, chat_id, run, first)
+
+
+def _stop_window(services: ChatServices, request: RunRequest) -> float:
+    """How long at most a run that asks the operator to stop and start the Gateway may keep it down:
+    both operator prompts, the reconnect budget, a soak before it, and a minute to spare."""
+    c = services.core.config
+    soak = (request.soak_duration or c.soak.duration) if "soak" in request.checks else 0.0
+    return 2 * c.checks.operator_timeout + c.checks.reconnect_within + soak + 60
+
+
+def _watch_expects_stop(services: ChatServices, gateway: str, checks: tuple[str, ...], at_most: float | None) -> None:
+    """A /reconnect (or /checklist's reconnect step) stops the Gateway on purpose: the watch reports
+    that as part of the test, not as an outage. ``at_most`` None: the run is over."""
+    watch = services.core.watch
+    if watch is None or "reconnect" not in checks or gateway not in watch.watchers:
+        return
+    until = None if at_most is None else utc_now() + timedelta(seconds=at_most)
+    watch.suppress(gateway, "reconnect check", until)
 
 
 def _busy_text(gateway: str, job: Job | None) -> str:

@@ -103,5 +103,5 @@ async def post_results(outbox: Outbox, chat_id: int, run: RunRecord, first: tupl
         if check.name == "soak" and check.series:
             # matplotlib is CPU work: off the loop, so the chat keeps answering meanwhile.
             png = await asyncio.to_thread(soak_chart, check, f"Run #{run.id}: heartbeat RTT ({check.status})")
-            messages.append(OutMessage.photo(png, f"Soak heartbeat RTT, run #{run.id}"))
+            messages.append(OutMessage.photo(png, f"Soak heartbeat RTT, run #{run.id}", f"gwbot-run-{run.id}-soak.png"))
     await outbox.enqueue(chat_id, messages)

@@ -65,8 +65,8 @@ class OutMessage:
         return cls(OutKind.DOCUMENT, caption, file_name, data)
 
     @classmethod
-    def photo(cls, data: bytes, caption: str = "") -> OutMessage:
-        return cls(OutKind.PHOTO, caption, "chart.png", data)
+    def photo(cls, data: bytes, caption: str = "", file_name: str = "chart.png") -> OutMessage:
+        return cls(OutKind.PHOTO, caption, file_name, data)
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ from storage.models import (
     RunSummary,
 )
 from storage.outbox import OutboxStore
+from storage.subscribers import SubscriberStore
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +181,7 @@ class Repository:
         self._owned: set[int] = set()  # runs this repository created and has not finished
         self._lease_task: asyncio.Task[None] | None = None
         self.incidents = IncidentStore(db)  # the watch's outages share this connection (one writer)
+        self.subscribers = SubscriberStore(db)  # chats that /subscribe to the watch's alerts
 
     @classmethod
     async def open(cls, path: Path, *, for_reading: bool = False) -> Repository:
