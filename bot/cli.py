@@ -295,12 +295,12 @@ async def _cmd_run(config: Config, _: argparse.Namespace) -> int:
         log.warning("telegram.allowed_chat_ids is empty: the bot will refuse everyone and tell them their ids")
     stop = asyncio.Event()
     _stop_on_signals(stop)
-    async with open_services(config, watch={}) as services:
-        try:
+    try:
+        async with open_services(config, watch={}) as services:
             await run_chat(services, token, stop, base_url=config.telegram.api_base_url)
-        except TokenRejected as e:
-            print(f"gwbot: {e}", file=sys.stderr)
-            return EXIT_USAGE
+    except TokenRejected as e:  # said after the watch's goodbye lines, so it is the last line
+        print(f"gwbot: {e}", file=sys.stderr)
+        return EXIT_USAGE
     print("gwbot: stopped", file=sys.stderr)
     return EXIT_OK
 
