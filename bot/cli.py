@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import getpass
+import json
 import logging
 import os
 import signal
@@ -15,7 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequen
 from dataclasses import replace
 from pathlib import Path
 
-from bot import bench, report
+from bot import bench, bench_watch, report
 from bot.app import TokenRejected, database_path, open_services, run_chat, with_gateway
 from bot.checks import CHECK_NAMES, CheckResult
 from bot.config import CLIENT_ID, PORT, RUN_ID, SOAK_SECONDS, Config, ConfigError, Range, load_config, token_error
@@ -40,6 +41,8 @@ TRIALS = Range(1, 1000, integer=True)
 HISTORY_LIMIT = Range(1, 100_000, integer=True)
 OUTAGE_SECONDS = Range(0, 3600, low_open=True)
 API_OUTAGE_SECONDS = Range(0, 3600)  # 0: skip the outbox's outage figure
+GATEWAYS = Range(1, 500, integer=True)
+COMMANDS_RANGE = Range(1, 100_000, integer=True)
 
 
 class UsageError(Exception):
@@ -133,6 +136,11 @@ def _parser() -> argparse.ArgumentParser:
                        help="how long the simulator process stays killed for the long-outage figure (default 90)")
     bench.add_argument("--api-outage", type=_typed(API_OUTAGE_SECONDS), default=120.0, metavar="SECONDS",
                        help="how long the Bot API refuses connections in the outbox figure (0: skip it)")
+    bench.add_argument("--watch-only", action="store_true", help="only the always-on watch's figures")
+    bench.add_argument("--gateways", type=_typed(GATEWAYS), default=50, help="Gateways watched at once (default 50)")
+    bench.add_argument("--commands", type=_typed(COMMANDS_RANGE), default=1000,
+                       help="chat commands timed while a soak runs and the Gateways are watched (default 1000)")
+    bench.add_argument("--json", action="store_true", help="one JSON object per figure instead of the table")
 
     rep = command("report", help="print or write a run's report (markdown)")
     rep.add_argument("run_id", type=_typed(RUN_ID))
@@ -440,6 +448,8 @@ async def _cmd_report(config: Config, args: argparse.Namespace) -> int:
 
 
 async def _cmd_bench(_: Config, args: argparse.Namespace) -> int:
+    if args.json or args.watch_only:
+        return await _bench_watch(args)
     print(f"Measuring against the simulated Gateway ({args.trials} trials each) ...", flush=True)
     for figure in await bench.measure(trials=args.trials):
         print(figure.line(), flush=True)
@@ -453,6 +463,23 @@ async def _cmd_bench(_: Config, args: argparse.Namespace) -> int:
         print(f"Outbox: the Bot API refuses connections for {args.api_outage:g} s while a /checklist ends ...", flush=True)
         for figure in await bench.measure_outage(args.api_outage):
             print(figure.line(), flush=True)
+    return await _bench_watch(args)
+
+
+async def _bench_watch(args: argparse.Namespace) -> int:
+    """The always-on watch's figures (issue 11); with --json, every figure as one JSON line."""
+    def show(figure: bench.Figure) -> None:
+        print(json.dumps(bench_watch.figure_json(figure), ensure_ascii=False) if args.json else figure.line(),
+              flush=True)
+    if not args.json:
+        print(f"The watch: simulator processes SIGKILLed, {args.trials} trials, a {args.outage:g} s outage, "
+              f"{args.gateways} Gateways, {args.commands} commands ...", flush=True)
+    for figure in await bench_watch.measure_kill(trials=args.trials, outage=args.outage):
+        show(figure)
+    for figure in await bench_watch.measure_frozen(trials=min(args.trials, 5)):
+        show(figure)
+    for figure in await bench_watch.measure_many(gateways=args.gateways, commands=args.commands):
+        show(figure)
     return EXIT_OK
 
 
