@@ -4,8 +4,6 @@ Gateway, a real SQLite file, alerts through the durable outbox. Nothing is mocke
 from __future__ import annotations
 
 import asyncio
-import signal
-import sys
 import time
 from dataclasses import replace
 
@@ -17,7 +15,7 @@ from bot.ibkr.simulator import SimulatedGateway
 from bot.telegram_standin import BotApiStandIn
 from bot.watch.state import Phase
 from tests.conftest import FAST
-from tests.test_run import ROOT
+from tests.test_run import gwbot_chat
 from tests.test_chat import KAI, LEE, SQUAD, Chat, chat_config
 
 SUBSCRIBER = KAI  # Kai's private chat with the bot (chat id = user id) /subscribes
@@ -172,12 +170,7 @@ async def _line_with(proc: asyncio.subprocess.Process, text: str, timeout: float
 
 async def test_gwbot_chat_reports_a_stopped_simulator_at_once_and_its_return(tmp_path):
     """`gwbot chat`: !stop brings 🔴 to the terminal within about a second, !start 🟢 with the downtime."""
-    cfg = tmp_path / "config.yaml"
-    cfg.write_text("data_dir: data\nwatch: {expected: [], relogin_reminder: 0}\n", encoding="utf-8")
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "bot", "--config", str(cfg), "chat", cwd=ROOT,
-                                                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.PIPE)
-    try:
+    async with gwbot_chat(tmp_path, "data_dir: data\nwatch: {expected: [], relogin_reminder: 0}\n") as proc:
         async with asyncio.timeout(30):  # until the watch has its verdict (before, /status probes)
             while True:
                 proc.stdin.write(b"/status\n")
@@ -194,10 +187,3 @@ async def test_gwbot_chat_reports_a_stopped_simulator_at_once_and_its_return(tmp
         back = await _line_with(proc, "🟢", 15)
         assert "back after" in back
         assert took < 3.0, f"🔴 after {took:.2f} s (down_after 0.5 s; generous for a busy machine)"
-        proc.send_signal(signal.SIGINT)
-        await asyncio.wait_for(proc.wait(), 15)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    assert proc.returncode == 0
