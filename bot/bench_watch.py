@@ -67,8 +67,9 @@ def _config(data_dir: Path, ports: list[int], *, heartbeat: tuple[float, float] 
                   soak=SoakConfig(duration=3600, heartbeat_interval=5, progress_interval=30),
                   telegram=TelegramConfig(allowed_chat_ids=frozenset({PERSON}), allowed_user_ids=frozenset({PERSON}),
                                           progress_interval=5),
+                  # Repeated trials would otherwise count as flapping (one summary, then quiet).
                   watch=WatchConfig(alert_chat_ids=frozenset({PERSON}), down_after=down_after, expected=(),
-                                    relogin_reminder=0))
+                                    relogin_reminder=0, flap_count=1000))
 
 
 @asynccontextmanager
