@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import os
 import resource
 import signal
 import socket
+import statistics
 import sys
 import tempfile
 import time
@@ -29,6 +31,7 @@ from bot.stats import percentile
 from bot.telegram_standin import BotApiStandIn, BotMessage
 from bot.watch.state import Phase
 
+log = logging.getLogger(__name__)
 PERSON = 42  # the alert chat: a private chat (Telegram: ~1 message/s, no per-minute group limit)
 SEED_DELAY = 10.0  # the seed's fixed reconnect sleep
 POLL_EVERY = 10.0  # the baseline poller's interval (Uptime Kuma's default is 60 s; 10 s is kind to it)
@@ -144,6 +147,9 @@ async def measure_kill(trials: int = 10, outage: float = 90.0, baseline_trials: 
                 try:
                     for trial in range(trials):
                         await _up(services)
+                        # Telegram takes ~1 message/s per chat (outbox.chat_interval): a 🔴 right after
+                        # the last 🟢 would measure that wait, not the watch.
+                        await asyncio.sleep(services.config.outbox.chat_interval + 0.2)
                         measure_baseline = trial < baseline_trials
                         if measure_baseline:
                             while len(seed_at) <= trial:  # the seed loop is connected too
@@ -263,14 +269,22 @@ async def measure_many(gateways: int = 50, settle: float = 20.0, commands: int =
                 killed = time.monotonic()
                 many.send_signal(signal.SIGKILL)
                 await many.wait()
+                names = list(services.watch.watchers) if services.watch else []
+                seen: dict[str, float] = {}  # Gateway -> when its 🔴 (alone or in a digest) was accepted
                 async with asyncio.timeout(gateways * 3 + 60):
-                    while len([m for m in standin.messages(PERSON) if m.message_id > after and m.text.startswith("🔴")]) < gateways:
+                    while len(seen) < gateways:
+                        for m in standin.messages(PERSON):
+                            if m.message_id > after:
+                                for n in names:
+                                    if n not in seen and f"🔴 {n} is DOWN" in m.text:
+                                        seen[n] = m.sent_at
                         await asyncio.sleep(0.1)
-                reds = sorted(m.sent_at for m in standin.messages(PERSON) if m.message_id > after and m.text.startswith("🔴"))
-                gaps = [b - a for a, b in zip(reds, reds[1:])]
-                figures.append(Figure(f"all {gateways} killed at once -> every 🔴 accepted (s after the kill; "
-                                      f"closest gap {min(gaps, default=0):.2f} s, chat limit 1/s)",
-                                      tuple(r - killed for r in reds), "s"))
+                shown = [m for m in standin.messages(PERSON) if m.message_id > after]
+                digests = sum("📬" in m.text for m in shown)  # the outbox folds a burst into a digest
+                log.debug("after the kill: %s", [m.text[:120] for m in shown])
+                figures.append(Figure(f"all {gateways} killed at once -> every 🔴 accepted, none lost (s after the "
+                                      f"kill; {len(shown)} messages, {digests} of them digest parts)",
+                                      tuple(sorted(t - killed for t in seen.values())), "s"))
                 gc.unfreeze()
     finally:
         if many.returncode is None:
@@ -293,7 +307,14 @@ async def _commands_during_soak(standin: BotApiStandIn, commands: int) -> Figure
     return Figure("/help round trip, soak running + Gateways watched [p99 ≤50, worst ≤50]", tuple(times), "ms")
 
 
+def figure_line(f: Figure) -> str:
+    """The table's line: median, p99 and worst (the watch's targets are p99s and worsts)."""
+    j = figure_json(f)
+    return (f"{f.name:<60} median {j['median']:9.2f} {f.unit:<3} p99 {j['p99']:9.2f}  worst {j['worst']:9.2f}  "
+            f"(n={j['n']})")
+
+
 def figure_json(f: Figure) -> dict[str, Any]:
     s = sorted(f.samples)
-    return {"name": f.name, "unit": f.unit, "n": len(s), "median": s[len(s) // 2] if s else None,
+    return {"name": f.name, "unit": f.unit, "n": len(s), "median": statistics.median(s) if s else None,
             "p99": percentile(s, 0.99) if s else None, "worst": s[-1] if s else None}

@@ -474,7 +474,8 @@ async def _cmd_bench(_: Config, args: argparse.Namespace) -> int:
 async def _bench_watch(args: argparse.Namespace) -> int:
     """The always-on watch's figures (issue 11); with --json, every figure as one JSON line."""
     def show(figure: bench.Figure) -> None:
-        print(json.dumps(bench_watch.figure_json(figure), ensure_ascii=False) if args.json else figure.line(),
+        print(json.dumps(bench_watch.figure_json(figure), ensure_ascii=False) if args.json
+              else bench_watch.figure_line(figure),
               flush=True)
     if not args.json:
         print(f"The watch: simulator processes SIGKILLed, {args.trials} trials, a {args.outage:g} s outage, "
