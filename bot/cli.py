@@ -17,6 +17,8 @@ from pathlib import Path
 from bot import bench, report
 from bot.app import TokenRejected, database_path, open_services, run_chat, with_gateway
 from bot.checks import CHECK_NAMES, CheckResult
+from bot.checks.base import WARNING_MARK
+from bot.checks.soak import SoakOptions
 from bot.config import CLIENT_ID, PORT, RUN_ID, SOAK_SECONDS, Config, ConfigError, Range, load_config, token_error
 from bot.ibkr.simulator import CONTROL_HELP, NO_CONTROL_PORT, SimulatedGateway, control, send_control, serve
 from bot.operators import AutoOperator
@@ -214,6 +216,8 @@ def _print_result(result: CheckResult) -> None:
     print(f"{line}" + (f" - {result.error}" if result.error else ""), flush=True)
     for finding in result.findings:
         print(f"     {finding}", flush=True)
+    for warning in result.warnings:
+        print(f"     {WARNING_MARK} {warning}", flush=True)
     for hint in result.hints:
         print(f"     hint: {hint}", flush=True)
 
@@ -252,7 +256,7 @@ async def _cmd_check(config: Config, args: argparse.Namespace) -> int:
     config = with_gateway(config, args.gateway, host=args.host, port=args.port, client_id=args.client_id)
     names = CHECK_NAMES if args.name == "all" else (args.name,)
     request = RunRequest(names, started_by=_who(), origin="terminal", gateway=args.gateway,
-                         soak_duration=args.duration, stop_on_failure=args.stop_on_failure)
+                         stop_on_failure=args.stop_on_failure, options=(SoakOptions(args.duration),))
     outcome, markdown = await _run_checks(config, request, args.simulate)
     print(f"\nRun #{outcome.run_id}: {outcome.status.upper()}  (full report: gwbot report {outcome.run_id})")
     return EXIT_OK if outcome.status is RunStatus.PASSED else EXIT_FAILED
@@ -261,7 +265,8 @@ async def _cmd_check(config: Config, args: argparse.Namespace) -> int:
 async def _cmd_demo(config: Config, args: argparse.Namespace) -> int:
     # A demo should show the heartbeat working within its short soak.
     config = replace(config, soak=replace(config.soak, heartbeat_interval=1.0, progress_interval=5.0))
-    request = RunRequest(CHECK_NAMES, started_by=_who(), origin="demo", soak_duration=args.soak, stop_on_failure=False)
+    request = RunRequest(CHECK_NAMES, started_by=_who(), origin="demo", stop_on_failure=False,
+                         options=(SoakOptions(args.soak),))
     outcome, markdown = await _run_checks(config, request, simulate=True)
     print("\n" + markdown)
     print(f"Run #{outcome.run_id}: {outcome.status.upper()}")

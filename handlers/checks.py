@@ -8,6 +8,7 @@ from telegram import Update
 from telegram.ext import ContextTypes
 
 from bot.checks import CHECK_NAMES
+from bot.checks.soak import SoakOptions
 from bot.checks.base import OperatorReply, Reply
 from bot.config import SOAK_SECONDS, Range
 from bot.health import LiveView
@@ -75,7 +76,7 @@ async def _start(update: Update, context: ContextTypes.DEFAULT_TYPE, checks: tup
     assert update.effective_chat is not None and update.effective_message is not None
     chat_id = update.effective_chat.id
     request = RunRequest(checks, started_by=who(update), origin=origin(update), gateway=gw.name,
-                         soak_duration=soak_seconds)
+                         options=(SoakOptions(soak_seconds),))
     progress = ProgressMessage(context.bot, chat_id, request.kind, 0, services.core.config.telegram.progress_interval)
     live = LiveView()
 

@@ -1,14 +1,14 @@
 """Persistence: one aiosqlite repository and the frozen records it returns."""
 
 from storage.models import (
-    CHECK_STATUSES,
-    RUN_STATUSES,
     AuditRecord,
     CheckRecord,
+    CheckStatus,
     EventRecord,
     LogRecord,
     Metric,
     RunRecord,
+    RunStatus,
     RunSummary,
 )
 from storage.errors import (
@@ -23,7 +23,7 @@ from storage.errors import (
 from storage.repository import Repository
 
 __all__ = [
-    "CHECK_STATUSES", "RUN_STATUSES", "AuditRecord", "CheckRecord", "EventRecord", "LogRecord", "Metric",
-    "Repository", "RunRecord", "RunSummary", "SchemaTooNew", "StorageError", "DatabaseBusy", "DatabaseReadOnly",
+    "AuditRecord", "CheckRecord", "CheckStatus", "EventRecord", "LogRecord", "Metric",
+    "Repository", "RunRecord", "RunStatus", "RunSummary", "SchemaTooNew", "StorageError", "DatabaseBusy", "DatabaseReadOnly",
     "DatabaseUnavailable", "NotADatabase", "StorageFull",
 ]

@@ -74,4 +74,20 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX samples_run ON samples (run_id, id);
     """,
+    # 3: a check's hints, warnings and named facts (e.g. the managed accounts) in their own columns,
+    # not prose among its findings to be parsed back; rows stored before are split the same way.
+    """
+    ALTER TABLE checks ADD COLUMN hints TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE checks ADD COLUMN warnings TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE checks ADD COLUMN facts TEXT NOT NULL DEFAULT '{}';
+    UPDATE checks SET
+        hints = (SELECT json_group_array(substr(value, 7)) FROM json_each(checks.findings)
+                 WHERE value LIKE 'Hint: %'),
+        warnings = (SELECT json_group_array(substr(value, 13)) FROM json_each(checks.findings)
+                    WHERE value LIKE '⚠️ Warning: %'),
+        facts = COALESCE((SELECT json_object('accounts', substr(value, 19)) FROM json_each(checks.findings)
+                          WHERE value LIKE 'Managed accounts: %'), '{}'),
+        findings = (SELECT json_group_array(value) FROM json_each(checks.findings)
+                    WHERE value NOT LIKE 'Hint: %' AND value NOT LIKE '⚠️ Warning: %');
+    """,
 )

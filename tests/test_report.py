@@ -27,28 +27,28 @@ def golden(name: str, text: str) -> None:
 async def store_checklist(repo: Repository, *, reconnect_ok: bool) -> int:
     run = await repo.create_run("checklist", "paper", "marcus (terminal)", "terminal", Config().public_dict())
     checks = [
-        ("port", "passed", [Metric("tcp_connect", 0.4, "ms")], [], None),
+        ("port", "passed", [Metric("tcp_connect", 0.4, "ms")], {}),
         ("connect", "passed", [Metric("connect", 15, "ms"), Metric("server_version", 178, "")],
-         ["Managed accounts: DUO779750"], None),
+         {"findings": ["Managed accounts: DUO779750"], "facts": {"accounts": "DUO779750"}}),
         ("soak", "passed", [Metric("duration", 600, "s"), Metric("heartbeats", 120, ""),
                             Metric("missed_heartbeats", 0, ""), Metric("drops", 0, ""),
                             Metric("rtt_min", 0.8, "ms"), Metric("rtt_median", 1.1, "ms"),
-                            Metric("rtt_p95", 2.0, "ms"), Metric("rtt_max", 3.2, "ms")], [], None),
-        ("disconnect", "passed", [Metric("disconnect", 1.2, "ms")], [], None),
+                            Metric("rtt_p95", 2.0, "ms"), Metric("rtt_max", 3.2, "ms")], {}),
+        ("disconnect", "passed", [Metric("disconnect", 1.2, "ms")], {}),
     ]
     if reconnect_ok:
         checks.append(("reconnect", "passed", [Metric("prompt_to_drop", 4.1, "s"), Metric("back_to_reconnected", 0.3, "s"),
                                                Metric("reconnect_attempts", 2, ""), Metric("downtime", 14.2, "s")],
-                       [], None))
+                       {}))
     else:
         checks.append(("reconnect", "failed", [Metric("prompt_to_drop", 4.1, "s"), Metric("reconnect_attempts", 5, "")],
-                       ["Hint: Check `max_reconnect_attempts` in config", "Hint: Verify `reconnect_delay` is appropriate"],
-                       "Auto-reconnect gave up after 5 attempts (52.0 s): Connection refused on 127.0.0.1:4002"))
+                       {"hints": ["Check `max_reconnect_attempts` in config", "Verify `reconnect_delay` is appropriate"],
+                        "error": "Auto-reconnect gave up after 5 attempts (52.0 s): Connection refused on 127.0.0.1:4002"}))
     checks.append(("errors", "passed", [Metric("rows_ok", 7, ""), Metric("rows", 7, "")],
-                   ["ok: refused port: GatewayRefused in 0.00 s (expected GatewayRefused within 1 s)"], None))
-    for name, status, metrics, findings, error in checks:
+                   {"findings": ["ok: refused port: GatewayRefused in 0.00 s (expected GatewayRefused within 1 s)"]}))
+    for name, status, metrics, stored in checks:
         check = await repo.start_check(run, name)
-        await repo.finish_check(check, status, metrics=metrics, findings=findings, error=error)
+        await repo.finish_check(check, status, metrics=metrics, **stored)
     await repo.add_logs(run, [(T0 + timedelta(minutes=12), "WARNING", "bot.ibkr.client",
                                "connection to 127.0.0.1:4002 lost: peer closed (Peer closed connection.)")])
     await repo.finish_run(run, "passed" if reconnect_ok else "failed")

@@ -25,6 +25,7 @@ from bot.ibkr.errors import (
     NotAnApiPort,
 )
 from bot.ibkr.simulator import SimulatedGateway
+from storage.models import CheckRecord, RunRecord
 
 # Rows that must wait for a timeout use this short one, so the matrix stays quick.
 ROW_TIMEOUT = 2.0
@@ -166,11 +167,26 @@ ROWS = (
 )
 
 
+ROWS_OK, ROWS_RUN = "rows_ok", "rows"  # metric names (counts); each row's seconds: row_<n>_seconds
+
+
 class ErrorsCheck(Check):
     name = "errors"
+    section = "Error Handling Test"
+    provokes_errors = True
 
-    def __init__(self, rows: tuple[Row, ...] = ROWS) -> None:
+    def __init__(self, options: object = None, rows: tuple[Row, ...] = ROWS) -> None:
+        super().__init__(options)
         self.rows = rows
+
+    @classmethod
+    def figures(cls, check: CheckRecord) -> str:
+        ok, rows = check.metric(ROWS_OK), check.metric(ROWS_RUN)
+        return "" if ok is None or rows is None else f"{ok:.0f}/{rows:.0f} error cases handled as expected"
+
+    @classmethod
+    def report_lines(cls, run: RunRecord, check: CheckRecord | None) -> list[str]:
+        return [] if check is None else [f"- {f}" for f in check.findings]  # one finding per row
 
     async def execute(self, ctx: CheckContext, rec: Recorder) -> None:
         results: list[RowResult] = []
@@ -185,8 +201,8 @@ class ErrorsCheck(Check):
             rec.metric(f"row_{i + 1}_seconds", result.elapsed, "s")
             if not result.ok:
                 rec.fail(self._why(result))
-        rec.metric("rows_ok", float(sum(r.ok for r in results)), "")
-        rec.metric("rows", float(len(results)), "")
+        rec.metric(ROWS_OK, float(sum(r.ok for r in results)), "")
+        rec.metric(ROWS_RUN, float(len(results)), "")
 
     @staticmethod
     def _why(r: RowResult) -> str:
