@@ -154,3 +154,37 @@ async def test_the_reconnect_after_a_soak_drop_is_in_the_report(tmp_path):
     assert f"  - {t + timedelta(seconds=25):%H:%M:%S} UTC: Disconnected (peer closed)\n" in connection
     assert f"  - {t + timedelta(seconds=28.2):%H:%M:%S} UTC: Reconnected after 3.1 s down, 1 attempt(s)\n" in connection
     assert "local disconnect" not in connection and "Reconnecting" not in connection
+
+
+async def test_a_new_check_is_reported_from_its_own_file_alone(tmp_path, monkeypatch):
+    """What the report shows of a check comes from the check's class: a check added to the
+    registry gets its summary line and its lines in its section without report.py knowing it."""
+    from bot import checks
+    from bot.checks.base import Check, mark, passed
+
+    class LatencyCheck(Check):
+        name = "latency"
+        section = "Connection Test"
+
+        async def execute(self, ctx, rec):
+            rec.metric("p50", 1.5, "ms")
+
+        @classmethod
+        def figures(cls, check):
+            return f"p50 {check.metric('p50'):.1f} ms"
+
+        @classmethod
+        def report_lines(cls, run, check):
+            return [f"- {mark(passed(check))} Latency measured"]
+
+    monkeypatch.setattr(checks, "CHECKS", (*checks.CHECKS, LatencyCheck))
+    monkeypatch.setattr(report, "CHECKS", checks.CHECKS)
+    async with await Repository.open(tmp_path / "gwbot.sqlite3") as repo:
+        run = await repo.create_run("latency", "paper", "x", "terminal", Config().public_dict())
+        check = await repo.start_check(run, "latency")
+        await repo.finish_check(check, "passed", metrics=[Metric("p50", 1.5, "ms")])
+        await repo.finish_run(run, "passed")
+        stored = await repo.get_run(run)
+    assert report.summary(stored).splitlines()[1] == "✅ latency: passed, p50 1.5 ms"
+    connection = report.markdown(stored).split("**Connection Test:**")[1].split("**Auto-Reconnect Test:**")[0]
+    assert connection.splitlines()[-2] == "- ✅ Latency measured"
