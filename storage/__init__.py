@@ -23,7 +23,7 @@ from storage.errors import (
 from storage.repository import Repository
 
 __all__ = [
-    "AuditRecord", "CheckRecord", "CheckStatus", "EventRecord", "LogRecord", "Metric",
-    "Repository", "RunRecord", "RunStatus", "RunSummary", "SchemaTooNew", "StorageError", "DatabaseBusy", "DatabaseReadOnly",
+    "AuditRecord", "CheckRecord", "CheckStatus", "EventRecord", "LogRecord", "Metric", "Repository", "RunRecord",
+    "RunStatus", "RunSummary", "SchemaTooNew", "StorageError", "DatabaseBusy", "DatabaseReadOnly",
     "DatabaseUnavailable", "NotADatabase", "StorageFull",
 ]

@@ -1,10 +1,10 @@
 """The one aiosqlite repository: runs, checks, events, samples, log lines and the audit trail.
 
 Every write commits at once, so a crash leaves a readable partial run; a write of several
-statements is one transaction (``async with repo.transaction():``), all or nothing. A run records its owner
-(host, pid, process start) and renews a lease while it runs; a run still marked running whose
-owner is provably gone is marked interrupted, ended at its last stored sign of life. WAL lets
-readers (a /report, `gwbot history` during a soak) run beside the writer.
+statements is one transaction (``async with repo.transaction():``), all or nothing. A run
+records its owner (host, pid, process start) and renews a lease while it runs; a run still
+marked running whose owner is provably gone is marked interrupted, ended at its last stored
+sign of life. WAL lets readers (a /report, `gwbot history` during a soak) run beside the writer.
 """
 
 from __future__ import annotations

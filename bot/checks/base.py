@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 WARNING_MARK = "⚠️ Warning:"
 PASS, FAIL, NOT_RUN = "✅", "❌", "⏸️"
-_MARKS: dict[str, str] = {RunStatus.PASSED: PASS, RunStatus.RUNNING: "⏳", RunStatus.CANCELLED: "🚫", RunStatus.INTERRUPTED: "⚠️"}
+_MARKS: dict[str, str] = {RunStatus.PASSED: PASS, RunStatus.RUNNING: "⏳", RunStatus.CANCELLED: "🚫",
+                          RunStatus.INTERRUPTED: "⚠️"}
 
 
 def status_mark(status: str) -> str:

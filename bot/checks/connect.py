@@ -29,9 +29,7 @@ class ConnectCheck(Check):
     @classmethod
     def figures(cls, check: CheckRecord) -> str:
         ms = check.metric(CONNECT)
-        if ms is None:
-            return ""
-        return f"server version {check.metric(SERVER_VERSION) or 0:.0f}, connected in {ms:.0f} ms"
+        return "" if ms is None else f"server version {check.metric(SERVER_VERSION) or 0:.0f}, connected in {ms:.0f} ms"
 
     @classmethod
     def report_lines(cls, run: RunRecord, check: CheckRecord | None) -> list[str]:

@@ -30,7 +30,8 @@ from storage.models import CheckRecord, RunRecord
 
 SEED_SOAK_SECONDS = 600  # "Connection stays stable for 10+ minutes"
 # Metric names (durations in s, RTTs in ms, the rest counts).
-DURATION, HEARTBEATS, MISSED, DROPS, LINK_OUTAGES = "duration", "heartbeats", "missed_heartbeats", "drops", "link_outages"
+DURATION, HEARTBEATS, MISSED = "duration", "heartbeats", "missed_heartbeats"
+DROPS, LINK_OUTAGES = "drops", "link_outages"
 RTT_MIN, RTT_MEDIAN, RTT_P95, RTT_MAX = "rtt_min", "rtt_median", "rtt_p95", "rtt_max"
 # What a person needs to see of the connection's life during a soak: the drops and what followed.
 CONNECTION_EVENTS = ("disconnected", "reconnected", "reconnect_gave_up")
