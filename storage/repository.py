@@ -52,7 +52,12 @@ def _ts(at: datetime) -> str:
     return at.astimezone(UTC).isoformat()
 
 
-def _dt(text: str | None) -> datetime | None:
+def _dt(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+def _dt_or_none(text: str | None) -> datetime | None:
+    """An optional time: the end of what has not ended."""
     return datetime.fromisoformat(text) if text else None
 
 
@@ -108,7 +113,7 @@ class Owner:
         return iter((self.host, self.pid, self.start))
 
 
-def _owner_gone(row: Mapping[str, Any], here: Owner, now: datetime) -> bool:
+def _owner_gone(row: sqlite3.Row, here: Owner, now: datetime) -> bool:
     """Provably gone: a dead or reused pid on this host, else a lease not renewed for LEASE_EXPIRY."""
     if row["owner_host"] is None:
         return True  # stored before owners were recorded: nothing could ever finish it
@@ -118,7 +123,7 @@ def _owner_gone(row: Mapping[str, Any], here: Owner, now: datetime) -> bool:
         start = _process_start(row["owner_pid"])
         if start is not None and row["owner_start"] is not None:
             return start != row["owner_start"]
-    alive_at = _dt(row["alive_at"])
+    alive_at = _dt_or_none(row["alive_at"])
     return alive_at is None or now - alive_at > LEASE_EXPIRY
 
 
@@ -199,7 +204,7 @@ class Repository:
             with _translated(path):
                 await db.execute("PRAGMA busy_timeout=5000")
                 # Read before any write: a file that is not ours, or too new, is left as it was.
-                (repo._version,) = await repo._one("PRAGMA user_version")
+                repo._version = await repo._value("PRAGMA user_version")
                 if repo._version > len(MIGRATIONS):
                     raise SchemaTooNew(
                         f"{path} was written by a newer gwbot (schema version {repo._version}; this one knows "
@@ -267,6 +272,7 @@ class Repository:
             "(SELECT MAX(at) FROM logs WHERE run_id = :r), (SELECT MAX(at) FROM samples WHERE run_id = :r), "
             "(SELECT MAX(started_at) FROM checks WHERE run_id = :r), "
             "(SELECT MAX(ended_at) FROM checks WHERE run_id = :r)", {"r": run_id})
+        assert row is not None  # a SELECT of subqueries always gives one row
         return max(_dt(t) for t in row if t)
 
     async def _keep_leases(self) -> None:
@@ -286,6 +292,12 @@ class Repository:
         with _translated(self.path):
             async with self._db.execute(sql, params) as cur:
                 return await cur.fetchone()
+
+    async def _value(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        """The one value of a query that always gives one row (a count, a pragma)."""
+        row = await self._one(sql, params)
+        assert row is not None, sql
+        return row[0]
 
     async def _all(self, sql: str, params: Sequence[Any] = ()) -> Iterable[aiosqlite.Row]:
         with _translated(self.path):
@@ -349,7 +361,7 @@ class Repository:
     async def start_check(self, run_id: int, name: str) -> int:
         async with self.transaction():  # the next seq is read and taken at once
             await self._require_run(run_id)
-            (seq,) = await self._one("SELECT COALESCE(MAX(seq), 0) + 1 FROM checks WHERE run_id = ?", (run_id,))
+            seq = await self._value("SELECT COALESCE(MAX(seq), 0) + 1 FROM checks WHERE run_id = ?", (run_id,))
             return await self._write(
                 "INSERT INTO checks (run_id, seq, name, status, started_at) VALUES (?, ?, ?, 'running', ?)",
                 (run_id, seq, name, _now()))
@@ -406,7 +418,7 @@ class Repository:
         return RunRecord(
             id=run["id"], kind=run["kind"], gateway=run["gateway"], status=RunStatus(run["status"]),
             started_by=run["started_by"], origin=run["origin"], config=json.loads(run["config"]),
-            started_at=_dt(run["started_at"]), ended_at=_dt(run["ended_at"]),
+            started_at=_dt(run["started_at"]), ended_at=_dt_or_none(run["ended_at"]),
             checks=tuple(self._check(c, samples, self._version >= COLUMNS_SINCE) for c in checks),
             events=tuple(EventRecord(e["id"], e["run_id"], _dt(e["at"]), e["kind"], e["message"], json.loads(e["data"]))
                          for e in events),
@@ -416,7 +428,7 @@ class Repository:
 
     @staticmethod
     def _check(c: aiosqlite.Row, samples: Sequence[tuple[datetime, float | None]], columns: bool) -> CheckRecord:
-        started, ended = _dt(c["started_at"]), _dt(c["ended_at"])
+        started, ended = _dt(c["started_at"]), _dt_or_none(c["ended_at"])
         series = tuple((t, rtt) for t, rtt in json.loads(c["series"]))
         if not series and c["status"] == "interrupted":
             # It never stored its result: its heartbeats, stored as they were taken, are the series.
@@ -424,7 +436,7 @@ class Repository:
                            if started <= at and (ended is None or at <= ended))
         return CheckRecord(
             id=c["id"], run_id=c["run_id"], seq=c["seq"], name=c["name"], status=CheckStatus(c["status"]),
-            started_at=_dt(c["started_at"]), ended_at=_dt(c["ended_at"]),
+            started_at=started, ended_at=ended,
             metrics=tuple(Metric(n, v, u) for n, v, u in json.loads(c["metrics"])),
             findings=tuple(json.loads(c["findings"])), error=c["error"],
             series=series, **({} if not columns else {  # else a read-only file of an older schema
@@ -439,7 +451,7 @@ class Repository:
             "WHERE (? IS NULL OR r.gateway = ?) GROUP BY r.id ORDER BY r.id DESC LIMIT ?",
             (gateway, gateway, limit))
         return [RunSummary(r["id"], r["kind"], r["gateway"], RunStatus(r["status"]), r["started_by"], r["origin"],
-                           _dt(r["started_at"]), _dt(r["ended_at"]), r["total"], r["passed"]) for r in rows]
+                           _dt(r["started_at"]), _dt_or_none(r["ended_at"]), r["total"], r["passed"]) for r in rows]
 
     async def latest_run(self, gateway: str | None = None) -> RunSummary | None:
         runs = await self.list_runs(limit=1, gateway=gateway)

@@ -127,6 +127,7 @@ class ReconnectCheck(Check):
             rec.fail(f"Auto-reconnect gave up after {event.attempts} attempts ({event.downtime:.1f} s): {event.last_error}",
                      HINT_RECONNECT_FAILS)
             return
+        assert isinstance(event, Reconnected)  # the only other kind waited for
         self._judge_return(rec, within, prompted, port_back, attempts, event)
         for line in errors.lines:
             rec.fail(f"Error logged during reconnection: {line}", HINT_RECONNECT_FAILS)
