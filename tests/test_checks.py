@@ -210,7 +210,7 @@ async def test_errors_matrix_reports_a_wrong_row(repo, gateway):
     wrong = (Row("refused port, wrongly expected to be unresolvable", type(None), 1.0, ROWS[0].endpoint),)
     ctx_cfg = config_for(gateway.port)
     from bot.checks.base import CheckContext
-    result = await ErrorsCheck(rows=wrong).run(CheckContext(ctx_cfg, ctx_cfg.gateway(), SilentOperator()))
+    result = await ErrorsCheck(wrong).run(CheckContext(ctx_cfg, ctx_cfg.gateway(), SilentOperator()))
     assert result.status.value == "failed"
     assert f"expected NoneType, got {GatewayRefused.__name__}" in result.error
 

@@ -27,7 +27,8 @@ def check_type(name: str) -> type[Check]:
 def make_check(name: str, options: Iterable[object] = ()) -> Check:
     """A check by name, given the one of ``options`` of its own options type (else its defaults)."""
     cls = check_type(name)
-    return cls(next((o for o in options if isinstance(o, cls.options_type)), None))
+    chosen = next((o for o in options if isinstance(o, cls.options_type)), None)
+    return cls() if chosen is None else cls(chosen)  # a check without options needs no options argument
 
 
 __all__ = ["CHECKS", "CHECK_NAMES", "Check", "CheckContext", "CheckResult", "CheckStatus", "check_type", "make_check"]

@@ -13,7 +13,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
-from bot.checks.base import Check, CheckContext, Recorder
+from bot.checks.base import Check, CheckContext, CheckRecord, Recorder, RunRecord
 from bot.ibkr.client import IBKRClient
 from bot.ibkr.errors import (
     ApiNotReady,
@@ -25,7 +25,6 @@ from bot.ibkr.errors import (
     NotAnApiPort,
 )
 from bot.ibkr.simulator import SimulatedGateway
-from storage.models import CheckRecord, RunRecord
 
 # Rows that must wait for a timeout use this short one, so the matrix stays quick.
 ROW_TIMEOUT = 2.0
@@ -175,8 +174,7 @@ class ErrorsCheck(Check):
     section = "Error Handling Test"
     provokes_errors = True
 
-    def __init__(self, options: object = None, rows: tuple[Row, ...] = ROWS) -> None:
-        super().__init__(options)
+    def __init__(self, rows: tuple[Row, ...] = ROWS) -> None:
         self.rows = rows
 
     @classmethod
