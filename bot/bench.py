@@ -22,7 +22,7 @@ from pathlib import Path
 
 from bot.app import open_services, run_chat, with_gateway
 from bot.config import Config, GatewayConfig, SoakConfig, TelegramConfig
-from bot.ibkr.client import IBKRClient, port_accepts
+from bot.ibkr.client import ClientOptions, IBKRClient, ReconnectPolicy, port_accepts
 from bot.ibkr.errors import ConnectionRejected
 from bot.ibkr.events import Disconnected, DisconnectReason, ReconnectGaveUp, Reconnected, next_event
 from bot.ibkr.simulator import Reject, SimulatedGateway
@@ -30,8 +30,8 @@ from bot.stats import percentile
 from bot.telegram_standin import BotApiStandIn
 
 # Client options as in the tests: the seed's 10 s delay would only measure the sleep.
-OPTIONS = {"reconnect_delay": 0.5, "connect_timeout": 2.0, "heartbeat_interval": 1.0,
-           "heartbeat_timeout": 1.0, "probe_interval": 0.05}
+OPTIONS = ClientOptions(connect_timeout=2.0, heartbeat_interval=1.0, heartbeat_timeout=1.0, probe_interval=0.05,
+                        reconnect=ReconnectPolicy.from_config(GatewayConfig(reconnect_delay=0.5)))
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ async def _repeat(n: int, trial: Callable[[], Awaitable[float]]) -> tuple[float,
 
 async def measure(trials: int = 10, pings: int = 40) -> list[Figure]:
     async with SimulatedGateway(port=0) as gw:
-        client = IBKRClient("127.0.0.1", gw.port, 1, **OPTIONS)
+        client = IBKRClient("127.0.0.1", gw.port, 1, OPTIONS)
 
         async def connect_time() -> float:
             start = time.monotonic()
@@ -122,7 +122,7 @@ async def measure(trials: int = 10, pings: int = 40) -> list[Figure]:
         figures = [Figure("connect (handshake, accounts, next order id)", await _repeat(trials, connect_time), "ms")]
         # No 1 s spacing here: the simulator answers back-to-back pings, real Gateways may not.
         # Fewer than 45 in a burst: ib_async throttles beyond 45 requests a second.
-        pinger = IBKRClient("127.0.0.1", gw.port, 2, **OPTIONS, min_ping_spacing=0.0)
+        pinger = IBKRClient("127.0.0.1", gw.port, 2, replace(OPTIONS, min_ping_spacing=0.0))
         await pinger.connect()
         await asyncio.sleep(1.1)  # let the start-up sync's requests leave ib_async's 1 s throttle window
         rtts = [await pinger.ping() * 1000 for _ in range(pings)]
@@ -241,8 +241,7 @@ async def _spawn_simulator(port: int, *, wait: bool = True) -> asyncio.subproces
 
 async def _api_ready_trials(trials: int) -> tuple[float, ...]:
     async with SimulatedGateway(port=0) as gw:
-        client = IBKRClient("127.0.0.1", gw.port, 1, reconnect_delay=10, max_reconnect_attempts=5,
-                            connect_timeout=10, probe_interval=0.05)
+        client = IBKRClient("127.0.0.1", gw.port, 1, ClientOptions(probe_interval=0.05))  # the seed's
         await client.connect()
         out = []
         for i in range(trials):
@@ -264,7 +263,7 @@ async def _api_ready_trials(trials: int) -> tuple[float, ...]:
 
 async def _rejection_trials(trials: int) -> tuple[float, ...]:
     async with SimulatedGateway(port=0) as gw:
-        client = IBKRClient("127.0.0.1", gw.port, 1, connect_timeout=10)
+        client = IBKRClient("127.0.0.1", gw.port, 1)
         out = []
         for i in range(trials):
             gw.set_reject(Reject.RST if i % 2 else Reject.FIN)

@@ -14,11 +14,13 @@ import os
 import re
 import reprlib
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from bot.client_ids import CLIENT_ID_MAX, ClientRole, client_id_for
 
 ENV_CONFIG = "GWBOT_CONFIG"
 ENV_TOKEN = "TELEGRAM_BOT_TOKEN"
@@ -81,99 +83,6 @@ class Range:
 
 def _seconds(low: float, high: float, *, low_open: bool = False) -> Range:
     return Range(low, high, low_open=low_open)
-
-
-PORT = Range(1, 65535, integer=True)
-CLIENT_ID = Range(0, 2**31 - 1, integer=True)
-RECONNECT_ATTEMPTS = Range(0, 1000, integer=True)
-RUN_ID = Range(1, 2**63 - 1, integer=True, wording="a run number (gwbot history lists them)")  # SQLite's rowid
-# The checklist asks for 10+ minutes; a day is the longest that still makes sense, 3 s the shortest
-# that shows a few heartbeats.
-SOAK_SECONDS = _seconds(3, 86400)
-
-
-@dataclass(frozen=True)
-class GatewayConfig:
-    name: str = "paper"
-    account: str = "DUO779750"
-    host: str = "127.0.0.1"
-    port: int = 4002
-    client_id: int = 1
-    reconnect_delay: float = 10.0
-    max_reconnect_attempts: int = 5
-    connect_timeout: float = 10.0
-    heartbeat_interval: float = 10.0
-    heartbeat_timeout: float = 5.0
-    allow_live: bool = False
-    # Reconnecting never gives up while the port refuses; this total budget (seconds from the
-    # drop, None = never) is the only limit. 15 min: a daily auto-restart takes ~35-80 s and a
-    # Sunday cold restart with a 2FA login minutes; beyond that a person has to act.
-    give_up_after: float | None = 900.0
-
-
-@dataclass(frozen=True)
-class TelegramConfig:
-    token: str | None = field(default=None, repr=False)  # a secret: kept out of logs and reprs
-    allowed_chat_ids: frozenset[int] = frozenset()
-    allowed_user_ids: frozenset[int] = frozenset()
-    api_base_url: str | None = None
-    progress_interval: float = 5.0
-
-
-@dataclass(frozen=True)
-class SoakConfig:
-    duration: float = 600.0
-    heartbeat_interval: float = 5.0
-    progress_interval: float = 30.0
-
-
-@dataclass(frozen=True)
-class ChecksConfig:
-    reconnect_within: float = 30.0
-    # A data farm broken at connect and OK within this many seconds is only a blip.
-    farm_grace: float = 5.0
-    operator_timeout: float = 120.0
-    stop_on_failure: bool = False
-
-
-@dataclass(frozen=True)
-class LoggingConfig:
-    level: str = "INFO"
-
-
-@dataclass(frozen=True)
-class Config:
-    gateways: tuple[GatewayConfig, ...] = (GatewayConfig(),)  # the default (``ibkr``) first
-    telegram: TelegramConfig = TelegramConfig()
-    data_dir: Path = Path("data")
-    soak: SoakConfig = SoakConfig()
-    checks: ChecksConfig = ChecksConfig()
-    logging: LoggingConfig = LoggingConfig()
-    source: Path | None = None
-
-    @property
-    def gateway_names(self) -> tuple[str, ...]:
-        return tuple(g.name for g in self.gateways)
-
-    def gateway(self, name: str | None = None) -> GatewayConfig:
-        """A Gateway by name; None is the default (the ``ibkr`` section)."""
-        if name is None:
-            return self.gateways[0]
-        for g in self.gateways:
-            if g.name == name:
-                return g
-        raise ConfigError(f"unknown Gateway '{name}'; configured: {', '.join(self.gateway_names)}")
-
-    def public_dict(self) -> dict[str, Any]:
-        """Plain JSON-able settings without secrets, stored with every run."""
-        out = asdict(self)
-        out["gateways"] = list(out["gateways"])
-        del out["telegram"]["token"]
-        out["telegram"]["allowed_chat_ids"] = sorted(self.telegram.allowed_chat_ids)
-        out["telegram"]["allowed_user_ids"] = sorted(self.telegram.allowed_user_ids)
-        out["data_dir"] = str(self.data_dir)
-        out["source"] = str(self.source) if self.source else None
-        return out
 
 
 # ---------------------------------------------------------------- validators
@@ -239,43 +148,125 @@ def _level(v: Any) -> str:
     return v.upper()
 
 
-GATEWAY_KEYS: dict[str, Validator] = {
-    "name": _text,
-    "account": _text,
-    "host": _text,
-    "port": _in(PORT),
-    "client_id": _in(CLIENT_ID),
-    "reconnect_delay": _in(_seconds(0, 3600)),
-    "max_reconnect_attempts": _in(RECONNECT_ATTEMPTS),
-    "connect_timeout": _in(_seconds(0, 600, low_open=True)),
+PORT = Range(1, 65535, integer=True)
+# Every role's id (configured id + its offset, bot/client_ids.py) must still be a valid client id.
+CLIENT_ID = Range(0, CLIENT_ID_MAX - max(ClientRole), integer=True)
+RUN_ID = Range(1, 2**63 - 1, integer=True, wording="a run number (gwbot history lists them)")  # SQLite's rowid
+# The checklist asks for 10+ minutes; a day is the longest that still makes sense, 3 s the shortest
+# that shows a few heartbeats.
+SOAK_SECONDS = _seconds(3, 86400)
+RULE = "rule"  # the field metadata key that makes a dataclass field a config key
+
+
+def setting(default: Any, rule: Validator) -> Any:
+    """A config key, declared once: its default and the rule its YAML value must pass."""
+    return field(default=default, metadata={RULE: rule})
+
+
+def rules(cls: type) -> dict[str, Validator]:
+    """The config keys of a settings dataclass and their rules, in declaration order."""
+    return {f.name: f.metadata[RULE] for f in fields(cls) if RULE in f.metadata}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClientSettings:
+    """The Gateway settings an IBKRClient reads as they are (ClientOptions extends this class;
+    the reconnect_* settings below become its ReconnectPolicy)."""
+
+    connect_timeout: float = setting(10.0, _in(_seconds(0, 600, low_open=True)))
     # ib_async can leave a reqCurrentTime unanswered when sent < ~1 s after the previous one.
-    "heartbeat_interval": _in(_seconds(1, 3600)),
-    "heartbeat_timeout": _in(_seconds(0, 600, low_open=True)),
-    "allow_live": _boolean,
-    "give_up_after": _optional(_seconds(0, 7 * 86400, low_open=True)),  # null: never give up
-}
+    heartbeat_interval: float = setting(10.0, _in(_seconds(1, 3600)))
+    heartbeat_timeout: float = setting(5.0, _in(_seconds(0, 600, low_open=True)))
+    allow_live: bool = setting(False, _boolean)
+
+
+@dataclass(frozen=True, kw_only=True)
+class GatewayConfig(ClientSettings):
+    name: str = setting("paper", _text)
+    account: str = setting("DUO779750", _text)
+    host: str = setting("127.0.0.1", _text)
+    port: int = setting(4002, _in(PORT))
+    client_id: int = setting(1, _in(CLIENT_ID))
+    reconnect_delay: float = setting(10.0, _in(_seconds(0, 3600)))
+    max_reconnect_attempts: int = setting(5, _in(Range(0, 1000, integer=True)))
+    # Reconnecting never gives up while the port refuses; this total budget (seconds from the
+    # drop, None = never) is the only limit. 15 min: a daily auto-restart takes ~35-80 s and a
+    # Sunday cold restart with a 2FA login minutes; beyond that a person has to act.
+    give_up_after: float | None = setting(900.0, _optional(_seconds(0, 7 * 86400, low_open=True)))
+
+    def client_id_for(self, role: ClientRole) -> int:
+        return client_id_for(self.client_id, role)
+
+
+@dataclass(frozen=True)
+class TelegramConfig:
+    token: str | None = field(default=None, repr=False)  # a secret: kept out of logs and reprs
+    allowed_chat_ids: frozenset[int] = setting(frozenset(), _id_set)  # groups have negative ids
+    allowed_user_ids: frozenset[int] = setting(frozenset(), _id_set)
+    api_base_url: str | None = setting(None, _optional_text)
+    progress_interval: float = setting(5.0, _in(_seconds(1, 3600)))  # Telegram rate-limits message edits
+
+
+@dataclass(frozen=True)
+class SoakConfig:
+    duration: float = setting(600.0, _in(SOAK_SECONDS))
+    heartbeat_interval: float = setting(5.0, _in(_seconds(1, 3600)))
+    progress_interval: float = setting(30.0, _in(_seconds(0, 3600, low_open=True)))
+
+
+@dataclass(frozen=True)
+class ChecksConfig:
+    reconnect_within: float = setting(30.0, _in(_seconds(0, 3600, low_open=True)))
+    # A data farm broken at connect and OK within this many seconds is only a blip.
+    farm_grace: float = setting(5.0, _in(_seconds(0, 600)))
+    operator_timeout: float = setting(120.0, _in(_seconds(0, 86400, low_open=True)))
+    stop_on_failure: bool = setting(False, _boolean)
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    level: str = setting("INFO", _level)
+
+
+@dataclass(frozen=True)
+class Config:
+    gateways: tuple[GatewayConfig, ...] = (GatewayConfig(),)  # the default (``ibkr``) first
+    telegram: TelegramConfig = TelegramConfig()
+    data_dir: Path = Path("data")
+    soak: SoakConfig = SoakConfig()
+    checks: ChecksConfig = ChecksConfig()
+    logging: LoggingConfig = LoggingConfig()
+    source: Path | None = None
+
+    @property
+    def gateway_names(self) -> tuple[str, ...]:
+        return tuple(g.name for g in self.gateways)
+
+    def gateway(self, name: str | None = None) -> GatewayConfig:
+        """A Gateway by name; None is the default (the ``ibkr`` section)."""
+        if name is None:
+            return self.gateways[0]
+        for g in self.gateways:
+            if g.name == name:
+                return g
+        raise ConfigError(f"unknown Gateway '{name}'; configured: {', '.join(self.gateway_names)}")
+
+    def public_dict(self) -> dict[str, Any]:
+        """Plain JSON-able settings without secrets, stored with every run."""
+        out = asdict(self)
+        out["gateways"] = list(out["gateways"])
+        del out["telegram"]["token"]
+        out["telegram"]["allowed_chat_ids"] = sorted(self.telegram.allowed_chat_ids)
+        out["telegram"]["allowed_user_ids"] = sorted(self.telegram.allowed_user_ids)
+        out["data_dir"] = str(self.data_dir)
+        out["source"] = str(self.source) if self.source else None
+        return out
+
+
 # A ``gateways.NAME`` entry takes its name from the key, so ``name`` is not one of its keys.
-OVERRIDE_KEYS = {k: v for k, v in GATEWAY_KEYS.items() if k != "name"}
-SECTIONS: dict[str, tuple[type, dict[str, Validator]]] = {
-    "telegram": (TelegramConfig, {
-        "allowed_chat_ids": _id_set,  # groups have negative ids
-        "allowed_user_ids": _id_set,
-        "api_base_url": _optional_text,
-        "progress_interval": _in(_seconds(1, 3600)),  # Telegram rate-limits message edits
-    }),
-    "soak": (SoakConfig, {
-        "duration": _in(SOAK_SECONDS),
-        "heartbeat_interval": _in(_seconds(1, 3600)),
-        "progress_interval": _in(_seconds(0, 3600, low_open=True)),
-    }),
-    "checks": (ChecksConfig, {
-        "reconnect_within": _in(_seconds(0, 3600, low_open=True)),
-        "farm_grace": _in(_seconds(0, 600)),
-        "operator_timeout": _in(_seconds(0, 86400, low_open=True)),
-        "stop_on_failure": _boolean,
-    }),
-    "logging": (LoggingConfig, {"level": _level}),
-}
+OVERRIDE_KEYS = {k: v for k, v in rules(GatewayConfig).items() if k != "name"}
+SECTIONS: dict[str, type] = {"telegram": TelegramConfig, "soak": SoakConfig, "checks": ChecksConfig,
+                             "logging": LoggingConfig}
 SCALARS: dict[str, Validator] = {"data_dir": _text}
 TOP_KEYS = ("ibkr", "gateways", *SCALARS, *SECTIONS)
 
@@ -335,7 +326,7 @@ class _Loader:
         return out
 
     def gateways(self, doc: Mapping[Any, Any]) -> tuple[GatewayConfig, ...]:
-        base = self.fields(self.mapping(doc.get("ibkr"), "ibkr"), GATEWAY_KEYS, "ibkr")
+        base = self.fields(self.mapping(doc.get("ibkr"), "ibkr"), rules(GatewayConfig), "ibkr")
         result = [GatewayConfig(**base)]
         for name, overrides in self.mapping(doc.get("gateways"), "gateways").items():
             path = f"gateways.{name}"
@@ -346,14 +337,29 @@ class _Loader:
                 raise self.error(_key_path(path, "name"), f"not allowed here: the Gateway's name is its key, '{name}'")
             if name in (g.name for g in result):
                 raise self.error(path, f"Gateway name '{name}' is used twice")
-            result.append(GatewayConfig(**(base | self.fields(raw, OVERRIDE_KEYS, path) | {"name": name})))
+            gw = GatewayConfig(**(base | self.fields(raw, OVERRIDE_KEYS, path) | {"name": name}))
+            self.ids_apart(gw, result, f"{path}.client_id")
+            result.append(gw)
         return tuple(result)
+
+    def ids_apart(self, gw: GatewayConfig, others: list[GatewayConfig], path: str) -> None:
+        """Two parts of gwbot on one Gateway must never share a client id (the second gets 326)."""
+        for other in (o for o in others if (o.host, o.port) == (gw.host, gw.port)):
+            clash = next(((mine, theirs) for mine in ClientRole for theirs in ClientRole
+                          if gw.client_id_for(mine) == other.client_id_for(theirs)), None)
+            if clash is None:
+                continue
+            mine, theirs = (role.name.lower().replace("_", " ") for role in clash)
+            gaps = ", ".join(map(str, sorted({abs(a - b) for a in ClientRole for b in ClientRole})))
+            raise self.error(path, f"{gw.client_id} collides with Gateway '{other.name}' on {gw.host}:{gw.port} "
+                                   f"(its {mine} id {gw.client_id_for(clash[0])} is {other.name}'s {theirs} id); "
+                                   f"pick a client_id that differs from {other.client_id} by none of {gaps}")
 
     def load(self, doc: Any, base_dir: Path, env: Mapping[str, str], source: Path | None) -> Config:
         doc = self.mapping(doc, "")
         self.known(doc, TOP_KEYS, "")
-        sections = {name: cls(**self.fields(self.mapping(doc.get(name), name), spec, name))
-                    for name, (cls, spec) in SECTIONS.items()}
+        sections = {name: cls(**self.fields(self.mapping(doc.get(name), name), rules(cls), name))
+                    for name, cls in SECTIONS.items()}
         sections["telegram"] = replace(sections["telegram"], token=env.get(ENV_TOKEN, "").strip() or None)
         scalars = self.fields({k: v for k, v in doc.items() if k in SCALARS}, SCALARS, "")
         data_dir = self.data_dir(scalars.get("data_dir"), base_dir)

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from bot.client_ids import ClientRole
 from bot.config import GatewayConfig
 from bot.ibkr.client import IBKRClient, probe_port
 from bot.ibkr.errors import GatewayError, Layer
@@ -24,8 +25,6 @@ from bot.ibkr.events import (
     Reconnected,
 )
 
-# /status's own connection uses an id of its own so it never collides with a running check.
-STATUS_CLIENT_ID_OFFSET = 800
 STATUS_TIMEOUT = 3.0
 
 
@@ -111,8 +110,8 @@ async def probe(gw: GatewayConfig, live: LiveView | None = None) -> Health:
         return Health(gw, None, str(port_error), port_error.layer)
     if live is not None:
         return live.health(gw, port_ms)
-    client = IBKRClient(gw.host, gw.port, gw.client_id + STATUS_CLIENT_ID_OFFSET, auto_reconnect=False,
-                        connect_timeout=min(gw.connect_timeout, STATUS_TIMEOUT), allow_live=gw.allow_live)
+    client = IBKRClient.from_config(gw, ClientRole.STATUS, reconnect=None,
+                                    connect_timeout=min(gw.connect_timeout, STATUS_TIMEOUT))
     try:
         await client.connect()
     except GatewayError as e:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import socket
 
 import pytest
+from tenacity import stop_after_attempt, stop_after_delay, wait_fixed
+
+from bot.ibkr.client import ClientOptions, ReconnectPolicy
 
 
 def free_port() -> int:
@@ -29,11 +32,10 @@ async def gateway():
 
 
 # Client options that keep lifecycle tests fast: the seed's 10 s delay would dominate them.
-FAST = {
-    "reconnect_delay": 0.5,
-    "max_reconnect_attempts": 5,
-    "connect_timeout": 2.0,
-    "heartbeat_interval": 1.0,
-    "heartbeat_timeout": 1.0,
-    "probe_interval": 0.05,
-}
+FAST = ClientOptions(
+    connect_timeout=2.0,
+    heartbeat_interval=1.0,
+    heartbeat_timeout=1.0,
+    probe_interval=0.05,
+    reconnect=ReconnectPolicy(stop_after_attempt(5) | stop_after_delay(900), wait_fixed(0.5)),
+)

@@ -6,13 +6,14 @@ import asyncio
 from dataclasses import replace
 
 import pytest
+from tenacity import stop_after_delay, wait_fixed
 
 from bot.app import with_gateway
 from bot.checks.base import OperatorAction, OperatorReply, Reply
 from bot.checks.errors import ROWS, ErrorsCheck, Row
 from bot.checks.soak import SoakOptions
 from bot.config import ChecksConfig, Config, SoakConfig
-from bot.ibkr.client import IBKRClient
+from bot.ibkr.client import IBKRClient, ReconnectPolicy
 from bot.ibkr.errors import GatewayRefused
 from bot.ibkr.events import ReconnectGaveUp, next_event
 from bot.ibkr.simulator import SimulatedGateway
@@ -37,7 +38,7 @@ def config_for(port: int, gateway: dict | None = None, **checks) -> Config:
 
 
 async def run(repo, port, names, operator=None, **kw):
-    runner = Runner(config_for(port, kw.pop("gateway", None), **kw.pop("checks", {})), repo, {"probe_interval": FAST["probe_interval"]})
+    runner = Runner(config_for(port, kw.pop("gateway", None), **kw.pop("checks", {})), repo, {"probe_interval": FAST.probe_interval})
     progress = []
     outcome = await runner.run(RunRequest(tuple(names), "tester", "pytest", **kw), operator or SilentOperator(),
                                progress.append)
@@ -76,7 +77,7 @@ async def test_connect_reports_version_accounts_farms_and_layers(repo, gateway):
 
 
 async def test_connect_fails_on_client_id_in_use(repo, gateway):
-    holder = IBKRClient("127.0.0.1", gateway.port, 1, **FAST)
+    holder = IBKRClient("127.0.0.1", gateway.port, 1, FAST)
     await holder.connect()
     outcome, _ = await run(repo, gateway.port, ["connect"])
     await holder.disconnect()
@@ -367,7 +368,7 @@ async def test_no_error_check_hears_only_its_own_client(repo, gateway):
     # Gateway B beside: its client sees 1100 (ib_async logs it at ERROR) and gives up
     # reconnecting (an ERROR line of B's own client), over and over while A's disconnect check runs.
     async with SimulatedGateway(port=0) as other:
-        b = IBKRClient("127.0.0.1", other.port, 9, **(FAST | {"give_up_after": 0.1}))
+        b = IBKRClient("127.0.0.1", other.port, 9, replace(FAST, reconnect=ReconnectPolicy(stop_after_delay(0.1), wait_fixed(0.5))))
         done = asyncio.Event()
         gave_up = 0
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+from dataclasses import replace
 
 import pytest
+from tenacity import stop_after_attempt, stop_after_delay, wait_fixed
 
-from bot.ibkr.client import ConnectionState, IBKRClient, probe_port
+from bot.ibkr.client import ConnectionState, IBKRClient, ReconnectPolicy, probe_port
 from bot.ibkr.errors import (
     ApiNotReady,
     ClientIdInUse,
@@ -38,7 +40,12 @@ from tests.conftest import FAST, free_port
 
 
 def client_for(gw: SimulatedGateway, client_id: int = 1, **options) -> IBKRClient:
-    return IBKRClient("127.0.0.1", gw.port, client_id, **(FAST | options))
+    return IBKRClient("127.0.0.1", gw.port, client_id, replace(FAST, **options))
+
+
+def every(delay: float, attempts: int = 5) -> ReconnectPolicy:
+    """Reconnect ``delay`` s after a spent attempt, at most ``attempts`` of them, never out of time."""
+    return ReconnectPolicy(stop_after_attempt(attempts), wait_fixed(delay))
 
 
 async def test_connect_ping_and_graceful_disconnect(gateway):
@@ -89,7 +96,7 @@ async def test_link_lost_and_restored_notices(gateway):
 
 
 async def test_stop_is_detected_within_a_second_as_peer_closed(gateway):
-    client = client_for(gateway, auto_reconnect=False)
+    client = client_for(gateway, reconnect=None)
     await client.connect()
     async with client.events.stream() as q:
         stopped = time.monotonic()
@@ -102,7 +109,7 @@ async def test_stop_is_detected_within_a_second_as_peer_closed(gateway):
 
 
 async def test_reset_is_reported_as_reset(gateway):
-    client = client_for(gateway, auto_reconnect=False)
+    client = client_for(gateway, reconnect=None)
     await client.connect()
     async with client.events.stream() as q:
         await gateway.drop_clients(reset=True)
@@ -113,7 +120,7 @@ async def test_reset_is_reported_as_reset(gateway):
 
 async def test_restart_reconnects_and_refused_knocks_spend_no_attempt(gateway):
     # Down 10x longer than delay x attempts: the old client gave up; knocking costs nothing now.
-    client = client_for(gateway, reconnect_delay=0.1, max_reconnect_attempts=2)
+    client = client_for(gateway, reconnect=every(0.1, attempts=2))
     await client.connect()
     failed: list[ReconnectFailedAttempt] = []
     client.events.subscribe(lambda e: failed.append(e) if isinstance(e, ReconnectFailedAttempt) else None)
@@ -133,7 +140,7 @@ async def test_restart_reconnects_and_refused_knocks_spend_no_attempt(gateway):
 
 
 async def test_reconnect_gives_up_only_when_the_time_budget_runs_out(gateway):
-    client = client_for(gateway, reconnect_delay=0.1, max_reconnect_attempts=1, give_up_after=1.0)
+    client = client_for(gateway, reconnect=ReconnectPolicy(stop_after_attempt(1) | stop_after_delay(1.0), wait_fixed(0.1)))
     await client.connect()
     async with client.events.stream() as q:
         await gateway.stop()
@@ -146,7 +153,7 @@ async def test_reconnect_gives_up_only_when_the_time_budget_runs_out(gateway):
 
 
 async def test_attempts_are_spent_when_the_gateway_accepts_and_the_api_fails(gateway):
-    client = client_for(gateway, reconnect_delay=0.1, max_reconnect_attempts=3, give_up_after=None)
+    client = client_for(gateway, reconnect=every(0.1, attempts=3))
     await client.connect()
     gateway.set_reject(Reject.RST)
     async with client.events.stream() as q:
@@ -158,7 +165,7 @@ async def test_attempts_are_spent_when_the_gateway_accepts_and_the_api_fails(gat
 
 
 async def test_disconnect_cancels_a_running_reconnect(gateway):
-    client = client_for(gateway, reconnect_delay=5)
+    client = client_for(gateway, reconnect=every(5))
     await client.connect()
     async with client.events.stream() as q:
         await gateway.stop()
@@ -171,7 +178,7 @@ async def test_disconnect_cancels_a_running_reconnect(gateway):
 
 
 async def test_frozen_gateway_is_caught_by_the_heartbeat(gateway):
-    client = client_for(gateway, auto_reconnect=False)
+    client = client_for(gateway, reconnect=None)
     await client.connect()
     async with client.events.stream() as q:
         gateway.freeze()
@@ -184,7 +191,7 @@ async def test_frozen_gateway_is_caught_by_the_heartbeat(gateway):
 
 
 async def test_frozen_then_thawed_gateway_is_reconnected(gateway):
-    client = client_for(gateway, reconnect_delay=0.3)
+    client = client_for(gateway, reconnect=every(0.3))
     await client.connect()
     async with client.events.stream() as q:
         gateway.freeze()
@@ -208,7 +215,7 @@ async def test_client_id_in_use_fails_fast(gateway):
 
 
 async def test_refused_port():
-    client = IBKRClient("127.0.0.1", free_port(), 1, **FAST)
+    client = IBKRClient("127.0.0.1", free_port(), 1, FAST)
     with pytest.raises(GatewayRefused) as err:
         await client.connect()
     assert "not running" in str(err.value)
@@ -217,7 +224,7 @@ async def test_refused_port():
 
 async def test_unresolvable_host():
     with pytest.raises(HostUnresolvable):
-        await IBKRClient("gateway.invalid", 4002, 1, **FAST).connect()
+        await IBKRClient("gateway.invalid", 4002, 1, FAST).connect()
 
 
 @pytest.mark.parametrize("payload", [b"HTTP/1.1 400 Bad Request\r\n\r\n", b"\x00\x00\x00\x05hello"])
@@ -233,7 +240,7 @@ async def test_non_api_server_fails_fast(payload):
         port = server.sockets[0].getsockname()[1]
         start = time.monotonic()
         with pytest.raises(NotAnApiPort):
-            await IBKRClient("127.0.0.1", port, 1, **(FAST | {"connect_timeout": 3})).connect()
+            await IBKRClient("127.0.0.1", port, 1, replace(FAST, connect_timeout=3)).connect()
         assert time.monotonic() - start < 1.0
 
 
@@ -247,7 +254,7 @@ async def test_silent_port_times_out_within_the_timeout():
         port = server.sockets[0].getsockname()[1]
         start = time.monotonic()
         with pytest.raises(HandshakeTimeout):
-            await IBKRClient("127.0.0.1", port, 1, **(FAST | {"connect_timeout": 1})).connect()
+            await IBKRClient("127.0.0.1", port, 1, replace(FAST, connect_timeout=1)).connect()
         assert time.monotonic() - start < 2.0
 
 
@@ -280,7 +287,7 @@ async def test_other_coroutines_keep_running_during_connect_and_reconnect(gatewa
             last = now
 
     tick = asyncio.create_task(ticker())
-    client = client_for(gateway, reconnect_delay=0.2)
+    client = client_for(gateway, reconnect=every(0.2))
     await client.connect()
     async with client.events.stream() as q:
         await gateway.restart(down_for=0.5)
@@ -293,7 +300,7 @@ async def test_other_coroutines_keep_running_during_connect_and_reconnect(gatewa
 
 async def test_a_gateway_still_logging_in_is_retried_at_once_and_joined_when_ready(gateway):
     # The checklist's settings: each failed try used to cost the 10 s delay on top of the timeout.
-    client = client_for(gateway, reconnect_delay=10, max_reconnect_attempts=5, connect_timeout=10)
+    client = client_for(gateway, reconnect=every(10), connect_timeout=10)
     await client.connect()
     failed: list[ReconnectFailedAttempt] = []
     client.events.subscribe(lambda e: failed.append(e) if isinstance(e, ReconnectFailedAttempt) else None)
@@ -335,7 +342,7 @@ async def test_every_resolved_address_is_tried(gateway, monkeypatch):
 
     monkeypatch.setattr(loop, "getaddrinfo", two_addresses)
     assert await probe_port("gateway.test", gateway.port, 1.0) == ("127.0.0.1", gateway.port)
-    client = IBKRClient("gateway.test", gateway.port, 1, **FAST)
+    client = IBKRClient("gateway.test", gateway.port, 1, FAST)
     await client.connect()
     assert await client.is_connected()
     await client.disconnect()
@@ -387,3 +394,17 @@ async def test_notices_arrive_with_code_meaning_and_farm(gateway):
         (2110, NoticeKind.SERVER_BROKEN), (2107, NoticeKind.FARM_INACTIVE), (1101, NoticeKind.LINK_RESTORED_DATA_LOST)]
     assert got[1].farm == "ushmds" and "subscriptions lost" in got[2].meaning
     await client.disconnect()
+
+
+def test_config_reaches_the_client_typed_with_its_role_id_and_policy():
+    from bot.client_ids import ClientRole
+    from bot.config import GatewayConfig
+
+    gw = GatewayConfig(client_id=7, connect_timeout=3, allow_live=True, max_reconnect_attempts=0, reconnect_delay=2)
+    client = IBKRClient.from_config(gw, ClientRole.STATUS)
+    assert (client.client_id, client.options.connect_timeout, client.options.allow_live) == (807, 3, True)
+    policy = client.options.reconnect
+    assert policy is not None and policy.max_attempts == 1  # 0 configured: still the one try
+    assert policy.wait(None) == 2 and IBKRClient.from_config(gw, reconnect=None).options.reconnect is None
+    seed = IBKRClient("127.0.0.1", 4002, 1).options  # the seed scripts' form: the checklist's values
+    assert (seed.connect_timeout, seed.reconnect.max_attempts, seed.reconnect.wait(None)) == (10, 5, 10)

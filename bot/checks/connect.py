@@ -41,7 +41,7 @@ class ConnectCheck(Check):
 
     async def execute(self, ctx: CheckContext, rec: Recorder) -> None:
         seen: list[GatewayNotice] = []
-        client = ctx.client(auto_reconnect=False)
+        client = ctx.client(reconnect=None)
 
         def collect(event: ClientEvent) -> None:
             if isinstance(event, GatewayNotice):

@@ -14,7 +14,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from bot.checks.base import Check, CheckContext, CheckRecord, Recorder, RunRecord
-from bot.ibkr.client import IBKRClient
+from bot.client_ids import ClientRole
+from bot.ibkr.client import ClientOptions, IBKRClient
 from bot.ibkr.errors import (
     ApiNotReady,
     ClientIdInUse,
@@ -114,7 +115,7 @@ def _open_fds() -> int:
 
 def _probe_id(ctx: CheckContext) -> int:
     # An id the squad's own programs are unlikely to use, so the matrix disturbs nobody.
-    return ctx.gateway.client_id + 900
+    return ctx.gateway.client_id_for(ClientRole.ERRORS_MATRIX)
 
 
 def _served(handler: Handler) -> EndpointFactory:
@@ -147,7 +148,7 @@ async def _unresolvable(ctx: CheckContext) -> AsyncIterator[Endpoint]:
 async def _id_taken_on_target(ctx: CheckContext) -> AsyncIterator[Endpoint]:
     """The target Gateway, with a client already holding the id the row will try."""
     gw = ctx.gateway
-    holder = IBKRClient(gw.host, gw.port, _probe_id(ctx), auto_reconnect=False, connect_timeout=gw.connect_timeout)
+    holder = IBKRClient.from_config(gw, ClientRole.ERRORS_MATRIX, reconnect=None)
     await holder.connect()
     try:
         yield gw.host, gw.port
@@ -213,7 +214,7 @@ class ErrorsCheck(Check):
     async def _try(self, ctx: CheckContext, row: Row, host: str, port: int) -> RowResult:
         client_id = _probe_id(ctx) if row.expected is ClientIdInUse else _probe_id(ctx) + 1
         tasks_before, fds_before = asyncio.all_tasks(), _open_fds()
-        client = IBKRClient(host, port, client_id, auto_reconnect=False, connect_timeout=ROW_TIMEOUT)
+        client = IBKRClient(host, port, client_id, ClientOptions(reconnect=None, connect_timeout=ROW_TIMEOUT))
         start = time.monotonic()
         got, message = "connected", "the connection succeeded"
         try:

@@ -3,8 +3,8 @@
 Async only, in the caller's event loop. Adds what ib_async leaves out: typed failures that name
 the layer that broke, fail-fast on 326 and on non-API ports, a heartbeat that notices a frozen
 Gateway, and auto-reconnect that knocks until the port is back and joins as soon as the API
-is ready. (An explicit loop, not tenacity: a refused knock and a Gateway still logging in must
-not count as attempts, and a time budget bounds the whole.)
+is ready. (An explicit loop, not tenacity's Retrying: a refused knock and a Gateway still logging
+in must not count as attempts. tenacity's stop and wait objects are the policy it asks.)
 
 The seed's scripts use exactly ``IBKRClient(host, port, client_id)``, ``await connect()``,
 ``await is_connected()`` and ``await disconnect()``; those keep working.
@@ -18,14 +18,18 @@ import logging
 import socket
 import struct
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
 from ib_async import IB
+from tenacity import RetryCallState, stop_after_attempt, stop_after_delay, wait_fixed
+from tenacity.stop import StopBaseT, stop_base
+from tenacity.wait import WaitBaseT
 
-from bot.config import GatewayConfig
+from bot.client_ids import ClientRole
+from bot.config import ClientSettings, GatewayConfig
 from bot.ibkr import notices
 from bot.ibkr.errors import (
     ApiNotReady,
@@ -67,7 +71,7 @@ _MAX_SANE_FRAME = 1 << 20
 
 
 class _OutOfTime(Exception):
-    """The reconnect budget (give_up_after) ran out while waiting for the Gateway."""
+    """The reconnect policy gave up (its time budget ran out) while waiting for the Gateway."""
 
 
 class ConnectionState(StrEnum):
@@ -77,20 +81,41 @@ class ConnectionState(StrEnum):
     RECONNECTING = "reconnecting"
 
 
-_SEED = GatewayConfig()  # the checklist's values, kept in one place: bot/config.py
-
-
 @dataclass(frozen=True)
-class ClientOptions:
-    reconnect_delay: float = _SEED.reconnect_delay
-    max_reconnect_attempts: int = _SEED.max_reconnect_attempts
-    connect_timeout: float = _SEED.connect_timeout
-    heartbeat_interval: float = _SEED.heartbeat_interval
-    heartbeat_timeout: float = _SEED.heartbeat_timeout
-    allow_live: bool = _SEED.allow_live
-    # Total time the reconnect loop may take, from the drop; None = never give up.
-    give_up_after: float | None = _SEED.give_up_after
-    auto_reconnect: bool = True
+class ReconnectPolicy:
+    """When reconnecting gives up and how long it pauses after a spent attempt, as tenacity's stop
+    and wait objects. They see ``attempt_number`` = attempts spent (the Gateway accepted and the
+    API failed) and ``seconds_since_start`` = time since the drop; refused knocks spend nothing."""
+
+    stop: StopBaseT
+    wait: WaitBaseT
+
+    @classmethod
+    def from_config(cls, gw: GatewayConfig) -> ReconnectPolicy:
+        stop: stop_base = stop_after_attempt(max(gw.max_reconnect_attempts, 1))  # 0 still allows the one try
+        if gw.give_up_after is not None:
+            stop = stop | stop_after_delay(gw.give_up_after)
+        return cls(stop, wait_fixed(gw.reconnect_delay))
+
+    @property
+    def max_attempts(self) -> int:
+        """The attempt limit inside ``stop`` (for "attempt 2/5"); 0 when it has none."""
+        todo: list[Any] = [self.stop]
+        while todo:
+            stop = todo.pop()
+            if isinstance(stop, stop_after_attempt):
+                return stop.max_attempt_number
+            todo.extend(getattr(stop, "stops", ()))
+        return 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClientOptions(ClientSettings):
+    """How one IBKRClient behaves: the Gateway settings it reads (ClientSettings, from config.yaml),
+    its reconnect policy, and timings config does not expose (tests shorten them)."""
+
+    # The checklist's (bot/config.py's defaults); None: stay down after a drop.
+    reconnect: ReconnectPolicy | None = ReconnectPolicy.from_config(GatewayConfig())
     # While reconnecting: how long to wait for accounts / next id once the handshake is answered.
     # A Gateway still logging in answers the handshake and then drops that session, so a short
     # wait and a fresh try is what gets us in within about a second of the API becoming ready.
@@ -99,6 +124,12 @@ class ClientOptions:
     probe_interval: float = 0.25
     # ib_async users report reqCurrentTime going unanswered when sent < ~1 s after the last one.
     min_ping_spacing: float = 1.0
+
+    @classmethod
+    def from_config(cls, gw: GatewayConfig, **overrides: Any) -> ClientOptions:
+        """``gw``'s settings and reconnect policy; ``overrides`` replace fields of the result."""
+        settings = {f.name: getattr(gw, f.name) for f in fields(ClientSettings)}
+        return replace(cls(**settings, reconnect=ReconnectPolicy.from_config(gw)), **overrides)
 
 
 @dataclass(frozen=True)
@@ -223,14 +254,20 @@ async def port_accepts(host: str, port: int, timeout: float) -> bool:
     return True
 
 
+def _stops(policy: ReconnectPolicy, outage: RetryCallState) -> bool:
+    """Whether the policy gives up now: tenacity's stop reads the time since the drop from here."""
+    outage.outcome_timestamp = time.monotonic()
+    return bool(policy.stop(outage))
+
+
 class IBKRClient:
     """Connection to one IB Gateway. Subscribe to :attr:`events` for typed lifecycle events."""
 
-    def __init__(self, host: str, port: int, client_id: int, **options: Any) -> None:
+    def __init__(self, host: str, port: int, client_id: int, options: ClientOptions = ClientOptions()) -> None:
         self.host = host
         self.port = int(port)
         self.client_id = int(client_id)
-        self.options = ClientOptions(**options)
+        self.options = options
         self.events = EventBus()
         self.tag = f"{host}:{port}#{client_id}/{id(self):x}"
         self.log = logging.LoggerAdapter(log, {CLIENT_ATTR: self.tag})
@@ -246,17 +283,9 @@ class IBKRClient:
         self._reconnect_task: asyncio.Task[None] | None = None
 
     @classmethod
-    def from_config(cls, gw: GatewayConfig, **overrides: Any) -> IBKRClient:
-        options: dict[str, Any] = {
-            "reconnect_delay": gw.reconnect_delay,
-            "max_reconnect_attempts": gw.max_reconnect_attempts,
-            "connect_timeout": gw.connect_timeout,
-            "heartbeat_interval": gw.heartbeat_interval,
-            "heartbeat_timeout": gw.heartbeat_timeout,
-            "allow_live": gw.allow_live,
-            "give_up_after": gw.give_up_after,
-        } | overrides
-        return cls(gw.host, gw.port, gw.client_id, **options)
+    def from_config(cls, gw: GatewayConfig, role: ClientRole = ClientRole.CHECK, **overrides: Any) -> IBKRClient:
+        """A client for ``gw`` with the client id of ``role``; ``overrides`` replace ClientOptions fields."""
+        return cls(gw.host, gw.port, gw.client_id_for(role), ClientOptions.from_config(gw, **overrides))
 
     # ----------------------------------------------------------------- state
     @property
@@ -496,35 +525,36 @@ class IBKRClient:
             session.ib.client.disconnect()
         self.log.warning("connection to %s:%s lost: %s (%s)", self.host, self.port, reason, detail or "no detail")
         self.events.emit(Disconnected(reason=reason, detail=detail))
-        if self.options.auto_reconnect:
+        if self.options.reconnect is not None:
             self._state = ConnectionState.RECONNECTING
-            self._reconnect_task = asyncio.create_task(self._reconnect(dropped_at), name="reconnect")
+            self._reconnect_task = asyncio.create_task(self._reconnect(self.options.reconnect, dropped_at),
+                                                       name="reconnect")
 
-    async def _reconnect(self, dropped_at: float) -> None:
-        """Knock until the port accepts, then try the API; repeat until connected or out of budget.
+    async def _reconnect(self, policy: ReconnectPolicy, dropped_at: float) -> None:
+        """Knock until the port accepts, then try the API; repeat until connected or the policy stops.
 
         An attempt is spent only when the Gateway accepted the connection and the API attempt
         failed for a reason other than "not ready yet": a refused port (Gateway restarting) and
-        a Gateway still logging in cost nothing and are retried at once. ``give_up_after`` bounds
-        the whole loop; ``max_reconnect_attempts`` bounds the real failures, ``reconnect_delay``
-        apart.
+        a Gateway still logging in cost nothing and are retried at once. ``policy.stop`` is asked
+        after each spent attempt and while knocking (its time budget bounds the whole loop);
+        ``policy.wait`` is the pause after a spent attempt.
         """
         opts = self.options
-        budget = opts.give_up_after
-        deadline = None if budget is None else dropped_at + budget
-        spent = tries = 0
+        outage = RetryCallState(None, None, (), {})  # type: ignore[arg-type]  # no Retrying: our loop
+        outage.start_time, outage.attempt_number = dropped_at, 0
+        tries = 0
         last_error = ""
-        wait = 0.0  # before the next knock: the delay after a spent attempt, else nothing
+        wait = 0.0  # before the next knock: the policy's wait after a spent attempt, else nothing
         first = True
         while True:
             try:
-                await self._wait_for_gateway(wait, deadline, first=first)
+                await self._wait_for_gateway(wait, policy, outage, first=first)
             except _OutOfTime:
                 break
             first = False
             tries += 1
-            self.events.emit(Reconnecting(attempt=spent + 1, max_attempts=opts.max_reconnect_attempts,
-                                          delay=opts.reconnect_delay))
+            self.events.emit(Reconnecting(attempt=outage.attempt_number + 1, max_attempts=policy.max_attempts,
+                                          delay=policy.wait(outage)))
             try:
                 await self._open_session(ready_wait=min(opts.ready_wait, opts.connect_timeout))
             except (GatewayRefused, ConnectTimeout, HostUnresolvable):
@@ -533,41 +563,43 @@ class IBKRClient:
             except ApiNotReady as e:
                 last_error = str(e)
                 self.log.info("reconnect try %s: Gateway accepts but its API is not ready yet", tries)
-                self.events.emit(ReconnectFailedAttempt(attempt=spent + 1, error=last_error, gateway_starting=True))
+                self.events.emit(ReconnectFailedAttempt(attempt=outage.attempt_number + 1, error=last_error,
+                                                        gateway_starting=True))
                 wait = 0.0
                 continue
             except GatewayError as e:
-                spent += 1
+                outage.attempt_number += 1
                 last_error = str(e)
-                self.log.info("reconnect attempt %s/%s failed: %s", spent, opts.max_reconnect_attempts, e)
-                self.events.emit(ReconnectFailedAttempt(attempt=spent, error=last_error))
-                if spent >= max(opts.max_reconnect_attempts, 1):
+                self.log.info("reconnect attempt %s/%s failed: %s", outage.attempt_number, policy.max_attempts, e)
+                self.events.emit(ReconnectFailedAttempt(attempt=outage.attempt_number, error=last_error))
+                if _stops(policy, outage):
                     break
-                wait = opts.reconnect_delay
+                wait = policy.wait(outage)
                 continue
             self._reconnect_task = None
             downtime = time.monotonic() - dropped_at
             self._on_session_up()
             self.log.info("reconnected to %s:%s after %.2f s, %s tr%s", self.host, self.port, downtime, tries,
                           "y" if tries == 1 else "ies")
-            self.events.emit(Reconnected(downtime=downtime, attempts=spent + 1))
+            self.events.emit(Reconnected(downtime=downtime, attempts=outage.attempt_number + 1))
             return
         self._reconnect_task = None
         self._state = ConnectionState.DISCONNECTED
         downtime = time.monotonic() - dropped_at
         if not last_error:
-            last_error = f"the Gateway's port stayed closed for {downtime:.0f} s (ibkr.give_up_after: {budget:g} s)"
+            last_error = f"the Gateway's port stayed closed for {downtime:.0f} s (past ibkr.give_up_after)"
         self.log.error("gave up reconnecting to %s:%s after %s attempt(s), %.1f s: %s",
-                       self.host, self.port, spent, downtime, last_error)
-        self.events.emit(ReconnectGaveUp(attempts=spent, downtime=downtime, last_error=last_error))
+                       self.host, self.port, outage.attempt_number, downtime, last_error)
+        self.events.emit(ReconnectGaveUp(attempts=outage.attempt_number, downtime=downtime, last_error=last_error))
 
-    async def _wait_for_gateway(self, seconds: float, deadline: float | None, *, first: bool) -> None:
+    async def _wait_for_gateway(self, seconds: float, policy: ReconnectPolicy, outage: RetryCallState, *,
+                                first: bool) -> None:
         """Wait until the Gateway's port accepts, at least ``seconds`` unless it comes back.
 
         An open port counts at once on the first wait (a dropped link with the Gateway still
         up). After a spent attempt the port is open throughout, so the full delay is waited
         unless the port goes down and comes back meanwhile (a restart): a fast failure such as
-        326 must not burn every attempt in a second. Raises _OutOfTime past ``deadline``.
+        326 must not burn every attempt in a second. Raises _OutOfTime once the policy stops.
         """
         opts = self.options
         until = time.monotonic() + seconds
@@ -578,11 +610,9 @@ class IBKRClient:
             if up and (first or seen_down or now >= until):
                 return
             seen_down = seen_down or not up
-            if deadline is not None and now >= deadline:
+            if _stops(policy, outage):
                 raise _OutOfTime
             pause = opts.probe_interval if not up else min(opts.probe_interval, until - now)
-            if deadline is not None:
-                pause = min(pause, deadline - now)
             await asyncio.sleep(max(pause, 0.0))
 
     # ------------------------------------------------------------ heartbeat
