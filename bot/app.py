@@ -10,14 +10,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field, replace
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Protocol
 
+from telegram import Update
 from telegram.error import InvalidToken, NetworkError
-from telegram.ext import Application, ApplicationBuilder
+from telegram.ext import Application, ApplicationBuilder, BaseUpdateProcessor
 
 from bot.config import Config, GatewayConfig
 from bot.health import LiveView
@@ -30,6 +31,7 @@ DB_NAME = "gwbot.sqlite3"
 FRONTENDS = "gwbot.frontends"
 TELEGRAM_API = "https://api.telegram.org/bot"
 POLL_TIMEOUT = 10  # seconds a getUpdates long poll may wait
+MAX_CONCURRENT_UPDATES = 64
 
 
 def database_path(config: Config) -> Path:
@@ -81,6 +83,50 @@ def load_frontend(name: str = "telegram") -> Frontend:
     return next(iter(found)).load()
 
 
+OrderKey = tuple[int | None, int | None, bool]  # chat, person, button press
+
+
+def order_key(update: object) -> OrderKey:
+    """Updates with the same key are handled in the order they came: one person's commands in one
+    chat. Button presses go apart from commands, so a Done never waits behind a slow /status."""
+    if not isinstance(update, Update):
+        return None, None, False
+    chat, user = update.effective_chat, update.effective_user
+    return (chat.id if chat else None), (user.id if user else None), update.callback_query is not None
+
+
+class PerPersonUpdateProcessor(BaseUpdateProcessor):
+    """Each person's updates in a chat in the order they came; everyone else's at the same time.
+
+    So a slow command (a /status probing a frozen Gateway) holds up only the one who sent it. PTB
+    starts one task per update in arrival order, and asyncio.Lock lets waiters in first come, first served.
+    """
+
+    def __init__(self, max_concurrent_updates: int = MAX_CONCURRENT_UPDATES) -> None:
+        super().__init__(max_concurrent_updates)
+        self._queues: dict[OrderKey, tuple[asyncio.Lock, int]] = {}  # lock, updates holding or waiting it
+
+    async def do_process_update(self, update: object, coroutine: Awaitable[Any]) -> None:
+        key = order_key(update)
+        lock, users = self._queues.get(key, (asyncio.Lock(), 0))
+        self._queues[key] = (lock, users + 1)
+        try:
+            async with lock:
+                await coroutine
+        finally:
+            lock, users = self._queues[key]
+            if users == 1:
+                del self._queues[key]  # no lock kept for someone who has gone quiet
+            else:
+                self._queues[key] = (lock, users - 1)
+
+    async def initialize(self) -> None:
+        return None
+
+    async def shutdown(self) -> None:
+        return None
+
+
 class TokenRejected(Exception):
     pass
 
@@ -89,7 +135,7 @@ async def run_chat(services: Services, token: str, stop: asyncio.Event, *, base_
                    poll_timeout: float = POLL_TIMEOUT) -> None:
     """python-telegram-bot inside our own loop (not run_polling's), until ``stop`` is set."""
     application = (ApplicationBuilder().token(token).base_url(base_url or TELEGRAM_API)
-                   .get_updates_read_timeout(poll_timeout + 5).build())
+                   .get_updates_read_timeout(poll_timeout + 5).concurrent_updates(PerPersonUpdateProcessor()).build())
     frontend = load_frontend()
     frontend.install(application, services)
     try:

@@ -322,10 +322,14 @@ async def _cmd_chat(config: Config, args: argparse.Namespace) -> int:
         async with open_services(config) as services:
             bot_task = asyncio.create_task(run_chat(services, standin.token, stop, base_url=standin.base_url,
                                                     poll_timeout=1))
+            typing = asyncio.create_task(terminal.run(stdin_reader()))
             try:
-                await terminal.run(stdin_reader())
+                # Ctrl-C stops the bot; the chat must end with it, not wait for the next line.
+                await asyncio.wait({typing, bot_task}, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 stop.set()
+                typing.cancel()
+                await asyncio.gather(typing, return_exceptions=True)
                 await bot_task
     return EXIT_OK
 

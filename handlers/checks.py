@@ -12,6 +12,7 @@ from bot.checks.soak import SoakOptions
 from bot.checks.base import OperatorReply, Reply
 from bot.config import SOAK_SECONDS, Range
 from bot.health import LiveView
+from bot.ibkr.events import ClientEvent
 from bot.jobs import Busy, Job
 from bot.runner import RunOutcome, RunRequest
 from handlers.context import BadArgument, ChatServices, chat_services, gateway_arg, number_arg, origin, who
@@ -72,7 +73,7 @@ async def _start(update: Update, context: ContextTypes.DEFAULT_TYPE, checks: tup
                  soak_seconds: float | None = None) -> None:
     services = chat_services(context)
     args = [a for a in (context.args or []) if a in services.core.config.gateway_names or checks != ("soak",)]
-    gw = gateway_arg(services, args)
+    gw = gateway_arg(services, "checklist" if checks == CHECK_NAMES else checks[0], args)
     assert update.effective_chat is not None and update.effective_message is not None
     chat_id = update.effective_chat.id
     request = RunRequest(checks, started_by=who(update), origin=origin(update), gateway=gw.name,
@@ -80,13 +81,18 @@ async def _start(update: Update, context: ContextTypes.DEFAULT_TYPE, checks: tup
     progress = ProgressMessage(context.bot, chat_id, request.kind, 0, services.core.config.telegram.progress_interval)
     live = LiveView()
 
+    operator = ChatOperator(context.bot, chat_id, services.prompts, gw.name)
+
     async def done(job: Job, outcome: RunOutcome | None, error: BaseException | None) -> None:
         await progress.close()
         await _finished(services, context, chat_id, job, error)
 
+    def on_event(event: ClientEvent) -> None:
+        live.on_event(event)
+        operator.on_event(event)
+
     try:
-        job = await services.core.jobs.start(request, ChatOperator(context.bot, chat_id, services.prompts),
-                                             progress=progress, on_event=live.on_event, on_done=done)
+        job = await services.core.jobs.start(request, operator, progress=progress, on_event=on_event, on_done=done)
     except Busy as busy:
         await update.effective_message.reply_text(_busy_text(gw.name, busy.job))
         return

@@ -12,7 +12,7 @@ from bot.config import RUN_ID
 from bot.health import Health, probe
 from bot.ibkr.errors import Layer
 from bot.jobs import Job
-from handlers.context import BadArgument, chat_services, gateway_arg, number_arg
+from handlers.context import BadArgument, chat_services, gateway_arg, no_args, number_arg, usage, who
 from handlers.results import send_logs, send_report
 
 # Shown by /help and registered with setMyCommands, in this order.
@@ -33,12 +33,14 @@ HELP: tuple[tuple[str, str], ...] = (
 
 
 async def start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    no_args(chat_services(context), "start", context.args or [])
     gw = chat_services(context).core.config.gateway()
     await _reply(update, f"gwbot tests and watches the IB Gateway {gw.name} ({gw.host}:{gw.port}). "
                          "Try /status, or /checklist for the whole Task 5.1 run. /help lists every command.")
 
 
 async def help_(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    no_args(chat_services(context), "help", context.args or [])
     names = chat_services(context).core.config.gateway_names
     lines = [f"/{name} - {text}" for name, text in HELP]
     if len(names) > 1:
@@ -48,7 +50,7 @@ async def help_(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 
 async def status(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     services = chat_services(context)
-    gw = gateway_arg(services, context.args or [])
+    gw = gateway_arg(services, "status", context.args or [])
     job = services.core.jobs.current(gw.name)
     health = await probe(gw, services.core.live.get(gw.name) if job else None)
     last = await services.core.repo.latest_run(gw.name)
@@ -87,6 +89,7 @@ def _job_line(job: Job | None) -> str:
 
 
 async def history(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    no_args(chat_services(context), "history", context.args or [])
     runs = await chat_services(context).core.repo.list_runs(limit=10)
     if not runs:
         await _reply(update, "No runs yet. /checklist runs the whole checklist.")
@@ -115,11 +118,11 @@ async def _run_arg(update: Update, context: ContextTypes.DEFAULT_TYPE, command: 
     """The run named by /report or /logs (default: the latest), or None after saying why."""
     repo = chat_services(context).core.repo
     args = context.args or []
-    usage = f"Usage: /{command} [run number], e.g. /{command} 12"
+    wrong = usage(chat_services(context), command, f"/{command} 12")
     if len(args) > 1:
-        raise BadArgument(usage)
+        raise wrong
     if args:
-        run_id = number_arg(args[0], RUN_ID, usage)
+        run_id = number_arg(args[0], RUN_ID, str(wrong))
         run = await repo.get_run(run_id)
         if run is None:
             raise BadArgument(f"No run #{run_id}. /history lists the runs.")
@@ -132,7 +135,8 @@ async def _run_arg(update: Update, context: ContextTypes.DEFAULT_TYPE, command: 
 
 async def cancel(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     services = chat_services(context)
-    gw = gateway_arg(services, context.args or [])
+    gw = gateway_arg(services, "cancel", context.args or [])
+    services.prompts.withdraw(gw.name, f"Cancelled by {who(update)} with /cancel.")
     job = await services.core.jobs.cancel(gw.name)
     if job is None:
         await _reply(update, f"Nothing is running on {gw.name}.")

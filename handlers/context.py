@@ -42,13 +42,35 @@ class BadArgument(ValueError):
     """A user typed something we cannot use; the message is the one-line answer."""
 
 
-def gateway_arg(services: ChatServices, args: list[str]) -> GatewayConfig:
-    """The Gateway named in the arguments, or the default; unknown names are a clear error."""
-    names = [a for a in args if not NUMBER.fullmatch(a)]
-    if len(names) > 1:
-        raise BadArgument(f"Give at most one Gateway name; configured: {', '.join(services.core.config.gateway_names)}")
+# Each command's arguments, for its usage line: the one place that knows them.
+USAGE: dict[str, str] = {
+    "start": "", "help": "", "history": "",
+    "status": "[Gateway]", "connect": "[Gateway]", "disconnect": "[Gateway]", "reconnect": "[Gateway]",
+    "errors": "[Gateway]", "checklist": "[Gateway]", "cancel": "[Gateway]",
+    "soak": "[minutes] [Gateway]", "report": "[run number]", "logs": "[run number]",
+}
+
+
+def usage(services: ChatServices, command: str, example: str = "") -> BadArgument:
+    """The one-line answer to arguments ``command`` does not take."""
+    args = USAGE[command]
+    line = f"Usage: /{command} {args}" if args else f"Usage: /{command} (no arguments)"
+    if "[Gateway]" in args:
+        line += f" (Gateways: {', '.join(services.core.config.gateway_names)})"
+    return BadArgument(line + (f", e.g. {example}" if example else ""))
+
+
+def no_args(services: ChatServices, command: str, args: list[str]) -> None:
+    if args:
+        raise usage(services, command)
+
+
+def gateway_arg(services: ChatServices, command: str, args: list[str]) -> GatewayConfig:
+    """The Gateway named in the arguments, or the default; anything else gets the usage line."""
+    if len(args) > 1 or (args and NUMBER.fullmatch(args[0])):
+        raise usage(services, command)
     try:
-        return services.core.config.gateway(names[0] if names else None)
+        return services.core.config.gateway(args[0] if args else None)
     except ConfigError as e:
         raise BadArgument(str(e).capitalize()) from None
 

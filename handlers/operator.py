@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup
 from telegram.error import TelegramError
 
-from bot.checks.base import OperatorAction, OperatorReply, Reply
+from bot.checks.base import OperatorAction, OperatorReply, OperatorStep, Reply
+from bot.ibkr.events import ClientEvent
 
 log = logging.getLogger(__name__)
 PREFIX = "op"
@@ -25,6 +26,8 @@ PREFIX = "op"
 class Prompt:
     id: int
     chat_id: int
+    gateway: str
+    withdrawn: str | None = None  # why the question ended without an answer, when someone ended it
     answer: asyncio.Future[OperatorReply] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
@@ -35,13 +38,19 @@ class PromptBoard:
         self._open: dict[int, Prompt] = {}
         self._ids = itertools.count(1)
 
-    def open(self, chat_id: int) -> Prompt:
-        prompt = Prompt(next(self._ids), chat_id)
+    def open(self, chat_id: int, gateway: str) -> Prompt:
+        prompt = Prompt(next(self._ids), chat_id, gateway)
         self._open[prompt.id] = prompt
         return prompt
 
     def close(self, prompt: Prompt) -> None:
         self._open.pop(prompt.id, None)
+
+    def withdraw(self, gateway: str, why: str) -> None:
+        """Say why the open questions of a Gateway's run are about to end (the run is being cancelled)."""
+        for prompt in self._open.values():
+            if prompt.gateway == gateway:
+                prompt.withdrawn = why
 
     def answer(self, prompt_id: int, chat_id: int, reply: OperatorReply) -> bool:
         """Resolve a question; False when it is over already (or belongs to another chat)."""
@@ -60,16 +69,22 @@ def buttons(prompt: Prompt) -> InlineKeyboardMarkup:
 class ChatOperator:
     """The squad, in one chat, as the checks' Operator."""
 
-    def __init__(self, bot: Bot, chat_id: int, board: PromptBoard) -> None:
+    def __init__(self, bot: Bot, chat_id: int, board: PromptBoard, gateway: str) -> None:
         self.bot = bot
         self.chat_id = chat_id
         self.board = board
+        self.gateway = gateway
 
     async def tell(self, text: str) -> None:
         await self.bot.send_message(self.chat_id, text)
 
+    def on_event(self, event: ClientEvent) -> None:
+        """The check gave up waiting: the question's edit must say so, not that the bot saw it happen."""
+        if isinstance(event, OperatorStep) and event.outcome == "timeout":
+            self.board.withdraw(self.gateway, "Nobody answered in time; I stopped waiting.")
+
     async def ask(self, action: OperatorAction, text: str) -> OperatorReply:
-        prompt = self.board.open(self.chat_id)
+        prompt = self.board.open(self.chat_id, self.gateway)
         icon = "🛑" if action is OperatorAction.STOP_GATEWAY else "▶️"
         message = await self.bot.send_message(self.chat_id, f"{icon} {text}", reply_markup=buttons(prompt))
         outcome = "I saw it happen myself; moving on."
@@ -77,6 +92,10 @@ class ChatOperator:
             reply = await prompt.answer
             outcome = f"{'Done' if reply.reply is Reply.DONE else 'Aborted'} by {reply.by}."
             return reply
+        except asyncio.CancelledError:
+            # Cancelled either by the check (it saw the event first) or with the run (/cancel).
+            outcome = prompt.withdrawn or outcome
+            raise
         finally:
             self.board.close(prompt)
             with contextlib.suppress(TelegramError):  # the buttons must go even on the way out

@@ -3,17 +3,72 @@
 from __future__ import annotations
 
 import asyncio
+import html
 import logging
+import re
 
 from telegram import Bot
+from telegram.constants import ParseMode
 
 from bot import report
 from bot.chart import soak_chart
+from bot.telegram_standin.formatting import FormatError, parse, utf16_len
 from storage import RunRecord
 
 log = logging.getLogger(__name__)
-# Telegram allows 4096 characters; longer reports go as a document.
-MESSAGE_LIMIT = 3500
+# Telegram allows 4096 characters (UTF-16 units) of text once the markup is parsed; longer reports
+# go as a document.
+MESSAGE_LIMIT = 4096
+_INLINE = re.compile(r"`([^`\n]+)`|\*\*(.+?)\*\*")
+_CODE = re.compile(r"`([^`\n]+)`")
+
+
+def telegram_html(markdown: str) -> str:
+    """The report's markdown (## headings, **bold**, _italic line_, - lists, `code`, ``` blocks) as
+    Telegram HTML; everything else is escaped, so a value holding <, & or * shows as typed."""
+    out: list[str] = []
+    block: list[str] | None = None  # lines of an open ``` block
+    for line in markdown.splitlines():
+        if line.startswith("```"):
+            if block is None:
+                block = []
+            else:
+                out.append("<pre>" + html.escape("\n".join(block), quote=False) + "</pre>")
+                block = None
+        elif block is not None:
+            block.append(line)
+        elif heading := re.match(r"#{1,6} (.*)", line):
+            out.append(f"<b>{_inline(heading.group(1), _CODE)}</b>")
+        elif len(line) > 2 and line.startswith("_") and line.endswith("_"):
+            out.append(f"<i>{_inline(line[1:-1])}</i>")
+        elif line.startswith("- "):
+            out.append("• " + _inline(line[2:]))
+        else:
+            out.append(_inline(line))
+    if block is not None:  # an unclosed block: still show its lines, as code
+        out.append("<pre>" + html.escape("\n".join(block), quote=False) + "</pre>")
+    return "\n".join(out)
+
+
+def _inline(text: str, pattern: re.Pattern[str] = _INLINE) -> str:
+    parts, at = [], 0
+    for m in pattern.finditer(text):
+        parts.append(html.escape(text[at:m.start()], quote=False))
+        bold = m.group(2) if pattern.groups > 1 else None
+        parts.append(f"<code>{html.escape(m.group(1), quote=False)}</code>" if bold is None
+                     else f"<b>{_inline(bold, _CODE)}</b>")  # inside bold only code: no <b> in <b>
+        at = m.end()
+    return "".join(parts) + html.escape(text[at:], quote=False)
+
+
+def fits_in_message(telegram_html_text: str) -> bool:
+    """Whether Telegram takes it as one message: measured on the text the markup leaves."""
+    try:
+        plain, _ = parse(telegram_html_text, ParseMode.HTML)
+    except FormatError:
+        log.exception("report converted to HTML Telegram would refuse; sending it as a file")
+        return False
+    return 0 < utf16_len(plain) <= MESSAGE_LIMIT
 
 
 def report_file_name(run: RunRecord) -> str:
@@ -22,8 +77,9 @@ def report_file_name(run: RunRecord) -> str:
 
 async def send_report(bot: Bot, chat_id: int, run: RunRecord) -> None:
     text = report.markdown(run)
-    if len(text) <= MESSAGE_LIMIT:
-        await bot.send_message(chat_id, text)
+    formatted = telegram_html(text)
+    if fits_in_message(formatted):
+        await bot.send_message(chat_id, formatted, parse_mode=ParseMode.HTML)
     else:
         await bot.send_document(chat_id, text.encode(), filename=report_file_name(run),
                                 caption=f"Report for run #{run.id} ({run.kind}, {run.status})")
@@ -44,4 +100,5 @@ async def post_results(bot: Bot, chat_id: int, run: RunRecord) -> None:
         if check.name == "soak" and check.series:
             # matplotlib is CPU work: off the loop, so the chat keeps answering meanwhile.
             png = await asyncio.to_thread(soak_chart, check, f"Run #{run.id}: heartbeat RTT ({check.status})")
-            await bot.send_photo(chat_id, png, caption=f"Soak heartbeat RTT, run #{run.id}")
+            await bot.send_photo(chat_id, png, caption=f"Soak heartbeat RTT, run #{run.id}",
+                                 filename=f"gwbot-run-{run.id}-soak.png")

@@ -85,3 +85,25 @@ async def test_sigterm_mid_soak_cancels_the_run_and_exits_cleanly(tmp_path):
     async with await Repository.open(tmp_path / "data" / "gwbot.sqlite3") as repo:
         run = await repo.get_run(1)
     assert run.status == "cancelled" and run.checks[0].status == "cancelled"
+
+
+async def test_ctrl_c_ends_gwbot_chat_while_it_waits_for_input(tmp_path):
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text("data_dir: data\n", encoding="utf-8")
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "bot", "--config", str(cfg), "chat", cwd=ROOT,
+                                                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.PIPE)
+    try:
+        proc.stdin.write(b"/help\n")  # the pipe stays open: the chat is waiting for the next line
+        await proc.stdin.drain()
+        async with asyncio.timeout(30):
+            while b"/checklist - the whole" not in (line := await proc.stdout.readline()):
+                assert line, "gwbot chat ended early"
+        proc.send_signal(signal.SIGINT)
+        await asyncio.wait_for(proc.wait(), 15)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0
+    assert "Traceback" not in (await proc.stderr.read()).decode()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import re
 import struct
 import time
 import zlib
@@ -136,7 +137,9 @@ async def test_send_message_with_an_inline_keyboard_reads_back(standin, bot):
     assert stored.disable_notification and stored.edits == 0 and stored.sent_at <= time.monotonic()
 
     question = standin.send_text(SQUAD, KAI, "is it up?")
-    assert question
+    (update,) = await bot.get_updates()
+    assert update.update_id == question and update.message.text == "is it up?"
+    assert (update.message.chat.id, update.message.from_user.id, update.message.message_id) == (SQUAD, KAI, 1)
     asked = standin.messages(SQUAD)  # people's messages are not the bot's
     assert asked == []
     reply = await bot.send_message(SQUAD, "yes", reply_parameters=ReplyParameters(1))
@@ -369,3 +372,36 @@ async def test_terminal_numbers_pick_from_the_latest_message_with_buttons(standi
     assert [(u.callback_query.message.message_id, u.callback_query.data) for u in updates if u.callback_query] == [
         (newer.message_id, "yes"), (older.message_id, "abort")]
     assert [u.message.text for u in updates if u.message] == ["hello"]
+
+
+async def test_terminal_keeps_sent_file_names_and_never_overwrites(standin, bot, tmp_path: Path):
+    reader = asyncio.StreamReader()
+    out = io.StringIO()
+    terminal = TerminalChat(standin, KAI, KAI, files_dir=tmp_path, linger=0.2, echo=False)
+    run = asyncio.create_task(terminal.run(reader, out))
+    await asyncio.sleep(0)
+    await bot.send_document(KAI, b"first", filename="report.md")
+    await bot.send_document(KAI, b"second", filename="report.md")
+    chart = await bot.send_photo(KAI, png(4, 3))  # PTB names bytes "application.octet-stream"
+    await bot.send_photo(KAI, png(4, 3), filename="chart.png")
+    reader.feed_eof()
+    await asyncio.wait_for(run, 5)
+    assert (tmp_path / "report.md").read_bytes() == b"first"
+    assert (tmp_path / "report-2.md").read_bytes() == b"second"
+    assert (tmp_path / f"photo-{chart.message_id}.png").read_bytes() == png(4, 3)
+    assert (tmp_path / "chart.png").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["report.md", "report-2.md", f"photo-{chart.message_id}.png", "chart.png"])
+
+
+@pytest.mark.parametrize(("markup", "error"), [
+    ("<h2>Results</h2>", 'Unsupported start tag "h2" at byte offset 0'),
+    ("<b><i>x</b></i>", 'Unmatched end tag at byte offset 7, expected "</i>", found "</b>"'),
+    ("x</b>", "Unexpected end tag at byte offset 1"),
+    ("<pre>open", 'Can\'t find end tag corresponding to start tag "pre"'),
+    ("line<br/>break", 'Unsupported start tag "br" at byte offset 4'),
+])
+async def test_html_that_telegram_refuses_is_refused(standin, bot, markup, error):
+    with pytest.raises(BadRequest, match="Can't parse entities: " + re.escape(error[0].lower() + error[1:])):
+        await bot.send_message(KAI, markup, parse_mode=ParseMode.HTML)
+    assert standin.messages(KAI) == []

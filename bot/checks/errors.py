@@ -2,16 +2,19 @@
 
 Each row builds its own misbehaving endpoint on loopback (or uses the target for 326), connects
 with a fresh client, and expects one typed error within a bound, leaving no task or socket behind.
+Only what the row's own code created counts: the tasks and connections made in its context (the
+bot's polling, another person's /status or a second check run alongside and are none of its business).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
 
 from bot.checks.base import Check, CheckContext, CheckRecord, Recorder, RunRecord
 from bot.client_ids import ClientRole
@@ -54,12 +57,12 @@ class RowResult:
     message: str
     elapsed: float
     leaked_tasks: int
-    leaked_fds: int
+    leaked_sockets: int
 
     @property
     def ok(self) -> bool:
         return (self.got == self.row.expected.__name__ and self.elapsed <= self.row.bound
-                and self.leaked_tasks == 0 and self.leaked_fds == 0)
+                and self.leaked_tasks == 0 and self.leaked_sockets == 0)
 
 
 async def _silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -106,11 +109,94 @@ async def _free_port() -> AsyncIterator[int]:
     yield port
 
 
-def _open_fds() -> int:
+@dataclass
+class CaseEvidence:
+    """What one row's code created: its tasks and its connections, nothing else in the process."""
+
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    transports: list[asyncio.BaseTransport] = field(default_factory=list)
+
+    async def leftovers(self, grace: float) -> tuple[int, int]:
+        """Tasks still running and sockets still open after ``grace`` (closing takes a loop turn or two)."""
+        deadline = time.monotonic() + grace
+        while self._running() or self._open():
+            if time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(0.02)
+        return len(self._running()), len(self._open())
+
+    def _running(self) -> list[asyncio.Task[Any]]:
+        return [t for t in self.tasks if not t.done() and t is not asyncio.current_task()]
+
+    def _open(self) -> list[asyncio.BaseTransport]:
+        def closed(t: asyncio.BaseTransport) -> bool:
+            sock = t.get_extra_info("socket")
+            return t.is_closing() and (sock is None or sock.fileno() == -1)
+        return [t for t in self.transports if not closed(t)]
+
+
+# The row whose code is running in this context, if any (tasks inherit it from their creator).
+_CASE: ContextVar[CaseEvidence | None] = ContextVar("gwbot_errors_case", default=None)
+
+
+class _LoopHooks:
+    """On the loop while any row runs: hands each new task and connection to the row whose context
+    made it. Installed once however many rows run at a time; removed when the last one ends."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.users = 0
+        self.previous_factory = loop.get_task_factory()
+        self.own_create_connection = loop.__dict__.get("create_connection")
+        self.create_connection = loop.create_connection
+
+    def __call__(self, loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any],
+                 **kwargs: Any) -> asyncio.Task[Any]:
+        factory = self.previous_factory
+        task = factory(loop, coro, **kwargs) if factory else asyncio.Task(coro, loop=loop, **kwargs)
+        case = _CASE.get()
+        if case is not None:
+            case.tasks.add(task)
+        return task  # type: ignore[return-value]
+
+    async def tracked_connection(self, *args: Any, **kwargs: Any) -> tuple[asyncio.BaseTransport, Any]:
+        transport, protocol = await self.create_connection(*args, **kwargs)
+        case = _CASE.get()
+        if case is not None:
+            case.transports.append(transport)
+        return transport, protocol
+
+    def install(self) -> None:
+        self.loop.set_task_factory(self)
+        self.loop.create_connection = self.tracked_connection  # type: ignore[method-assign]
+
+    def uninstall(self) -> None:
+        if self.loop.get_task_factory() is self:
+            self.loop.set_task_factory(self.previous_factory)
+        if self.own_create_connection is not None:
+            self.loop.create_connection = self.own_create_connection  # type: ignore[method-assign]
+        else:
+            self.loop.__dict__.pop("create_connection", None)
+
+
+@contextlib.contextmanager
+def case_evidence() -> Iterator[CaseEvidence]:
+    """Collect the tasks and connections the code in this block (and the tasks it starts) creates."""
+    loop = asyncio.get_running_loop()
+    hooks = loop.get_task_factory()
+    if not isinstance(hooks, _LoopHooks):
+        hooks = _LoopHooks(loop)
+        hooks.install()
+    hooks.users += 1
+    evidence = CaseEvidence()
+    token = _CASE.set(evidence)
     try:
-        return len(os.listdir("/proc/self/fd"))
-    except OSError:  # not Linux: skip the socket-leak part of the row
-        return 0
+        yield evidence
+    finally:
+        _CASE.reset(token)
+        hooks.users -= 1
+        if hooks.users == 0:
+            hooks.uninstall()
 
 
 def _probe_id(ctx: CheckContext) -> int:
@@ -209,11 +295,18 @@ class ErrorsCheck(Check):
             return f"{r.row.name}: expected {r.row.expected.__name__}, got {r.got}: {r.message}"
         if r.elapsed > r.row.bound:
             return f"{r.row.name}: took {r.elapsed:.2f} s, bound {r.row.bound:g} s"
-        return f"{r.row.name}: leaked {r.leaked_tasks} task(s) and {r.leaked_fds} socket(s)"
+        return f"{r.row.name}: leaked {r.leaked_tasks} task(s) and {r.leaked_sockets} socket(s)"
 
     async def _try(self, ctx: CheckContext, row: Row, host: str, port: int) -> RowResult:
         client_id = _probe_id(ctx) if row.expected is ClientIdInUse else _probe_id(ctx) + 1
-        tasks_before, fds_before = asyncio.all_tasks(), _open_fds()
+        with case_evidence() as evidence:
+            got, message, elapsed = await self.attempt(host, port, client_id)
+            leaked_tasks, leaked_sockets = await evidence.leftovers(LEAK_GRACE)
+        return RowResult(row, got, message, elapsed, leaked_tasks, leaked_sockets)
+
+    @staticmethod
+    async def attempt(host: str, port: int, client_id: int) -> tuple[str, str, float]:
+        """Connect a fresh client, then disconnect it: the error's class name and text, and the time."""
         client = IBKRClient(host, port, client_id, ClientOptions(reconnect=None, connect_timeout=ROW_TIMEOUT))
         start = time.monotonic()
         got, message = "connected", "the connection succeeded"
@@ -224,14 +317,4 @@ class ErrorsCheck(Check):
         finally:
             elapsed = time.monotonic() - start
             await client.disconnect()
-        await asyncio.sleep(0.05)  # closed transports release their sockets a loop turn or two later
-        leftover = await self._leftover_tasks(tasks_before)
-        return RowResult(row, got, message, elapsed, len(leftover), max(0, _open_fds() - fds_before))
-
-    @staticmethod
-    async def _leftover_tasks(before: set[asyncio.Task]) -> set[asyncio.Task]:
-        """Tasks the row started that are still running after a short grace (closing callbacks)."""
-        new = asyncio.all_tasks() - before - {asyncio.current_task()}
-        if new:
-            await asyncio.wait(new, timeout=LEAK_GRACE)
-        return {t for t in new if not t.done()}
+        return got, message, elapsed

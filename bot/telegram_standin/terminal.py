@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import mimetypes
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -166,9 +167,33 @@ class TerminalChat:
         if self.files_dir is None or m.file_bytes is None:
             return
         self.files_dir.mkdir(parents=True, exist_ok=True)
-        path = self.files_dir / Path(m.file_name or f"{m.kind}-{m.message_id}").name  # no paths from the bot
+        path = _unused(self.files_dir / file_name(m))
         path.write_bytes(m.file_bytes)  # small files, once per message: not worth a thread
         _say(out, f"{INDENT}saved to {path}")
+
+
+_MAGIC = ((b"\x89PNG\r\n\x1a\n", ".png"), (b"\xff\xd8\xff", ".jpg"), (b"%PDF-", ".pdf"))
+
+
+def file_name(m: BotMessage) -> str:
+    """The name the bot sent, or "photo-12.png" when it sent none (PTB then names the part after its
+    MIME type, e.g. "application.octet-stream"). Never a path: the bot does not choose folders."""
+    sent = Path(m.file_name or "").name
+    if sent and sent != (m.mime_type or "").replace("/", "."):
+        return sent
+    ext = next((e for magic, e in _MAGIC if (m.file_bytes or b"").startswith(magic)), None)
+    ext = ext or mimetypes.guess_extension(m.mime_type or "") or ""
+    return f"{m.kind}-{m.message_id}{'' if ext == '.bin' else ext}"
+
+
+def _unused(path: Path) -> Path:
+    """``path``, or report-2.md, report-3.md ... so a second file of the same name keeps the first."""
+    n = 1
+    candidate = path
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
+    return candidate
 
 
 def _stdin_is_tty() -> bool:
