@@ -15,12 +15,15 @@ import re
 import reprlib
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
+from datetime import time
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
 from bot.client_ids import CLIENT_ID_MAX, ClientRole, client_id_for
+from bot.watch.schedule import REGIONS, Schedule, Window, WindowKind, default_windows, parse_days
 
 ENV_CONFIG = "GWBOT_CONFIG"
 ENV_TOKEN = "TELEGRAM_BOT_TOKEN"
@@ -148,6 +151,49 @@ def _level(v: Any) -> str:
     return v.upper()
 
 
+def _zone_name(v: Any) -> str:
+    try:
+        ZoneInfo(v if isinstance(v, str) else "")
+    except (ValueError, OSError, ZoneInfoNotFoundError):
+        raise _Bad("a time zone name such as America/New_York or UTC") from None
+    return v
+
+
+def _region(v: Any) -> str:
+    if v not in REGIONS:
+        raise _Bad(f"one of {', '.join(REGIONS)}")
+    return v
+
+
+WINDOW_KEYS = ("name", "days", "start", "end", "tz", "kind")
+
+
+def _window(v: Any) -> Window:
+    """{name, days, start: 'HH:MM', end: 'HH:MM', tz, kind}; days and kind may be left out."""
+    shape = "a window {name, days, start: 'HH:MM', end: 'HH:MM', tz, kind}"
+    if not isinstance(v, dict) or not {"name", "start", "end", "tz"} <= v.keys() or not v.keys() <= set(WINDOW_KEYS):
+        raise _Bad(shape)
+    try:
+        times = [time.fromisoformat(v[k]) if isinstance(v[k], str) and len(v[k]) == 5 else None for k in ("start", "end")]
+        if None in times:
+            raise ValueError
+        days = parse_days(v.get("days", "daily"))
+    except ValueError:
+        raise _Bad(shape + " with days 'daily', 'weekdays' or a list of mon..sun") from None
+    kinds = [k.value for k in WindowKind]
+    if v.get("kind", "other") not in kinds:
+        raise _Bad(f"a window kind: one of {', '.join(kinds)}")
+    return Window(_text(v["name"]), times[0], times[1], _zone_name(v["tz"]), days, WindowKind(v.get("kind", "other")))
+
+
+def _windows(v: Any) -> tuple[Window, ...] | None:
+    if v is None:
+        return None  # IBKR's published windows for watch.region
+    if not isinstance(v, list):
+        raise _Bad("a list of windows, or null for IBKR's defaults")
+    return tuple(_window(w) for w in v)
+
+
 PORT = Range(1, 65535, integer=True)
 # Every role's id (configured id + its offset, bot/client_ids.py) must still be a valid client id.
 CLIENT_ID = Range(0, CLIENT_ID_MAX - max(ClientRole), integer=True)
@@ -229,6 +275,31 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True)
+class WatchConfig:
+    """The always-on watch (bot/watch): who is told, when, and IBKR's expected windows."""
+
+    alert_chat_ids: frozenset[int] = setting(frozenset(), _id_set)
+    down_after: float = setting(3.0, _in(_seconds(0, 3600)))  # a drop shorter than this sends nothing
+    # "still down" reminders until someone acknowledges; Gatus' floor is 5 min, one a minute the most anyone wants.
+    remind_every: float = setting(900.0, _in(_seconds(60, 86400)))
+    flap_count: int = setting(6, _in(Range(2, 1000, integer=True)))  # more changes within flap_window: flapping
+    flap_window: float = setting(600.0, _in(_seconds(1, 86400)))
+    flap_quiet: float = setting(300.0, _in(_seconds(1, 86400)))  # flapping ends once up or down this long
+    farm_grace: float = setting(60.0, _in(_seconds(0, 3600)))  # a farm broken longer: a quiet warning
+    grace: float = setting(300.0, _in(_seconds(0, 86400)))  # still down this long after a window: an outage
+    login_timeout: float = setting(180.0, _in(_seconds(1, 3600)))  # IBC's 2FA wait (SecondFactorAuthenticationTimeout)
+    relogin_reminder: float = setting(3600.0, _in(_seconds(0, 6 * 86400)))  # before Sunday's token expiry; 0: none
+    region: str = setting("north_america", _region)  # IBKR's reset windows when ``expected`` is not given
+    expected: tuple[Window, ...] | None = setting(None, _windows)
+    time_zone: str = setting("UTC", _zone_name)  # the zone alerts show times in
+
+    @property
+    def schedule(self) -> Schedule:
+        windows = self.expected if self.expected is not None else default_windows(self.region)
+        return Schedule(windows, self.grace, self.relogin_reminder)
+
+
+@dataclass(frozen=True)
 class Config:
     gateways: tuple[GatewayConfig, ...] = (GatewayConfig(),)  # the default (``ibkr``) first
     telegram: TelegramConfig = TelegramConfig()
@@ -236,6 +307,7 @@ class Config:
     soak: SoakConfig = SoakConfig()
     checks: ChecksConfig = ChecksConfig()
     logging: LoggingConfig = LoggingConfig()
+    watch: WatchConfig = WatchConfig()
     source: Path | None = None
 
     @property
@@ -258,6 +330,7 @@ class Config:
         del out["telegram"]["token"]
         out["telegram"]["allowed_chat_ids"] = sorted(self.telegram.allowed_chat_ids)
         out["telegram"]["allowed_user_ids"] = sorted(self.telegram.allowed_user_ids)
+        out["watch"]["alert_chat_ids"] = sorted(self.watch.alert_chat_ids)
         out["data_dir"] = str(self.data_dir)
         out["source"] = str(self.source) if self.source else None
         return out
@@ -266,7 +339,7 @@ class Config:
 # A ``gateways.NAME`` entry takes its name from the key, so ``name`` is not one of its keys.
 OVERRIDE_KEYS = {k: v for k, v in rules(GatewayConfig).items() if k != "name"}
 SECTIONS: dict[str, type] = {"telegram": TelegramConfig, "soak": SoakConfig, "checks": ChecksConfig,
-                             "logging": LoggingConfig}
+                             "logging": LoggingConfig, "watch": WatchConfig}
 SCALARS: dict[str, Validator] = {"data_dir": _text}
 TOP_KEYS = ("ibkr", "gateways", *SCALARS, *SECTIONS)
 

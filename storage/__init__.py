@@ -20,10 +20,12 @@ from storage.errors import (
     StorageError,
     StorageFull,
 )
+from storage.incidents import CoverageRecord, IncidentRecord, IncidentStore
 from storage.repository import Repository
 
 __all__ = [
     "AuditRecord", "CheckRecord", "CheckStatus", "EventRecord", "LogRecord", "Metric", "Repository", "RunRecord",
     "RunStatus", "RunSummary", "SchemaTooNew", "StorageError", "DatabaseBusy", "DatabaseReadOnly",
     "DatabaseUnavailable", "NotADatabase", "StorageFull",
+    "CoverageRecord", "IncidentRecord", "IncidentStore",
 ]

@@ -74,7 +74,33 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX samples_run ON samples (run_id, id);
     """,
-    # 3: a check's hints, warnings and named facts (e.g. the managed accounts) in their own columns,
+    # 3 (watch): the watch's outages and the spans it was watching, for /uptime across restarts.
+    """
+    CREATE TABLE watch_incidents (
+        key TEXT PRIMARY KEY,
+        gateway TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        ended_at TEXT,
+        cause TEXT NOT NULL,
+        category TEXT NOT NULL,
+        layer TEXT NOT NULL,
+        expected_window TEXT,
+        test TEXT,
+        alerted INTEGER NOT NULL DEFAULT 0,
+        acked_by TEXT,
+        acked_at TEXT,
+        recovery TEXT
+    );
+    CREATE INDEX watch_incidents_gateway ON watch_incidents (gateway, started_at);
+    CREATE TABLE watch_coverage (
+        id INTEGER PRIMARY KEY,
+        gateway TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        seen_at TEXT NOT NULL
+    );
+    CREATE INDEX watch_coverage_gateway ON watch_coverage (gateway, started_at);
+    """,
+    # 4: a check's hints, warnings and named facts (e.g. the managed accounts) in their own columns,
     # not prose among its findings to be parsed back; rows stored before are split the same way.
     """
     ALTER TABLE checks ADD COLUMN hints TEXT NOT NULL DEFAULT '[]';

@@ -25,6 +25,7 @@ from typing import Any
 import aiosqlite
 
 from storage.errors import ELSEWHERE, DatabaseUnavailable, SchemaTooNew, StorageError, read_only, translate
+from storage.incidents import IncidentStore
 from storage.migrations import MIGRATIONS
 from storage.models import (
     AuditRecord,
@@ -43,7 +44,9 @@ log = logging.getLogger(__name__)
 LEASE_RENEW = 5.0  # seconds between renewals of this process's running runs
 LEASE_EXPIRY = timedelta(seconds=60)  # a lease this stale means its owner (on another host) is gone
 SAMPLES_SINCE = 2  # schema version that has the samples table and run owners
-COLUMNS_SINCE = 3  # schema version that has the checks' hints, warnings and facts columns
+# The schema version that has the checks' hints, warnings and facts columns (found, not numbered:
+# migrations from parallel branches are renumbered when they merge).
+COLUMNS_SINCE = next(n for n, script in enumerate(MIGRATIONS, start=1) if "ADD COLUMN hints" in script)
 
 
 def _ts(at: datetime) -> str:
@@ -185,6 +188,7 @@ class Repository:
         # One connection serves every task: a transaction keeps the others' writes out until it ends.
         self._lock = asyncio.Lock()
         self._tx_task: asyncio.Task[Any] | None = None
+        self.incidents = IncidentStore(db, self.transaction)  # the watch's outages share this connection
 
     @classmethod
     async def open(cls, path: Path, *, for_reading: bool = False) -> Repository:
@@ -312,15 +316,16 @@ class Repository:
         async with self._lock:
             self._tx_task = asyncio.current_task()
             try:
+                # Inside the try: a task cancelled while BEGIN is queued still gets it rolled back
+                # (aiosqlite runs a queued statement even when its caller has stopped waiting).
                 with _translated(self.path):
                     await self._db.execute("BEGIN IMMEDIATE")  # reads inside see what the writes act on
-                try:
-                    yield
-                    with _translated(self.path):
-                        await self._db.commit()
-                except BaseException:
-                    await self._db.rollback()  # a failed write leaves nothing half-done behind
-                    raise
+                yield
+                with _translated(self.path):
+                    await self._db.commit()
+            except BaseException:
+                await self._db.rollback()  # a failed write leaves nothing half-done behind
+                raise
             finally:
                 self._tx_task = None
 

@@ -18,6 +18,7 @@ import pytest
 
 from storage import CheckStatus, Metric, Repository, SchemaTooNew, StorageFull
 from storage.migrations import MIGRATIONS
+from storage.repository import COLUMNS_SINCE
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -375,7 +376,7 @@ async def test_hints_warnings_and_facts_are_columns_and_older_rows_are_split_int
     its findings; the migration moves them to their columns, and new checks store them there."""
     path = tmp_path / "gwbot.sqlite3"
     with sqlite3.connect(path) as db:  # a database as the gwbot before this one left it
-        for number, script in enumerate(MIGRATIONS[:2], start=1):
+        for number, script in enumerate(MIGRATIONS[:COLUMNS_SINCE - 1], start=1):
             db.executescript(f"BEGIN; {script}; PRAGMA user_version = {number}; COMMIT;")
         db.execute("INSERT INTO runs (kind, gateway, status, started_by, origin, config, started_at) "
                    "VALUES ('connect', 'paper', 'failed', 'x', 'terminal', '{}', '2026-02-03T11:40:00+00:00')")

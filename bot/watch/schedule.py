@@ -1,0 +1,173 @@
+"""IBKR's schedule: when a Gateway is expected to go away, and when the weekly login is due.
+
+Windows are local wall-clock times in their own time zone (``zoneinfo``), so they follow daylight
+saving: the nightly reset stays at 00:15-01:45 New York time whether that is 05:15 or 04:15 UTC.
+A window whose end is not after its start ends the next day (Friday 23:00 - Saturday 03:00).
+Defaults come from IBKR's system-status page and "auto-restart considerations"; times vary by
+region and IBKR changes them, so config can replace them (``watch.expected``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta
+from enum import StrEnum
+from zoneinfo import ZoneInfo
+
+DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+FULL_DAY_NAMES = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+EVERY_DAY = frozenset(range(7))
+NEW_YORK = "America/New_York"
+
+
+class WindowKind(StrEnum):
+    RESET = "reset"              # IBKR's nightly server reset: 1100 then 1101/1102, socket stays up
+    MAINTENANCE = "maintenance"  # IBKR's weekend maintenance
+    RESTART = "restart"          # the Gateway's own daily auto-restart: the socket and port go away
+    OTHER = "other"
+
+
+@dataclass(frozen=True)
+class Window:
+    """A recurring expected outage; ``days`` are the weekdays it STARTS on (Monday = 0)."""
+
+    name: str
+    start: time
+    end: time
+    tz: str
+    days: frozenset[int] = EVERY_DAY
+    kind: WindowKind = WindowKind.OTHER
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.tz)
+
+    def occurrence_on(self, day: datetime) -> Occurrence:
+        """The occurrence starting on ``day``'s local date (whatever its weekday)."""
+        zone = self.zone
+        date = day.date()
+        start = datetime.combine(date, self.start, tzinfo=zone)
+        end_date = date + timedelta(days=1) if self.end <= self.start else date
+        end = datetime.combine(end_date, self.end, tzinfo=zone)
+        return Occurrence(self, start.astimezone(UTC), end.astimezone(UTC))
+
+    def occurrences(self, start: datetime, end: datetime) -> list[Occurrence]:
+        """Occurrences overlapping [start, end), in order."""
+        zone = self.zone
+        first = start.astimezone(zone) - timedelta(days=1)  # one that started yesterday may still run
+        last = end.astimezone(zone)
+        out = []
+        day = first
+        while day.date() <= last.date():
+            if day.weekday() in self.days:
+                occ = self.occurrence_on(day)
+                if occ.start < end and occ.end > start:
+                    out.append(occ)
+            day += timedelta(days=1)
+        return out
+
+
+@dataclass(frozen=True)
+class Occurrence:
+    window: Window
+    start: datetime  # UTC
+    end: datetime    # UTC
+
+    def contains(self, at: datetime) -> bool:
+        return self.start <= at < self.end
+
+    @property
+    def label(self) -> str:
+        """'nightly reset window (00:15–01:45 EST)', weekdays shown for weekly windows."""
+        zone = self.window.zone
+        s, e = self.start.astimezone(zone), self.end.astimezone(zone)
+        weekly = self.window.days != EVERY_DAY
+        fs = "%a %H:%M" if weekly else "%H:%M"
+        fe = "%a %H:%M" if weekly and e.date() != s.date() else "%H:%M"
+        return f"{self.window.name} window ({s.strftime(fs)}–{e.strftime(fe)} {e.tzname()})"
+
+
+def _t(text: str) -> time:
+    return time.fromisoformat(text)
+
+
+# IBKR's system-status page (see /work/shared/tws-api-notes.md, "A real Gateway's day").
+WEEKEND = Window("weekend maintenance", _t("23:00"), _t("03:00"), NEW_YORK, frozenset({4}), WindowKind.MAINTENANCE)
+# IB Gateway's "Auto restart" time is set per installation; 23:45 is the common default. Its restart
+# keeps the port closed for ~35-80 s, so ten minutes covers it with room to log in again.
+AUTO_RESTART = Window("Gateway auto-restart", _t("23:45"), _t("23:55"), NEW_YORK, kind=WindowKind.RESTART)
+REGIONS: dict[str, tuple[Window, ...]] = {
+    "north_america": (Window("nightly reset", _t("00:15"), _t("01:45"), NEW_YORK, kind=WindowKind.RESET),),
+    "europe": (Window("nightly reset", _t("06:25"), _t("07:45"), "Europe/Zurich", kind=WindowKind.RESET),),
+    "asia": (
+        Window("nightly reset", _t("04:45"), _t("06:05"), "Asia/Hong_Kong", kind=WindowKind.RESET),
+        Window("evening reset", _t("20:15"), _t("21:15"), "Asia/Hong_Kong", kind=WindowKind.RESET),
+    ),
+}
+
+
+def default_windows(region: str = "north_america") -> tuple[Window, ...]:
+    return (*REGIONS[region], WEEKEND, AUTO_RESTART)
+
+
+# Auto-restart tokens expire Sunday 01:00 New York time: one 2FA login a week (IBKR's
+# "auto-restart considerations"); missed, the Gateway stays down all Monday.
+RELOGIN_DAY, RELOGIN_TIME = 6, _t("01:00")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    windows: tuple[Window, ...] = default_windows()
+    grace: float = 300.0            # seconds after a window's end before a still-down Gateway is an outage
+    relogin_reminder: float = 3600.0  # seconds before the weekly token expiry; 0 = no reminder
+
+    def window_at(self, at: datetime) -> Occurrence | None:
+        """The expected window running at ``at`` (the one ending last when several overlap)."""
+        running = [o for w in self.windows for o in w.occurrences(at, at + timedelta(microseconds=1)) if o.contains(at)]
+        return max(running, key=lambda o: o.end) if running else None
+
+    def escalate_at(self, occ: Occurrence) -> datetime:
+        """When a Gateway still down after ``occ`` becomes an outage."""
+        return occ.end + timedelta(seconds=self.grace)
+
+    def expected_between(self, start: datetime, end: datetime) -> list[Occurrence]:
+        return sorted((o for w in self.windows for o in w.occurrences(start, end)), key=lambda o: o.start)
+
+    @staticmethod
+    def next_relogin(after: datetime) -> datetime:
+        """The next weekly token expiry (Sunday 01:00 New York) strictly after ``after``."""
+        zone = ZoneInfo(NEW_YORK)
+        local = after.astimezone(zone)
+        day = local.date() + timedelta(days=(RELOGIN_DAY - local.weekday()) % 7)
+        while True:
+            at = datetime.combine(day, RELOGIN_TIME, tzinfo=zone).astimezone(UTC)
+            if at > after:
+                return at
+            day += timedelta(days=7)
+
+    def next_relogin_reminder(self, after: datetime) -> tuple[datetime, datetime] | None:
+        """(when to remind, the expiry it is about), the first reminder strictly after ``after``."""
+        if self.relogin_reminder <= 0:
+            return None
+        lead = timedelta(seconds=self.relogin_reminder)
+        expiry = self.next_relogin(after)
+        if expiry - lead <= after:
+            expiry = self.next_relogin(expiry)
+        return expiry - lead, expiry
+
+
+def parse_days(value: str | list[str]) -> frozenset[int]:
+    """'daily', 'weekdays', 'weekends' or a list of 'mon'..'sun'; ValueError saying what is expected."""
+    named = {"daily": EVERY_DAY, "weekdays": frozenset(range(5)), "weekends": frozenset({5, 6})}
+    if isinstance(value, str) and value.lower() in named:
+        return named[value.lower()]
+    def index(day: object) -> int | None:
+        name = day.lower() if isinstance(day, str) else ""
+        for names in (DAY_NAMES, FULL_DAY_NAMES):
+            if name in names:
+                return names.index(name)
+        return None
+
+    if isinstance(value, list) and value and all(index(d) is not None for d in value):
+        return frozenset(index(d) for d in value)  # type: ignore[misc]
+    raise ValueError("'daily', 'weekdays', 'weekends' or a list of day names (mon, tue, ...)")

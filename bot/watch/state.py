@@ -1,0 +1,257 @@
+"""A watched Gateway's live state, its outages, and what the watcher observes.
+
+``GatewayState`` is the one source ``/status`` reads: the layer reached, the layer that failed
+and since when, the last heartbeat RTT, the current incident. All records are frozen; the
+watcher swaps in a new one on every change, so a reader never sees half an update.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+from enum import StrEnum
+
+from bot.ibkr.errors import Layer
+from bot.watch.schedule import Occurrence
+
+
+class DownCause(StrEnum):
+    """Why a Gateway is unusable, in the words an alert uses."""
+
+    CLOSED = "closed"                # the Gateway closed our socket (FIN)
+    RESET = "reset"                  # connection reset (RST): a restart or a crash
+    FROZEN = "frozen"                # the socket is up but no heartbeat answer
+    IB_LINK = "ib_link"              # 1100 / 2110: the Gateway lost its own link to IB
+    NOT_LOGGED_IN = "not_logged_in"  # the API answers the handshake but is not ready
+    REFUSED = "refused"              # nothing listens on the port
+    NO_HANDSHAKE = "no_handshake"    # the port accepts, the API never answers
+    UNREACHABLE = "unreachable"      # connect timed out or the host does not resolve
+    CLIENT_ID = "client_id"          # 326: our client id is held by someone
+    REJECTED = "rejected"            # closed before the handshake: not a trusted IP
+    LIVE_ACCOUNT = "live_account"    # logged in to a live account, and allow_live is off
+    OTHER = "other"
+
+    @property
+    def words(self) -> str:
+        """How it went down: 'closed by the Gateway'."""
+        return _WORDS[self][0]
+
+    @property
+    def now_words(self) -> str:
+        """What fails right now: 'TCP port refused'."""
+        return _WORDS[self][1]
+
+
+_WORDS: dict[DownCause, tuple[str, str]] = {
+    DownCause.CLOSED: ("closed by the Gateway", "connection closed before the API was ready"),
+    DownCause.RESET: ("connection reset by the Gateway", "connection reset"),
+    DownCause.FROZEN: ("frozen (no heartbeat answer)", "no heartbeat answer"),
+    DownCause.IB_LINK: ("IB link lost", "IB link down"),
+    DownCause.NOT_LOGGED_IN: ("not logged in (API not ready)", "API not ready, not logged in"),
+    DownCause.REFUSED: ("refused: the Gateway is not running", "TCP port refused"),
+    DownCause.NO_HANDSHAKE: ("no API handshake answer", "no API handshake answer"),
+    DownCause.UNREACHABLE: ("unreachable (connect timed out)", "host unreachable"),
+    DownCause.CLIENT_ID: ("client id in use (326)", "client id in use"),
+    DownCause.REJECTED: ("rejected by the Gateway (not a trusted IP?)", "connection rejected before the handshake"),
+    DownCause.LIVE_ACCOUNT: ("a live account, refused (ibkr.allow_live is off)", "live account refused"),
+    DownCause.OTHER: ("connection failed", "connection failing"),
+}
+
+
+class OutageCategory(StrEnum):
+    """How /uptime splits down time."""
+
+    SCHEDULED = "scheduled"
+    RESTART = "restart"
+    RESET_CLOSED = "reset/closed"
+    FROZEN = "frozen"
+    IB_LINK = "IB link"
+    NOT_LOGGED_IN = "not logged in"
+    OTHER = "other"
+    TEST = "test"  # a check stopped the Gateway on purpose: never counted as down time
+
+
+class RecoveryHow(StrEnum):
+    RECONNECTED = "reconnected"
+    LINK_RESTORED = "link restored"
+
+
+@dataclass(frozen=True)
+class Recovery:
+    how: RecoveryHow
+    attempts: int = 0              # connection attempts it took (RECONNECTED)
+    code: int | None = None        # 1101 / 1102 (LINK_RESTORED)
+
+    @property
+    def data_kept(self) -> bool | None:
+        return {1102: True, 1101: False}.get(self.code or 0)
+
+
+@dataclass(frozen=True)
+class Incident:
+    """One outage, from the first sign of trouble to the return, whatever was sent about it."""
+
+    gateway: str
+    started_at: datetime
+    cause: DownCause                 # how it went down
+    layer: Layer                     # the layer failing now
+    current: DownCause               # what fails now (a reset, then the port refused, then not logged in)
+    layer_since: datetime
+    code: int | None = None          # 1100 / 2110 for an IB link loss
+    port_closed: bool = False        # the port refused at some point: the Gateway process went away
+    window: Occurrence | None = None  # it began inside this expected window
+    test: str | None = None          # a check stopped the Gateway on purpose (its reason)
+    alerted_at: datetime | None = None  # 🔴 sent (or due and muted away: see engine)
+    noted: bool = False              # the quiet "expected" note was sent
+    login_since: datetime | None = None  # API not ready after the port came back: a login screen
+    login_alerted: bool = False
+    acked_by: str | None = None
+    acked_at: datetime | None = None
+    ended_at: datetime | None = None
+    recovery: Recovery | None = None
+    id: int | None = None            # storage row, once stored
+
+    @property
+    def key(self) -> str:
+        """Stable and short (it rides in a button's callback data): 'paper@1764327723123'."""
+        return f"{self.gateway}@{int(self.started_at.timestamp() * 1000)}"
+
+    @property
+    def open(self) -> bool:
+        return self.ended_at is None
+
+    def duration(self, now: datetime) -> float:
+        return ((self.ended_at or now) - self.started_at).total_seconds()
+
+    @property
+    def category(self) -> OutageCategory:
+        """By cause; /uptime files the part inside an expected window as scheduled (or restart)."""
+        if self.test:
+            return OutageCategory.TEST
+        if self.port_closed:
+            return OutageCategory.RESTART
+        return {
+            DownCause.CLOSED: OutageCategory.RESET_CLOSED,
+            DownCause.RESET: OutageCategory.RESET_CLOSED,
+            DownCause.FROZEN: OutageCategory.FROZEN,
+            DownCause.NO_HANDSHAKE: OutageCategory.FROZEN,
+            DownCause.IB_LINK: OutageCategory.IB_LINK,
+            DownCause.NOT_LOGGED_IN: OutageCategory.NOT_LOGGED_IN,
+            DownCause.REFUSED: OutageCategory.RESTART,
+        }.get(self.cause, OutageCategory.OTHER)
+
+
+# ------------------------------------------------------------ observations
+# What the watcher tells the engine; built from client events and connect failures.
+@dataclass(frozen=True)
+class WentDown:
+    at: datetime
+    cause: DownCause
+    layer: Layer
+    detail: str = ""
+    code: int | None = None
+
+
+@dataclass(frozen=True)
+class StillDown:
+    """A connection attempt failed while down: what fails now."""
+
+    at: datetime
+    cause: DownCause
+    layer: Layer
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class CameBack:
+    at: datetime
+    recovery: Recovery
+
+
+@dataclass(frozen=True)
+class FarmChanged:
+    at: datetime
+    farm: str
+    ok: bool
+    code: int
+
+
+Observation = WentDown | StillDown | CameBack | FarmChanged
+
+
+# ------------------------------------------------------------------ state
+class Phase(StrEnum):
+    STARTING = "starting"  # no verdict yet
+    UP = "up"
+    DOWN = "down"
+
+
+@dataclass(frozen=True)
+class FarmState:
+    name: str
+    ok: bool
+    code: int
+    since: datetime
+
+
+@dataclass(frozen=True)
+class Suppression:
+    reason: str
+    until: datetime
+
+
+@dataclass(frozen=True)
+class GatewayState:
+    gateway: str
+    host: str
+    port: int
+    client_id: int
+    watching_since: datetime
+    phase: Phase = Phase.STARTING
+    since: datetime | None = None          # in this phase since
+    failed: Layer | None = None            # the first layer not reached
+    cause: DownCause | None = None         # what fails now
+    detail: str = ""
+    server_version: int | None = None
+    accounts: tuple[str, ...] = ()
+    link_ok: bool | None = None
+    farms: tuple[FarmState, ...] = ()
+    last_rtt: float | None = None
+    last_heartbeat_at: datetime | None = None
+    attempts: int = 0                      # connection attempts in the current outage
+    incident: Incident | None = None
+    muted_until: datetime | None = None
+    suppressed: Suppression | None = None
+
+    def reached(self, layer: Layer) -> bool | None:
+        """True reached, False failed there or before, None not known (yet)."""
+        if self.phase is Phase.STARTING:
+            return None
+        if self.failed is not None and layer >= self.failed:
+            return False
+        if layer is Layer.DATA_FARMS and not self.farms:
+            return None
+        return True
+
+    def up(self, at: datetime, server_version: int | None = None, accounts: tuple[str, ...] = ()) -> GatewayState:
+        farms_failed = Layer.DATA_FARMS if any(not f.ok for f in self.farms) else None
+        return replace(self, phase=Phase.UP, since=at if self.phase is not Phase.UP else self.since,
+                       failed=farms_failed, cause=None, detail="", attempts=0, link_ok=True,
+                       server_version=server_version or self.server_version, accounts=accounts or self.accounts)
+
+    def down(self, at: datetime, layer: Layer, cause: DownCause, detail: str = "") -> GatewayState:
+        socket_gone = layer < Layer.IB_LINK  # farm notices come again with the next connection
+        return replace(self, phase=Phase.DOWN, since=at if self.phase is not Phase.DOWN else self.since,
+                       failed=layer, cause=cause, detail=detail, farms=() if socket_gone else self.farms,
+                       link_ok=None if socket_gone else False if cause is DownCause.IB_LINK else self.link_ok)
+
+    def farm(self, at: datetime, name: str, ok: bool, code: int) -> GatewayState:
+        old = {f.name: f for f in self.farms}
+        prev = old.get(name)
+        since = prev.since if prev is not None and prev.ok == ok else at
+        old[name] = FarmState(name, ok, code, since)
+        farms = tuple(sorted(old.values(), key=lambda f: f.name))
+        failed = self.failed
+        if self.phase is Phase.UP:
+            failed = None if all(f.ok for f in farms) else Layer.DATA_FARMS
+        return replace(self, farms=farms, failed=failed)

@@ -1,0 +1,444 @@
+"""One watcher per configured Gateway: its own connection, reconnecting forever, feeding the engine.
+
+Each watcher holds its OWN ``IBKRClient`` (its own client id, ``ClientRole.WATCH``) with the
+heartbeat on and the client's bounded auto-reconnect off: the watcher reconnects itself, forever,
+so that every failed attempt arrives typed (which layer, why) and nothing can give up silently.
+While the port refuses it only knocks (a TCP connect every ``knock_interval``), so a Gateway
+coming back is seen within that interval without loading it with API handshakes.
+
+Two tasks per Gateway: the connector (connect, wait for the drop, again) and the processor
+(client events and failures -> ``GatewayState`` + engine -> alerts to the sink, incidents to
+storage); one Gateway's trouble never waits on another's. Everything runs with
+``watch_gateway`` set, so a check can tell the watcher's log records from its own
+(``from_watch()`` / ``WatchLogFilter``); the watcher's own lines go to ``gwbot.watch.<name>``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from bot.client_ids import ClientRole
+from bot.config import Config, GatewayConfig, WatchConfig
+from bot.health import Health
+from bot.ibkr.client import ConnectionState, IBKRClient, port_accepts
+from bot.ibkr.errors import (
+    ApiNotReady,
+    ClientIdInUse,
+    ConnectionRejected,
+    ConnectTimeout,
+    GatewayClosedConnection,
+    GatewayError,
+    GatewayRefused,
+    HandshakeTimeout,
+    HostUnresolvable,
+    Layer,
+    LiveAccountRefused,
+    NotAnApiPort,
+    PingTimeout,
+    StartupSyncFailed,
+)
+from bot.ibkr.events import ClientEvent, Connected, Disconnected, DisconnectReason, GatewayNotice, Heartbeat, NoticeKind
+from bot.journal import current_run
+from bot.watch.alerts import Alert
+from bot.watch.engine import Clock, Engine
+from bot.watch.state import (
+    CameBack,
+    DownCause,
+    FarmChanged,
+    GatewayState,
+    Incident,
+    Phase,
+    Recovery,
+    RecoveryHow,
+    StillDown,
+    WentDown,
+)
+
+# Set in every watcher task (and so in ib_async's callbacks on its sockets): whose records these are.
+watch_gateway: contextvars.ContextVar[str | None] = contextvars.ContextVar("watch_gateway", default=None)
+
+LINK_DOWN_CODES = frozenset({1100, 2110})
+LINK_BACK_CODES = frozenset({1101, 1102})
+COVERAGE_EVERY = 60.0  # seconds between "still watching" marks in storage (uptime's monitored time)
+
+
+def from_watch() -> bool:
+    """True inside the watch's tasks: a check must not count what happens here as its own."""
+    return watch_gateway.get() is not None
+
+
+class WatchLogFilter(logging.Filter):
+    """Drops log records emitted by the watch (its client, ib_async on its sockets)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not from_watch()
+
+
+class AlertSink(Protocol):
+    """Where alerts go (the outbox's enqueue). Awaited once per alert, in order, per Gateway."""
+
+    def __call__(self, alert: Alert) -> Awaitable[None]: ...
+
+
+class IncidentSink(Protocol):
+    """Storage for uptime (storage.incidents.IncidentStore implements it through ``bot.watch.uptime``)."""
+
+    async def watch_started(self, gateway: str, at: datetime) -> int: ...
+    async def watch_seen(self, coverage_id: int, at: datetime) -> None: ...
+    async def save_incident(self, incident: Incident) -> None: ...
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def health_from_state(gw: GatewayConfig, state: GatewayState) -> Health:
+    """/status's existing ``Health`` answered from the watch at once, with no connection of its own."""
+    up = state.phase is Phase.UP
+    error = None if up or state.phase is Phase.STARTING else \
+        f"{state.cause.now_words if state.cause else 'down'} since {state.since:%H:%M:%S} UTC" + \
+        (f" ({state.detail})" if state.detail else "")
+    return Health(gw, None, error, None if up else state.failed, state.server_version if up else None,
+                  state.accounts if up else (), state.since if up else None, state.link_ok if up else None,
+                  all(f.ok for f in state.farms) if up and state.farms else None, state.last_rtt, "watch")
+
+
+def classify(err: GatewayError) -> tuple[DownCause, Layer]:
+    """A failed connection attempt in the watch's words, and the layer it stopped at."""
+    match err:
+        case GatewayRefused():
+            return DownCause.REFUSED, Layer.TCP_PORT
+        case ConnectTimeout() | HostUnresolvable():
+            return DownCause.UNREACHABLE, Layer.TCP_PORT
+        case HandshakeTimeout() | NotAnApiPort():
+            return DownCause.NO_HANDSHAKE, Layer.API_HANDSHAKE
+        case ConnectionRejected():
+            return DownCause.REJECTED, Layer.API_HANDSHAKE
+        case GatewayClosedConnection():
+            return DownCause.CLOSED, Layer.API_HANDSHAKE
+        case LiveAccountRefused():
+            return DownCause.LIVE_ACCOUNT, Layer.ACCOUNT
+        case ApiNotReady() | StartupSyncFailed():
+            return DownCause.NOT_LOGGED_IN, err.layer
+        case ClientIdInUse():
+            return DownCause.CLIENT_ID, Layer.API_READY
+        case PingTimeout():
+            return DownCause.FROZEN, Layer.API_READY
+    return DownCause.OTHER, err.layer
+
+
+_DROPS = {
+    DisconnectReason.PEER_CLOSED: (DownCause.CLOSED, Layer.TCP_PORT),
+    DisconnectReason.RESET: (DownCause.RESET, Layer.TCP_PORT),
+    DisconnectReason.HEARTBEAT_TIMEOUT: (DownCause.FROZEN, Layer.API_READY),
+    DisconnectReason.OTHER: (DownCause.CLOSED, Layer.TCP_PORT),
+}
+
+
+@dataclass(frozen=True)
+class _Failed:
+    at: datetime
+    error: GatewayError
+
+
+@dataclass(frozen=True)
+class _Emit:
+    alerts: tuple[Alert, ...]
+
+
+@dataclass(frozen=True)
+class _Connected:
+    event: Connected
+    attempts: int  # the try that made it, counting from the drop (or from start)
+
+
+class GatewayWatcher:
+    def __init__(self, gw: GatewayConfig, settings: WatchConfig, sink: AlertSink, *,
+                 store: IncidentSink | None = None, clock: Clock = utc_now,
+                 client_options: dict[str, Any] | None = None, knock_interval: float = 0.25,
+                 max_pause: float = 5.0) -> None:
+        self.gw = gw
+        self.sink = sink
+        self.store = store
+        self.clock = clock
+        self.knock_interval = knock_interval
+        self.max_pause = max_pause
+        self.log = logging.getLogger(f"gwbot.watch.{gw.name}")
+        self.engine = Engine(gw.name, settings, clock)
+        # The watcher reconnects by itself (forever), so the client's own reconnect is off.
+        self.client = IBKRClient.from_config(gw, ClientRole.WATCH, **(client_options or {}), reconnect=None)
+        self._state = GatewayState(gw.name, gw.host, gw.port, self.client.client_id, clock())
+        self._inbox: asyncio.Queue[ClientEvent | _Connected | _Failed | _Emit] = asyncio.Queue()
+        self._dropped = asyncio.Event()
+        self._attempt = 0
+        self._tasks: list[asyncio.Task[None]] = []
+        self._coverage: int | None = None
+        self._unsubscribe: Callable[[], None] | None = None
+        self._ctx = contextvars.copy_context()
+
+    # ----------------------------------------------------------- reading
+    @property
+    def state(self) -> GatewayState:
+        """The live state /status shows; a new frozen object after every change."""
+        return self._state
+
+    # ------------------------------------------------------- controlling
+    async def start(self) -> None:
+        if self._tasks:
+            return
+        self._ctx = ctx = contextvars.copy_context()
+        ctx.run(watch_gateway.set, self.gw.name)
+        ctx.run(current_run.set, None)  # never journalled into a check's run, whoever started us
+        self._unsubscribe = self.client.events.subscribe(self._on_event)
+        if self.store is not None:
+            self._coverage = await self._stored(self.store.watch_started(self.gw.name, self.clock()))
+        self._tasks = [
+            asyncio.create_task(self._connector(), name=f"watch {self.gw.name} connector", context=ctx),
+            asyncio.create_task(self._processor(), name=f"watch {self.gw.name} processor", context=ctx),
+        ]
+        self.log.info("watching %s:%s as client %s", self.gw.host, self.gw.port, self.client.client_id)
+
+    async def stop(self) -> None:
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+        # In the watch's context too, so the client's goodbye lines are the watch's as well.
+        await asyncio.create_task(self.client.disconnect(), name=f"watch {self.gw.name} disconnect", context=self._ctx)
+        await self._persist()
+        if self.store is not None and self._coverage is not None:
+            await self._stored(self.store.watch_seen(self._coverage, self.clock()))
+        self.log.info("stopped watching")
+
+    def acknowledge(self, by: str, key: str | None = None) -> bool:
+        """Someone took the current outage (the [Acknowledge] button). False: nothing (or a
+        different outage) to take, or someone already did."""
+        self._emit(self.engine.acknowledge(by, key))
+        inc = self.engine.incident
+        self._sync_state()
+        return inc is not None and inc.acked_by == by and (key is None or key == inc.key)
+
+    def mute(self, until: datetime | None) -> None:
+        self._emit(self.engine.mute(until))
+        self._sync_state()
+
+    def suppress(self, reason: str, until: datetime | None) -> None:
+        """A check stops or restarts this Gateway on purpose until ``until`` (None: done)."""
+        self._emit(self.engine.suppress(reason, until))
+        self._sync_state()
+
+    # ---------------------------------------------------------- internals
+    def _emit(self, alerts: list[Alert]) -> None:
+        # Even with nothing to send, this wakes the processor: the due times may have moved.
+        self._inbox.put_nowait(_Emit(tuple(alerts)))
+
+    def _sync_state(self) -> None:
+        e = self.engine
+        sup = e.suppression if e.suppression is not None and e.suppression.until > self.clock() else None
+        self._state = replace(self._state, incident=e.incident, muted_until=e.muted_until, suppressed=sup)
+
+    def _on_event(self, event: ClientEvent) -> None:
+        # Runs inline in the client's callbacks: only queue it; the processor judges.
+        if isinstance(event, Disconnected) and event.reason is not DisconnectReason.LOCAL:
+            self._dropped.set()
+        if isinstance(event, Connected):
+            self._inbox.put_nowait(_Connected(event, self._attempt))  # the try that made it
+            return
+        self._inbox.put_nowait(event)
+
+    async def _connector(self) -> None:
+        """Connect, wait for the drop, reconnect: forever. Nothing here gives up."""
+        failures = 0
+        while True:
+            self._attempt += 1
+            try:
+                await self.client.connect()
+            except GatewayError as e:
+                failures += 1
+                self._inbox.put_nowait(_Failed(self.clock(), e))
+                await self._pause(e, failures)
+                continue
+            except Exception:  # a bug or a surprise from ib_async: say so, and keep watching
+                self.log.exception("connecting failed unexpectedly; retrying")
+                await asyncio.sleep(self.max_pause)
+                continue
+            failures = 0
+            self._attempt = 0
+            await self._wait_for_drop()
+
+    async def _wait_for_drop(self) -> None:
+        self._dropped.clear()
+        while self.client.state is ConnectionState.CONNECTED:
+            # Re-check now and then: a drop that somehow emitted nothing must not park us forever.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(5.0):
+                    await self._dropped.wait()
+            self._dropped.clear()
+
+    async def _pause(self, err: GatewayError, failures: int) -> None:
+        """Until the next attempt: knock while nothing listens; back off while it answers badly."""
+        if isinstance(err, GatewayRefused):
+            while not await port_accepts(self.gw.host, self.gw.port, timeout=max(self.knock_interval * 4, 1.0)):
+                await asyncio.sleep(self.knock_interval)
+            return
+        await asyncio.sleep(min(self.max_pause, 0.5 * 2 ** min(failures - 1, 8)))
+
+    async def _processor(self) -> None:
+        last_seen = self.clock()
+        while True:
+            due = self.engine.next_due()
+            wait = COVERAGE_EVERY if due is None else min(COVERAGE_EVERY, (due - self.clock()).total_seconds())
+            item: ClientEvent | _Failed | _Emit | _Connected | None = None
+            try:
+                async with asyncio.timeout(max(wait, 0.0)):
+                    item = await self._inbox.get()
+            except TimeoutError:
+                pass
+            try:
+                alerts = self._handle(item) if item is not None else self.engine.tick()
+            except Exception:
+                # A bug judging one event must not end the watch: say so, keep watching.
+                self.log.exception("could not judge %r; watching on", item)
+                alerts = []
+            self._sync_state()
+            for alert in alerts:
+                await self._deliver(alert)
+            await self._persist()
+            now = self.clock()
+            if self.store is not None and self._coverage is not None and now - last_seen >= timedelta(seconds=COVERAGE_EVERY):
+                last_seen = now
+                await self._stored(self.store.watch_seen(self._coverage, now))
+
+    def _handle(self, item: Any) -> list[Alert]:
+        match item:
+            case _Emit():
+                return list(item.alerts) + self.engine.tick()
+            case _Connected():
+                e = item.event
+                self._state = self._state.up(e.at, e.server_version, e.accounts)
+                return self.engine.observe(CameBack(e.at, Recovery(RecoveryHow.RECONNECTED, attempts=item.attempts)))
+            case _Failed():
+                cause, layer = classify(item.error)
+                self._state = replace(self._state.down(item.at, layer, cause, str(item.error)),
+                                      attempts=self._state.attempts + 1)
+                return self.engine.observe(StillDown(item.at, cause, layer, str(item.error)))
+            case Disconnected() if item.reason is not DisconnectReason.LOCAL:
+                cause, layer = _DROPS[item.reason]
+                self._state = self._state.down(item.at, layer, cause, item.detail)
+                return self.engine.observe(WentDown(item.at, cause, layer, item.detail))
+            case GatewayNotice():
+                return self._notice(item)
+            case Heartbeat(rtt=rtt) if rtt is not None:
+                self._state = replace(self._state, last_rtt=rtt, last_heartbeat_at=item.at)
+        return self.engine.tick()
+
+    def _notice(self, n: GatewayNotice) -> list[Alert]:
+        # Judged by code, never by ib_async's log level (it logs 1100/1101 as errors).
+        if n.code in LINK_DOWN_CODES:
+            self._state = self._state.down(n.at, Layer.IB_LINK, DownCause.IB_LINK, n.message)
+            return self.engine.observe(WentDown(n.at, DownCause.IB_LINK, Layer.IB_LINK, n.message, code=n.code))
+        if n.code in LINK_BACK_CODES:
+            inc = self.engine.incident
+            if inc is None or inc.current is not DownCause.IB_LINK:
+                return self.engine.tick()
+            self._state = self._state.up(n.at)
+            return self.engine.observe(CameBack(n.at, Recovery(RecoveryHow.LINK_RESTORED, code=n.code)))
+        if n.farm and n.notice in (NoticeKind.FARM_BROKEN, NoticeKind.FARM_OK, NoticeKind.FARM_INACTIVE):
+            ok = n.notice is not NoticeKind.FARM_BROKEN
+            self._state = self._state.farm(n.at, n.farm, ok, n.code)
+            alerts = []
+            inc = self.engine.incident
+            if n.notice is NoticeKind.FARM_OK and inc is not None and inc.current is DownCause.IB_LINK:
+                # After 2110 a Gateway may announce its return only by farms coming back, no 1101/1102.
+                self._state = self._state.up(n.at)
+                alerts = self.engine.observe(CameBack(n.at, Recovery(RecoveryHow.LINK_RESTORED, code=n.code)))
+            return alerts + self.engine.observe(FarmChanged(n.at, n.farm, ok, n.code))
+        return self.engine.tick()
+
+    async def _deliver(self, alert: Alert) -> None:
+        self.log.info("alert %s%s: %s", alert.kind, " (edit)" if alert.edit else "", alert.text.splitlines()[0])
+        try:
+            await self.sink(alert)
+        except Exception:
+            # The sink is the outbox; if it fails we still keep watching (and say so in our own log).
+            self.log.exception("could not hand over the %s alert", alert.kind)
+
+    async def _persist(self) -> None:
+        updates = self.engine.take_updates()
+        if self.store is None:
+            return
+        for inc in updates:
+            await self._stored(self.store.save_incident(inc))
+
+    async def _stored(self, write: Awaitable[Any]) -> Any:
+        try:
+            return await write
+        except Exception:
+            self.log.exception("could not store the watch's record")
+            return None
+
+
+class Watch:
+    """Every configured Gateway's watcher, started and stopped together."""
+
+    def __init__(self, config: Config, sink: AlertSink, *, store: IncidentSink | None = None,
+                 clock: Clock = utc_now, client_options: dict[str, Any] | None = None, **watcher_options: Any) -> None:
+        self.watchers = {gw.name: GatewayWatcher(gw, config.watch, sink, store=store, clock=clock,
+                                                 client_options=client_options, **watcher_options)
+                         for gw in config.gateways}
+        self.clock = clock
+
+    def watcher(self, gateway: str | None = None) -> GatewayWatcher:
+        if gateway is None:
+            return next(iter(self.watchers.values()))
+        if gateway not in self.watchers:
+            raise KeyError(f"unknown Gateway '{gateway}'; watched: {', '.join(self.watchers)}")
+        return self.watchers[gateway]
+
+    def states(self) -> list[GatewayState]:
+        return [w.state for w in self.watchers.values()]
+
+    async def start(self) -> None:
+        for w in self.watchers.values():
+            await w.start()
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(w.stop() for w in self.watchers.values()), return_exceptions=True)
+
+    async def __aenter__(self) -> Watch:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def acknowledge(self, key: str, by: str) -> bool:
+        """The [Acknowledge] button: ``key`` is the alert's ``incident.key`` ('paper@1764...')."""
+        gateway = key.rpartition("@")[0]
+        return gateway in self.watchers and self.watchers[gateway].acknowledge(by, key)
+
+    def mute(self, gateway: str | None, until: datetime | None) -> None:
+        """Mute one Gateway, or all with ``gateway=None``; ``until=None`` unmutes."""
+        for w in (self.watchers.values() if gateway is None else [self.watcher(gateway)]):
+            w.mute(until)
+
+    def suppress(self, gateway: str, reason: str, until: datetime | None) -> None:
+        self.watcher(gateway).suppress(reason, until)
+
+    @contextlib.asynccontextmanager
+    async def suppressed(self, gateway: str, reason: str, at_most: float) -> AsyncIterator[None]:
+        """While a check stops the Gateway on purpose (at most ``at_most`` seconds)."""
+        self.suppress(gateway, reason, self.clock() + timedelta(seconds=at_most))
+        try:
+            yield
+        finally:
+            self.suppress(gateway, reason, None)

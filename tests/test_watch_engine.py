@@ -1,0 +1,299 @@
+"""The watch's decision engine and schedule, driven by a fake clock: hours pass in microseconds."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, time, timedelta
+
+import pytest
+
+from bot.config import WatchConfig
+from bot.ibkr.errors import Layer
+from bot.watch.alerts import Alert, AlertAction, AlertKind, duration
+from bot.watch.engine import Engine
+from bot.watch.schedule import NEW_YORK, REGIONS, Schedule, Window, WindowKind, default_windows
+from bot.watch.state import (
+    CameBack,
+    DownCause,
+    FarmChanged,
+    OutageCategory,
+    Recovery,
+    RecoveryHow,
+    StillDown,
+    WentDown,
+)
+
+WED = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)  # 10:00 New York: no window
+BACK = Recovery(RecoveryHow.RECONNECTED, attempts=1)
+KEPT = Recovery(RecoveryHow.LINK_RESTORED, code=1102)
+
+
+class FakeClock:
+    def __init__(self, at: datetime) -> None:
+        self.now = at
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def at(self, seconds: float) -> datetime:
+        return self.start + timedelta(seconds=seconds)
+
+
+def make(at: datetime = WED, **settings) -> tuple[Engine, FakeClock]:
+    clock = FakeClock(at)
+    clock.start = at
+    return Engine("paper", WatchConfig(**settings), clock), clock
+
+
+def run(engine: Engine, clock: FakeClock, seconds: float) -> list[Alert]:
+    """Advance to start + seconds, ticking at every due time; no due time may stay in the past."""
+    until = clock.at(seconds)
+    out: list[Alert] = []
+    while True:
+        due = engine.next_due()
+        if due is None or due > until:
+            clock.now = max(clock.now, until)
+            return out + engine.tick()
+        clock.now = max(clock.now, due)
+        out += engine.tick()
+        nxt = engine.next_due()
+        assert nxt is None or nxt > clock.now, f"due time {nxt} left in the past at {clock.now}"
+
+
+def see(engine: Engine, clock: FakeClock, seconds: float, obs_factory) -> list[Alert]:
+    out = run(engine, clock, seconds)
+    return out + engine.observe(obs_factory(clock.now))
+
+
+def down(cause=DownCause.CLOSED, layer=Layer.TCP_PORT, code=None):
+    return lambda at: WentDown(at, cause, layer, code=code)
+
+
+def still(cause, layer):
+    return lambda at: StillDown(at, cause, layer)
+
+
+def back(recovery=BACK):
+    return lambda at: CameBack(at, recovery)
+
+
+def kinds(alerts: list[Alert]) -> list[tuple[AlertKind, bool]]:
+    return [(a.kind, a.edit) for a in alerts]
+
+
+def test_a_drop_shorter_than_down_after_sends_nothing():
+    engine, clock = make(down_after=3)
+    assert see(engine, clock, 0, down()) == []
+    assert see(engine, clock, 2.9, back()) == []
+    assert run(engine, clock, 3600) == []
+    assert engine.take_updates()[-1].duration(clock.now) == pytest.approx(2.9)
+
+
+def test_down_after_debounce_then_recovered_with_downtime_and_how():
+    engine, clock = make(down_after=3)
+    see(engine, clock, 0, down())
+    alerts = see(engine, clock, 0.3, still(DownCause.REFUSED, Layer.TCP_PORT))
+    alerts += run(engine, clock, 3)
+    assert kinds(alerts) == [(AlertKind.DOWN, False)]
+    down_alert = alerts[0]
+    assert down_alert.loud and down_alert.actions == (AlertAction.ACKNOWLEDGE, AlertAction.MUTE_1H)
+    assert down_alert.text == ("🔴 paper is DOWN — closed by the Gateway (TCP port refused since 15:00:00). "
+                               "Layer: TCP port.")
+    alerts = see(engine, clock, 94, back(Recovery(RecoveryHow.RECONNECTED, attempts=3)))
+    assert kinds(alerts) == [(AlertKind.RECOVERED, False)]
+    assert not alerts[0].loud
+    assert alerts[0].text == "🟢 paper is back after 1 min 34 s — reconnected (3 attempts)."
+
+
+def test_reminders_until_acknowledged_and_ack_clears_on_recovery():
+    engine, clock = make(down_after=3, remind_every=900)
+    see(engine, clock, 0, down(DownCause.FROZEN, Layer.API_READY))
+    alerts = run(engine, clock, 1900)
+    assert kinds(alerts) == [(AlertKind.DOWN, False), (AlertKind.REMINDER, False), (AlertKind.REMINDER, False)]
+    assert alerts[1].text.startswith("⏰ paper still down for 15 min — frozen (no heartbeat answer)")
+    key = engine.incident.key
+    assert engine.acknowledge("bob", key="paper@1") == [], "a stale button does nothing"
+    clock.now = clock.at(2000)
+    edits = engine.acknowledge("alice", key=key)
+    assert kinds(edits) == [(AlertKind.DOWN, True)]
+    assert edits[0].message_key == alerts[0].message_key, "the ack edits the 🔴 message"
+    assert "✋ Taken by alice at 15:33:20." in edits[0].text and edits[0].actions == ()
+    assert engine.acknowledge("bob") == [], "taken already"
+    assert run(engine, clock, 9000) == [], "no reminders once acknowledged"
+    recovered = see(engine, clock, 9100, back())
+    assert "alice had taken it" in recovered[0].text
+    see(engine, clock, 9200, down())
+    again = run(engine, clock, 9300)
+    assert kinds(again) == [(AlertKind.DOWN, False)] and again[0].actions, "a new outage needs a new ack"
+    assert engine.incident.acked_by is None
+
+
+def test_flapping_becomes_one_summary_then_quiet_until_it_settles():
+    engine, clock = make(down_after=3, flap_count=6, flap_window=600, flap_quiet=300)
+    alerts: list[Alert] = []
+    for i in range(6):  # 12 changes, each drop 1 s: under the debounce, so nothing but flapping
+        alerts += see(engine, clock, i * 20, down())
+        alerts += see(engine, clock, i * 20 + 1, back())
+    assert kinds(alerts) == [(AlertKind.FLAPPING, False)]
+    assert alerts[0].text.startswith("🟠 paper is flapping — 7 drops and returns within 10 min")
+    alerts = see(engine, clock, 200, down())  # stays down 60 s: still quiet while flapping
+    alerts += see(engine, clock, 260, back())
+    assert alerts == []
+    settled = run(engine, clock, 260 + 300)
+    assert kinds(settled) == [(AlertKind.RECOVERED, False)]
+    assert "Stable again after" in settled[0].text
+    # Flapping again, and this time it ends down: one 🔴 once it stayed down flap_quiet.
+    alerts = []
+    for i in range(4):
+        alerts += see(engine, clock, 1000 + i * 10, down())
+        alerts += see(engine, clock, 1000 + i * 10 + 1, back())
+    alerts += see(engine, clock, 1100, down())
+    alerts += run(engine, clock, 1500)
+    assert kinds(alerts) == [(AlertKind.FLAPPING, False), (AlertKind.DOWN, False)]
+    assert alerts[1].at == clock.at(1400) and "flapped" in alerts[1].text
+
+
+def test_mute_sends_nothing_and_what_is_still_true_comes_at_its_end():
+    engine, clock = make(down_after=3)
+    engine.mute(clock.at(3600))
+    see(engine, clock, 10, down())
+    see(engine, clock, 20, back())
+    see(engine, clock, 100, down())
+    alerts = run(engine, clock, 4000)
+    assert kinds(alerts) == [(AlertKind.DOWN, False)]
+    assert alerts[0].at == clock.at(3600)
+    engine.mute(clock.at(5000))
+    assert see(engine, clock, 4100, back()) == []
+    engine.mute(None)
+    see(engine, clock, 4200, down())
+    assert kinds(run(engine, clock, 4300)) == [(AlertKind.DOWN, False)]
+
+
+def test_nightly_reset_is_one_quiet_note_edited_on_return_and_no_down():
+    at = datetime(2026, 11, 26, 5, 30, tzinfo=UTC)  # 00:30 EST, inside 00:15-01:45
+    engine, clock = make(at, down_after=3)
+    see(engine, clock, 0, down(DownCause.IB_LINK, Layer.IB_LINK, code=1100))
+    alerts = run(engine, clock, 30)
+    alerts += engine.observe(CameBack(clock.now, KEPT))
+    alerts += run(engine, clock, 7200)
+    assert kinds(alerts) == [(AlertKind.EXPECTED, False), (AlertKind.EXPECTED, True)]
+    assert not any(a.loud for a in alerts)
+    assert alerts[0].text == ("🟡 paper: IB link lost (1100) inside the nightly reset window (00:15–01:45 EST) "
+                              "— expected.")
+    assert alerts[1].text.endswith("— expected. Back after 30 s, IB link restored, data kept (1102).")
+    assert alerts[1].message_key == alerts[0].message_key
+    stored = engine.take_updates()[-1]
+    assert stored.window is not None and stored.category is OutageCategory.IB_LINK and not stored.open
+
+
+def test_expected_outage_escalates_when_not_back_by_window_end_plus_grace():
+    at = datetime(2026, 11, 26, 5, 30, tzinfo=UTC)
+    engine, clock = make(at, down_after=3, grace=300)
+    see(engine, clock, 0, down(DownCause.IB_LINK, Layer.IB_LINK, code=1100))
+    alerts = run(engine, clock, 3 * 3600)
+    assert [a.kind for a in alerts][:2] == [AlertKind.EXPECTED, AlertKind.DOWN]
+    escalated = alerts[1]
+    assert escalated.at == datetime(2026, 11, 26, 6, 50, tzinfo=UTC), "01:45 EST + 5 min"
+    assert escalated.loud and "Not back after the nightly reset window (00:15–01:45 EST) ended" in escalated.text
+
+
+def test_windows_follow_daylight_saving():
+    nightly = default_windows()[0]
+    # 2026-03-08: New York springs forward at 02:00. The reset stays at 00:15 local time.
+    assert nightly.occurrence_on(datetime(2026, 3, 8, 12, tzinfo=UTC)).start == datetime(2026, 3, 8, 5, 15, tzinfo=UTC)
+    assert nightly.occurrence_on(datetime(2026, 3, 9, 12, tzinfo=UTC)).start == datetime(2026, 3, 9, 4, 15, tzinfo=UTC)
+    # A window across the change is an hour shorter in real time.
+    night = Window("night", time(23), time(4), NEW_YORK, frozenset({5}))
+    occ = night.occurrence_on(datetime(2026, 3, 7, 20, tzinfo=UTC))
+    assert occ.end - occ.start == timedelta(hours=4)
+    # Europe changes three weeks later, on its own date.
+    europe = Schedule(REGIONS["europe"])
+    assert europe.window_at(datetime(2026, 3, 28, 6, 0, tzinfo=UTC)) is not None  # 07:00 CET
+    assert europe.window_at(datetime(2026, 3, 29, 6, 0, tzinfo=UTC)) is None      # 08:00 CEST
+    assert europe.window_at(datetime(2026, 3, 28, 4, 30, tzinfo=UTC)) is None      # 05:30 CET
+    assert europe.window_at(datetime(2026, 3, 29, 4, 30, tzinfo=UTC)) is not None  # 06:30 CEST
+    # The weekend maintenance is Friday night to Saturday morning, New York time.
+    weekend = Schedule().window_at(datetime(2026, 11, 28, 7, 0, tzinfo=UTC))  # Sat 02:00 EST
+    assert weekend is not None and weekend.window.kind is WindowKind.MAINTENANCE
+    assert weekend.label == "weekend maintenance window (Fri 23:00–Sat 03:00 EST)"
+
+
+def test_engine_judges_windows_in_local_time_across_the_dst_change():
+    # 04:30 UTC is 00:30 EDT on Monday 9 March (inside the reset) but 23:30 EST on Sunday 1 March.
+    for at, expected in ((datetime(2026, 3, 9, 4, 30, tzinfo=UTC), True), (datetime(2026, 3, 2, 4, 30, tzinfo=UTC), False)):
+        engine, clock = make(at, down_after=3)
+        see(engine, clock, 0, down(DownCause.IB_LINK, Layer.IB_LINK, code=1100))
+        alerts = run(engine, clock, 10)
+        assert [a.kind for a in alerts] == [AlertKind.EXPECTED if expected else AlertKind.DOWN], at
+
+
+def test_a_checks_deliberate_stop_is_not_an_outage():
+    engine, clock = make(down_after=3)
+    engine.suppress("reconnect check", clock.at(60))
+    see(engine, clock, 1, down(DownCause.RESET))
+    alerts = see(engine, clock, 20, back())
+    alerts += run(engine, clock, 100)
+    assert alerts == []
+    assert engine.take_updates()[-1].category is OutageCategory.TEST
+    # Still down when the check lets go: an outage from then on, debounced from the release.
+    engine.suppress("reconnect check", clock.at(200))
+    see(engine, clock, 110, down(DownCause.RESET))
+    alerts = run(engine, clock, 150)
+    engine.suppress("reconnect check", None)
+    alerts += run(engine, clock, 300)
+    assert kinds(alerts) == [(AlertKind.DOWN, False)] and alerts[0].at == clock.at(153)
+
+
+def test_a_restart_that_comes_back_to_its_login_screen_needs_2fa_with_a_countdown():
+    engine, clock = make(down_after=3, login_timeout=180)
+    see(engine, clock, 0, down(DownCause.RESET))
+    see(engine, clock, 0.5, still(DownCause.REFUSED, Layer.TCP_PORT))
+    alerts = see(engine, clock, 40, still(DownCause.NOT_LOGGED_IN, Layer.API_READY))
+    alerts += run(engine, clock, 300)
+    assert kinds(alerts) == [(AlertKind.DOWN, False), (AlertKind.NEEDS_2FA, False), (AlertKind.NEEDS_2FA, True)]
+    need = alerts[1]
+    assert need.loud and need.at == clock.at(43) and need.deadline == clock.at(220)
+    assert need.text.startswith("🔐 paper needs a 2FA login")
+    assert "within 2 min 57 s (by 15:03:40; IBC waits 3 min)" in need.text
+    assert "ran out at 15:03:40" in alerts[2].text and not alerts[2].loud
+    # Not logged in from the start (no restart seen) is a plain 🔴, no countdown.
+    engine, clock = make(down_after=3)
+    see(engine, clock, 0, down(DownCause.NOT_LOGGED_IN, Layer.API_READY))
+    assert kinds(run(engine, clock, 600)) == [(AlertKind.DOWN, False)]
+
+
+def test_a_farm_broken_past_its_grace_is_a_quiet_warning_edited_when_ok():
+    engine, clock = make(farm_grace=60)
+    see(engine, clock, 0, lambda at: CameBack(at, BACK))
+    assert see(engine, clock, 1, lambda at: FarmChanged(at, "usfarm", False, 2103)) == []
+    assert see(engine, clock, 30, lambda at: FarmChanged(at, "usfarm", True, 2104)) == []
+    see(engine, clock, 100, lambda at: FarmChanged(at, "usfarm", False, 2103))
+    alerts = run(engine, clock, 200)
+    alerts += engine.observe(FarmChanged(clock.now, "usfarm", True, 2104))
+    assert kinds(alerts) == [(AlertKind.FARM_WARNING, False), (AlertKind.FARM_WARNING, True)]
+    assert not alerts[0].loud and alerts[0].text == "🟡 paper: data farm usfarm broken for 1 min (2103)."
+    assert alerts[1].message_key == alerts[0].message_key
+    assert "OK again since 15:03:20" in alerts[1].text
+
+
+def test_weekly_relogin_reminder_before_the_sunday_token_expiry():
+    engine, clock = make(datetime(2026, 11, 28, 12, 0, tzinfo=UTC), relogin_reminder=3600)
+    alerts = run(engine, clock, 24 * 3600)
+    assert kinds(alerts) == [(AlertKind.RELOGIN_REMINDER, False)]
+    assert alerts[0].at == datetime(2026, 11, 29, 5, 0, tzinfo=UTC)
+    assert "tokens expire Sun 01:00 EST (in 1 h)" in alerts[0].text and alerts[0].loud
+    assert Schedule.next_relogin(datetime(2026, 7, 4, tzinfo=UTC)) == datetime(2026, 7, 5, 5, 0, tzinfo=UTC)  # EDT
+
+
+def test_durations_read_well():
+    assert [duration(s) for s in (0.4, 40, 94, 600, 900, 7500, 90000)] == [
+        "0 s", "40 s", "1 min 34 s", "10 min", "15 min", "2 h 5 min", "1 d 1 h"]
+
+
+def test_every_connect_failure_has_words_and_a_layer():
+    from bot.ibkr import errors
+    from bot.watch.watcher import classify
+
+    for cls in errors.GatewayError.__subclasses__():
+        cause, layer = classify(cls("x"))
+        assert cause.words and cause.now_words and isinstance(layer, Layer), cls
+        assert cause is not DownCause.OTHER or cls is errors.NotConnected, f"{cls.__name__} has no words of its own"
