@@ -9,18 +9,15 @@ Times are stored as fixed-width ISO UTC text, so text order is time order.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Any
 
 import aiosqlite
 
 # An incident open when gwbot stopped: we know it lasted at least until we stopped looking.
 ENDED_UNWATCHED = "gwbot stopped watching"
-T = TypeVar("T")
 
 
 def _ts(at: datetime) -> str:
@@ -63,21 +60,13 @@ _COLUMNS = ("key", "gateway", "started_at", "ended_at", "cause", "category", "la
 
 
 class IncidentStore:
-    """Shares the Repository's connection (one writer); every write is one of its transactions, so
-    it never commits another task's transaction half-way."""
+    """Shares the Repository's connection (one writer): every write is one transaction of the
+    repository's (``committed``), so it never commits another task's half-way, and a watch being
+    stopped still stores its last update."""
 
-    def __init__(self, db: aiosqlite.Connection,
-                 transaction: Callable[[], AbstractAsyncContextManager[None]]) -> None:
+    def __init__(self, db: aiosqlite.Connection, committed: Callable[[Callable[[], Awaitable[Any]]], Awaitable[Any]]) -> None:
         self._db = db
-        self._transaction = transaction
-
-    async def _write(self, write: Callable[[], Awaitable[T]]) -> T:
-        """One write in its own transaction, finished even if the caller is cancelled meanwhile: the
-        watch hands each update over once, and a watch being stopped must not lose the last one."""
-        async def whole() -> T:
-            async with self._transaction():
-                return await write()
-        return await asyncio.shield(whole())
+        self._write = committed
 
     async def watch_started(self, gateway: str, at: datetime) -> int:
         """A new watched span; incidents a previous gwbot left open end at its last sign of life."""

@@ -16,11 +16,11 @@ import logging
 import os
 import socket
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
@@ -38,8 +38,10 @@ from storage.models import (
     RunStatus,
     RunSummary,
 )
+from storage.outbox import OutboxStore
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 LEASE_RENEW = 5.0  # seconds between renewals of this process's running runs
 LEASE_EXPIRY = timedelta(seconds=60)  # a lease this stale means its owner (on another host) is gone
@@ -182,13 +184,14 @@ class Repository:
         self.read_only = read_only
         self.owner = Owner.current()
         self.recovered_runs: tuple[int, ...] = ()
+        self.outbox = OutboxStore(db, self.committed)  # the outbox's rows share this connection (one writer)
         self._version = len(MIGRATIONS)
         self._owned: set[int] = set()  # runs this repository created and has not finished
         self._lease_task: asyncio.Task[None] | None = None
         # One connection serves every task: a transaction keeps the others' writes out until it ends.
         self._lock = asyncio.Lock()
         self._tx_task: asyncio.Task[Any] | None = None
-        self.incidents = IncidentStore(db, self.transaction)  # the watch's outages share this connection
+        self.incidents = IncidentStore(db, self.committed)  # the watch's outages share this connection
 
     @classmethod
     async def open(cls, path: Path, *, for_reading: bool = False) -> Repository:
@@ -328,6 +331,14 @@ class Repository:
                 raise
             finally:
                 self._tx_task = None
+
+    async def committed(self, write: Callable[[], Awaitable[T]]) -> T:
+        """``write`` in a transaction of its own, finished even if the caller is cancelled meanwhile:
+        what the outbox and the watch hand over is handed over once. Never inside another transaction."""
+        async def whole() -> T:
+            async with self.transaction():
+                return await write()
+        return await asyncio.shield(whole())
 
     async def _write(self, sql: str, params: Sequence[Any] = ()) -> int:
         async with self.transaction():
