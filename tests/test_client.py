@@ -29,9 +29,9 @@ from bot.ibkr.events import (
     DisconnectReason,
     GatewayNotice,
     NoticeKind,
+    Reconnected,
     ReconnectFailedAttempt,
     ReconnectGaveUp,
-    Reconnected,
     Reconnecting,
     next_event,
 )

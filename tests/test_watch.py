@@ -10,8 +10,8 @@ import pytest
 
 from bot.client_ids import ClientRole, client_id_for
 from bot.config import Config, GatewayConfig, WatchConfig
-from bot.ibkr.client import IBKRClient
 from bot.ibkr import notices
+from bot.ibkr.client import IBKRClient
 from bot.ibkr.errors import Layer
 from bot.ibkr.simulator import SimulatedGateway
 from bot.watch.alerts import Alert, AlertKind

@@ -55,9 +55,9 @@ from bot.ibkr.events import (
     GatewayNotice,
     Heartbeat,
     NoticeKind,
+    Reconnected,
     ReconnectFailedAttempt,
     ReconnectGaveUp,
-    Reconnected,
     Reconnecting,
 )
 

@@ -18,12 +18,12 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: no display on a server, and never a GUI event loop
 
-from matplotlib.figure import Figure  # noqa: E402  (after choosing the backend)
+from matplotlib.figure import Figure
 
-from bot.watch.alerts import duration  # noqa: E402
-from bot.watch.schedule import Schedule, WindowKind  # noqa: E402
-from bot.watch.state import Incident, OutageCategory  # noqa: E402
-from storage import CoverageRecord, IncidentRecord, IncidentStore  # noqa: E402
+from bot.watch.alerts import duration
+from bot.watch.schedule import Schedule, WindowKind
+from bot.watch.state import Incident, OutageCategory
+from storage import CoverageRecord, IncidentRecord, IncidentStore
 
 PERIODS = (("24 h", timedelta(days=1)), ("7 d", timedelta(days=7)), ("30 d", timedelta(days=30)))
 # The live coverage span is marked every minute; one seen this recently is still running.
