@@ -16,14 +16,16 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Protocol
 
-from telegram import Update
+from telegram import Bot, Update
 from telegram.error import InvalidToken, NetworkError
 from telegram.ext import Application, ApplicationBuilder, BaseUpdateProcessor
 
-from bot.config import Config, GatewayConfig
+from bot.config import Config, GatewayConfig, OutboxConfig
 from bot.health import LiveView
 from bot.jobs import JobBoard
+from bot.outbox import Outbox, Transport
 from bot.runner import Runner
+from bot.selfcheck import ping_forever
 from storage import Repository
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,7 @@ class Services:
     repo: Repository
     runner: Runner
     jobs: JobBoard
+    outbox: Outbox  # messages that must arrive; sending starts when the chat front end has a Bot
     # One view per Gateway, kept current by the running check's events.
     live: dict[str, LiveView] = field(default_factory=dict)
 
@@ -60,10 +63,13 @@ async def open_services(config: Config, client_options: dict[str, Any] | None = 
     repo = await Repository.open(database_path(config))
     runner = Runner(config, repo, dict(client_options or {}))
     jobs = JobBoard(runner)
+    outbox = Outbox(repo.outbox, config.outbox)
     try:
-        yield Services(config, repo, runner, jobs, {g.name: LiveView() for g in config.gateways})
+        await outbox.load()
+        yield Services(config, repo, runner, jobs, outbox, {g.name: LiveView() for g in config.gateways})
     finally:
         await jobs.shutdown()  # a running check is cancelled and stored as cancelled
+        await outbox.stop()  # what is unsent stays stored for the next start
         await repo.close()
 
 
@@ -73,6 +79,8 @@ class Frontend(Protocol):
     def install(self, application: Application, services: Services) -> None: ...
 
     async def started(self, application: Application) -> None: ...
+
+    def transport(self, bot: Bot, config: OutboxConfig) -> Transport: ...
 
 
 def load_frontend(name: str = "telegram") -> Frontend:
@@ -144,8 +152,11 @@ async def run_chat(services: Services, token: str, stop: asyncio.Event, *, base_
         raise TokenRejected("Telegram rejected the bot token (TELEGRAM_BOT_TOKEN): create one with @BotFather") from e
     except NetworkError as e:
         raise TokenRejected(f"cannot reach the Telegram Bot API at {base_url or TELEGRAM_API}: {e}") from e
+    selfcheck: asyncio.Task[None] | None = None
     try:
         await frontend.started(application)
+        await services.outbox.start(frontend.transport(application.bot, services.config.outbox))
+        selfcheck = asyncio.create_task(ping_forever(services.config.selfcheck, services.outbox))
         await application.start()
         assert application.updater is not None
         await application.updater.start_polling(poll_interval=0, timeout=int(poll_timeout), drop_pending_updates=False)
@@ -156,6 +167,10 @@ async def run_chat(services: Services, token: str, stop: asyncio.Event, *, base_
         if application.updater is not None and application.updater.running:
             await application.updater.stop()
         await services.jobs.shutdown()
+        if selfcheck is not None:
+            selfcheck.cancel()
+            await asyncio.gather(selfcheck, return_exceptions=True)
+        await services.outbox.stop()  # before the Bot closes; unsent messages wait in the database
         if application.running:
             await application.stop()
         await application.shutdown()

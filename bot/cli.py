@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -20,11 +21,12 @@ from bot.checks import CHECK_NAMES, CheckResult
 from bot.config import CLIENT_ID, PORT, RUN_ID, SOAK_SECONDS, Config, ConfigError, Range, load_config, token_error
 from bot.ibkr.simulator import CONTROL_HELP, NO_CONTROL_PORT, SimulatedGateway, control, send_control, serve
 from bot.operators import AutoOperator
+from bot.outbox import RESCAN
 from bot.runner import RunOutcome, RunRequest, RunStatus
 from bot.telegram_standin import BotApiStandIn
 from bot.telegram_standin.terminal import TerminalChat
 from bot.terminal import ProgressPrinter, TerminalOperator, stdin_reader
-from storage import Repository, RunRecord, StorageError
+from storage import Hold, Repository, RunRecord, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,7 @@ CONTROL_PORT = Range(0, 65535, integer=True)  # 0: no control port
 TRIALS = Range(1, 1000, integer=True)
 HISTORY_LIMIT = Range(1, 100_000, integer=True)
 OUTAGE_SECONDS = Range(0, 3600, low_open=True)
+API_OUTAGE_SECONDS = Range(0, 3600)  # 0: skip the outbox's outage figure
 
 
 class UsageError(Exception):
@@ -121,10 +124,15 @@ def _parser() -> argparse.ArgumentParser:
     logs = command("logs", help="print every log line of a run")
     logs.add_argument("run_id", type=_typed(RUN_ID))
 
+    out = command("outbox", help="messages waiting to be sent: per chat, since when, last error")
+    out.add_argument("--retry", action="store_true", help="release held chats and send everything now")
+
     bench = command("bench", help="measure detection, reconnect and loop-latency figures (simulated Gateway)")
     bench.add_argument("--trials", type=_typed(TRIALS), default=10)
     bench.add_argument("--outage", type=_typed(OUTAGE_SECONDS), default=90.0, metavar="SECONDS",
                        help="how long the simulator process stays killed for the long-outage figure (default 90)")
+    bench.add_argument("--api-outage", type=_typed(API_OUTAGE_SECONDS), default=120.0, metavar="SECONDS",
+                       help="how long the Bot API refuses connections in the outbox figure (0: skip it)")
 
     rep = command("report", help="print or write a run's report (markdown)")
     rep.add_argument("run_id", type=_typed(RUN_ID))
@@ -354,6 +362,7 @@ async def _cmd_simctl(_: Config, args: argparse.Namespace) -> int:
 async def _cmd_history(config: Config, args: argparse.Namespace) -> int:
     async with await Repository.open(database_path(config), for_reading=True) as repo:
         runs = await repo.list_runs(limit=args.limit)
+        holds = await repo.outbox.holds()
     print(f"Database: {database_path(config)}")
     if not runs:
         print("No runs yet. Try: gwbot demo")
@@ -361,6 +370,36 @@ async def _cmd_history(config: Config, args: argparse.Namespace) -> int:
         took = f"{(r.ended_at - r.started_at).total_seconds():.0f} s" if r.ended_at else "-"
         print(f"#{r.id:<4} {r.started_at:%Y-%m-%d %H:%M} {report.status_mark(r.status)} {r.status:<11} "
               f"{r.kind:<10} {r.gateway:<10} {r.checks_passed}/{r.checks_total} passed  {took:>6}  {r.started_by}")
+    for line in _held_lines(holds):
+        print(line)
+    return EXIT_OK
+
+
+def _held_lines(holds: Sequence[Hold]) -> list[str]:
+    return [f"⚠️ Not sending to chat {h.chat_id} since {h.since:%Y-%m-%d %H:%M} UTC ({h.reason}: {h.detail}); "
+            f"{h.pending} messages kept. Once fixed: gwbot outbox --retry" for h in holds]
+
+
+async def _cmd_outbox(config: Config, args: argparse.Namespace) -> int:
+    async with await Repository.open(database_path(config), for_reading=not args.retry) as repo:
+        store = repo.outbox
+        if args.retry:
+            holds = await store.holds()
+            due = await store.retry_now()
+            print(f"Released {len(holds)} held chats; {due} messages are due now. A running `gwbot run` sends them "
+                  f"within {RESCAN:g} s, else they go when it starts.")
+            return EXIT_OK
+        backlog, failed = await store.backlog(), await store.failed()
+    now = time.time()
+    for b in backlog:
+        state = (f"HELD since {b.held_since:%H:%M:%S} ({b.held}: {b.held_detail})" if b.held
+                 else f"next try in {max(0.0, b.next_attempt_at - now):.0f} s")
+        print(f"chat {b.chat_id}: {b.pending} pending since {b.oldest:%Y-%m-%d %H:%M:%S} UTC, {state}"
+              + (f"; last error: {b.last_error}" if b.last_error else ""))
+    if not backlog:
+        print("Outbox empty: every message was delivered.")
+    for row in failed:
+        print(f"dead letter #{row.id} to chat {row.chat_id} ({row.created_at:%Y-%m-%d %H:%M} UTC): {row.last_error}")
     return EXIT_OK
 
 
@@ -401,6 +440,12 @@ async def _cmd_bench(_: Config, args: argparse.Namespace) -> int:
         print(figure.line(), flush=True)
     for figure in await bench.measure_lifecycle(trials=args.trials, outage=args.outage):
         print(figure.line(), flush=True)
+    for figure in await bench.measure_outbox_cost():
+        print(figure.line(), flush=True)
+    if args.api_outage > 0:
+        print(f"Outbox: the Bot API refuses connections for {args.api_outage:g} s while a /checklist ends ...", flush=True)
+        for figure in await bench.measure_outage(args.api_outage):
+            print(figure.line(), flush=True)
     return EXIT_OK
 
 
@@ -408,6 +453,7 @@ COMMANDS = {
     "run": _cmd_run,
     "chat": _cmd_chat,
     "bench": _cmd_bench,
+    "outbox": _cmd_outbox,
     "demo": _cmd_demo,
     "check": _cmd_check,
     "simulate": _cmd_simulate,

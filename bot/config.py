@@ -133,6 +133,12 @@ def _optional_text(v: Any) -> str | None:
     return None if v is None else _text(v)
 
 
+def _optional_url(v: Any) -> str | None:
+    if v is not None and not (isinstance(v, str) and v.startswith(("http://", "https://")) and len(v) > 8):
+        raise _Bad("an http:// or https:// URL, or null")
+    return v
+
+
 def _boolean(v: Any) -> bool:
     if not isinstance(v, bool):
         raise _Bad("true or false")
@@ -305,6 +311,28 @@ class WatchConfig:
 
 
 @dataclass(frozen=True)
+class OutboxConfig:
+    # More pending than this for one chat after an outage: one digest instead.
+    digest_after: int = setting(10, _in(Range(1, 10_000, integer=True)))
+    retry_initial: float = setting(1.0, _in(_seconds(0, 3600, low_open=True)))  # first retry delay; doubles up to retry_max
+    # Short: a refused connection costs nothing, and Telegram's return is seen at once.
+    retry_max: float = setting(3.0, _in(_seconds(0, 3600, low_open=True)))
+    # For unexpected answers; an unreachable Telegram is retried forever.
+    max_attempts: int = setting(5, _in(Range(1, 1000, integer=True)))
+    send_timeout: float = setting(20.0, _in(_seconds(0, 600, low_open=True)))
+    chat_interval: float = setting(1.0, _in(_seconds(0, 3600)))  # seconds between messages to one chat (Telegram: about 1/s)
+    group_per_minute: int = setting(20, _in(Range(1, 10_000, integer=True)))
+    overall_per_second: int = setting(30, _in(Range(1, 10_000, integer=True)))
+
+
+@dataclass(frozen=True)
+class SelfcheckConfig:
+    # A dead man's switch (e.g. Healthchecks): requested while gwbot is healthy.
+    ping_url: str | None = setting(None, _optional_url)
+    every: float = setting(60.0, _in(_seconds(1, 86400)))
+
+
+@dataclass(frozen=True)
 class Config:
     gateways: tuple[GatewayConfig, ...] = (GatewayConfig(),)  # the default (``ibkr``) first
     telegram: TelegramConfig = TelegramConfig()
@@ -313,6 +341,8 @@ class Config:
     checks: ChecksConfig = ChecksConfig()
     logging: LoggingConfig = LoggingConfig()
     watch: WatchConfig = WatchConfig()
+    outbox: OutboxConfig = OutboxConfig()
+    selfcheck: SelfcheckConfig = SelfcheckConfig()
     source: Path | None = None
 
     @property
@@ -344,7 +374,8 @@ class Config:
 # A ``gateways.NAME`` entry takes its name from the key, so ``name`` is not one of its keys.
 OVERRIDE_KEYS = {k: v for k, v in rules(GatewayConfig).items() if k != "name"}
 SECTIONS: dict[str, type] = {"telegram": TelegramConfig, "soak": SoakConfig, "checks": ChecksConfig,
-                             "logging": LoggingConfig, "watch": WatchConfig}
+                             "logging": LoggingConfig, "watch": WatchConfig, "outbox": OutboxConfig,
+                             "selfcheck": SelfcheckConfig}
 SCALARS: dict[str, Validator] = {"data_dir": _text}
 TOP_KEYS = ("ibkr", "gateways", *SCALARS, *SECTIONS)
 

@@ -6,13 +6,16 @@ package through the ``gwbot.frontends`` entry point and calls it.
 
 from __future__ import annotations
 
-from telegram import BotCommand, Update
+from telegram import Bot, BotCommand, Update
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler, MessageHandler, TypeHandler, filters
 
 from bot.app import Services
+from bot.config import OutboxConfig
+from bot.outbox import Transport
 from handlers import checks, commands
 from handlers.access import AccessGate
 from handlers.context import KEY, ChatServices
+from handlers.delivery import TelegramTransport
 from handlers.errors import on_error
 from handlers.operator import PREFIX
 
@@ -46,3 +49,8 @@ def install(application: Application, services: Services) -> None:
 async def started(application: Application) -> None:
     """Register the command menu, so Telegram shows it when someone types '/'."""
     await application.bot.set_my_commands([BotCommand(name, text) for name, text in commands.HELP])
+
+
+def transport(bot: Bot, config: OutboxConfig) -> Transport:
+    """How the outbox sends: through this Bot."""
+    return TelegramTransport(bot, config.send_timeout)

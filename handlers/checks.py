@@ -18,6 +18,7 @@ from handlers.context import BadArgument, ChatServices, chat_services, gateway_a
 from handlers.operator import ChatOperator
 from handlers.progress import ProgressMessage
 from handlers.results import post_results
+from storage import OutMessage
 
 log = logging.getLogger(__name__)
 SOAK_MINUTES = Range(SOAK_SECONDS.low / 60, SOAK_SECONDS.high / 60, unit="minutes")  # chat speaks minutes
@@ -108,10 +109,11 @@ async def _finished(services: ChatServices, context: ContextTypes.DEFAULT_TYPE, 
     run = await services.core.repo.get_run(job.run_id)
     if run is None:
         return
+    first: tuple[OutMessage, ...] = ()
     if error is not None and run.status not in ("cancelled",):
-        await context.bot.send_message(chat_id, f"⚠️ Run #{job.run_id} stopped with an internal error "
-                                                f"({type(error).__name__}); it is logged.")
-    await post_results(context.bot, chat_id, run)
+        first = (OutMessage.plain(f"⚠️ Run #{job.run_id} stopped with an internal error "
+                                  f"({type(error).__name__}); it is logged."),)
+    await post_results(services.core.outbox, chat_id, run, first)
 
 
 def _busy_text(gateway: str, job: Job | None) -> str:

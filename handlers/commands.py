@@ -103,14 +103,14 @@ async def report_(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     run = await _run_arg(update, context, "report")
     if run is not None:
         assert update.effective_chat is not None
-        await send_report(context.bot, update.effective_chat.id, run)
+        await send_report(chat_services(context).core.outbox, update.effective_chat.id, run)
 
 
 async def logs(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     run = await _run_arg(update, context, "logs")
     if run is not None:
         assert update.effective_chat is not None
-        if not await send_logs(context.bot, update.effective_chat.id, run):
+        if not await send_logs(chat_services(context).core.outbox, update.effective_chat.id, run):
             await _reply(update, f"Run #{run.id} has no log lines.")
 
 

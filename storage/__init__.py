@@ -21,6 +21,7 @@ from storage.errors import (
     StorageFull,
 )
 from storage.incidents import CoverageRecord, IncidentRecord, IncidentStore
+from storage.outbox import ChatBacklog, Hold, HoldReason, OutboxRow, OutboxStore, OutKind, OutMessage, OutStatus
 from storage.repository import Repository
 
 __all__ = [
@@ -28,4 +29,5 @@ __all__ = [
     "Repository", "RunRecord", "RunSummary", "SchemaTooNew", "StorageError", "DatabaseBusy", "DatabaseReadOnly",
     "DatabaseUnavailable", "NotADatabase", "StorageFull",
     "CoverageRecord", "IncidentRecord", "IncidentStore",
+    "ChatBacklog", "Hold", "HoldReason", "OutKind", "OutMessage", "OutStatus", "OutboxRow", "OutboxStore",
 ]

@@ -100,4 +100,38 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX watch_coverage_gateway ON watch_coverage (gateway, started_at);
     """,
+    # 4 (outbox): messages written before they are sent, sent in id order per chat; chats
+    # Telegram refused (blocked, not found) and groups that moved to a supergroup.
+    """
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY,
+        chat_id INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        text TEXT NOT NULL,
+        file_name TEXT,
+        data BLOB,
+        silent INTEGER NOT NULL DEFAULT 0,
+        status TEXT NOT NULL DEFAULT 'pending',
+        created_at TEXT NOT NULL,
+        next_attempt_at REAL NOT NULL DEFAULT 0,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        split INTEGER NOT NULL DEFAULT 0,
+        parts_sent INTEGER NOT NULL DEFAULT 0,
+        sent_at TEXT,
+        telegram_id INTEGER
+    );
+    CREATE INDEX outbox_pending ON outbox (status, chat_id, id);
+    CREATE TABLE outbox_holds (
+        chat_id INTEGER PRIMARY KEY,
+        reason TEXT NOT NULL,
+        detail TEXT NOT NULL,
+        since TEXT NOT NULL
+    );
+    CREATE TABLE chat_moves (
+        old_chat_id INTEGER PRIMARY KEY,
+        new_chat_id INTEGER NOT NULL,
+        at TEXT NOT NULL
+    );
+    """,
 )

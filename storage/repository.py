@@ -37,6 +37,7 @@ from storage.models import (
     RunRecord,
     RunSummary,
 )
+from storage.outbox import OutboxStore
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +175,7 @@ class Repository:
         self.read_only = read_only
         self.owner = Owner.current()
         self.recovered_runs: tuple[int, ...] = ()
+        self.outbox = OutboxStore(db)  # the outbox's rows share this connection (one writer)
         self._version = len(MIGRATIONS)
         self._owned: set[int] = set()  # runs this repository created and has not finished
         self._lease_task: asyncio.Task[None] | None = None

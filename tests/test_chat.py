@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 
 import pytest
-from telegram import Bot
 
 from bot.app import open_services, run_chat, with_gateway
 from bot.config import ChecksConfig, Config, SoakConfig, TelegramConfig
@@ -298,9 +297,8 @@ async def test_a_long_report_comes_as_a_markdown_file(chat):
                                               for i in range(40)])
     await chat.services.repo.finish_run(run_id, "failed")
     run = await chat.services.repo.get_run(run_id)
-    async with Bot(chat.standin.token, base_url=chat.standin.base_url) as bot:
-        await send_report(bot, SQUAD, run)
-    doc = chat.standin.messages(SQUAD)[-1]
+    await send_report(chat.services.outbox, SQUAD, run)
+    doc = await chat.wait(lambda m: m.kind == "document")
     assert doc.kind == "document" and doc.file_name == f"gwbot-run-{run_id}-checklist.md"
     assert len(doc.file_bytes) > MESSAGE_LIMIT and doc.file_bytes.startswith(b"## Results")
 
