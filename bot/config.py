@@ -314,13 +314,15 @@ class WatchConfig:
 class OutboxConfig:
     # More pending than this for one chat after an outage: one digest instead.
     digest_after: int = setting(10, _in(Range(1, 10_000, integer=True)))
-    retry_initial: float = setting(1.0, _in(_seconds(0, 3600, low_open=True)))  # first retry delay; doubles up to retry_max
+    # The first retry's delay; it doubles up to retry_max.
+    retry_initial: float = setting(1.0, _in(_seconds(0, 3600, low_open=True)))
     # Short: a refused connection costs nothing, and Telegram's return is seen at once.
     retry_max: float = setting(3.0, _in(_seconds(0, 3600, low_open=True)))
     # For unexpected answers; an unreachable Telegram is retried forever.
     max_attempts: int = setting(5, _in(Range(1, 1000, integer=True)))
     send_timeout: float = setting(20.0, _in(_seconds(0, 600, low_open=True)))
-    chat_interval: float = setting(1.0, _in(_seconds(0, 3600)))  # seconds between messages to one chat (Telegram: about 1/s)
+    # Seconds between messages to one chat (Telegram allows about 1/s).
+    chat_interval: float = setting(1.0, _in(_seconds(0, 3600)))
     group_per_minute: int = setting(20, _in(Range(1, 10_000, integer=True)))
     overall_per_second: int = setting(30, _in(Range(1, 10_000, integer=True)))
 
