@@ -26,8 +26,13 @@ def _ts(at: datetime) -> str:
     return at.astimezone(UTC).isoformat(timespec="microseconds")
 
 
-def _dt(text: str | None) -> datetime | None:
-    return datetime.fromisoformat(text) if text else None
+def _dt(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+def _dt_or_none(text: str | None) -> datetime | None:
+    """For the nullable columns (an open incident's end, an unacknowledged incident's ack)."""
+    return _dt(text) if text else None
 
 
 @dataclass(frozen=True)
@@ -84,8 +89,8 @@ class IncidentStore:
         return cur.lastrowid or 0
 
     async def watch_seen(self, coverage_id: int, at: datetime) -> None:
-        await self._write(lambda: self._db.execute("UPDATE watch_coverage SET seen_at = MAX(seen_at, ?) WHERE id = ?",
-                                                   (_ts(at), coverage_id)))
+        await self._write(lambda: self._db.execute(
+            "UPDATE watch_coverage SET seen_at = MAX(seen_at, ?) WHERE id = ?", (_ts(at), coverage_id)))
 
     async def save(self, r: IncidentRecord) -> None:
         values = (r.key, r.gateway, _ts(r.started_at), _ts(r.ended_at) if r.ended_at else None, r.cause, r.category,
@@ -102,9 +107,9 @@ class IncidentStore:
             "SELECT * FROM watch_incidents WHERE gateway = ? AND started_at < ? AND (ended_at IS NULL OR ended_at > ?) "
             "ORDER BY started_at", (gateway, _ts(until), _ts(since)))
         return [IncidentRecord(
-            key=r["key"], gateway=r["gateway"], started_at=_dt(r["started_at"]), ended_at=_dt(r["ended_at"]),
+            key=r["key"], gateway=r["gateway"], started_at=_dt(r["started_at"]), ended_at=_dt_or_none(r["ended_at"]),
             cause=r["cause"], category=r["category"], layer=r["layer"], expected_window=r["expected_window"],
-            test=r["test"], alerted=bool(r["alerted"]), acked_by=r["acked_by"], acked_at=_dt(r["acked_at"]),
+            test=r["test"], alerted=bool(r["alerted"]), acked_by=r["acked_by"], acked_at=_dt_or_none(r["acked_at"]),
             recovery=r["recovery"]) for r in rows]
 
     async def coverage(self, gateway: str, since: datetime, until: datetime) -> list[CoverageRecord]:
