@@ -64,7 +64,7 @@ def _typed(allowed: Range) -> Callable[[str], int | float]:
     return parse
 
 
-def _common() -> argparse.ArgumentParser:
+def _common() -> _Parser:
     """--config and -v, accepted before and after the command. SUPPRESS: a command that is not given
     them leaves the value from before the command alone."""
     common = _Parser(add_help=False)
@@ -80,8 +80,8 @@ def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="gwbot", description="Test and watch an IB Gateway connection.", parents=[common])
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, **kw: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, parents=[common], **kw)
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], help=help)
 
     demo = command("demo", help="the whole checklist against the built-in simulated Gateway")
     demo.add_argument("--soak", type=_typed(SOAK_SECONDS), default=DEMO_SOAK_SECONDS, metavar="SECONDS",

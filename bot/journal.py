@@ -22,9 +22,9 @@ from bot.ibkr.events import (
     Disconnected,
     GatewayNotice,
     Heartbeat,
+    Reconnected,
     ReconnectFailedAttempt,
     ReconnectGaveUp,
-    Reconnected,
     Reconnecting,
 )
 from storage import Repository, StorageError

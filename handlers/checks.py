@@ -8,8 +8,8 @@ from telegram import Update
 from telegram.ext import ContextTypes
 
 from bot.checks import CHECK_NAMES
-from bot.checks.soak import SoakOptions
 from bot.checks.base import OperatorReply, Reply
+from bot.checks.soak import SoakOptions
 from bot.config import SOAK_SECONDS, Range
 from bot.health import LiveView
 from bot.ibkr.events import ClientEvent

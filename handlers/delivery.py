@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from typing import TypedDict
 
 from telegram import Bot, Message
 from telegram.constants import ParseMode
@@ -19,11 +20,20 @@ log = logging.getLogger(__name__)
 METHODS = {OutKind.TEXT: "sendMessage", OutKind.HTML: "sendMessage", OutKind.DOCUMENT: "sendDocument", OutKind.PHOTO: "sendPhoto"}
 
 
+class _Common(TypedDict):
+    """The keywords every send takes alike (spelt out so mypy checks them against PTB's signatures)."""
+
+    disable_notification: bool
+    read_timeout: float
+    write_timeout: float
+    connect_timeout: float
+    pool_timeout: float
+
+
 class TelegramTransport:
     def __init__(self, bot: Bot, timeout: float) -> None:
         self._bot = bot
-        self._timeouts = {"read_timeout": timeout, "write_timeout": timeout, "connect_timeout": timeout,
-                          "pool_timeout": timeout}
+        self._timeout = timeout
 
     async def send(self, chat_id: int, message: OutMessage) -> Outcome:
         method = METHODS[message.kind]
@@ -49,7 +59,9 @@ class TelegramTransport:
         return Outcome(OutcomeKind.SENT, message_id=sent.message_id)
 
     async def _call(self, chat_id: int, m: OutMessage) -> Message:
-        common = {"disable_notification": m.silent, **self._timeouts}
+        t = self._timeout
+        common: _Common = {"disable_notification": m.silent, "read_timeout": t, "write_timeout": t,
+                           "connect_timeout": t, "pool_timeout": t}
         if m.kind is OutKind.TEXT:
             return await self._bot.send_message(chat_id, m.text, **common)
         if m.kind is OutKind.HTML:

@@ -1,5 +1,15 @@
 """Persistence: one aiosqlite repository and the frozen records it returns."""
 
+from storage.errors import (
+    DatabaseBusy,
+    DatabaseReadOnly,
+    DatabaseUnavailable,
+    NotADatabase,
+    SchemaTooNew,
+    StorageError,
+    StorageFull,
+)
+from storage.incidents import CoverageRecord, IncidentRecord, IncidentStore
 from storage.models import (
     AuditRecord,
     CheckRecord,
@@ -11,23 +21,36 @@ from storage.models import (
     RunStatus,
     RunSummary,
 )
-from storage.errors import (
-    DatabaseBusy,
-    DatabaseReadOnly,
-    DatabaseUnavailable,
-    NotADatabase,
-    SchemaTooNew,
-    StorageError,
-    StorageFull,
-)
-from storage.incidents import CoverageRecord, IncidentRecord, IncidentStore
 from storage.outbox import ChatBacklog, Hold, HoldReason, OutboxRow, OutboxStore, OutKind, OutMessage, OutStatus
 from storage.repository import Repository
 
 __all__ = [
-    "AuditRecord", "CheckRecord", "CheckStatus", "EventRecord", "LogRecord", "Metric", "Repository", "RunRecord",
-    "RunStatus", "RunSummary", "SchemaTooNew", "StorageError", "DatabaseBusy", "DatabaseReadOnly",
-    "DatabaseUnavailable", "NotADatabase", "StorageFull",
-    "CoverageRecord", "IncidentRecord", "IncidentStore",
-    "ChatBacklog", "Hold", "HoldReason", "OutKind", "OutMessage", "OutStatus", "OutboxRow", "OutboxStore",
+    "AuditRecord",
+    "ChatBacklog",
+    "CheckRecord",
+    "CheckStatus",
+    "CoverageRecord",
+    "DatabaseBusy",
+    "DatabaseReadOnly",
+    "DatabaseUnavailable",
+    "EventRecord",
+    "Hold",
+    "HoldReason",
+    "IncidentRecord",
+    "IncidentStore",
+    "LogRecord",
+    "Metric",
+    "NotADatabase",
+    "OutKind",
+    "OutMessage",
+    "OutStatus",
+    "OutboxRow",
+    "OutboxStore",
+    "Repository",
+    "RunRecord",
+    "RunStatus",
+    "RunSummary",
+    "SchemaTooNew",
+    "StorageError",
+    "StorageFull",
 ]

@@ -233,9 +233,9 @@ class OutboxStore:
         return [_row(r) for r in rows]
 
     async def count(self, chat_id: int) -> int:
-        rows = await self._db.execute_fetchall(
-            "SELECT COUNT(*) AS n FROM outbox WHERE chat_id = ? AND status = 'pending'", (chat_id,))
-        return rows[0]["n"]
+        rows = list(await self._db.execute_fetchall(
+            "SELECT COUNT(*) AS n FROM outbox WHERE chat_id = ? AND status = 'pending'", (chat_id,)))
+        return int(rows[0]["n"])
 
     async def sendable_chats(self) -> list[int]:
         rows = await self._db.execute_fetchall(
@@ -244,8 +244,8 @@ class OutboxStore:
 
     async def oldest_sendable(self) -> datetime | None:
         """When the longest-waiting message of a chat that is not held was written."""
-        rows = await self._db.execute_fetchall(
-            f"SELECT MIN(created_at) AS at FROM outbox WHERE status = 'pending' AND NOT {_HELD}")
+        rows = list(await self._db.execute_fetchall(
+            f"SELECT MIN(created_at) AS at FROM outbox WHERE status = 'pending' AND NOT {_HELD}"))
         return datetime.fromisoformat(rows[0]["at"]) if rows and rows[0]["at"] else None
 
     async def backlog(self) -> list[ChatBacklog]:

@@ -10,7 +10,6 @@ from collections.abc import Callable
 from bot.checks.base import Check, CheckContext, Recorder, mark, passed
 from bot.ibkr.client import CLIENT_ATTR, ConnectionState, IBKRClient
 from bot.ibkr.events import ClientEvent, Disconnected, DisconnectReason, GatewayNotice, NoticeKind, Reconnecting
-
 from storage.models import CheckRecord, RunRecord
 
 # After disconnect() we watch this long for a reconnect that should not happen.

@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from bot.checks.base import Check, CheckContext, CheckRecord, Recorder, RunRecord
 from bot.client_ids import ClientRole
@@ -113,7 +113,7 @@ async def _free_port() -> AsyncIterator[int]:
 class CaseEvidence:
     """What one row's code created: its tasks and its connections, nothing else in the process."""
 
-    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    tasks: set[asyncio.Future[Any]] = field(default_factory=set)
     transports: list[asyncio.BaseTransport] = field(default_factory=list)
 
     async def leftovers(self, grace: float) -> tuple[int, int]:
@@ -125,7 +125,7 @@ class CaseEvidence:
             await asyncio.sleep(0.02)
         return len(self._running()), len(self._open())
 
-    def _running(self) -> list[asyncio.Task[Any]]:
+    def _running(self) -> list[asyncio.Future[Any]]:
         return [t for t in self.tasks if not t.done() and t is not asyncio.current_task()]
 
     def _open(self) -> list[asyncio.BaseTransport]:
@@ -139,6 +139,9 @@ class CaseEvidence:
 _CASE: ContextVar[CaseEvidence | None] = ContextVar("gwbot_errors_case", default=None)
 
 
+_T = TypeVar("_T")
+
+
 class _LoopHooks:
     """On the loop while any row runs: hands each new task and connection to the row whose context
     made it. Installed once however many rows run at a time; removed when the last one ends."""
@@ -150,14 +153,14 @@ class _LoopHooks:
         self.own_create_connection = loop.__dict__.get("create_connection")
         self.create_connection = loop.create_connection
 
-    def __call__(self, loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any],
-                 **kwargs: Any) -> asyncio.Task[Any]:
+    def __call__(self, loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, _T] | Generator[Any, None, _T],
+                 /, **kwargs: Any) -> asyncio.Future[_T]:
         factory = self.previous_factory
         task = factory(loop, coro, **kwargs) if factory else asyncio.Task(coro, loop=loop, **kwargs)
         case = _CASE.get()
         if case is not None:
             case.tasks.add(task)
-        return task  # type: ignore[return-value]
+        return task
 
     async def tracked_connection(self, *args: Any, **kwargs: Any) -> tuple[asyncio.BaseTransport, Any]:
         transport, protocol = await self.create_connection(*args, **kwargs)
@@ -168,7 +171,8 @@ class _LoopHooks:
 
     def install(self) -> None:
         self.loop.set_task_factory(self)
-        self.loop.create_connection = self.tracked_connection  # type: ignore[method-assign]
+        # Deliberate monkeypatch of this loop only; typeshed's overloads cannot describe a pass-through.
+        self.loop.create_connection = self.tracked_connection  # type: ignore[method-assign, assignment]
 
     def uninstall(self) -> None:
         if self.loop.get_task_factory() is self:
@@ -183,9 +187,9 @@ class _LoopHooks:
 def case_evidence() -> Iterator[CaseEvidence]:
     """Collect the tasks and connections the code in this block (and the tasks it starts) creates."""
     loop = asyncio.get_running_loop()
-    hooks = loop.get_task_factory()
-    if not isinstance(hooks, _LoopHooks):
-        hooks = _LoopHooks(loop)
+    current = loop.get_task_factory()
+    hooks = current if isinstance(current, _LoopHooks) else _LoopHooks(loop)
+    if hooks is not current:
         hooks.install()
     hooks.users += 1
     evidence = CaseEvidence()

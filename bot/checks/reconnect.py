@@ -11,9 +11,9 @@ from bot.ibkr.client import IBKRClient, port_accepts
 from bot.ibkr.errors import HINT_GATEWAY_NOT_RUNNING, HINT_RECONNECT_FAILS
 from bot.ibkr.events import (
     Disconnected,
+    Reconnected,
     ReconnectFailedAttempt,
     ReconnectGaveUp,
-    Reconnected,
     Reconnecting,
     next_event,
 )

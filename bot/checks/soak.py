@@ -22,8 +22,8 @@ from bot.ibkr.events import (
     GatewayNotice,
     Heartbeat,
     NoticeKind,
-    ReconnectGaveUp,
     Reconnected,
+    ReconnectGaveUp,
 )
 from bot.stats import percentile
 from storage.models import CheckRecord, RunRecord
