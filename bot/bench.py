@@ -26,7 +26,7 @@ from bot.app import load_frontend, open_services, run_chat, with_gateway
 from bot.config import Config, GatewayConfig, OutboxConfig, SoakConfig, TelegramConfig
 from bot.ibkr.client import ClientOptions, IBKRClient, ReconnectPolicy, port_accepts
 from bot.ibkr.errors import ConnectionRejected
-from bot.ibkr.events import Disconnected, DisconnectReason, ReconnectGaveUp, Reconnected, next_event
+from bot.ibkr.events import Disconnected, DisconnectReason, Reconnected, ReconnectGaveUp, next_event
 from bot.ibkr.simulator import Reject, SimulatedGateway
 from bot.outbox import Outbox
 from bot.stats import percentile
@@ -354,9 +354,11 @@ async def measure_outage(down: float = 120.0, alerts: int = 12) -> list[Figure]:
                                 f"🔴 alert {i}: bench Gateway event {i}")]))
                             await asyncio.sleep(down / alerts / 2)
                     alerting = asyncio.create_task(alert_now_and_then())
-                    run_id = (await services.repo.latest_run()).id
-                    while (status := (await services.repo.get_run(run_id)).status) == "running":
+                    latest = await services.repo.latest_run()
+                    assert latest is not None  # the checklist was started above
+                    while (run := await services.repo.get_run(latest.id)) is not None and run.status == "running":
                         await asyncio.sleep(0.2)
+                    status = run.status if run is not None else "gone"
                     finished = time.monotonic() - down_at
                     await alerting
                     stored = -1  # the chart is drawn after the run ends: wait until nothing more comes
@@ -375,7 +377,8 @@ async def measure_outage(down: float = 120.0, alerts: int = 12) -> list[Figure]:
                 finally:
                     stop.set()
                     await bot
-    got = [standin.message(squad, r.telegram_id) for r in rows if r is not None and r.telegram_id]
+    sent = [standin.message(squad, r.telegram_id) for r in rows if r is not None and r.telegram_id]
+    got = [m for m in sent if m is not None]  # in_order below still counts one that went missing
     kinds = "+".join(str(m.kind) for m in got)
     in_order = len(got) == len(result_ids) and [m.message_id for m in got] == sorted(m.message_id for m in got)
     shown = [m.text for m in standin.messages(person)][1:]

@@ -17,7 +17,6 @@ import tempfile
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +83,7 @@ async def _bot(config: Config) -> AsyncIterator[tuple[Services, BotApiStandIn]]:
             task = asyncio.create_task(run_chat(services, standin.token, stop, base_url=standin.base_url,
                                                 poll_timeout=1))
             try:
-                while not standin.commands:
+                while not standin.commands:  # noqa: ASYNC110
                     await asyncio.sleep(0.05)
                 yield services, standin
             finally:
@@ -95,7 +94,8 @@ async def _bot(config: Config) -> AsyncIterator[tuple[Services, BotApiStandIn]]:
 async def _up(services: Services, names: list[str] | None = None, timeout: float = 60) -> None:
     assert services.watch is not None
     async with asyncio.timeout(timeout):
-        while not all(services.watch.watcher(n).state.phase is Phase.UP for n in (names or list(services.watch.watchers))):
+        watchers = [services.watch.watcher(n) for n in (names or list(services.watch.watchers))]
+        while not all(w.state.phase is Phase.UP for w in watchers):  # noqa: ASYNC110 - polls the watch's state
             await asyncio.sleep(0.01)
 
 
@@ -118,7 +118,7 @@ async def _seed_loop(port: int, connected: list[float]) -> None:
                 await asyncio.sleep(SEED_DELAY)
                 continue
             connected.append(time.monotonic())
-            while await client.is_connected():
+            while await client.is_connected():  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
     finally:
         await client.disconnect()
@@ -136,14 +136,19 @@ async def measure_kill(trials: int = 10, outage: float = 90.0, baseline_trials: 
     """SIGKILL of the simulator's process -> 🔴 accepted; API ready again -> 🟢 accepted (the last
     trial after ``outage`` s); baselines in the first ``baseline_trials`` trials."""
     port = _free_ports(1)[0]
-    red, green, long_green, seed, poll = [], [], [], [], []
+    red: list[float] = []
+    green: list[float] = []
+    long_green: list[float] = []
+    seed: list[float] = []
+    poll: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         sim = await _spawn_simulator(port)
         try:
             async with _bot(_config(Path(tmp), [port])) as (services, standin):
                 seed_at: list[float] = []
                 poll_at: list[float] = []
-                baselines = [asyncio.create_task(_seed_loop(port, seed_at)), asyncio.create_task(_poller(port, poll_at))]
+                baselines = [asyncio.create_task(_seed_loop(port, seed_at)),
+                             asyncio.create_task(_poller(port, poll_at))]
                 try:
                     for trial in range(trials):
                         await _up(services)
@@ -152,7 +157,7 @@ async def measure_kill(trials: int = 10, outage: float = 90.0, baseline_trials: 
                         await asyncio.sleep(services.config.outbox.chat_interval + 0.2)
                         measure_baseline = trial < baseline_trials
                         if measure_baseline:
-                            while len(seed_at) <= trial:  # the seed loop is connected too
+                            while len(seed_at) <= trial:  # noqa: ASYNC110 - the seed loop is connected too
                                 await asyncio.sleep(0.05)
                         after = _last(standin)
                         polls = len(poll_at)
@@ -162,20 +167,20 @@ async def measure_kill(trials: int = 10, outage: float = 90.0, baseline_trials: 
                         down = await _next(standin, "🔴", after)
                         red.append((down.sent_at - killed) * 1000)
                         if measure_baseline:
-                            while len(poll_at) == polls:
+                            while len(poll_at) == polls:  # noqa: ASYNC110
                                 await asyncio.sleep(0.05)
                             poll.append((poll_at[-1] - killed) * 1000)
                         last_trial = trial == trials - 1
                         await asyncio.sleep(outage if last_trial else 1.0)
                         after = _last(standin)
                         sim = await _spawn_simulator(port, wait=False)
-                        while not await port_accepts("127.0.0.1", port, 0.5):
+                        while not await port_accepts("127.0.0.1", port, 0.5):  # noqa: ASYNC110
                             await asyncio.sleep(0.005)
                         ready = time.monotonic()
                         back = await _next(standin, "🟢", after)
                         (long_green if last_trial else green).append(back.sent_at - ready)
                         if measure_baseline:
-                            while len(seed_at) <= trial + 1:
+                            while len(seed_at) <= trial + 1:  # noqa: ASYNC110
                                 await asyncio.sleep(0.05)
                             seed.append(seed_at[-1] - ready)
                 finally:
@@ -198,18 +203,18 @@ async def measure_frozen(trials: int = 5, heartbeat: tuple[float, float] = (2.0,
     """A frozen Gateway (accepts nothing, answers nothing) -> 🔴: bounded by heartbeat interval + timeout."""
     out = []
     with tempfile.TemporaryDirectory() as tmp:
-        async with SimulatedGateway(port=0) as gw:
-            async with _bot(_config(Path(tmp), [gw.port], heartbeat=heartbeat)) as (services, standin):
-                for _ in range(trials):
-                    await _up(services)
-                    after = _last(standin)
-                    frozen = time.monotonic()
-                    gw.freeze()
-                    down = await _next(standin, "🔴", after)
-                    out.append(down.sent_at - frozen)
-                    after = _last(standin)
-                    gw.unfreeze()
-                    await _next(standin, "🟢", after)
+        async with (SimulatedGateway(port=0) as gw,
+                    _bot(_config(Path(tmp), [gw.port], heartbeat=heartbeat)) as (services, standin)):
+            for _ in range(trials):
+                await _up(services)
+                after = _last(standin)
+                frozen = time.monotonic()
+                gw.freeze()
+                down = await _next(standin, "🔴", after)
+                out.append(down.sent_at - frozen)
+                after = _last(standin)
+                gw.unfreeze()
+                await _next(standin, "🟢", after)
     bound = heartbeat[0] + heartbeat[1] + 0.1
     return [Figure(f"frozen -> 🔴 accepted (heartbeat {heartbeat[0]:g} s + {heartbeat[1]:g} s) [≤{bound:g} s]",
                    tuple(out), "s")]

@@ -20,6 +20,8 @@ from pathlib import Path
 from bot import bench, bench_watch, report
 from bot.app import TokenRejected, database_path, open_services, run_chat, with_gateway
 from bot.checks import CHECK_NAMES, CheckResult
+from bot.checks.base import WARNING_MARK
+from bot.checks.soak import SoakOptions
 from bot.config import CLIENT_ID, PORT, RUN_ID, SOAK_SECONDS, Config, ConfigError, Range, load_config, token_error
 from bot.ibkr.simulator import CONTROL_HELP, NO_CONTROL_PORT, SimulatedGateway, control, send_control, serve
 from bot.operators import AutoOperator
@@ -66,7 +68,7 @@ def _typed(allowed: Range) -> Callable[[str], int | float]:
     return parse
 
 
-def _common() -> argparse.ArgumentParser:
+def _common() -> _Parser:
     """--config and -v, accepted before and after the command. SUPPRESS: a command that is not given
     them leaves the value from before the command alone."""
     common = _Parser(add_help=False)
@@ -82,8 +84,8 @@ def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="gwbot", description="Test and watch an IB Gateway connection.", parents=[common])
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, **kw: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, parents=[common], **kw)
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], help=help)
 
     demo = command("demo", help="the whole checklist against the built-in simulated Gateway")
     demo.add_argument("--soak", type=_typed(SOAK_SECONDS), default=DEMO_SOAK_SECONDS, metavar="SECONDS",
@@ -231,6 +233,8 @@ def _print_result(result: CheckResult) -> None:
     print(f"{line}" + (f" - {result.error}" if result.error else ""), flush=True)
     for finding in result.findings:
         print(f"     {finding}", flush=True)
+    for warning in result.warnings:
+        print(f"     {WARNING_MARK} {warning}", flush=True)
     for hint in result.hints:
         print(f"     hint: {hint}", flush=True)
 
@@ -269,7 +273,7 @@ async def _cmd_check(config: Config, args: argparse.Namespace) -> int:
     config = with_gateway(config, args.gateway, host=args.host, port=args.port, client_id=args.client_id)
     names = CHECK_NAMES if args.name == "all" else (args.name,)
     request = RunRequest(names, started_by=_who(), origin="terminal", gateway=args.gateway,
-                         soak_duration=args.duration, stop_on_failure=args.stop_on_failure)
+                         stop_on_failure=args.stop_on_failure, options=(SoakOptions(args.duration),))
     outcome, markdown = await _run_checks(config, request, args.simulate)
     print(f"\nRun #{outcome.run_id}: {outcome.status.upper()}  (full report: gwbot report {outcome.run_id})")
     return EXIT_OK if outcome.status is RunStatus.PASSED else EXIT_FAILED
@@ -278,7 +282,8 @@ async def _cmd_check(config: Config, args: argparse.Namespace) -> int:
 async def _cmd_demo(config: Config, args: argparse.Namespace) -> int:
     # A demo should show the heartbeat working within its short soak.
     config = replace(config, soak=replace(config.soak, heartbeat_interval=1.0, progress_interval=5.0))
-    request = RunRequest(CHECK_NAMES, started_by=_who(), origin="demo", soak_duration=args.soak, stop_on_failure=False)
+    request = RunRequest(CHECK_NAMES, started_by=_who(), origin="demo", stop_on_failure=False,
+                         options=(SoakOptions(args.soak),))
     outcome, markdown = await _run_checks(config, request, simulate=True)
     print("\n" + markdown)
     print(f"Run #{outcome.run_id}: {outcome.status.upper()}")

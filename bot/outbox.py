@@ -150,7 +150,7 @@ def _cut(text: str, limit: int) -> str:
 
 def first_line(message: OutMessage, width: int = 120) -> str:
     line = (message.text.strip().splitlines() or [""])[0]
-    if message.kind is not OutKind.TEXT:
+    if message.file_name is not None:
         line = f"[{message.file_name}] {line}".strip()
     return line if len(line) <= width else line[:width - 1] + "…"
 
@@ -385,7 +385,10 @@ class Outbox:
 
     async def _too_long(self, row: OutboxRow) -> bool:
         message = row.message
-        if message.kind is not OutKind.TEXT:
+        if message.kind is OutKind.HTML:  # markup cannot be cut in parts safely
+            log.info("outbox: formatted message %d too long for Telegram; sending it as a file", row.id)
+            await self.store.as_file(row.id, "message.html", first_line(message, 200))
+        elif message.kind is not OutKind.TEXT:
             log.info("outbox: caption of message %d too long for Telegram; shortened", row.id)
             await self.store.recaption(row.id, message.text[:CAPTION_LIMIT - 1] + "…")
         elif not row.split:

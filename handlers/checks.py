@@ -10,6 +10,7 @@ from telegram.ext import ContextTypes
 
 from bot.checks import CHECK_NAMES
 from bot.checks.base import OperatorReply, Reply
+from bot.checks.soak import SoakOptions
 from bot.config import SOAK_SECONDS, Range
 from bot.health import LiveView
 from bot.ibkr.events import ClientEvent
@@ -79,7 +80,7 @@ async def _start(update: Update, context: ContextTypes.DEFAULT_TYPE, checks: tup
     assert update.effective_chat is not None and update.effective_message is not None
     chat_id = update.effective_chat.id
     request = RunRequest(checks, started_by=who(update), origin=origin(update), gateway=gw.name,
-                         soak_duration=soak_seconds)
+                         options=(SoakOptions(soak_seconds),))
     progress = ProgressMessage(context.bot, chat_id, request.kind, 0, services.core.config.telegram.progress_interval)
     live = LiveView()
 
@@ -124,7 +125,8 @@ def _stop_window(services: ChatServices, request: RunRequest) -> float:
     """How long at most a run that asks the operator to stop and start the Gateway may keep it down:
     both operator prompts, the reconnect budget, a soak before it, and a minute to spare."""
     c = services.core.config
-    soak = (request.soak_duration or c.soak.duration) if "soak" in request.checks else 0.0
+    asked = next((o.duration for o in request.options if isinstance(o, SoakOptions)), None)
+    soak = (asked or c.soak.duration) if "soak" in request.checks else 0.0
     return 2 * c.checks.operator_timeout + c.checks.reconnect_within + soak + 60
 
 

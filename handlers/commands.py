@@ -142,7 +142,7 @@ async def _run_arg(update: Update, context: ContextTypes.DEFAULT_TYPE, command: 
     if len(args) > 1:
         raise wrong
     if args:
-        run_id = number_arg(args[0], RUN_ID, str(wrong))
+        run_id = int(number_arg(args[0], RUN_ID, str(wrong)))  # RUN_ID is an integer range
         run = await repo.get_run(run_id)
         if run is None:
             raise BadArgument(f"No run #{run_id}. /history lists the runs.")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
-from typing import Any
+from typing import TypedDict
 
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Message
 from telegram.constants import ParseMode
@@ -17,14 +17,23 @@ from bot.outbox import Outcome, OutcomeKind
 from storage import OutKind, OutMessage
 
 log = logging.getLogger(__name__)
-METHODS = {OutKind.TEXT: "sendMessage", OutKind.DOCUMENT: "sendDocument", OutKind.PHOTO: "sendPhoto"}
+METHODS = {OutKind.TEXT: "sendMessage", OutKind.HTML: "sendMessage", OutKind.DOCUMENT: "sendDocument", OutKind.PHOTO: "sendPhoto"}
+
+
+class _Common(TypedDict):
+    """The keywords every send takes alike (spelt out so mypy checks them against PTB's signatures)."""
+
+    disable_notification: bool
+    read_timeout: float
+    write_timeout: float
+    connect_timeout: float
+    pool_timeout: float
 
 
 class TelegramTransport:
     def __init__(self, bot: Bot, timeout: float) -> None:
         self._bot = bot
-        self._timeouts = {"read_timeout": timeout, "write_timeout": timeout, "connect_timeout": timeout,
-                          "pool_timeout": timeout}
+        self._timeout = timeout
 
     async def send(self, chat_id: int, message: OutMessage) -> Outcome:
         method = "editMessageText" if message.edit_of is not None else METHODS[message.kind]
@@ -52,27 +61,25 @@ class TelegramTransport:
         return Outcome(OutcomeKind.SENT, message_id=sent.message_id)
 
     async def _call(self, chat_id: int, m: OutMessage) -> Message:
+        t = self._timeout
         markup = (InlineKeyboardMarkup([[InlineKeyboardButton(label, callback_data=data) for label, data in m.buttons]])
                   if m.buttons else None)
         if m.edit_of is not None:  # an alert edited in place (acknowledged): buttons as the new text has them
-            edited = await self._bot.edit_message_text(m.text, chat_id, m.edit_of, parse_mode=_mode(m),
-                                                       reply_markup=markup, **self._timeouts)
+            edited = await self._bot.edit_message_text(m.text, chat_id, m.edit_of, reply_markup=markup, read_timeout=t,
+                                                       write_timeout=t, connect_timeout=t, pool_timeout=t)
             assert isinstance(edited, Message)
             return edited
-        common: dict[str, Any] = {"disable_notification": m.silent, **self._timeouts}
-        if markup is not None:
-            common["reply_markup"] = markup
+        common: _Common = {"disable_notification": m.silent, "read_timeout": t, "write_timeout": t,
+                           "connect_timeout": t, "pool_timeout": t}
         if m.kind is OutKind.TEXT:
-            return await self._bot.send_message(chat_id, m.text, parse_mode=_mode(m), **common)
+            return await self._bot.send_message(chat_id, m.text, reply_markup=markup, **common)
+        if m.kind is OutKind.HTML:
+            return await self._bot.send_message(chat_id, m.text, parse_mode=ParseMode.HTML, **common)
         if m.kind is OutKind.DOCUMENT:
             return await self._bot.send_document(chat_id, m.data or b"", filename=m.file_name,
                                                  caption=m.text or None, **common)
         return await self._bot.send_photo(chat_id, m.data or b"", filename=m.file_name, caption=m.text or None,
                                           **common)
-
-
-def _mode(m: OutMessage) -> str | None:
-    return ParseMode.HTML if m.html else None
 
 
 def _seconds(value: int | timedelta) -> float:

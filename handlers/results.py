@@ -79,7 +79,7 @@ def report_message(run: RunRecord) -> OutMessage:
     text = report.markdown(run)
     formatted = telegram_html(text)
     if fits_in_message(formatted):
-        return OutMessage.plain(formatted, html=True)
+        return OutMessage.html(formatted)
     return OutMessage.document(text.encode(), report_file_name(run),
                                f"Report for run #{run.id} ({run.kind}, {run.status})")
 

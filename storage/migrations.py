@@ -134,10 +134,25 @@ MIGRATIONS: tuple[str, ...] = (
         at TEXT NOT NULL
     );
     """,
-    # 5 (wire11): alert messages in the outbox (markup, buttons, edits of an earlier message by key)
+    # 5: a check's hints, warnings and named facts (e.g. the managed accounts) in their own columns,
+    # not prose among its findings to be parsed back; rows stored before are split the same way.
+    """
+    ALTER TABLE checks ADD COLUMN hints TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE checks ADD COLUMN warnings TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE checks ADD COLUMN facts TEXT NOT NULL DEFAULT '{}';
+    UPDATE checks SET
+        hints = (SELECT json_group_array(substr(value, 7)) FROM json_each(checks.findings)
+                 WHERE value LIKE 'Hint: %'),
+        warnings = (SELECT json_group_array(substr(value, 13)) FROM json_each(checks.findings)
+                    WHERE value LIKE '⚠️ Warning: %'),
+        facts = COALESCE((SELECT json_object('accounts', substr(value, 19)) FROM json_each(checks.findings)
+                          WHERE value LIKE 'Managed accounts: %'), '{}'),
+        findings = (SELECT json_group_array(value) FROM json_each(checks.findings)
+                    WHERE value NOT LIKE 'Hint: %' AND value NOT LIKE '⚠️ Warning: %');
+    """,
+    # 6 (wire11): alert messages in the outbox (buttons, edits of an earlier message by key)
     # and the chats that /subscribe to the watch's alerts.
     """
-    ALTER TABLE outbox ADD COLUMN html INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE outbox ADD COLUMN buttons TEXT;
     ALTER TABLE outbox ADD COLUMN message_key TEXT;
     ALTER TABLE outbox ADD COLUMN edit INTEGER NOT NULL DEFAULT 0;

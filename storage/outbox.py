@@ -10,16 +10,18 @@ Chats Telegram refused are held (their messages kept); groups that became superg
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Any
 
 import aiosqlite
 
 
 class OutKind(StrEnum):
     TEXT = "text"
+    HTML = "html"  # Telegram HTML (a formatted report): never split, a file when too long
     DOCUMENT = "document"
     PHOTO = "photo"
 
@@ -50,15 +52,18 @@ class OutMessage:
     file_name: str | None = None
     data: bytes | None = None
     silent: bool = False
-    html: bool = False  # Telegram HTML markup
     buttons: tuple[tuple[str, str], ...] = ()
     key: str | None = None
     edit: bool = False
     edit_of: int | None = None  # not stored: the Telegram message an edit changes, found at send time
 
     @classmethod
-    def plain(cls, text: str, *, silent: bool = False, html: bool = False) -> OutMessage:
-        return cls(OutKind.TEXT, text, silent=silent, html=html)
+    def plain(cls, text: str, *, silent: bool = False) -> OutMessage:
+        return cls(OutKind.TEXT, text, silent=silent)
+
+    @classmethod
+    def html(cls, text: str) -> OutMessage:
+        return cls(OutKind.HTML, text)
 
     @classmethod
     def document(cls, data: bytes, file_name: str, caption: str = "") -> OutMessage:
@@ -113,7 +118,7 @@ def _now() -> str:
 
 def _row(r: aiosqlite.Row) -> OutboxRow:
     buttons = tuple((label, data) for label, data in json.loads(r["buttons"])) if r["buttons"] else ()
-    message = OutMessage(OutKind(r["kind"]), r["text"], r["file_name"], r["data"], bool(r["silent"]), bool(r["html"]),
+    message = OutMessage(OutKind(r["kind"]), r["text"], r["file_name"], r["data"], bool(r["silent"]),
                          buttons, r["message_key"], bool(r["edit"]))
     return OutboxRow(r["id"], r["chat_id"], message, OutStatus(r["status"]), datetime.fromisoformat(r["created_at"]),
                      r["next_attempt_at"], r["attempts"], r["last_error"], bool(r["split"]), r["parts_sent"],
@@ -124,51 +129,49 @@ _HELD = "chat_id IN (SELECT chat_id FROM outbox_holds)"
 
 
 class OutboxStore:
-    """The outbox's SQL, on the repository's connection (every write commits at once)."""
+    """The outbox's SQL, on the repository's connection. Every write is one transaction of the
+    repository's (``committed``): it never commits another task's half-way, and it lands even if
+    its caller is cancelled meanwhile."""
 
-    def __init__(self, db: aiosqlite.Connection) -> None:
+    def __init__(self, db: aiosqlite.Connection, committed: Callable[[Callable[[], Awaitable[Any]]], Awaitable[Any]]) -> None:
         self._db = db
+        self._committed = committed
 
     async def _write(self, sql: str, params: Sequence[object] = ()) -> int:
-        cur = await self._db.execute(sql, params)
-        await self._db.commit()
-        return cur.rowcount
+        async def write() -> int:
+            return (await self._db.execute(sql, params)).rowcount
+        return await self._committed(write)
 
     # -------------------------------------------------------------- writes
     async def enqueue(self, chat_id: int, messages: Sequence[OutMessage]) -> list[int]:
         """All of ``messages`` or none: one statement, one commit. Returns their ids, in send order."""
         if not messages:
             return []
-        now = _now()
-        ids = await self._insert([(chat_id, m) for m in messages])
-        await self._db.commit()
-        return ids
+        return await self._committed(lambda: self._insert([(chat_id, m) for m in messages]))
 
     async def enqueue_many(self, messages: Sequence[tuple[int, OutMessage]]) -> list[int]:
-        """(chat, message) pairs for several chats (an alert's fan-out): all or none, one commit."""
+        """(chat, message) pairs for several chats (an alert's fan-out): all or none, one transaction."""
         if not messages:
             return []
-        ids = await self._insert(messages)
-        await self._db.commit()
-        return ids
+        return await self._committed(lambda: self._insert(messages))
 
     async def _insert(self, messages: Sequence[tuple[int, OutMessage]]) -> list[int]:
         now = _now()
-        values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(messages))
+        values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(messages))
         params = [p for chat_id, m in messages
-                  for p in (chat_id, str(m.kind), m.text, m.file_name, m.data, int(m.silent), now, int(m.html),
+                  for p in (chat_id, str(m.kind), m.text, m.file_name, m.data, int(m.silent), now,
                             json.dumps(m.buttons) if m.buttons else None, m.key, int(m.edit))]
         rows = await self._db.execute_fetchall(
-            "INSERT INTO outbox (chat_id, kind, text, file_name, data, silent, created_at, html, buttons, "
+            "INSERT INTO outbox (chat_id, kind, text, file_name, data, silent, created_at, buttons, "
             f"message_key, edit) VALUES {values} RETURNING id", params)
         return sorted(r["id"] for r in rows)
 
     async def sent_id(self, chat_id: int, key: str) -> int | None:
         """The Telegram message id of the first message sent to the chat under ``key`` (what an edit changes)."""
-        rows = await self._db.execute_fetchall(
+        rows = list(await self._db.execute_fetchall(
             "SELECT telegram_id FROM outbox WHERE chat_id = ? AND message_key = ? AND edit = 0 AND status = 'sent' "
-            "AND telegram_id IS NOT NULL ORDER BY id LIMIT 1", (chat_id, key))
-        return rows[0]["telegram_id"] if rows else None
+            "AND telegram_id IS NOT NULL ORDER BY id LIMIT 1", (chat_id, key)))
+        return int(rows[0]["telegram_id"]) if rows else None
 
     async def mark_sent(self, row_id: int, telegram_id: int | None) -> None:
         await self._write("UPDATE outbox SET status = 'sent', sent_at = ?, telegram_id = ?, last_error = NULL "
@@ -203,16 +206,18 @@ class OutboxStore:
         first; returns the ids now digested (the copy and the rest). Files stay queued as they were.
         """
         first, rest = ids[0], list(ids[1:])
-        copy = await self._db.execute_fetchall(
-            "INSERT INTO outbox (chat_id, kind, text, silent, status, created_at, attempts, last_error) "
-            "SELECT chat_id, kind, text, silent, 'digested', created_at, attempts, last_error FROM outbox "
-            "WHERE id = ? RETURNING id", (first,))
-        marks = ",".join("?" * len(rest))
-        await self._db.execute(f"UPDATE outbox SET status = 'digested' WHERE id IN ({marks})", rest)
-        await self._db.execute("UPDATE outbox SET text = ?, split = 0, parts_sent = 0, silent = 0 WHERE id = ?",
-                               (text, first))
-        await self._db.commit()
-        return [copy[0]["id"], *rest]
+
+        async def fold() -> list[int]:
+            copy = await self._db.execute_fetchall(
+                "INSERT INTO outbox (chat_id, kind, text, silent, status, created_at, attempts, last_error) "
+                "SELECT chat_id, kind, text, silent, 'digested', created_at, attempts, last_error FROM outbox "
+                "WHERE id = ? RETURNING id", (first,))
+            marks = ",".join("?" * len(rest))
+            await self._db.execute(f"UPDATE outbox SET status = 'digested' WHERE id IN ({marks})", rest)
+            await self._db.execute("UPDATE outbox SET text = ?, split = 0, parts_sent = 0, silent = 0 WHERE id = ?",
+                                   (text, first))
+            return [next(iter(copy))["id"], *rest]
+        return await self._committed(fold)
 
     async def hold(self, chat_id: int, reason: HoldReason, detail: str) -> None:
         await self._write("INSERT OR REPLACE INTO outbox_holds (chat_id, reason, detail, since) VALUES (?, ?, ?, ?)",
@@ -220,20 +225,23 @@ class OutboxStore:
 
     async def retry_now(self, chat_id: int | None = None) -> int:
         """Release held chats and make every pending message due now; returns how many are pending."""
-        await self._db.execute("DELETE FROM outbox_holds WHERE ? IS NULL OR chat_id = ?", (chat_id, chat_id))
-        cur = await self._db.execute("UPDATE outbox SET next_attempt_at = 0 WHERE status = 'pending' "
-                                     "AND (? IS NULL OR chat_id = ?)", (chat_id, chat_id))
-        await self._db.commit()
-        return cur.rowcount
+        async def release() -> int:
+            await self._db.execute("DELETE FROM outbox_holds WHERE ? IS NULL OR chat_id = ?", (chat_id, chat_id))
+            cur = await self._db.execute("UPDATE outbox SET next_attempt_at = 0 WHERE status = 'pending' "
+                                         "AND (? IS NULL OR chat_id = ?)", (chat_id, chat_id))
+            return cur.rowcount
+        return await self._committed(release)
 
     async def move_chat(self, old: int, new: int) -> int:
         """A group became a supergroup: its pending messages go to the new id, and the move is remembered."""
-        await self._db.execute("INSERT OR REPLACE INTO chat_moves (old_chat_id, new_chat_id, at) VALUES (?, ?, ?)",
-                               (old, new, _now()))
-        await self._db.execute("UPDATE chat_moves SET new_chat_id = ? WHERE new_chat_id = ?", (new, old))
-        cur = await self._db.execute("UPDATE outbox SET chat_id = ? WHERE chat_id = ? AND status = 'pending'", (new, old))
-        await self._db.commit()
-        return cur.rowcount
+        async def move() -> int:
+            await self._db.execute("INSERT OR REPLACE INTO chat_moves (old_chat_id, new_chat_id, at) VALUES (?, ?, ?)",
+                                   (old, new, _now()))
+            await self._db.execute("UPDATE chat_moves SET new_chat_id = ? WHERE new_chat_id = ?", (new, old))
+            cur = await self._db.execute("UPDATE outbox SET chat_id = ? WHERE chat_id = ? AND status = 'pending'",
+                                         (new, old))
+            return cur.rowcount
+        return await self._committed(move)
 
     # --------------------------------------------------------------- reads
     async def head(self, chat_id: int) -> OutboxRow | None:
@@ -255,9 +263,9 @@ class OutboxStore:
         return [_row(r) for r in rows]
 
     async def count(self, chat_id: int) -> int:
-        rows = await self._db.execute_fetchall(
-            "SELECT COUNT(*) AS n FROM outbox WHERE chat_id = ? AND status = 'pending'", (chat_id,))
-        return rows[0]["n"]
+        rows = list(await self._db.execute_fetchall(
+            "SELECT COUNT(*) AS n FROM outbox WHERE chat_id = ? AND status = 'pending'", (chat_id,)))
+        return int(rows[0]["n"])
 
     async def sendable_chats(self) -> list[int]:
         rows = await self._db.execute_fetchall(
@@ -266,8 +274,8 @@ class OutboxStore:
 
     async def oldest_sendable(self) -> datetime | None:
         """When the longest-waiting message of a chat that is not held was written."""
-        rows = await self._db.execute_fetchall(
-            f"SELECT MIN(created_at) AS at FROM outbox WHERE status = 'pending' AND NOT {_HELD}")
+        rows = list(await self._db.execute_fetchall(
+            f"SELECT MIN(created_at) AS at FROM outbox WHERE status = 'pending' AND NOT {_HELD}"))
         return datetime.fromisoformat(rows[0]["at"]) if rows and rows[0]["at"] else None
 
     async def backlog(self) -> list[ChatBacklog]:

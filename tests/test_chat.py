@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import UTC, datetime
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 
 import pytest
 
@@ -331,7 +331,7 @@ async def test_errors_passes_with_other_traffic_going_on(two_gateway_chat):
     # /status of the hung Gateway keeps a fresh API connection open right beside the rows'.
     traffic = asyncio.create_task(other_traffic(chat, over, "/status backup"))
     started = await chat.ask("/errors", "errors on paper")
-    result = await chat.wait(lambda m: "errors:" in m.text and "PASSED" in m.text or "FAILED" in m.text,
+    result = await chat.wait(lambda m: "errors:" in m.text and ("PASSED" in m.text or "FAILED" in m.text),
                              started.message_id, timeout=30)
     over.set()
     assert await asyncio.wait_for(traffic, 15) >= 2

@@ -15,8 +15,8 @@ from bot.ibkr.simulator import SimulatedGateway
 from bot.telegram_standin import BotApiStandIn
 from bot.watch.state import Phase
 from tests.conftest import FAST
-from tests.test_run import gwbot_chat
 from tests.test_chat import KAI, LEE, SQUAD, Chat, chat_config
+from tests.test_run import gwbot_chat
 
 SUBSCRIBER = KAI  # Kai's private chat with the bot (chat id = user id) /subscribes
 WATCH_OPTIONS = {"knock_interval": 0.05, "max_pause": 0.3}

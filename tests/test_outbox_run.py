@@ -64,7 +64,7 @@ async def test_a_soak_finishing_while_telegram_is_unreachable_posts_its_results_
         sent = [await services.repo.outbox.get(r.id) for r in rows]
     got = [standin.message(SQUAD, row.telegram_id) for row in sent]
     assert [m.kind for m in got] == ["text", "text", "photo"]
-    assert "soak" in got[0].text and got[1].text.startswith("Results")
+    assert "soak" in got[0].text and got[1].text.startswith("Results") and got[1].entities, "the report, formatted"
     assert [m.message_id for m in got] == sorted(m.message_id for m in got), "in order"
     assert len(standin.messages(SQUAD)) == before + 3, "each once"
 
@@ -74,7 +74,7 @@ async def test_after_the_squad_group_became_a_supergroup_results_and_the_allow_l
         standin.group(SUPER, "squad")
         standin.faults.add(FaultKind.MIGRATE, chat_id=SQUAD, times=None, to_chat_id=SUPER)
         standin.send_text(SQUAD, KAI, "/connect")
-        await standin.wait_for(lambda m: m.text.startswith("Results"), SUPER)
+        await standin.wait_for(lambda m: m.text.startswith("Results") and bool(m.entities), SUPER)
         standin.send_text(SUPER, KAI, "/help")  # the config still lists only the old id
         await standin.wait_for(lambda m: "/checklist" in m.text, SUPER)
     assert not any("only answers its squad" in m.text for m in standin.messages(SUPER))

@@ -9,8 +9,15 @@ import time
 import pytest
 from ib_async import IB
 
-from bot.ibkr.simulator import (NOTICE_TEXTS, ControlServer, Reject, SimulatedGateway, control, frame, read_frame,
-                                send_control)
+from bot.ibkr.simulator import (
+    NOTICE_TEXTS,
+    ControlServer,
+    Reject,
+    control,
+    frame,
+    read_frame,
+    send_control,
+)
 
 
 async def until(condition, timeout: float = 5.0) -> None:

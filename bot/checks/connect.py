@@ -7,17 +7,37 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from bot.checks.base import Check, CheckContext, Recorder
+from bot.checks.base import Check, CheckContext, Recorder, mark, passed
 from bot.ibkr.client import IBKRClient
 from bot.ibkr.errors import GatewayError, Layer
 from bot.ibkr.events import ClientEvent, GatewayNotice, NoticeKind
+from storage.models import CheckRecord, RunRecord
 
 # How long each start-up request gwbot itself skips may take before we call it unanswered.
 SYNC_PROBE_TIMEOUT = 2.0
 
+CONNECT = "connect"  # ms from connect() to a ready API
+SERVER_VERSION = "server_version"
+FIRST_RTT = "first_rtt"  # ms
+ACCOUNTS = "accounts"  # fact: the managed accounts, comma-separated
+
 
 class ConnectCheck(Check):
     name = "connect"
+    section = "Connection Test"
+
+    @classmethod
+    def figures(cls, check: CheckRecord) -> str:
+        ms = check.metric(CONNECT)
+        return "" if ms is None else f"server version {check.metric(SERVER_VERSION) or 0:.0f}, connected in {ms:.0f} ms"
+
+    @classmethod
+    def report_lines(cls, run: RunRecord, check: CheckRecord | None) -> list[str]:
+        version, ms = (None, None) if check is None else (check.metric(SERVER_VERSION), check.metric(CONNECT))
+        detail = ""
+        if check is not None and version is not None and ms is not None:
+            detail = f" (server version {version:.0f}, accounts {check.facts.get(ACCOUNTS, '')}, {ms:.0f} ms)"
+        return [f"- {mark(passed(check))} Connected successfully{detail}"]
 
     async def execute(self, ctx: CheckContext, rec: Recorder) -> None:
         seen: list[GatewayNotice] = []
@@ -37,11 +57,12 @@ class ConnectCheck(Check):
             rec.note(f"Layers reached: {', '.join(reached) or 'none'}; failed at: {e.layer.label}")
             raise
         try:
-            rec.metric("connect", (time.monotonic() - start) * 1000, "ms")
+            rec.metric(CONNECT, (time.monotonic() - start) * 1000, "ms")
             status = client.status()
-            rec.metric("server_version", float(status.server_version or 0), "")
+            rec.metric(SERVER_VERSION, float(status.server_version or 0), "")
             rec.note(f"Connected: server version {status.server_version}, connection time {status.connection_time}")
             rec.note(f"Managed accounts: {', '.join(status.accounts)}")
+            rec.fact(ACCOUNTS, ", ".join(status.accounts))
             if ctx.gateway.account and ctx.gateway.account not in status.accounts:
                 rec.fail(f"Configured account {ctx.gateway.account} is not among the managed accounts",
                          ("Check ibkr.account in config.yaml", "Log the Gateway in to that account"))
@@ -49,7 +70,7 @@ class ConnectCheck(Check):
             await self._wait_for_farms(seen, ctx.config.checks.farm_grace)
             self._judge_notices(rec, seen, ctx.config.checks.farm_grace)
             rtt = await client.ping()
-            rec.metric("first_rtt", rtt * 1000, "ms")
+            rec.metric(FIRST_RTT, rtt * 1000, "ms")
         finally:
             await client.disconnect()
 

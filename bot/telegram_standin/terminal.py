@@ -14,8 +14,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TextIO
 
-from bot.terminal import stdin_reader
 from bot.telegram_standin.server import BotApiStandIn, BotMessage, ChangeKind, ChatChange, MessageKind
+from bot.terminal import stdin_reader
 
 log = logging.getLogger(__name__)
 INDENT = "     "  # continuation lines line up under the text after "bot: "
