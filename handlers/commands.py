@@ -65,7 +65,8 @@ async def status(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 def _health_lines(h: Health) -> list[str]:
     gw = h.gateway
     ok = h.error is None and h.link_ok is not False and h.farms_ok is not False
-    head = f"{'🟢' if ok else '🔴'} {gw.name} {gw.host}:{gw.port}" + (" (from the running check)" if h.source == "live" else "")
+    head = (f"{'🟢' if ok else '🔴'} {gw.name} {gw.host}:{gw.port}"
+            + (" (from the running check)" if h.source == "live" else ""))
     marks = {True: "✅", False: "❌", None: "·"}
     layers = [Layer.TCP_PORT, Layer.API_HANDSHAKE, Layer.API_READY, Layer.IB_LINK, Layer.DATA_FARMS]
     lines = [head, "  ".join(f"{marks[h.reached(layer)]} {layer.label}" for layer in layers)]

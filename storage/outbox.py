@@ -121,7 +121,8 @@ class OutboxStore:
     repository's (``committed``): it never commits another task's half-way, and it lands even if
     its caller is cancelled meanwhile."""
 
-    def __init__(self, db: aiosqlite.Connection, committed: Callable[[Callable[[], Awaitable[Any]]], Awaitable[Any]]) -> None:
+    def __init__(self, db: aiosqlite.Connection,
+                 committed: Callable[[Callable[[], Awaitable[Any]]], Awaitable[Any]]) -> None:
         self._db = db
         self._committed = committed
 
@@ -139,7 +140,8 @@ class OutboxStore:
         values = ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * len(messages))
         params = [p for m in messages for p in (chat_id, str(m.kind), m.text, m.file_name, m.data, int(m.silent), now)]
         rows = await self._committed(lambda: self._db.execute_fetchall(
-            f"INSERT INTO outbox (chat_id, kind, text, file_name, data, silent, created_at) VALUES {values} RETURNING id",
+            "INSERT INTO outbox (chat_id, kind, text, file_name, data, silent, created_at) "
+            f"VALUES {values} RETURNING id",
             params))
         return sorted(r["id"] for r in rows)
 
