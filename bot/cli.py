@@ -274,7 +274,7 @@ async def _cmd_check(config: Config, args: argparse.Namespace) -> int:
     names = CHECK_NAMES if args.name == "all" else (args.name,)
     request = RunRequest(names, started_by=_who(), origin="terminal", gateway=args.gateway,
                          stop_on_failure=args.stop_on_failure, options=(SoakOptions(args.duration),))
-    outcome, markdown = await _run_checks(config, request, args.simulate)
+    outcome, _ = await _run_checks(config, request, args.simulate)
     print(f"\nRun #{outcome.run_id}: {outcome.status.upper()}  (full report: gwbot report {outcome.run_id})")
     return EXIT_OK if outcome.status is RunStatus.PASSED else EXIT_FAILED
 
@@ -470,7 +470,8 @@ async def _cmd_bench(_: Config, args: argparse.Namespace) -> int:
     for figure in await bench.measure_outbox_cost():
         print(figure.line(), flush=True)
     if args.api_outage > 0:
-        print(f"Outbox: the Bot API refuses connections for {args.api_outage:g} s while a /checklist ends ...", flush=True)
+        print(f"Outbox: the Bot API refuses connections for {args.api_outage:g} s while a /checklist ends ...",
+              flush=True)
         for figure in await bench.measure_outage(args.api_outage):
             print(figure.line(), flush=True)
     return await _bench_watch(args)

@@ -88,7 +88,8 @@ class RateLimiter:
 
     async def acquire(self, chat_id: int) -> float:
         """Wait for a free slot and take it; returns its stamp (for :meth:`refund`)."""
-        while (wait := self.delay(chat_id, time.monotonic())) > 0:
+        # Not a busy wait: it sleeps exactly until the next rate-limit slot, re-checked as others may take it.
+        while (wait := self.delay(chat_id, time.monotonic())) > 0:  # noqa: ASYNC110
             await asyncio.sleep(wait)
         # No await between the check and the record: another chat's sender cannot slip in between.
         now = time.monotonic()

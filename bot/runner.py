@@ -74,7 +74,8 @@ class Runner:
                   on_event: EventSink | None = None) -> RunOutcome:
         """Run the requested checks in order. Cancelling the caller's task stores the run as cancelled."""
         gateway = self.config.gateway(request.gateway)
-        stop_on_failure = self.config.checks.stop_on_failure if request.stop_on_failure is None else request.stop_on_failure
+        stop_on_failure = (self.config.checks.stop_on_failure if request.stop_on_failure is None
+                           else request.stop_on_failure)
         if run_id is None:
             run_id = await self.open_run(request)
         results: list[CheckResult] = []

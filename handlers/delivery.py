@@ -17,7 +17,12 @@ from bot.outbox import Outcome, OutcomeKind
 from storage import OutKind, OutMessage
 
 log = logging.getLogger(__name__)
-METHODS = {OutKind.TEXT: "sendMessage", OutKind.HTML: "sendMessage", OutKind.DOCUMENT: "sendDocument", OutKind.PHOTO: "sendPhoto"}
+METHODS = {
+    OutKind.TEXT: "sendMessage",
+    OutKind.HTML: "sendMessage",
+    OutKind.DOCUMENT: "sendDocument",
+    OutKind.PHOTO: "sendPhoto",
+}
 
 
 class _Common(TypedDict):

@@ -69,7 +69,8 @@ class IncidentStore:
     repository's (``committed``), so it never commits another task's half-way, and a watch being
     stopped still stores its last update."""
 
-    def __init__(self, db: aiosqlite.Connection, committed: Callable[[Callable[[], Awaitable[Any]]], Awaitable[Any]]) -> None:
+    def __init__(self, db: aiosqlite.Connection,
+                 committed: Callable[[Callable[[], Awaitable[Any]]], Awaitable[Any]]) -> None:
         self._db = db
         self._write = committed
 

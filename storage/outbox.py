@@ -133,7 +133,8 @@ class OutboxStore:
     repository's (``committed``): it never commits another task's half-way, and it lands even if
     its caller is cancelled meanwhile."""
 
-    def __init__(self, db: aiosqlite.Connection, committed: Callable[[Callable[[], Awaitable[Any]]], Awaitable[Any]]) -> None:
+    def __init__(self, db: aiosqlite.Connection,
+                 committed: Callable[[Callable[[], Awaitable[Any]]], Awaitable[Any]]) -> None:
         self._db = db
         self._committed = committed
 

@@ -4,6 +4,7 @@ the real IBKR client to the simulated Gateway, a real SQLite file. Nothing of PT
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
@@ -133,7 +134,7 @@ async def test_soak_edits_progress_in_place_and_sends_a_chart(chat):
     assert "▓" in progress[0].text and "last RTT" in progress[0].text
     edits = [c.mono for c in chat.standin.calls if c.method == "editMessageText"
              and c.params.get("message_id") == str(progress[0].message_id)]
-    assert all(b - a >= 0.9 for a, b in zip(edits, edits[1:])), "edits at most every progress_interval"
+    assert all(b - a >= 0.9 for a, b in itertools.pairwise(edits)), "edits at most every progress_interval"
     summary = next(m for m in chat.standin.messages(SQUAD) if "soak: passed" in m.text)
     assert "RTT median" in summary.text
 

@@ -38,7 +38,8 @@ def config_for(port: int, gateway: dict | None = None, **checks) -> Config:
 
 
 async def run(repo, port, names, operator=None, **kw):
-    runner = Runner(config_for(port, kw.pop("gateway", None), **kw.pop("checks", {})), repo, {"probe_interval": FAST.probe_interval})
+    config = config_for(port, kw.pop("gateway", None), **kw.pop("checks", {}))
+    runner = Runner(config, repo, {"probe_interval": FAST.probe_interval})
     progress = []
     outcome = await runner.run(RunRequest(tuple(names), "tester", "pytest", **kw), operator or SilentOperator(),
                                progress.append)
@@ -368,7 +369,8 @@ async def test_no_error_check_hears_only_its_own_client(repo, gateway):
     # Gateway B beside: its client sees 1100 (ib_async logs it at ERROR) and gives up
     # reconnecting (an ERROR line of B's own client), over and over while A's disconnect check runs.
     async with SimulatedGateway(port=0) as other:
-        b = IBKRClient("127.0.0.1", other.port, 9, replace(FAST, reconnect=ReconnectPolicy(stop_after_delay(0.1), wait_fixed(0.5))))
+        gives_up = ReconnectPolicy(stop_after_delay(0.1), wait_fixed(0.5))
+        b = IBKRClient("127.0.0.1", other.port, 9, replace(FAST, reconnect=gives_up))
         done = asyncio.Event()
         gave_up = 0
 

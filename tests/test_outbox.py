@@ -4,6 +4,7 @@ a real SQLite file. Each of Telegram's failures, then: everything arrives, in or
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -240,7 +241,7 @@ async def test_messages_to_one_chat_are_spaced(tmp_path):
         ids = await r.send(KAI, "1", "2", "3", "4")
         await r.outbox.delivered(ids, 10)
         sent = [m.sent_at for m in r.standin.messages(KAI)]
-        assert min(b - a for a, b in zip(sent, sent[1:])) >= 0.18
+        assert min(b - a for a, b in itertools.pairwise(sent)) >= 0.18
 
 
 def test_rate_limiter_keeps_the_group_and_overall_limits():

@@ -37,13 +37,16 @@ async def store_checklist(repo: Repository, *, reconnect_ok: bool) -> int:
         ("disconnect", "passed", [Metric("disconnect", 1.2, "ms")], {}),
     ]
     if reconnect_ok:
-        checks.append(("reconnect", "passed", [Metric("prompt_to_drop", 4.1, "s"), Metric("back_to_reconnected", 0.3, "s"),
+        checks.append(("reconnect", "passed", [Metric("prompt_to_drop", 4.1, "s"),
+                                               Metric("back_to_reconnected", 0.3, "s"),
                                                Metric("reconnect_attempts", 2, ""), Metric("downtime", 14.2, "s")],
                        {}))
     else:
         checks.append(("reconnect", "failed", [Metric("prompt_to_drop", 4.1, "s"), Metric("reconnect_attempts", 5, "")],
-                       {"hints": ["Check `max_reconnect_attempts` in config", "Verify `reconnect_delay` is appropriate"],
-                        "error": "Auto-reconnect gave up after 5 attempts (52.0 s): Connection refused on 127.0.0.1:4002"}))
+                       {"hints": ["Check `max_reconnect_attempts` in config",
+                                  "Verify `reconnect_delay` is appropriate"],
+                        "error": "Auto-reconnect gave up after 5 attempts (52.0 s): "
+                                 "Connection refused on 127.0.0.1:4002"}))
     checks.append(("errors", "passed", [Metric("rows_ok", 7, ""), Metric("rows", 7, "")],
                    {"findings": ["ok: refused port: GatewayRefused in 0.00 s (expected GatewayRefused within 1 s)"]}))
     for name, status, metrics, stored in checks:

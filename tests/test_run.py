@@ -34,14 +34,14 @@ async def start(cfg: Path, token: str | None, *flags: str) -> asyncio.subprocess
     env = {k: v for k, v in os.environ.items() if k != "TELEGRAM_BOT_TOKEN"}
     if token:
         env["TELEGRAM_BOT_TOKEN"] = token
-    return await asyncio.create_subprocess_exec(sys.executable, "-m", "bot", "--config", str(cfg), "run", *flags, cwd=ROOT,
-                                                env=env, stdout=asyncio.subprocess.PIPE,
+    return await asyncio.create_subprocess_exec(sys.executable, "-m", "bot", "--config", str(cfg), "run", *flags,
+                                                cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE,
                                                 stderr=asyncio.subprocess.PIPE)
 
 
 async def test_missing_token_is_one_line(tmp_path):
     proc = await start(config(tmp_path, "http://127.0.0.1:1/bot"), None)
-    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    _out, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 2
     assert err.decode().strip().splitlines() == [
         "gwbot: set TELEGRAM_BOT_TOKEN to your bot's token (from @BotFather); see README"]
@@ -50,7 +50,7 @@ async def test_missing_token_is_one_line(tmp_path):
 async def test_rejected_token_is_one_line(tmp_path):
     async with BotApiStandIn() as standin:
         proc = await start(config(tmp_path, standin.base_url), "999:" + "x" * 35)
-        out, err = await asyncio.wait_for(proc.communicate(), 30)
+        _out, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 2
     lines = err.decode().strip().splitlines()
     assert lines[-1] == "gwbot: Telegram rejected the bot token (TELEGRAM_BOT_TOKEN): create one with @BotFather"

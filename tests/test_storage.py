@@ -173,8 +173,8 @@ async def test_a_soak_running_in_another_process_is_not_interrupted_until_it_die
             line = await asyncio.wait_for(soak.stdout.readline(), 30)
             assert line, seen.decode()
             seen += line
-        history = subprocess.run(cli("--config", cfg, "history"), cwd=ROOT, capture_output=True, text=True,
-                                 timeout=30)
+        history = await asyncio.to_thread(subprocess.run, cli("--config", cfg, "history"), cwd=ROOT,
+                                          capture_output=True, text=True, timeout=30)
         assert history.returncode == 0, history.stderr
         assert "running" in history.stdout and "interrupted" not in history.stdout
         async with await Repository.open(tmp_path / "data" / "gwbot.sqlite3") as repo:
@@ -202,8 +202,8 @@ async def test_a_soak_running_in_another_process_is_not_interrupted_until_it_die
 async def test_only_runs_whose_owner_is_gone_are_interrupted(tmp_path):
     path = tmp_path / "gwbot.sqlite3"
     me = os.getpid()
-    ghost = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                           text=True, check=True)
+    ghost = await asyncio.to_thread(subprocess.run, [sys.executable, "-c", "import os; print(os.getpid())"],
+                                    capture_output=True, text=True, check=True)
     dead_pid = int(ghost.stdout)
     now = datetime.now(UTC)
     async with await Repository.open(path) as probe:

@@ -41,11 +41,13 @@ class ConnectCheck(Check):
 
     async def execute(self, ctx: CheckContext, rec: Recorder) -> None:
         seen: list[GatewayNotice] = []
+        noticed = asyncio.Event()  # set on each notice, so the farm wait re-judges only when one arrives
         client = ctx.client(reconnect=None)
 
         def collect(event: ClientEvent) -> None:
             if isinstance(event, GatewayNotice):
                 seen.append(event)
+                noticed.set()
 
         client.events.subscribe(collect)
         rec.progress(f"Connecting to {ctx.gateway.host}:{ctx.gateway.port} as client {ctx.gateway.client_id}")
@@ -67,7 +69,7 @@ class ConnectCheck(Check):
                 rec.fail(f"Configured account {ctx.gateway.account} is not among the managed accounts",
                          ("Check ibkr.account in config.yaml", "Log the Gateway in to that account"))
             await self._probe_startup_requests(client, rec, seen)
-            await self._wait_for_farms(seen, ctx.config.checks.farm_grace)
+            await self._wait_for_farms(seen, noticed, ctx.config.checks.farm_grace)
             self._judge_notices(rec, seen, ctx.config.checks.farm_grace)
             rtt = await client.ping()
             rec.metric(FIRST_RTT, rtt * 1000, "ms")
@@ -107,11 +109,15 @@ class ConnectCheck(Check):
                      "does not wait for them; tools using ib_async's default connect would hang here")
 
     @staticmethod
-    async def _wait_for_farms(seen: list[GatewayNotice], grace: float) -> None:
+    async def _wait_for_farms(seen: list[GatewayNotice], noticed: asyncio.Event, grace: float) -> None:
         """Give a farm broken (or connecting) at connect ``grace`` seconds to report OK."""
-        deadline = time.monotonic() + grace
-        while _farms_not_ok(seen) and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
+        try:
+            async with asyncio.timeout(grace):
+                while _farms_not_ok(seen):
+                    noticed.clear()  # no await since the check: a notice arriving now is not missed
+                    await noticed.wait()
+        except TimeoutError:
+            pass  # still not OK after the grace: _judge_notices warns about it
 
     @staticmethod
     def _judge_notices(rec: Recorder, seen: list[GatewayNotice], grace: float) -> None:

@@ -46,7 +46,8 @@ class ReconnectCheck(Check):
         within = float(run.config.get("checks", {}).get("reconnect_within", 30))
         if check is None:
             return [f"- {mark(None)} {text}" for text in
-                    ("Detected Gateway shutdown", f"Reconnected within {within:g} seconds", "No errors during reconnection")]
+                    ("Detected Gateway shutdown", f"Reconnected within {within:g} seconds",
+                     "No errors during reconnection")]
         detected, back = check.metric(PROMPT_TO_DROP), check.metric(BACK_TO_RECONNECTED)
         return [
             f"- {mark(detected is not None)} Detected Gateway shutdown"
@@ -77,9 +78,11 @@ class ReconnectCheck(Check):
             next_event(events, Disconnected, None), timeout, STOP_GRACE)
         if got.event is None:
             if got.timed_out:
-                rec.fail(f"Nobody stopped the Gateway within {timeout:g} s", ("Run the check again and follow the prompts",))
+                rec.fail(f"Nobody stopped the Gateway within {timeout:g} s",
+                         ("Run the check again and follow the prompts",))
             else:
-                rec.fail(f"The operator said the Gateway was stopped, but the connection was still up {STOP_GRACE:g} s later",
+                rec.fail("The operator said the Gateway was stopped, but the connection was still up "
+                         f"{STOP_GRACE:g} s later",
                          ("Make sure the Gateway that was stopped is the one at "
                           f"{ctx.gateway.host}:{ctx.gateway.port}",))
             return False
@@ -119,12 +122,14 @@ class ReconnectCheck(Check):
                 rec.fail(f"The client had not reconnected {timeout + within:g} s after the prompt to start the Gateway "
                          f"(operator_timeout {timeout:g} s + reconnect_within {within:g} s)", HINT_GATEWAY_NOT_RUNNING)
             else:
-                rec.fail(f"The operator said the Gateway was started, but the client had not reconnected {within:g} s later",
+                rec.fail("The operator said the Gateway was started, but the client had not reconnected "
+                         f"{within:g} s later",
                          HINT_RECONNECT_FAILS)
             return
         if isinstance(event, ReconnectGaveUp):
             rec.metric(ATTEMPTS, float(event.attempts), "")
-            rec.fail(f"Auto-reconnect gave up after {event.attempts} attempts ({event.downtime:.1f} s): {event.last_error}",
+            rec.fail(f"Auto-reconnect gave up after {event.attempts} attempts ({event.downtime:.1f} s): "
+                     f"{event.last_error}",
                      HINT_RECONNECT_FAILS)
             return
         assert isinstance(event, Reconnected)  # the only other kind waited for
@@ -155,16 +160,19 @@ class ReconnectCheck(Check):
         if port_back:
             rec.note(f"Gateway port open again {port_at - prompted:.1f} s after the prompt to start it")
         if starting:
-            rec.note(f"{len(starting)} tr{'y' if len(starting) == 1 else 'ies'} over {starting[-1].mono - port_at:.1f} s "
-                     "found the Gateway still starting (port open, API not ready yet): expected, not an error")
+            rec.note(f"{len(starting)} tr{'y' if len(starting) == 1 else 'ies'} over "
+                     f"{starting[-1].mono - port_at:.1f} s found the Gateway still starting (port open, API not ready "
+                     "yet): expected, not an error")
         rec.note(f"Reconnected at most {took:.2f} s after the Gateway was back with its API ready (port polled every "
                  f"{PORT_POLL * 1000:.0f} ms), "
                  f"{event.mono - prompted:.1f} s after the prompt, after {event.downtime:.1f} s down")
         if took > within:
-            rec.fail(f"Reconnected only {took:.1f} s after the Gateway's API was back (limit {within:g} s)", HINT_RECONNECT_FAILS)
+            rec.fail(f"Reconnected only {took:.1f} s after the Gateway's API was back (limit {within:g} s)",
+                     HINT_RECONNECT_FAILS)
         for e in attempts:
             if isinstance(e, ReconnectFailedAttempt) and not e.gateway_starting and e.mono >= port_at:
-                rec.fail(f"Reconnect attempt {e.attempt} failed after the Gateway was back: {e.error}", HINT_RECONNECT_FAILS)
+                rec.fail(f"Reconnect attempt {e.attempt} failed after the Gateway was back: {e.error}",
+                         HINT_RECONNECT_FAILS)
 
     @staticmethod
     async def _watch_port(host: str, port: int, back: list[float]) -> None:
