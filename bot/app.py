@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any
@@ -18,7 +19,9 @@ from telegram.ext import Application, ApplicationBuilder, BaseUpdateProcessor
 
 import handlers
 from bot.config import Config
-from bot.services import Services, gateway_jobs, storage
+from bot.outbox import Outbox
+from bot.selfcheck import ping_forever
+from bot.services import Services, gateway_jobs, outbox, storage, watch
 
 log = logging.getLogger(__name__)
 TELEGRAM_API = "https://api.telegram.org/bot"
@@ -110,23 +113,57 @@ async def _chat_front_end(application: Application, services: Services, poll_tim
 
 
 @contextlib.asynccontextmanager
+async def _sending(application: Application, box: Outbox, config: Config) -> AsyncIterator[None]:
+    """The outbox sends through this Bot; it stops before the Bot's connection closes, and what is
+    unsent waits in the database."""
+    await box.start(handlers.transport(application.bot, config.outbox))
+    try:
+        yield
+    finally:
+        await box.stop()
+
+
+@contextlib.asynccontextmanager
+async def _selfcheck(config: Config, box: Outbox) -> AsyncIterator[None]:
+    """The dead man's switch: pings while the bot runs (nothing without selfcheck.ping_url)."""
+    task = asyncio.create_task(ping_forever(config.selfcheck, box), name="selfcheck")
+    try:
+        yield
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+@contextlib.asynccontextmanager
 async def serving_chat(config: Config, token: str, *, base_url: str | None = None, poll_timeout: float = POLL_TIMEOUT,
-                       client_options: dict[str, Any] | None = None) -> AsyncIterator[Services]:
+                       client_options: dict[str, Any] | None = None,
+                       watch_options: dict[str, Any] | None = None) -> AsyncIterator[Services]:
     """All of gwbot with its chat front end; one step per part, each stopped in reverse.
 
-    The bot's Bot API connection opens before the Gateway jobs, so a check cancelled at shutdown
-    still posts its last messages (the jobs stop before the connection closes).
+    Start: storage, the Bot API connection, the outbox (sending through that Bot), the watch
+    (``watch_options``: watcher options, {} for the defaults; None: no watch), the Gateway jobs,
+    the selfcheck, polling. So a check cancelled at shutdown still posts its last messages: the jobs
+    stop before the outbox, and the outbox before the Bot's connection closes.
     """
     async with contextlib.AsyncExitStack() as stack:
         repo = await stack.enter_async_context(storage(config))
         application = await stack.enter_async_context(_telegram_bot(token, base_url, poll_timeout))
-        services = await stack.enter_async_context(gateway_jobs(config, repo, client_options))
+        box = await stack.enter_async_context(outbox(config, repo))
+        await stack.enter_async_context(_sending(application, box, config))
+        watcher = await stack.enter_async_context(watch(config, repo, box, client_options, watch_options))
+        services = await stack.enter_async_context(gateway_jobs(config, repo, box, watcher, client_options))
+        await stack.enter_async_context(_selfcheck(config, box))
         await stack.enter_async_context(_chat_front_end(application, services, poll_timeout))
         yield services
 
 
 async def run_chat(config: Config, token: str, stop: asyncio.Event, *, base_url: str | None = None,
-                   poll_timeout: float = POLL_TIMEOUT) -> None:
+                   poll_timeout: float = POLL_TIMEOUT, watch_options: dict[str, Any] | None = None) -> None:
     """python-telegram-bot inside our own loop (not run_polling's), until ``stop`` is set."""
-    async with serving_chat(config, token, base_url=base_url, poll_timeout=poll_timeout):
+    async with serving_chat(config, token, base_url=base_url, poll_timeout=poll_timeout,
+                            watch_options=watch_options):
+        # Start-up's objects (modules, config, the watch) out of later full collections, which
+        # took 50-70 ms here and would stall every chat answer and alert meanwhile.
+        gc.collect()
+        gc.freeze()
         await stop.wait()

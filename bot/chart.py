@@ -8,9 +8,9 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: no display on a server, and never a GUI event loop
 
-from matplotlib.figure import Figure  # noqa: E402  (after choosing the backend)
+from matplotlib.figure import Figure
 
-from storage import CheckRecord  # noqa: E402
+from storage import CheckRecord
 
 
 def soak_chart(check: CheckRecord, title: str = "") -> bytes:

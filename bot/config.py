@@ -133,6 +133,12 @@ def _optional_text(v: Any) -> str | None:
     return None if v is None else _text(v)
 
 
+def _optional_url(v: Any) -> str | None:
+    if v is not None and not (isinstance(v, str) and v.startswith(("http://", "https://")) and len(v) > 8):
+        raise _Bad("an http:// or https:// URL, or null")
+    return v
+
+
 def _boolean(v: Any) -> bool:
     if not isinstance(v, bool):
         raise _Bad("true or false")
@@ -168,22 +174,27 @@ def _region(v: Any) -> str:
 WINDOW_KEYS = ("name", "days", "start", "end", "tz", "kind")
 
 
+def _hh_mm(v: Any) -> time:
+    """'HH:MM' exactly (fromisoformat alone also takes '09', '0900' and '09:00:30')."""
+    if not isinstance(v, str) or len(v) != 5:
+        raise ValueError(f"not HH:MM: {v!r}")
+    return time.fromisoformat(v)
+
+
 def _window(v: Any) -> Window:
     """{name, days, start: 'HH:MM', end: 'HH:MM', tz, kind}; days and kind may be left out."""
     shape = "a window {name, days, start: 'HH:MM', end: 'HH:MM', tz, kind}"
     if not isinstance(v, dict) or not {"name", "start", "end", "tz"} <= v.keys() or not v.keys() <= set(WINDOW_KEYS):
         raise _Bad(shape)
     try:
-        times = [time.fromisoformat(v[k]) if isinstance(v[k], str) and len(v[k]) == 5 else None for k in ("start", "end")]
-        if None in times:
-            raise ValueError
+        start, end = _hh_mm(v["start"]), _hh_mm(v["end"])
         days = parse_days(v.get("days", "daily"))
     except ValueError:
         raise _Bad(shape + " with days 'daily', 'weekdays' or a list of mon..sun") from None
     kinds = [k.value for k in WindowKind]
     if v.get("kind", "other") not in kinds:
         raise _Bad(f"a window kind: one of {', '.join(kinds)}")
-    return Window(_text(v["name"]), times[0], times[1], _zone_name(v["tz"]), days, WindowKind(v.get("kind", "other")))
+    return Window(_text(v["name"]), start, end, _zone_name(v["tz"]), days, WindowKind(v.get("kind", "other")))
 
 
 def _windows(v: Any) -> tuple[Window, ...] | None:
@@ -300,6 +311,30 @@ class WatchConfig:
 
 
 @dataclass(frozen=True)
+class OutboxConfig:
+    # More pending than this for one chat after an outage: one digest instead.
+    digest_after: int = setting(10, _in(Range(1, 10_000, integer=True)))
+    # The first retry's delay; it doubles up to retry_max.
+    retry_initial: float = setting(1.0, _in(_seconds(0, 3600, low_open=True)))
+    # Short: a refused connection costs nothing, and Telegram's return is seen at once.
+    retry_max: float = setting(3.0, _in(_seconds(0, 3600, low_open=True)))
+    # For unexpected answers; an unreachable Telegram is retried forever.
+    max_attempts: int = setting(5, _in(Range(1, 1000, integer=True)))
+    send_timeout: float = setting(20.0, _in(_seconds(0, 600, low_open=True)))
+    # Seconds between messages to one chat (Telegram allows about 1/s).
+    chat_interval: float = setting(1.0, _in(_seconds(0, 3600)))
+    group_per_minute: int = setting(20, _in(Range(1, 10_000, integer=True)))
+    overall_per_second: int = setting(30, _in(Range(1, 10_000, integer=True)))
+
+
+@dataclass(frozen=True)
+class SelfcheckConfig:
+    # A dead man's switch (e.g. Healthchecks): requested while gwbot is healthy.
+    ping_url: str | None = setting(None, _optional_url)
+    every: float = setting(60.0, _in(_seconds(1, 86400)))
+
+
+@dataclass(frozen=True)
 class Config:
     gateways: tuple[GatewayConfig, ...] = (GatewayConfig(),)  # the default (``ibkr``) first
     telegram: TelegramConfig = TelegramConfig()
@@ -308,6 +343,8 @@ class Config:
     checks: ChecksConfig = ChecksConfig()
     logging: LoggingConfig = LoggingConfig()
     watch: WatchConfig = WatchConfig()
+    outbox: OutboxConfig = OutboxConfig()
+    selfcheck: SelfcheckConfig = SelfcheckConfig()
     source: Path | None = None
 
     @property
@@ -339,7 +376,8 @@ class Config:
 # A ``gateways.NAME`` entry takes its name from the key, so ``name`` is not one of its keys.
 OVERRIDE_KEYS = {k: v for k, v in rules(GatewayConfig).items() if k != "name"}
 SECTIONS: dict[str, type] = {"telegram": TelegramConfig, "soak": SoakConfig, "checks": ChecksConfig,
-                             "logging": LoggingConfig, "watch": WatchConfig}
+                             "logging": LoggingConfig, "watch": WatchConfig, "outbox": OutboxConfig,
+                             "selfcheck": SelfcheckConfig}
 SCALARS: dict[str, Validator] = {"data_dir": _text}
 TOP_KEYS = ("ibkr", "gateways", *SCALARS, *SECTIONS)
 

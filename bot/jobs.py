@@ -53,7 +53,7 @@ class Busy(Exception):
 class JobBoard:
     def __init__(self, runner: Runner) -> None:
         self.runner = runner
-        self._jobs: dict[str, Job] = {}
+        self._jobs: dict[str, Job | _Reserved] = {}
         self._notifying: set[asyncio.Task[None]] = set()  # keep references: the loop holds only weak ones
 
     def current(self, gateway: str) -> Job | None:
@@ -72,7 +72,7 @@ class JobBoard:
         gateway = self.runner.config.gateway(request.gateway).name
         if gateway in self._jobs:
             raise Busy(self.current(gateway))
-        self._jobs[gateway] = placeholder = _Reserved()  # type: ignore[assignment]
+        self._jobs[gateway] = placeholder = _Reserved()
         try:
             run_id = await self.runner.open_run(request)
         except BaseException:
@@ -96,7 +96,8 @@ class JobBoard:
 
     def _finished(self, job: Job, on_done: OnDone | None) -> None:
         self._jobs.pop(job.gateway, None)
-        outcome, error = None, None
+        outcome: RunOutcome | None = None
+        error: BaseException | None = None
         if job.task.cancelled():
             error = asyncio.CancelledError()
         elif (exc := job.task.exception()) is not None:

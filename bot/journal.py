@@ -156,7 +156,9 @@ class RunJournal:
     async def _write_batches(self, logs: list[tuple[datetime, str, str, str]],
                              samples: list[tuple[datetime, float | None]]) -> None:
         """Write and empty the batches, so that what is stored keeps the order it came in."""
-        await self.repo.add_logs(self.run_id, logs)
-        await self.repo.add_samples(self.run_id, samples)
+        if logs or samples:
+            async with self.repo.transaction():  # one commit for both, not two
+                await self.repo.add_logs(self.run_id, logs)
+                await self.repo.add_samples(self.run_id, samples)
         logs.clear()
         samples.clear()

@@ -10,7 +10,6 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
 from bot.checks import CheckContext, CheckResult, CheckStatus, make_check
@@ -18,16 +17,10 @@ from bot.checks.base import CheckCancelled, EventSink, Operator, ProgressSink
 from bot.config import Config
 from bot.ibkr.events import ClientEvent
 from bot.journal import RunJournal
-from storage import Repository
+from storage import Repository, RunStatus
 
 log = logging.getLogger(__name__)
-
-
-class RunStatus(StrEnum):
-    PASSED = "passed"
-    FAILED = "failed"
-    ERROR = "error"
-    CANCELLED = "cancelled"
+__all__ = ["RunOutcome", "RunRequest", "RunStatus", "Runner", "overall"]
 
 
 @dataclass(frozen=True)
@@ -36,8 +29,9 @@ class RunRequest:
     started_by: str
     origin: str
     gateway: str | None = None
-    soak_duration: float | None = None
     stop_on_failure: bool | None = None  # None: the config's checks.stop_on_failure
+    # Per-check options, each of its check's options_type (e.g. SoakOptions(duration=30)).
+    options: tuple[object, ...] = ()
 
     @property
     def kind(self) -> str:
@@ -80,7 +74,8 @@ class Runner:
                   on_event: EventSink | None = None) -> RunOutcome:
         """Run the requested checks in order. Cancelling the caller's task stores the run as cancelled."""
         gateway = self.config.gateway(request.gateway)
-        stop_on_failure = self.config.checks.stop_on_failure if request.stop_on_failure is None else request.stop_on_failure
+        stop_on_failure = (self.config.checks.stop_on_failure if request.stop_on_failure is None
+                           else request.stop_on_failure)
         if run_id is None:
             run_id = await self.open_run(request)
         results: list[CheckResult] = []
@@ -115,7 +110,7 @@ class Runner:
         return RunOutcome(run_id, status, tuple(results))
 
     async def _run_one(self, run_id: int, name: str, ctx: CheckContext, request: RunRequest) -> CheckResult:
-        check = make_check(name, soak_duration=request.soak_duration)
+        check = make_check(name, request.options)
         check_id = await self.repo.start_check(run_id, name)
         try:
             result = await check.run(ctx)
@@ -126,6 +121,5 @@ class Runner:
         return result
 
     async def _store(self, check_id: int, r: CheckResult) -> None:
-        findings = r.findings + tuple(f"Hint: {h}" for h in r.hints)
-        await self.repo.finish_check(check_id, r.status, metrics=r.metrics, findings=findings, error=r.error,
-                                     series=r.series)
+        await self.repo.finish_check(check_id, r.status, metrics=r.metrics, findings=r.findings, error=r.error,
+                                     series=r.series, hints=r.hints, warnings=r.warnings, facts=r.facts)

@@ -14,7 +14,10 @@ from typing import Any
 
 from bot.config import Config, GatewayConfig
 from bot.jobs import JobBoard
+from bot.outbox import Outbox
 from bot.runner import Runner
+from bot.watch.delivery import watching
+from bot.watch.watcher import Watch
 from storage import Repository
 
 DB_NAME = "gwbot.sqlite3"
@@ -37,6 +40,8 @@ class Services:
     repo: Repository
     runner: Runner
     jobs: JobBoard
+    outbox: Outbox  # messages that must arrive; sending starts when the chat front end has a Bot
+    watch: Watch | None = None  # the always-on watch (gwbot run / chat); None in one-shot commands
 
 
 @contextlib.asynccontextmanager
@@ -49,18 +54,42 @@ async def storage(config: Config) -> AsyncIterator[Repository]:
 
 
 @contextlib.asynccontextmanager
-async def gateway_jobs(config: Config, repo: Repository,
+async def outbox(config: Config, repo: Repository) -> AsyncIterator[Outbox]:
+    """The durable outbox, its stored messages loaded; sending starts only when a front end has a Bot."""
+    box = Outbox(repo.outbox, config.outbox)
+    await box.load()
+    try:
+        yield box
+    finally:
+        await box.stop()  # what is unsent stays stored for the next start
+
+
+@contextlib.asynccontextmanager
+async def watch(config: Config, repo: Repository, box: Outbox, client_options: dict[str, Any] | None = None,
+                options: dict[str, Any] | None = None) -> AsyncIterator[Watch | None]:
+    """The always-on watch (issue 11) with these watcher options ({} for the defaults); None: no watch.
+    After storage and the outbox, stopped before them."""
+    if options is None:
+        yield None
+        return
+    async with watching(config, repo, box, client_options=client_options, **options) as watcher:
+        yield watcher
+
+
+@contextlib.asynccontextmanager
+async def gateway_jobs(config: Config, repo: Repository, box: Outbox, watcher: Watch | None = None,
                        client_options: dict[str, Any] | None = None) -> AsyncIterator[Services]:
     jobs = JobBoard(Runner(config, repo, dict(client_options or {})))
     try:
-        yield Services(config, repo, jobs.runner, jobs)
+        yield Services(config, repo, jobs.runner, jobs, box, watcher)
     finally:
         await jobs.shutdown()  # a running check is cancelled and stored as cancelled
 
 
 @contextlib.asynccontextmanager
 async def open_services(config: Config, client_options: dict[str, Any] | None = None) -> AsyncIterator[Services]:
-    """The core without a chat: storage, then the Gateway jobs; closed in reverse."""
+    """The core without a chat: storage, the outbox (not sending), then the Gateway jobs; closed in reverse."""
     async with contextlib.AsyncExitStack() as stack:
         repo = await stack.enter_async_context(storage(config))
-        yield await stack.enter_async_context(gateway_jobs(config, repo, client_options))
+        box = await stack.enter_async_context(outbox(config, repo))
+        yield await stack.enter_async_context(gateway_jobs(config, repo, box, None, client_options))

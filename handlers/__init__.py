@@ -6,13 +6,16 @@ composition root, calls it.
 
 from __future__ import annotations
 
-from telegram import BotCommand, Update
+from telegram import Bot, BotCommand, Update
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler, MessageHandler, TypeHandler, filters
 
+from bot.config import OutboxConfig
+from bot.outbox import Transport
 from bot.services import Services
-from handlers import checks, commands
+from handlers import checks, commands, watch
 from handlers.access import AccessGate
 from handlers.context import KEY, ChatServices
+from handlers.delivery import TelegramTransport
 from handlers.errors import on_error
 from handlers.operator import PREFIX
 
@@ -30,6 +33,11 @@ COMMANDS = {
     "history": commands.history,
     "report": commands.report_,
     "logs": commands.logs,
+    "subscribe": watch.subscribe,
+    "unsubscribe": watch.unsubscribe,
+    "mute": watch.mute,
+    "unmute": watch.unmute,
+    "uptime": watch.uptime,
 }
 
 
@@ -39,6 +47,7 @@ def install(application: Application, services: Services) -> None:
     for name, callback in COMMANDS.items():
         application.add_handler(CommandHandler(name, callback))
     application.add_handler(CallbackQueryHandler(checks.on_button, pattern=f"^{PREFIX}:"))
+    application.add_handler(CallbackQueryHandler(watch.on_alert_button, pattern=watch.BUTTON_PATTERN))
     application.add_handler(MessageHandler(filters.COMMAND, commands.unknown))
     application.add_error_handler(on_error)
 
@@ -46,3 +55,8 @@ def install(application: Application, services: Services) -> None:
 async def started(application: Application) -> None:
     """Register the command menu, so Telegram shows it when someone types '/'."""
     await application.bot.set_my_commands([BotCommand(name, text) for name, text in commands.HELP])
+
+
+def transport(bot: Bot, config: OutboxConfig) -> Transport:
+    """How the outbox sends: through this Bot."""
+    return TelegramTransport(bot, config.send_timeout)

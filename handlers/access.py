@@ -41,8 +41,9 @@ class AccessGate:
         chat_id, user_id = (chat.id if chat else None), (user.id if user else None)
         action = _action(update)
         username = f"@{user.username}" if user and user.username else (user.full_name if user else "?")
-        if self.allowed(chat_id, bool(chat and chat.type == "private"), user_id, tg.allowed_chat_ids,
-                        tg.allowed_user_ids):
+        # A listed group that became a supergroup is still the squad's chat (the outbox followed it).
+        chats = services.core.outbox.followed(tg.allowed_chat_ids)
+        if self.allowed(chat_id, bool(chat and chat.type == "private"), user_id, chats, tg.allowed_user_ids):
             if action != "message":
                 await services.core.repo.add_audit(chat_id, user_id, username, action, True)
             return

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from telegram import Update
 from telegram.ext import ContextTypes
 
 from bot.checks import CHECK_NAMES
 from bot.checks.base import OperatorReply, Reply
+from bot.checks.soak import SoakOptions
 from bot.config import SOAK_SECONDS, Range
 from bot.jobs import Busy, Job
 from bot.runner import RunOutcome, RunRequest
+from bot.watch.watcher import utc_now
 from handlers.context import BadArgument, ChatServices, chat_services, gateway_arg, number_arg, origin, who
 from handlers.operator import ChatOperator
 from handlers.progress import ProgressMessage
 from handlers.results import post_results
+from storage import OutMessage
 
 log = logging.getLogger(__name__)
 SOAK_MINUTES = Range(SOAK_SECONDS.low / 60, SOAK_SECONDS.high / 60, unit="minutes")  # chat speaks minutes
@@ -74,20 +78,23 @@ async def _start(update: Update, context: ContextTypes.DEFAULT_TYPE, checks: tup
     assert update.effective_chat is not None and update.effective_message is not None
     chat_id = update.effective_chat.id
     request = RunRequest(checks, started_by=who(update), origin=origin(update), gateway=gw.name,
-                         soak_duration=soak_seconds)
+                         options=(SoakOptions(soak_seconds),))
     progress = ProgressMessage(context.bot, chat_id, request.kind, 0, services.core.config.telegram.progress_interval)
     operator = ChatOperator(context.bot, chat_id, services.prompts, gw.name)
 
     async def done(job: Job, outcome: RunOutcome | None, error: BaseException | None) -> None:
+        _watch_expects_stop(services, gw.name, checks, None)
         await progress.close()
         await _finished(services, context, chat_id, job, error)
 
     try:
-        job = await services.core.jobs.start(request, operator, progress=progress, on_event=operator.on_event, on_done=done)
+        job = await services.core.jobs.start(request, operator, progress=progress, on_event=operator.on_event,
+                                             on_done=done)
     except Busy as busy:
         await update.effective_message.reply_text(_busy_text(gw.name, busy.job))
         return
     # The job's task has not run yet (no await since it was created): nothing is missed.
+    _watch_expects_stop(services, gw.name, checks, _stop_window(services, request))
     progress.run_id = job.run_id
     await update.effective_message.reply_text(
         f"▶️ {request.kind} on {gw.name} ({gw.host}:{gw.port}) started by {request.started_by}: run #{job.run_id}. "
@@ -99,10 +106,30 @@ async def _finished(services: ChatServices, context: ContextTypes.DEFAULT_TYPE, 
     run = await services.core.repo.get_run(job.run_id)
     if run is None:
         return
+    first: tuple[OutMessage, ...] = ()
     if error is not None and run.status not in ("cancelled",):
-        await context.bot.send_message(chat_id, f"⚠️ Run #{job.run_id} stopped with an internal error "
-                                                f"({type(error).__name__}); it is logged.")
-    await post_results(context.bot, chat_id, run)
+        first = (OutMessage.plain(f"⚠️ Run #{job.run_id} stopped with an internal error "
+                                  f"({type(error).__name__}); it is logged."),)
+    await post_results(services.core.outbox, chat_id, run, first)
+
+
+def _stop_window(services: ChatServices, request: RunRequest) -> float:
+    """How long at most a run that asks the operator to stop and start the Gateway may keep it down:
+    both operator prompts, the reconnect budget, a soak before it, and a minute to spare."""
+    c = services.core.config
+    asked = next((o.duration for o in request.options if isinstance(o, SoakOptions)), None)
+    soak = (asked or c.soak.duration) if "soak" in request.checks else 0.0
+    return 2 * c.checks.operator_timeout + c.checks.reconnect_within + soak + 60
+
+
+def _watch_expects_stop(services: ChatServices, gateway: str, checks: tuple[str, ...], at_most: float | None) -> None:
+    """A /reconnect (or /checklist's reconnect step) stops the Gateway on purpose: the watch reports
+    that as part of the test, not as an outage. ``at_most`` None: the run is over."""
+    watch = services.core.watch
+    if watch is None or "reconnect" not in checks or gateway not in watch.watchers:
+        return
+    until = None if at_most is None else utc_now() + timedelta(seconds=at_most)
+    watch.suppress(gateway, "reconnect check", until)
 
 
 def _busy_text(gateway: str, job: Job | None) -> str:

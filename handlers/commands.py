@@ -8,10 +8,12 @@ from telegram import Update
 from telegram.ext import ContextTypes
 
 from bot import report
-from bot.config import RUN_ID
+from bot.config import RUN_ID, GatewayConfig
 from bot.health import Health, probe
 from bot.ibkr.errors import Layer
 from bot.jobs import Job
+from bot.watch.state import Phase
+from bot.watch.watcher import Watch, health_from_state
 from handlers.context import BadArgument, chat_services, gateway_arg, no_args, number_arg, usage, who
 from handlers.results import send_logs, send_report
 
@@ -25,6 +27,11 @@ HELP: tuple[tuple[str, str], ...] = (
     ("errors", "connection error handling matrix (Step 5)"),
     ("checklist", "the whole Task 5.1 checklist in one run"),
     ("cancel", "cancel the running check"),
+    ("uptime", "availability over 24 h, 7 d, 30 d and a timeline: /uptime [Gateway]"),
+    ("subscribe", "get the watch's alerts (down, back) in this chat"),
+    ("unsubscribe", "stop the watch's alerts in this chat"),
+    ("mute", "silence the watch's alerts: /mute 1h [Gateway]"),
+    ("unmute", "alerts on again: /unmute [Gateway]"),
     ("history", "recent runs"),
     ("report", "a run's report: /report [run]"),
     ("logs", "a run's log as a file: /logs [run]"),
@@ -52,7 +59,9 @@ async def status(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     services = chat_services(context)
     gw = gateway_arg(services, "status", context.args or [])
     job = services.core.jobs.current(gw.name)
-    health = await probe(gw, job.live if job else None)
+    health = _watched(services.core.watch, gw) if job is None else None
+    if health is None:  # a check runs (its live view), or the watch is not running or not connected yet
+        health = await probe(gw, job.live if job else None)
     last = await services.core.repo.latest_run(gw.name)
     lines = [*_health_lines(health), _job_line(job)]
     if last is not None and (job is None or last.id != job.run_id):
@@ -62,10 +71,21 @@ async def status(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     await _reply(update, "\n".join(lines))
 
 
+def _watched(watch: Watch | None, gw: GatewayConfig) -> Health | None:
+    """The watch's state, at once (no probe connection): None when there is no watch or it has no verdict yet."""
+    if watch is None or gw.name not in watch.watchers:
+        return None
+    state = watch.watcher(gw.name).state
+    return None if state.phase is Phase.STARTING else health_from_state(gw, state)
+
+
+SOURCES = {"live": " (from the running check)", "watch": " (from the watch)"}
+
+
 def _health_lines(h: Health) -> list[str]:
     gw = h.gateway
     ok = h.error is None and h.link_ok is not False and h.farms_ok is not False
-    head = f"{'🟢' if ok else '🔴'} {gw.name} {gw.host}:{gw.port}" + (" (from the running check)" if h.source == "live" else "")
+    head = f"{'🟢' if ok else '🔴'} {gw.name} {gw.host}:{gw.port}" + SOURCES.get(h.source or "", "")
     marks = {True: "✅", False: "❌", None: "·"}
     layers = [Layer.TCP_PORT, Layer.API_HANDSHAKE, Layer.API_READY, Layer.IB_LINK, Layer.DATA_FARMS]
     lines = [head, "  ".join(f"{marks[h.reached(layer)]} {layer.label}" for layer in layers)]
@@ -103,14 +123,14 @@ async def report_(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     run = await _run_arg(update, context, "report")
     if run is not None:
         assert update.effective_chat is not None
-        await send_report(context.bot, update.effective_chat.id, run)
+        await send_report(chat_services(context).core.outbox, update.effective_chat.id, run)
 
 
 async def logs(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     run = await _run_arg(update, context, "logs")
     if run is not None:
         assert update.effective_chat is not None
-        if not await send_logs(context.bot, update.effective_chat.id, run):
+        if not await send_logs(chat_services(context).core.outbox, update.effective_chat.id, run):
             await _reply(update, f"Run #{run.id} has no log lines.")
 
 
@@ -122,7 +142,7 @@ async def _run_arg(update: Update, context: ContextTypes.DEFAULT_TYPE, command: 
     if len(args) > 1:
         raise wrong
     if args:
-        run_id = number_arg(args[0], RUN_ID, str(wrong))
+        run_id = int(number_arg(args[0], RUN_ID, str(wrong)))  # RUN_ID is an integer range
         run = await repo.get_run(run_id)
         if run is None:
             raise BadArgument(f"No run #{run_id}. /history lists the runs.")

@@ -48,6 +48,8 @@ USAGE: dict[str, str] = {
     "status": "[Gateway]", "connect": "[Gateway]", "disconnect": "[Gateway]", "reconnect": "[Gateway]",
     "errors": "[Gateway]", "checklist": "[Gateway]", "cancel": "[Gateway]",
     "soak": "[minutes] [Gateway]", "report": "[run number]", "logs": "[run number]",
+    "subscribe": "", "unsubscribe": "", "mute": "DURATION (30m, 1h, 2d) [Gateway]", "unmute": "[Gateway]",
+    "uptime": "[Gateway]",
 }
 
 

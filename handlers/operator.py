@@ -62,8 +62,10 @@ class PromptBoard:
 
 
 def buttons(prompt: Prompt) -> InlineKeyboardMarkup:
-    return InlineKeyboardMarkup([[InlineKeyboardButton("✅ Done", callback_data=f"{PREFIX}:{prompt.id}:{Reply.DONE}"),
-                                  InlineKeyboardButton("✋ Abort", callback_data=f"{PREFIX}:{prompt.id}:{Reply.ABORT}")]])
+    return InlineKeyboardMarkup([[
+        InlineKeyboardButton("✅ Done", callback_data=f"{PREFIX}:{prompt.id}:{Reply.DONE}"),
+        InlineKeyboardButton("✋ Abort", callback_data=f"{PREFIX}:{prompt.id}:{Reply.ABORT}"),
+    ]])
 
 
 class ChatOperator:

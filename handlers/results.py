@@ -1,4 +1,4 @@
-"""A finished run, posted to the chat: summary, report (message or .md file), soak chart."""
+"""A finished run, posted to the chat through the outbox: summary, report (message or .md file), soak chart."""
 
 from __future__ import annotations
 
@@ -7,13 +7,11 @@ import html
 import logging
 import re
 
-from telegram import Bot
-from telegram.constants import ParseMode
-
 from bot import report
 from bot.chart import soak_chart
+from bot.outbox import Outbox
 from handlers.telegram_html import FormatError, parse_html, utf16_len
-from storage import RunRecord
+from storage import OutMessage, RunRecord
 
 log = logging.getLogger(__name__)
 # Telegram allows 4096 characters (UTF-16 units) of text once the markup is parsed; longer reports
@@ -75,30 +73,33 @@ def report_file_name(run: RunRecord) -> str:
     return f"gwbot-run-{run.id}-{run.kind}.md"
 
 
-async def send_report(bot: Bot, chat_id: int, run: RunRecord) -> None:
+def report_message(run: RunRecord) -> OutMessage:
     text = report.markdown(run)
     formatted = telegram_html(text)
     if fits_in_message(formatted):
-        await bot.send_message(chat_id, formatted, parse_mode=ParseMode.HTML)
-    else:
-        await bot.send_document(chat_id, text.encode(), filename=report_file_name(run),
-                                caption=f"Report for run #{run.id} ({run.kind}, {run.status})")
+        return OutMessage.html(formatted)
+    return OutMessage.document(text.encode(), report_file_name(run),
+                               f"Report for run #{run.id} ({run.kind}, {run.status})")
 
 
-async def send_logs(bot: Bot, chat_id: int, run: RunRecord) -> bool:
+async def send_report(outbox: Outbox, chat_id: int, run: RunRecord) -> None:
+    await outbox.enqueue(chat_id, [report_message(run)])
+
+
+async def send_logs(outbox: Outbox, chat_id: int, run: RunRecord) -> bool:
     if not run.logs:
         return False
-    await bot.send_document(chat_id, report.log_text(run).encode(), filename=f"gwbot-run-{run.id}.log",
-                            caption=f"Log of run #{run.id}: {len(run.logs)} lines")
+    await outbox.enqueue(chat_id, [OutMessage.document(report.log_text(run).encode(), f"gwbot-run-{run.id}.log",
+                                                       f"Log of run #{run.id}: {len(run.logs)} lines")])
     return True
 
 
-async def post_results(bot: Bot, chat_id: int, run: RunRecord) -> None:
-    await bot.send_message(chat_id, report.summary(run))
-    await send_report(bot, chat_id, run)
+async def post_results(outbox: Outbox, chat_id: int, run: RunRecord, first: tuple[OutMessage, ...] = ()) -> None:
+    """Everything about a finished run, stored in one go: it all arrives, in this order, or none is lost."""
+    messages = [*first, OutMessage.plain(report.summary(run)), report_message(run)]
     for check in run.checks:
         if check.name == "soak" and check.series:
             # matplotlib is CPU work: off the loop, so the chat keeps answering meanwhile.
             png = await asyncio.to_thread(soak_chart, check, f"Run #{run.id}: heartbeat RTT ({check.status})")
-            await bot.send_photo(chat_id, png, caption=f"Soak heartbeat RTT, run #{run.id}",
-                                 filename=f"gwbot-run-{run.id}-soak.png")
+            messages.append(OutMessage.photo(png, f"Soak heartbeat RTT, run #{run.id}", f"gwbot-run-{run.id}-soak.png"))
+    await outbox.enqueue(chat_id, messages)

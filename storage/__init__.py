@@ -1,16 +1,5 @@
 """Persistence: one aiosqlite repository and the frozen records it returns."""
 
-from storage.models import (
-    CHECK_STATUSES,
-    RUN_STATUSES,
-    AuditRecord,
-    CheckRecord,
-    EventRecord,
-    LogRecord,
-    Metric,
-    RunRecord,
-    RunSummary,
-)
 from storage.errors import (
     DatabaseBusy,
     DatabaseReadOnly,
@@ -21,11 +10,47 @@ from storage.errors import (
     StorageFull,
 )
 from storage.incidents import CoverageRecord, IncidentRecord, IncidentStore
+from storage.models import (
+    AuditRecord,
+    CheckRecord,
+    CheckStatus,
+    EventRecord,
+    LogRecord,
+    Metric,
+    RunRecord,
+    RunStatus,
+    RunSummary,
+)
+from storage.outbox import ChatBacklog, Hold, HoldReason, OutboxRow, OutboxStore, OutKind, OutMessage, OutStatus
 from storage.repository import Repository
 
 __all__ = [
-    "CHECK_STATUSES", "RUN_STATUSES", "AuditRecord", "CheckRecord", "EventRecord", "LogRecord", "Metric",
-    "Repository", "RunRecord", "RunSummary", "SchemaTooNew", "StorageError", "DatabaseBusy", "DatabaseReadOnly",
-    "DatabaseUnavailable", "NotADatabase", "StorageFull",
-    "CoverageRecord", "IncidentRecord", "IncidentStore",
+    "AuditRecord",
+    "ChatBacklog",
+    "CheckRecord",
+    "CheckStatus",
+    "CoverageRecord",
+    "DatabaseBusy",
+    "DatabaseReadOnly",
+    "DatabaseUnavailable",
+    "EventRecord",
+    "Hold",
+    "HoldReason",
+    "IncidentRecord",
+    "IncidentStore",
+    "LogRecord",
+    "Metric",
+    "NotADatabase",
+    "OutKind",
+    "OutMessage",
+    "OutStatus",
+    "OutboxRow",
+    "OutboxStore",
+    "Repository",
+    "RunRecord",
+    "RunStatus",
+    "RunSummary",
+    "SchemaTooNew",
+    "StorageError",
+    "StorageFull",
 ]

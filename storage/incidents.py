@@ -9,8 +9,10 @@ Times are stored as fixed-width ISO UTC text, so text order is time order.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import aiosqlite
 
@@ -24,8 +26,13 @@ def _ts(at: datetime) -> str:
     return at.astimezone(UTC).isoformat(timespec="microseconds")
 
 
-def _dt(text: str | None) -> datetime | None:
-    return datetime.fromisoformat(text) if text else None
+def _dt(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+def _dt_or_none(text: str | None) -> datetime | None:
+    """For the nullable columns (an open incident's end, an unacknowledged incident's ack)."""
+    return _dt(text) if text else None
 
 
 @dataclass(frozen=True)
@@ -58,13 +65,20 @@ _COLUMNS = ("key", "gateway", "started_at", "ended_at", "cause", "category", "la
 
 
 class IncidentStore:
-    """Shares the Repository's connection (one writer); every write commits at once."""
+    """Shares the Repository's connection (one writer): every write is one transaction of the
+    repository's (``committed``), so it never commits another task's half-way, and a watch being
+    stopped still stores its last update."""
 
-    def __init__(self, db: aiosqlite.Connection) -> None:
+    def __init__(self, db: aiosqlite.Connection,
+                 committed: Callable[[Callable[[], Awaitable[Any]]], Awaitable[Any]]) -> None:
         self._db = db
+        self._write = committed
 
     async def watch_started(self, gateway: str, at: datetime) -> int:
         """A new watched span; incidents a previous gwbot left open end at its last sign of life."""
+        return await self._write(lambda: self._watch_started(gateway, at))
+
+    async def _watch_started(self, gateway: str, at: datetime) -> int:
         row = await (await self._db.execute(
             "SELECT MAX(seen_at) FROM watch_coverage WHERE gateway = ?", (gateway,))).fetchone()
         last_seen = row[0] if row and row[0] else None
@@ -73,22 +87,20 @@ class IncidentStore:
             "WHERE gateway = ? AND ended_at IS NULL", (last_seen, ENDED_UNWATCHED, gateway))
         cur = await self._db.execute(
             "INSERT INTO watch_coverage (gateway, started_at, seen_at) VALUES (?, ?, ?)", (gateway, _ts(at), _ts(at)))
-        await self._db.commit()
         return cur.lastrowid or 0
 
     async def watch_seen(self, coverage_id: int, at: datetime) -> None:
-        await self._db.execute("UPDATE watch_coverage SET seen_at = MAX(seen_at, ?) WHERE id = ?", (_ts(at), coverage_id))
-        await self._db.commit()
+        await self._write(lambda: self._db.execute(
+            "UPDATE watch_coverage SET seen_at = MAX(seen_at, ?) WHERE id = ?", (_ts(at), coverage_id)))
 
     async def save(self, r: IncidentRecord) -> None:
         values = (r.key, r.gateway, _ts(r.started_at), _ts(r.ended_at) if r.ended_at else None, r.cause, r.category,
                   r.layer, r.expected_window, r.test, int(r.alerted), r.acked_by,
                   _ts(r.acked_at) if r.acked_at else None, r.recovery)
         updates = ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS[1:])
-        await self._db.execute(
+        await self._write(lambda: self._db.execute(
             f"INSERT INTO watch_incidents ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))}) "
-            f"ON CONFLICT (key) DO UPDATE SET {updates}", values)
-        await self._db.commit()
+            f"ON CONFLICT (key) DO UPDATE SET {updates}", values))
 
     async def incidents(self, gateway: str, since: datetime, until: datetime) -> list[IncidentRecord]:
         """Incidents overlapping [since, until), oldest first (open ones included)."""
@@ -96,9 +108,9 @@ class IncidentStore:
             "SELECT * FROM watch_incidents WHERE gateway = ? AND started_at < ? AND (ended_at IS NULL OR ended_at > ?) "
             "ORDER BY started_at", (gateway, _ts(until), _ts(since)))
         return [IncidentRecord(
-            key=r["key"], gateway=r["gateway"], started_at=_dt(r["started_at"]), ended_at=_dt(r["ended_at"]),
+            key=r["key"], gateway=r["gateway"], started_at=_dt(r["started_at"]), ended_at=_dt_or_none(r["ended_at"]),
             cause=r["cause"], category=r["category"], layer=r["layer"], expected_window=r["expected_window"],
-            test=r["test"], alerted=bool(r["alerted"]), acked_by=r["acked_by"], acked_at=_dt(r["acked_at"]),
+            test=r["test"], alerted=bool(r["alerted"]), acked_by=r["acked_by"], acked_at=_dt_or_none(r["acked_at"]),
             recovery=r["recovery"]) for r in rows]
 
     async def coverage(self, gateway: str, since: datetime, until: datetime) -> list[CoverageRecord]:

@@ -100,4 +100,67 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX watch_coverage_gateway ON watch_coverage (gateway, started_at);
     """,
+    # 4 (outbox): messages written before they are sent, sent in id order per chat; chats
+    # Telegram refused (blocked, not found) and groups that moved to a supergroup.
+    """
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY,
+        chat_id INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        text TEXT NOT NULL,
+        file_name TEXT,
+        data BLOB,
+        silent INTEGER NOT NULL DEFAULT 0,
+        status TEXT NOT NULL DEFAULT 'pending',
+        created_at TEXT NOT NULL,
+        next_attempt_at REAL NOT NULL DEFAULT 0,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        split INTEGER NOT NULL DEFAULT 0,
+        parts_sent INTEGER NOT NULL DEFAULT 0,
+        sent_at TEXT,
+        telegram_id INTEGER
+    );
+    CREATE INDEX outbox_pending ON outbox (status, chat_id, id);
+    CREATE TABLE outbox_holds (
+        chat_id INTEGER PRIMARY KEY,
+        reason TEXT NOT NULL,
+        detail TEXT NOT NULL,
+        since TEXT NOT NULL
+    );
+    CREATE TABLE chat_moves (
+        old_chat_id INTEGER PRIMARY KEY,
+        new_chat_id INTEGER NOT NULL,
+        at TEXT NOT NULL
+    );
+    """,
+    # 5: a check's hints, warnings and named facts (e.g. the managed accounts) in their own columns,
+    # not prose among its findings to be parsed back; rows stored before are split the same way.
+    """
+    ALTER TABLE checks ADD COLUMN hints TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE checks ADD COLUMN warnings TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE checks ADD COLUMN facts TEXT NOT NULL DEFAULT '{}';
+    UPDATE checks SET
+        hints = (SELECT json_group_array(substr(value, 7)) FROM json_each(checks.findings)
+                 WHERE value LIKE 'Hint: %'),
+        warnings = (SELECT json_group_array(substr(value, 13)) FROM json_each(checks.findings)
+                    WHERE value LIKE '⚠️ Warning: %'),
+        facts = COALESCE((SELECT json_object('accounts', substr(value, 19)) FROM json_each(checks.findings)
+                          WHERE value LIKE 'Managed accounts: %'), '{}'),
+        findings = (SELECT json_group_array(value) FROM json_each(checks.findings)
+                    WHERE value NOT LIKE 'Hint: %' AND value NOT LIKE '⚠️ Warning: %');
+    """,
+    # 6 (wire11): alert messages in the outbox (buttons, edits of an earlier message by key)
+    # and the chats that /subscribe to the watch's alerts.
+    """
+    ALTER TABLE outbox ADD COLUMN buttons TEXT;
+    ALTER TABLE outbox ADD COLUMN message_key TEXT;
+    ALTER TABLE outbox ADD COLUMN edit INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX outbox_key ON outbox (chat_id, message_key);
+    CREATE TABLE watch_subscribers (
+        chat_id INTEGER PRIMARY KEY,
+        by TEXT NOT NULL,
+        since TEXT NOT NULL
+    );
+    """,
 )

@@ -1,13 +1,34 @@
-"""What storage hands back: frozen records of plain types (storage knows nothing of bot)."""
+"""The contract with storage: the statuses, and the frozen records storage hands back.
+
+Storage is the lowest layer, so the status enums live here and bot uses them (it never defines
+its own): one definition for the checks, the runner, the repository and the report.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
-RUN_STATUSES = frozenset({"running", "passed", "failed", "error", "cancelled", "interrupted"})
-CHECK_STATUSES = frozenset({"running", "passed", "failed", "error", "cancelled", "skipped", "interrupted"})
+
+class CheckStatus(StrEnum):
+    RUNNING = "running"
+    PASSED = "passed"
+    FAILED = "failed"
+    ERROR = "error"
+    CANCELLED = "cancelled"
+    SKIPPED = "skipped"
+    INTERRUPTED = "interrupted"  # its process went away before it finished
+
+
+class RunStatus(StrEnum):
+    RUNNING = "running"
+    PASSED = "passed"
+    FAILED = "failed"
+    ERROR = "error"
+    CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"
 
 
 @dataclass(frozen=True)
@@ -23,7 +44,7 @@ class CheckRecord:
     run_id: int
     seq: int
     name: str
-    status: str
+    status: CheckStatus
     started_at: datetime
     ended_at: datetime | None
     metrics: tuple[Metric, ...] = ()
@@ -31,6 +52,17 @@ class CheckRecord:
     error: str | None = None
     # (seconds since the check started, RTT in seconds or None for a missed heartbeat)
     series: tuple[tuple[float, float | None], ...] = ()
+    hints: tuple[str, ...] = ()  # what to try next, when it did not pass
+    warnings: tuple[str, ...] = ()  # passed, but worth a person's attention
+    # Non-numeric facts a check reports by name (e.g. the managed accounts), beside its metrics.
+    facts: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return self.status == CheckStatus.PASSED
+
+    def metric(self, name: str) -> float | None:
+        return next((m.value for m in self.metrics if m.name == name), None)
 
 
 @dataclass(frozen=True)
@@ -58,7 +90,7 @@ class RunSummary:
     id: int
     kind: str
     gateway: str
-    status: str
+    status: RunStatus
     started_by: str
     origin: str
     started_at: datetime
@@ -72,7 +104,7 @@ class RunRecord:
     id: int
     kind: str
     gateway: str
-    status: str
+    status: RunStatus
     started_by: str
     origin: str
     config: dict[str, Any]
@@ -81,6 +113,10 @@ class RunRecord:
     checks: tuple[CheckRecord, ...] = ()
     events: tuple[EventRecord, ...] = ()
     logs: tuple[LogRecord, ...] = ()
+
+    def check(self, name: str) -> CheckRecord | None:
+        """The last attempt of a check in this run."""
+        return next((c for c in reversed(self.checks) if c.name == name), None)
 
 
 @dataclass(frozen=True)

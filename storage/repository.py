@@ -1,9 +1,10 @@
 """The one aiosqlite repository: runs, checks, events, samples, log lines and the audit trail.
 
-Every write commits at once, so a crash leaves a readable partial run. A run records its owner
-(host, pid, process start) and renews a lease while it runs; a run still marked running whose
-owner is provably gone is marked interrupted, ended at its last stored sign of life. WAL lets
-readers (a /report, `gwbot history` during a soak) run beside the writer.
+Every write commits at once, so a crash leaves a readable partial run; a write of several
+statements is one transaction (``async with repo.transaction():``), all or nothing. A run
+records its owner (host, pid, process start) and renews a lease while it runs; a run still
+marked running whose owner is provably gone is marked interrupted, ended at its last stored
+sign of life. WAL lets readers (a /report, `gwbot history` during a soak) run beside the writer.
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ import logging
 import os
 import socket
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
@@ -27,22 +28,28 @@ from storage.errors import ELSEWHERE, DatabaseUnavailable, SchemaTooNew, Storage
 from storage.incidents import IncidentStore
 from storage.migrations import MIGRATIONS
 from storage.models import (
-    CHECK_STATUSES,
-    RUN_STATUSES,
     AuditRecord,
     CheckRecord,
+    CheckStatus,
     EventRecord,
     LogRecord,
     Metric,
     RunRecord,
+    RunStatus,
     RunSummary,
 )
+from storage.outbox import OutboxStore
+from storage.subscribers import SubscriberStore
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 LEASE_RENEW = 5.0  # seconds between renewals of this process's running runs
 LEASE_EXPIRY = timedelta(seconds=60)  # a lease this stale means its owner (on another host) is gone
 SAMPLES_SINCE = 2  # schema version that has the samples table and run owners
+# The schema version that has the checks' hints, warnings and facts columns (found, not numbered:
+# migrations from parallel branches are renumbered when they merge).
+COLUMNS_SINCE = next(n for n, script in enumerate(MIGRATIONS, start=1) if "ADD COLUMN hints" in script)
 
 
 def _ts(at: datetime) -> str:
@@ -51,7 +58,12 @@ def _ts(at: datetime) -> str:
     return at.astimezone(UTC).isoformat()
 
 
-def _dt(text: str | None) -> datetime | None:
+def _dt(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+def _dt_or_none(text: str | None) -> datetime | None:
+    """An optional time: the end of what has not ended."""
     return datetime.fromisoformat(text) if text else None
 
 
@@ -59,11 +71,10 @@ def _now() -> str:
     return _ts(datetime.now(UTC))
 
 
-def _status(value: str, allowed: frozenset[str], what: str) -> str:
-    value = str(value)
-    if value not in allowed:
-        raise ValueError(f"invalid {what} status {value!r}; expected one of {', '.join(sorted(allowed))}")
-    return value
+def _status(value: str, allowed: type[CheckStatus | RunStatus], what: str) -> str:
+    if value not in allowed.__members__.values():
+        raise ValueError(f"invalid {what} status {value!r}; expected one of {', '.join(allowed)}")
+    return str(value)
 
 
 def _process_start(pid: int) -> str | None:
@@ -108,7 +119,7 @@ class Owner:
         return iter((self.host, self.pid, self.start))
 
 
-def _owner_gone(row: Mapping[str, Any], here: Owner, now: datetime) -> bool:
+def _owner_gone(row: sqlite3.Row, here: Owner, now: datetime) -> bool:
     """Provably gone: a dead or reused pid on this host, else a lease not renewed for LEASE_EXPIRY."""
     if row["owner_host"] is None:
         return True  # stored before owners were recorded: nothing could ever finish it
@@ -118,7 +129,7 @@ def _owner_gone(row: Mapping[str, Any], here: Owner, now: datetime) -> bool:
         start = _process_start(row["owner_pid"])
         if start is not None and row["owner_start"] is not None:
             return start != row["owner_start"]
-    alive_at = _dt(row["alive_at"])
+    alive_at = _dt_or_none(row["alive_at"])
     return alive_at is None or now - alive_at > LEASE_EXPIRY
 
 
@@ -174,10 +185,15 @@ class Repository:
         self.read_only = read_only
         self.owner = Owner.current()
         self.recovered_runs: tuple[int, ...] = ()
+        self.outbox = OutboxStore(db, self.committed)  # the outbox's rows share this connection (one writer)
         self._version = len(MIGRATIONS)
         self._owned: set[int] = set()  # runs this repository created and has not finished
         self._lease_task: asyncio.Task[None] | None = None
-        self.incidents = IncidentStore(db)  # the watch's outages share this connection (one writer)
+        # One connection serves every task: a transaction keeps the others' writes out until it ends.
+        self._lock = asyncio.Lock()
+        self._tx_task: asyncio.Task[Any] | None = None
+        self.incidents = IncidentStore(db, self.committed)  # the watch's outages share this connection
+        self.subscribers = SubscriberStore(db, self.committed)  # chats that /subscribe to the watch's alerts
 
     @classmethod
     async def open(cls, path: Path, *, for_reading: bool = False) -> Repository:
@@ -197,7 +213,7 @@ class Repository:
             with _translated(path):
                 await db.execute("PRAGMA busy_timeout=5000")
                 # Read before any write: a file that is not ours, or too new, is left as it was.
-                (repo._version,) = await repo._one("PRAGMA user_version")
+                repo._version = await repo._value("PRAGMA user_version")
                 if repo._version > len(MIGRATIONS):
                     raise SchemaTooNew(
                         f"{path} was written by a newer gwbot (schema version {repo._version}; this one knows "
@@ -250,11 +266,12 @@ class Repository:
 
     async def _interrupt(self, run_ids: Iterable[int]) -> None:
         for run_id in run_ids:
-            ended = _ts(await self._last_sign_of_life(run_id))
-            await self._write("UPDATE checks SET status = 'interrupted', ended_at = ? "
-                              "WHERE run_id = ? AND status = 'running'", (ended, run_id))
-            await self._write("UPDATE runs SET status = 'interrupted', ended_at = ? "
-                              "WHERE id = ? AND status = 'running'", (ended, run_id))
+            async with self.transaction():  # never a run left running with its checks interrupted
+                ended = _ts(await self._last_sign_of_life(run_id))
+                await self._write("UPDATE checks SET status = 'interrupted', ended_at = ? "
+                                  "WHERE run_id = ? AND status = 'running'", (ended, run_id))
+                await self._write("UPDATE runs SET status = 'interrupted', ended_at = ? "
+                                  "WHERE id = ? AND status = 'running'", (ended, run_id))
             self._owned.discard(run_id)
 
     async def _last_sign_of_life(self, run_id: int) -> datetime:
@@ -264,6 +281,7 @@ class Repository:
             "(SELECT MAX(at) FROM logs WHERE run_id = :r), (SELECT MAX(at) FROM samples WHERE run_id = :r), "
             "(SELECT MAX(started_at) FROM checks WHERE run_id = :r), "
             "(SELECT MAX(ended_at) FROM checks WHERE run_id = :r)", {"r": run_id})
+        assert row is not None  # a SELECT of subqueries always gives one row
         return max(_dt(t) for t in row if t)
 
     async def _keep_leases(self) -> None:
@@ -284,28 +302,56 @@ class Repository:
             async with self._db.execute(sql, params) as cur:
                 return await cur.fetchone()
 
+    async def _value(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        """The one value of a query that always gives one row (a count, a pragma)."""
+        row = await self._one(sql, params)
+        assert row is not None, sql
+        return row[0]
+
     async def _all(self, sql: str, params: Sequence[Any] = ()) -> Iterable[aiosqlite.Row]:
         with _translated(self.path):
             return await self._db.execute_fetchall(sql, params)
 
-    async def _write(self, sql: str, params: Sequence[Any] = ()) -> int:
-        with _translated(self.path):
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[None]:
+        """The writes inside land together or not at all; nested in the same task, joins the outer one."""
+        if self._tx_task is not None and self._tx_task is asyncio.current_task():
+            yield
+            return
+        async with self._lock:
+            self._tx_task = asyncio.current_task()
             try:
-                cur = await self._db.execute(sql, params)
-                await self._db.commit()
-            except sqlite3.Error:
+                # Inside the try: a task cancelled while BEGIN is queued still gets it rolled back
+                # (aiosqlite runs a queued statement even when its caller has stopped waiting).
+                with _translated(self.path):
+                    await self._db.execute("BEGIN IMMEDIATE")  # reads inside see what the writes act on
+                yield
+                with _translated(self.path):
+                    await self._db.commit()
+            except BaseException:
                 await self._db.rollback()  # a failed write leaves nothing half-done behind
                 raise
+            finally:
+                self._tx_task = None
+
+    async def committed(self, write: Callable[[], Awaitable[T]]) -> T:
+        """``write`` in a transaction of its own, finished even if the caller is cancelled meanwhile:
+        what the outbox and the watch hand over is handed over once. Never inside another transaction."""
+        async def whole() -> T:
+            async with self.transaction():
+                return await write()
+        return await asyncio.shield(whole())
+
+    async def _write(self, sql: str, params: Sequence[Any] = ()) -> int:
+        async with self.transaction():
+            with _translated(self.path):
+                cur = await self._db.execute(sql, params)
         return cur.lastrowid or 0
 
     async def _write_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        with _translated(self.path):
-            try:
+        async with self.transaction():
+            with _translated(self.path):
                 await self._db.executemany(sql, rows)
-                await self._db.commit()
-            except sqlite3.Error:
-                await self._db.rollback()
-                raise
 
     async def _require_run(self, run_id: int) -> None:
         if await self._one("SELECT 1 FROM runs WHERE id = ?", (run_id,)) is None:
@@ -323,30 +369,35 @@ class Repository:
         self._owned.add(run_id)
         return run_id
 
-    async def finish_run(self, run_id: int, status: str) -> None:
-        status = _status(status, RUN_STATUSES, "run")
-        await self._require_run(run_id)
-        await self._write("UPDATE runs SET status = ?, ended_at = ? WHERE id = ?", (status, _now(), run_id))
+    async def finish_run(self, run_id: int, status: RunStatus | str) -> None:
+        checked = _status(status, RunStatus, "run")
+        async with self.transaction():
+            await self._require_run(run_id)
+            await self._write("UPDATE runs SET status = ?, ended_at = ? WHERE id = ?", (checked, _now(), run_id))
         self._owned.discard(run_id)
 
     async def start_check(self, run_id: int, name: str) -> int:
-        await self._require_run(run_id)
-        (seq,) = await self._one("SELECT COALESCE(MAX(seq), 0) + 1 FROM checks WHERE run_id = ?", (run_id,))
-        return await self._write(
-            "INSERT INTO checks (run_id, seq, name, status, started_at) VALUES (?, ?, ?, 'running', ?)",
-            (run_id, seq, name, _now()))
+        async with self.transaction():  # the next seq is read and taken at once
+            await self._require_run(run_id)
+            seq = await self._value("SELECT COALESCE(MAX(seq), 0) + 1 FROM checks WHERE run_id = ?", (run_id,))
+            return await self._write(
+                "INSERT INTO checks (run_id, seq, name, status, started_at) VALUES (?, ?, ?, 'running', ?)",
+                (run_id, seq, name, _now()))
 
-    async def finish_check(self, check_id: int, status: str, *, metrics: Iterable[Metric] = (),
+    async def finish_check(self, check_id: int, status: CheckStatus | str, *, metrics: Iterable[Metric] = (),
                            findings: Iterable[str] = (), error: str | None = None,
-                           series: Iterable[tuple[float, float | None]] = ()) -> None:
-        status = _status(status, CHECK_STATUSES, "check")
-        if await self._one("SELECT 1 FROM checks WHERE id = ?", (check_id,)) is None:
-            raise LookupError(f"no check #{check_id}")
-        await self._write(
-            "UPDATE checks SET status = ?, ended_at = ?, metrics = ?, findings = ?, error = ?, series = ? "
-            "WHERE id = ?",
-            (status, _now(), json.dumps([[m.name, m.value, m.unit] for m in metrics]),
-             json.dumps(list(findings)), error, json.dumps([list(p) for p in series]), check_id))
+                           series: Iterable[tuple[float, float | None]] = (), hints: Iterable[str] = (),
+                           warnings: Iterable[str] = (), facts: Mapping[str, str] | None = None) -> None:
+        checked = _status(status, CheckStatus, "check")
+        async with self.transaction():
+            if await self._one("SELECT 1 FROM checks WHERE id = ?", (check_id,)) is None:
+                raise LookupError(f"no check #{check_id}")
+            await self._write(
+                "UPDATE checks SET status = ?, ended_at = ?, metrics = ?, findings = ?, error = ?, series = ?, "
+                "hints = ?, warnings = ?, facts = ? WHERE id = ?",
+                (checked, _now(), json.dumps([[m.name, m.value, m.unit] for m in metrics]),
+                 json.dumps(list(findings)), error, json.dumps([list(p) for p in series]),
+                 json.dumps(list(hints)), json.dumps(list(warnings)), json.dumps(dict(facts or {})), check_id))
 
     async def add_event(self, run_id: int, at: datetime, kind: str, message: str,
                         data: Mapping[str, Any] | None = None) -> None:
@@ -383,10 +434,10 @@ class Repository:
             (_dt(r["at"]), r["rtt"]) for r in await self._all("SELECT at, rtt FROM samples WHERE run_id = ? "
                                                               "ORDER BY id", (run_id,))]
         return RunRecord(
-            id=run["id"], kind=run["kind"], gateway=run["gateway"], status=run["status"],
+            id=run["id"], kind=run["kind"], gateway=run["gateway"], status=RunStatus(run["status"]),
             started_by=run["started_by"], origin=run["origin"], config=json.loads(run["config"]),
-            started_at=_dt(run["started_at"]), ended_at=_dt(run["ended_at"]),
-            checks=tuple(self._check(c, samples) for c in checks),
+            started_at=_dt(run["started_at"]), ended_at=_dt_or_none(run["ended_at"]),
+            checks=tuple(self._check(c, samples, self._version >= COLUMNS_SINCE) for c in checks),
             events=tuple(EventRecord(e["id"], e["run_id"], _dt(e["at"]), e["kind"], e["message"], json.loads(e["data"]))
                          for e in events),
             logs=tuple(LogRecord(entry["id"], entry["run_id"], _dt(entry["at"]), entry["level"], entry["logger"],
@@ -394,19 +445,21 @@ class Repository:
         )
 
     @staticmethod
-    def _check(c: aiosqlite.Row, samples: Sequence[tuple[datetime, float | None]]) -> CheckRecord:
-        started, ended = _dt(c["started_at"]), _dt(c["ended_at"])
+    def _check(c: aiosqlite.Row, samples: Sequence[tuple[datetime, float | None]], columns: bool) -> CheckRecord:
+        started, ended = _dt(c["started_at"]), _dt_or_none(c["ended_at"])
         series = tuple((t, rtt) for t, rtt in json.loads(c["series"]))
         if not series and c["status"] == "interrupted":
             # It never stored its result: its heartbeats, stored as they were taken, are the series.
             series = tuple((round((at - started).total_seconds(), 3), rtt) for at, rtt in samples
                            if started <= at and (ended is None or at <= ended))
         return CheckRecord(
-            id=c["id"], run_id=c["run_id"], seq=c["seq"], name=c["name"], status=c["status"],
-            started_at=_dt(c["started_at"]), ended_at=_dt(c["ended_at"]),
+            id=c["id"], run_id=c["run_id"], seq=c["seq"], name=c["name"], status=CheckStatus(c["status"]),
+            started_at=started, ended_at=ended,
             metrics=tuple(Metric(n, v, u) for n, v, u in json.loads(c["metrics"])),
             findings=tuple(json.loads(c["findings"])), error=c["error"],
-            series=series,
+            series=series, **({} if not columns else {  # else a read-only file of an older schema
+                "hints": tuple(json.loads(c["hints"])), "warnings": tuple(json.loads(c["warnings"])),
+                "facts": json.loads(c["facts"])}),
         )
 
     async def list_runs(self, limit: int = 20, gateway: str | None = None) -> list[RunSummary]:
@@ -415,8 +468,8 @@ class Repository:
             "FROM runs r LEFT JOIN checks c ON c.run_id = r.id "
             "WHERE (? IS NULL OR r.gateway = ?) GROUP BY r.id ORDER BY r.id DESC LIMIT ?",
             (gateway, gateway, limit))
-        return [RunSummary(r["id"], r["kind"], r["gateway"], r["status"], r["started_by"], r["origin"],
-                           _dt(r["started_at"]), _dt(r["ended_at"]), r["total"], r["passed"]) for r in rows]
+        return [RunSummary(r["id"], r["kind"], r["gateway"], RunStatus(r["status"]), r["started_by"], r["origin"],
+                           _dt(r["started_at"]), _dt_or_none(r["ended_at"]), r["total"], r["passed"]) for r in rows]
 
     async def latest_run(self, gateway: str | None = None) -> RunSummary | None:
         runs = await self.list_runs(limit=1, gateway=gateway)

@@ -4,13 +4,13 @@ the real IBKR client to the simulated Gateway, a real SQLite file. Nothing of PT
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import pytest
-from telegram import Bot
 
 from bot.config import ChecksConfig, Config, SoakConfig, TelegramConfig
 from bot.lab.chat import lab_chat
@@ -120,7 +120,7 @@ async def test_soak_edits_progress_in_place_and_sends_a_chart(chat):
     assert "▓" in progress[0].text and "last RTT" in progress[0].text
     edits = [c.mono for c in chat.standin.calls if c.method == "editMessageText"
              and c.params.get("message_id") == str(progress[0].message_id)]
-    assert all(b - a >= 0.9 for a, b in zip(edits, edits[1:])), "edits at most every progress_interval"
+    assert all(b - a >= 0.9 for a, b in itertools.pairwise(edits)), "edits at most every progress_interval"
     summary = next(m for m in chat.standin.messages(SQUAD) if "soak: passed" in m.text)
     assert "RTT median" in summary.text
 
@@ -284,9 +284,8 @@ async def test_a_long_report_comes_as_a_markdown_file(chat):
                                               for i in range(40)])
     await chat.services.repo.finish_run(run_id, "failed")
     run = await chat.services.repo.get_run(run_id)
-    async with Bot(chat.standin.token, base_url=chat.standin.base_url) as bot:
-        await send_report(bot, SQUAD, run)
-    doc = chat.standin.messages(SQUAD)[-1]
+    await send_report(chat.services.outbox, SQUAD, run)
+    doc = await chat.wait(lambda m: m.kind == "document")
     assert doc.kind == "document" and doc.file_name == f"gwbot-run-{run_id}-checklist.md"
     assert len(doc.file_bytes) > MESSAGE_LIMIT and doc.file_bytes.startswith(b"## Results")
 
@@ -319,7 +318,7 @@ async def test_errors_passes_with_other_traffic_going_on(two_gateway_chat):
     # /status of the hung Gateway keeps a fresh API connection open right beside the rows'.
     traffic = asyncio.create_task(other_traffic(chat, over, "/status backup"))
     started = await chat.ask("/errors", "errors on paper")
-    result = await chat.wait(lambda m: "errors:" in m.text and "PASSED" in m.text or "FAILED" in m.text,
+    result = await chat.wait(lambda m: "errors:" in m.text and ("PASSED" in m.text or "FAILED" in m.text),
                              started.message_id, timeout=30)
     over.set()
     assert await asyncio.wait_for(traffic, 15) >= 2

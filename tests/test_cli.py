@@ -45,7 +45,7 @@ async def test_demo_passes_then_history_and_report(tmp_path):
 
 
 async def test_bad_config_is_one_clear_line(tmp_path):
-    code, out, err = await gwbot("--config", str(config_file(tmp_path, "ibkr: {port: abc}\n")), "history")
+    code, _out, err = await gwbot("--config", str(config_file(tmp_path, "ibkr: {port: abc}\n")), "history")
     assert code == 2
     assert err.strip() == "gwbot: config.yaml: ibkr.port: expected an integer 1-65535, got 'abc'"
 
@@ -108,8 +108,10 @@ async def test_simctl_errors_are_explained(gateway):
     await ctl.start()
     try:
         cases = {("bogus",): "ERROR unknown command BOGUS", ("latency", "abc"): "ERROR latency: SECONDS must be",
-                 ("ready", "maybe"): "ERROR ready: usage: ready on|off", ("latency", "-1"): "ERROR latency: SECONDS must",
-                 ("restart", "-5"): "ERROR restart: DOWN must be", ("reject", "x"): "ERROR reject: usage: reject fin|rst|off",
+                 ("ready", "maybe"): "ERROR ready: usage: ready on|off",
+                 ("latency", "-1"): "ERROR latency: SECONDS must",
+                 ("restart", "-5"): "ERROR restart: DOWN must be",
+                 ("reject", "x"): "ERROR reject: usage: reject fin|rst|off",
                  ("restart", "5", "--ready-after", "-1"): "ERROR restart: --ready-after must be"}
         for words, expected in cases.items():
             code, out, err = await gwbot("simctl", *words, "--control-port", str(ctl.port))

@@ -140,7 +140,8 @@ async def test_restart_reconnects_and_refused_knocks_spend_no_attempt(gateway):
 
 
 async def test_reconnect_gives_up_only_when_the_time_budget_runs_out(gateway):
-    client = client_for(gateway, reconnect=ReconnectPolicy(stop_after_attempt(1) | stop_after_delay(1.0), wait_fixed(0.1)))
+    policy = ReconnectPolicy(stop_after_attempt(1) | stop_after_delay(1.0), wait_fixed(0.1))
+    client = client_for(gateway, reconnect=policy)
     await client.connect()
     async with client.events.stream() as q:
         await gateway.stop()

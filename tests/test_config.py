@@ -65,22 +65,27 @@ def test_named_gateways_inherit_and_override(tmp_path):
     ("ibkr: {port: true}", "config.yaml: ibkr.port: expected an integer 1-65535, got True"),
     ("ibkr: {port: 0}", "config.yaml: ibkr.port: expected an integer 1-65535, got 0"),
     ("ibkr: {port: 70000}", "config.yaml: ibkr.port: expected an integer 1-65535, got 70000"),
-    ("ibkr: {reconnect_delay: -1}", "config.yaml: ibkr.reconnect_delay: expected a number of seconds from 0 to 3600, got -1"),
-    ("ibkr: {heartbeat_interval: 0.5}", "config.yaml: ibkr.heartbeat_interval: expected a number of seconds from 1 to 3600, got 0.5"),
+    ("ibkr: {reconnect_delay: -1}",
+     "config.yaml: ibkr.reconnect_delay: expected a number of seconds from 0 to 3600, got -1"),
+    ("ibkr: {heartbeat_interval: 0.5}",
+     "config.yaml: ibkr.heartbeat_interval: expected a number of seconds from 1 to 3600, got 0.5"),
     ("ibkr: {allow_live: 'yes'}", "config.yaml: ibkr.allow_live: expected true or false, got 'yes'"),
     ("ibkr: [1, 2]", "config.yaml: ibkr: expected a mapping, got list"),
     ("ibkr: {prot: 4002}", "config.yaml: ibkr.prot: unknown key (did you mean 'port'?)"),
     ("sok: {}", "config.yaml: sok: unknown key (did you mean 'soak'?)"),
     ("zzz: 1", "config.yaml: zzz: unknown key"),
     ("soak: {duraton: 5}", "config.yaml: soak.duraton: unknown key (did you mean 'duration'?)"),
-    ("telegram: {allowed_chat_ids: abc}", "config.yaml: telegram.allowed_chat_ids: expected a list of integers, got 'abc'"),
+    ("telegram: {allowed_chat_ids: abc}",
+     "config.yaml: telegram.allowed_chat_ids: expected a list of integers, got 'abc'"),
     ("logging: {level: LOUD}", "config.yaml: logging.level: expected one of DEBUG, INFO, WARNING, ERROR, got 'LOUD'"),
     ("- a\n- b", "config.yaml: expected a mapping at the top level, got list"),
-    ("ibkr:\n  port: 4002\n   host: x", "config.yaml: invalid YAML at line 3, column 8: mapping values are not allowed here"),
+    ("ibkr:\n  port: 4002\n   host: x",
+     "config.yaml: invalid YAML at line 3, column 8: mapping values are not allowed here"),
     ("gateways: {paper: {port: 1}}", "config.yaml: gateways.paper: Gateway name 'paper' is used twice"),
     ("gateways: {b: {name: c}}", "config.yaml: gateways.b.name: not allowed here: the Gateway's name is its key, 'b'"),
     ("gateways: {7: {port: 1}}", "config.yaml: gateways.7: expected a Gateway name (a non-empty string), got 7"),
-    ("ibkr: {reconnect_delay: .nan}", "config.yaml: ibkr.reconnect_delay: expected a number of seconds from 0 to 3600, got nan"),
+    ("ibkr: {reconnect_delay: .nan}",
+     "config.yaml: ibkr.reconnect_delay: expected a number of seconds from 0 to 3600, got nan"),
     ("soak: {duration: .inf}", "config.yaml: soak.duration: expected a number of seconds from 3 to 86400, got inf"),
     ("data_dir: 5", "config.yaml: data_dir: expected a non-empty string, got 5"),
     # Every role's id (client_id + up to 900) must be a valid client id: 2**31 - 1 at most.
@@ -91,7 +96,8 @@ def test_named_gateways_inherit_and_override(tmp_path):
     ("ibkr: {client_id: 5}\ngateways: {b: {port: 4004}, c: {port: 4004, client_id: 805}}",
      "config.yaml: gateways.c.client_id: 805 collides with Gateway 'b' on 127.0.0.1:4004 (its check id 805 is "
      "b's status id); pick a client_id that differs from 5 by none of 0, 100, 200, 700, 800, 900"),
-    (f"ibkr: {{port: '{'x' * 500}'}}", "config.yaml: ibkr.port: expected an integer 1-65535, got '" + "x" * 27 + "..." + "x" * 28 + "'"),
+    (f"ibkr: {{port: '{'x' * 500}'}}",
+     "config.yaml: ibkr.port: expected an integer 1-65535, got '" + "x" * 27 + "..." + "x" * 28 + "'"),
 ])
 def test_error_table(tmp_path, text, message):
     with pytest.raises(ConfigError) as err:
@@ -102,7 +108,8 @@ def test_error_table(tmp_path, text, message):
 def test_each_role_gets_its_own_id_and_gateways_apart_may_share_ids(tmp_path):
     from bot.client_ids import ClientRole
 
-    cfg = load_config(write(tmp_path, "ibkr: {client_id: 7}\ngateways: {live: {port: 4001}, b: {client_id: 8}}"), env={})
+    text = "ibkr: {client_id: 7}\ngateways: {live: {port: 4001}, b: {client_id: 8}}"
+    cfg = load_config(write(tmp_path, text), env={})
     paper, live, b = cfg.gateways
     assert [paper.client_id_for(r) for r in ClientRole] == [7, 707, 807, 907]
     assert live.client_id_for(ClientRole.STATUS) == 807  # another port: the same ids are no collision
@@ -115,11 +122,15 @@ def test_missing_file_is_one_clear_line(tmp_path):
 
 
 @pytest.mark.parametrize(("text", "message"), [
-    ("soak: {duration: 1.0e+300}", "config.yaml: soak.duration: expected a number of seconds from 3 to 86400, got 1e+300"),
+    ("soak: {duration: 1.0e+300}",
+     "config.yaml: soak.duration: expected a number of seconds from 3 to 86400, got 1e+300"),
     ("soak: {duration: 0}", "config.yaml: soak.duration: expected a number of seconds from 3 to 86400, got 0"),
-    ("ibkr: {reconnect_delay: 1.0e+300}", "config.yaml: ibkr.reconnect_delay: expected a number of seconds from 0 to 3600, got 1e+300"),
-    ("checks: {operator_timeout: 1.0e+12}", "config.yaml: checks.operator_timeout: expected a number of seconds > 0, at most 86400, got 1000000000000.0"),
-    ("ibkr: {max_reconnect_attempts: 99999999999}", "config.yaml: ibkr.max_reconnect_attempts: expected an integer 0-1000, got 99999999999"),
+    ("ibkr: {reconnect_delay: 1.0e+300}",
+     "config.yaml: ibkr.reconnect_delay: expected a number of seconds from 0 to 3600, got 1e+300"),
+    ("checks: {operator_timeout: 1.0e+12}",
+     "config.yaml: checks.operator_timeout: expected a number of seconds > 0, at most 86400, got 1000000000000.0"),
+    ("ibkr: {max_reconnect_attempts: 99999999999}",
+     "config.yaml: ibkr.max_reconnect_attempts: expected an integer 0-1000, got 99999999999"),
 ])
 def test_every_duration_has_a_range(tmp_path, text, message):
     with pytest.raises(ConfigError) as err:

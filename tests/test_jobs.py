@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from bot.checks.soak import SoakOptions
 from bot.jobs import JobBoard
 from bot.lab.operators import SilentOperator
 from bot.runner import Runner, RunRequest
@@ -12,7 +13,7 @@ from tests.test_checks import config_for, repo  # noqa: F401  (the repo fixture)
 
 async def test_a_running_job_feeds_its_gateways_live_view_with_no_front_end_help(repo, gateway):  # noqa: F811
     jobs = JobBoard(Runner(config_for(gateway.port), repo, {}))
-    job = await jobs.start(RunRequest(("soak",), "tester", "pytest", soak_duration=30), SilentOperator())
+    job = await jobs.start(RunRequest(("soak",), "tester", "pytest", options=(SoakOptions(30),)), SilentOperator())
     try:
         for _ in range(100):
             if job.live.connected is not None and job.live.last_rtt is not None:

@@ -27,28 +27,31 @@ def golden(name: str, text: str) -> None:
 async def store_checklist(repo: Repository, *, reconnect_ok: bool) -> int:
     run = await repo.create_run("checklist", "paper", "marcus (terminal)", "terminal", Config().public_dict())
     checks = [
-        ("port", "passed", [Metric("tcp_connect", 0.4, "ms")], [], None),
+        ("port", "passed", [Metric("tcp_connect", 0.4, "ms")], {}),
         ("connect", "passed", [Metric("connect", 15, "ms"), Metric("server_version", 178, "")],
-         ["Managed accounts: DUO779750"], None),
+         {"findings": ["Managed accounts: DUO779750"], "facts": {"accounts": "DUO779750"}}),
         ("soak", "passed", [Metric("duration", 600, "s"), Metric("heartbeats", 120, ""),
                             Metric("missed_heartbeats", 0, ""), Metric("drops", 0, ""),
                             Metric("rtt_min", 0.8, "ms"), Metric("rtt_median", 1.1, "ms"),
-                            Metric("rtt_p95", 2.0, "ms"), Metric("rtt_max", 3.2, "ms")], [], None),
-        ("disconnect", "passed", [Metric("disconnect", 1.2, "ms")], [], None),
+                            Metric("rtt_p95", 2.0, "ms"), Metric("rtt_max", 3.2, "ms")], {}),
+        ("disconnect", "passed", [Metric("disconnect", 1.2, "ms")], {}),
     ]
     if reconnect_ok:
-        checks.append(("reconnect", "passed", [Metric("prompt_to_drop", 4.1, "s"), Metric("back_to_reconnected", 0.3, "s"),
+        checks.append(("reconnect", "passed", [Metric("prompt_to_drop", 4.1, "s"),
+                                               Metric("back_to_reconnected", 0.3, "s"),
                                                Metric("reconnect_attempts", 2, ""), Metric("downtime", 14.2, "s")],
-                       [], None))
+                       {}))
     else:
         checks.append(("reconnect", "failed", [Metric("prompt_to_drop", 4.1, "s"), Metric("reconnect_attempts", 5, "")],
-                       ["Hint: Check `max_reconnect_attempts` in config", "Hint: Verify `reconnect_delay` is appropriate"],
-                       "Auto-reconnect gave up after 5 attempts (52.0 s): Connection refused on 127.0.0.1:4002"))
+                       {"hints": ["Check `max_reconnect_attempts` in config",
+                                  "Verify `reconnect_delay` is appropriate"],
+                        "error": "Auto-reconnect gave up after 5 attempts (52.0 s): "
+                                 "Connection refused on 127.0.0.1:4002"}))
     checks.append(("errors", "passed", [Metric("rows_ok", 7, ""), Metric("rows", 7, "")],
-                   ["ok: refused port: GatewayRefused in 0.00 s (expected GatewayRefused within 1 s)"], None))
-    for name, status, metrics, findings, error in checks:
+                   {"findings": ["ok: refused port: GatewayRefused in 0.00 s (expected GatewayRefused within 1 s)"]}))
+    for name, status, metrics, stored in checks:
         check = await repo.start_check(run, name)
-        await repo.finish_check(check, status, metrics=metrics, findings=findings, error=error)
+        await repo.finish_check(check, status, metrics=metrics, **stored)
     await repo.add_logs(run, [(T0 + timedelta(minutes=12), "WARNING", "bot.ibkr.client",
                                "connection to 127.0.0.1:4002 lost: peer closed (Peer closed connection.)")])
     await repo.finish_run(run, "passed" if reconnect_ok else "failed")
@@ -154,3 +157,37 @@ async def test_the_reconnect_after_a_soak_drop_is_in_the_report(tmp_path):
     assert f"  - {t + timedelta(seconds=25):%H:%M:%S} UTC: Disconnected (peer closed)\n" in connection
     assert f"  - {t + timedelta(seconds=28.2):%H:%M:%S} UTC: Reconnected after 3.1 s down, 1 attempt(s)\n" in connection
     assert "local disconnect" not in connection and "Reconnecting" not in connection
+
+
+async def test_a_new_check_is_reported_from_its_own_file_alone(tmp_path, monkeypatch):
+    """What the report shows of a check comes from the check's class: a check added to the
+    registry gets its summary line and its lines in its section without report.py knowing it."""
+    from bot import checks
+    from bot.checks.base import Check, mark, passed
+
+    class LatencyCheck(Check):
+        name = "latency"
+        section = "Connection Test"
+
+        async def execute(self, ctx, rec):
+            rec.metric("p50", 1.5, "ms")
+
+        @classmethod
+        def figures(cls, check):
+            return f"p50 {check.metric('p50'):.1f} ms"
+
+        @classmethod
+        def report_lines(cls, run, check):
+            return [f"- {mark(passed(check))} Latency measured"]
+
+    monkeypatch.setattr(checks, "CHECKS", (*checks.CHECKS, LatencyCheck))
+    monkeypatch.setattr(report, "CHECKS", checks.CHECKS)
+    async with await Repository.open(tmp_path / "gwbot.sqlite3") as repo:
+        run = await repo.create_run("latency", "paper", "x", "terminal", Config().public_dict())
+        check = await repo.start_check(run, "latency")
+        await repo.finish_check(check, "passed", metrics=[Metric("p50", 1.5, "ms")])
+        await repo.finish_run(run, "passed")
+        stored = await repo.get_run(run)
+    assert report.summary(stored).splitlines()[1] == "✅ latency: passed, p50 1.5 ms"
+    connection = report.markdown(stored).split("**Connection Test:**")[1].split("**Auto-Reconnect Test:**")[0]
+    assert connection.splitlines()[-2] == "- ✅ Latency measured"

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from bot.lab.simulator import SimulatedGateway
@@ -33,14 +34,14 @@ async def start(cfg: Path, token: str | None, *flags: str) -> asyncio.subprocess
     env = {k: v for k, v in os.environ.items() if k != "TELEGRAM_BOT_TOKEN"}
     if token:
         env["TELEGRAM_BOT_TOKEN"] = token
-    return await asyncio.create_subprocess_exec(sys.executable, "-m", "bot", "--config", str(cfg), "run", *flags, cwd=ROOT,
-                                                env=env, stdout=asyncio.subprocess.PIPE,
+    return await asyncio.create_subprocess_exec(sys.executable, "-m", "bot", "--config", str(cfg), "run", *flags,
+                                                cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE,
                                                 stderr=asyncio.subprocess.PIPE)
 
 
 async def test_missing_token_is_one_line(tmp_path):
     proc = await start(config(tmp_path, "http://127.0.0.1:1/bot"), None)
-    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    _out, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 2
     assert err.decode().strip().splitlines() == [
         "gwbot: set TELEGRAM_BOT_TOKEN to your bot's token (from @BotFather); see README"]
@@ -49,7 +50,7 @@ async def test_missing_token_is_one_line(tmp_path):
 async def test_rejected_token_is_one_line(tmp_path):
     async with BotApiStandIn() as standin:
         proc = await start(config(tmp_path, standin.base_url), "999:" + "x" * 35)
-        out, err = await asyncio.wait_for(proc.communicate(), 30)
+        _out, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 2
     lines = err.decode().strip().splitlines()
     assert lines[-1] == "gwbot: Telegram rejected the bot token (TELEGRAM_BOT_TOKEN): create one with @BotFather"
@@ -87,18 +88,17 @@ async def test_sigterm_mid_soak_cancels_the_run_and_exits_cleanly(tmp_path):
     assert run.status == "cancelled" and run.checks[0].status == "cancelled"
 
 
-async def test_ctrl_c_ends_gwbot_chat_while_it_waits_for_input(tmp_path):
+@contextlib.asynccontextmanager
+async def gwbot_chat(tmp_path: Path,
+                     config_text: str = "data_dir: data\n") -> AsyncIterator[asyncio.subprocess.Process]:
+    """`gwbot chat` in its own process, typed at through a pipe; Ctrl-C at the end must stop it cleanly."""
     cfg = tmp_path / "config.yaml"
-    cfg.write_text("data_dir: data\n", encoding="utf-8")
+    cfg.write_text(config_text, encoding="utf-8")
     proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "bot", "--config", str(cfg), "chat", cwd=ROOT,
                                                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
                                                 stderr=asyncio.subprocess.PIPE)
     try:
-        proc.stdin.write(b"/help\n")  # the pipe stays open: the chat is waiting for the next line
-        await proc.stdin.drain()
-        async with asyncio.timeout(30):
-            while b"/checklist - the whole" not in (line := await proc.stdout.readline()):
-                assert line, "gwbot chat ended early"
+        yield proc
         proc.send_signal(signal.SIGINT)
         await asyncio.wait_for(proc.wait(), 15)
     finally:
@@ -107,3 +107,12 @@ async def test_ctrl_c_ends_gwbot_chat_while_it_waits_for_input(tmp_path):
             await proc.wait()
     assert proc.returncode == 0
     assert "Traceback" not in (await proc.stderr.read()).decode()
+
+
+async def test_ctrl_c_ends_gwbot_chat_while_it_waits_for_input(tmp_path):
+    async with gwbot_chat(tmp_path) as proc:
+        proc.stdin.write(b"/help\n")  # the pipe stays open: the chat is waiting for the next line
+        await proc.stdin.drain()
+        async with asyncio.timeout(30):
+            while b"/checklist - the whole" not in (line := await proc.stdout.readline()):
+                assert line, "gwbot chat ended early"

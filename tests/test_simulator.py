@@ -13,7 +13,6 @@ from bot.lab.simulator import (
     NOTICE_TEXTS,
     ControlServer,
     Reject,
-    SimulatedGateway,
     control,
     frame,
     read_frame,

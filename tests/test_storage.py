@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import sqlite3
@@ -15,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from storage import Metric, Repository, SchemaTooNew, StorageFull
+from storage import CheckStatus, Metric, Repository, SchemaTooNew, StorageFull
 from storage.migrations import MIGRATIONS
+from storage.repository import COLUMNS_SINCE
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -171,8 +173,8 @@ async def test_a_soak_running_in_another_process_is_not_interrupted_until_it_die
             line = await asyncio.wait_for(soak.stdout.readline(), 30)
             assert line, seen.decode()
             seen += line
-        history = subprocess.run(cli("--config", cfg, "history"), cwd=ROOT, capture_output=True, text=True,
-                                 timeout=30)
+        history = await asyncio.to_thread(subprocess.run, cli("--config", cfg, "history"), cwd=ROOT,
+                                          capture_output=True, text=True, timeout=30)
         assert history.returncode == 0, history.stderr
         assert "running" in history.stdout and "interrupted" not in history.stdout
         async with await Repository.open(tmp_path / "data" / "gwbot.sqlite3") as repo:
@@ -200,8 +202,8 @@ async def test_a_soak_running_in_another_process_is_not_interrupted_until_it_die
 async def test_only_runs_whose_owner_is_gone_are_interrupted(tmp_path):
     path = tmp_path / "gwbot.sqlite3"
     me = os.getpid()
-    ghost = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                           text=True, check=True)
+    ghost = await asyncio.to_thread(subprocess.run, [sys.executable, "-c", "import os; print(os.getpid())"],
+                                    capture_output=True, text=True, check=True)
     dead_pid = int(ghost.stdout)
     now = datetime.now(UTC)
     async with await Repository.open(path) as probe:
@@ -366,3 +368,49 @@ async def test_a_full_disk_is_one_line_and_writes_nothing(tmp_path):
             await repo.add_logs(run, [(datetime.now(UTC), "INFO", "bot", "x" * 5000)] * 20)
         assert str(full.value) == (f"cannot write {path}: the disk is full; free some space there and try again")
         assert (await repo.get_run(run)).logs == ()
+
+
+# ------------------------------------------------- one typed contract (issue 9 item 4)
+async def test_hints_warnings_and_facts_are_columns_and_older_rows_are_split_into_them(tmp_path):
+    """A check stored before the hints column kept its hints, warnings and accounts as prose among
+    its findings; the migration moves them to their columns, and new checks store them there."""
+    path = tmp_path / "gwbot.sqlite3"
+    with sqlite3.connect(path) as db:  # a database as the gwbot before this one left it
+        for number, script in enumerate(MIGRATIONS[:COLUMNS_SINCE - 1], start=1):
+            db.executescript(f"BEGIN; {script}; PRAGMA user_version = {number}; COMMIT;")
+        db.execute("INSERT INTO runs (kind, gateway, status, started_by, origin, config, started_at) "
+                   "VALUES ('connect', 'paper', 'failed', 'x', 'terminal', '{}', '2026-02-03T11:40:00+00:00')")
+        old = ["Connected", "Managed accounts: DU1, DU2", "⚠️ Warning: executions unanswered", "Hint: Start it"]
+        db.execute("INSERT INTO checks (run_id, seq, name, status, started_at, findings) "
+                   "VALUES (1, 1, 'connect', 'failed', '2026-02-03T11:40:00+00:00', ?)", (json.dumps(old),))
+    async with await Repository.open(path) as repo:
+        (check,) = (await repo.get_run(1)).checks
+        assert check.findings == ("Connected", "Managed accounts: DU1, DU2")
+        assert (check.hints, check.warnings, check.facts) == (("Start it",), ("executions unanswered",),
+                                                               {"accounts": "DU1, DU2"})
+        assert check.status is CheckStatus.FAILED
+        new = await repo.start_check(1, "connect")
+        await repo.finish_check(new, CheckStatus.PASSED, findings=["Connected"], hints=["a", "b"],
+                                warnings=["w"], facts={"accounts": "DU3"})
+        stored = (await repo.get_run(1)).checks[1]
+        assert (stored.findings, stored.hints, stored.warnings, stored.facts) == (
+            ("Connected",), ("a", "b"), ("w",), {"accounts": "DU3"})
+
+
+async def test_a_transaction_is_all_or_nothing_and_keeps_other_tasks_writes_out(repo):
+    run = await repo.create_run("connect", "paper", "x", "terminal", {})
+    check = await repo.start_check(run, "connect")
+    at = datetime.now(UTC)
+    other: asyncio.Task[None] | None = None
+    with pytest.raises(LookupError):
+        async with repo.transaction():
+            await repo.finish_check(check, "passed", metrics=[Metric("connect", 1.0, "ms")])
+            # Another task writing meanwhile waits for the transaction: it is not rolled back with it.
+            other = asyncio.create_task(repo.add_event(run, at, "note", "from another task"))
+            await asyncio.sleep(0.05)
+            assert not other.done()
+            await repo.finish_run(999, "passed")  # fails: nothing of this transaction may stay
+    await other
+    stored = await repo.get_run(run)
+    assert stored.checks[0].status == "running" and stored.checks[0].metrics == ()
+    assert [e.message for e in stored.events] == ["from another task"]

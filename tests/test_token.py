@@ -16,7 +16,7 @@ TOKEN = f"110201543:{SECRET}"
 async def test_a_malformed_token_is_refused_before_any_network_call(tmp_path):
     async with BotApiStandIn() as standin:
         proc = await start(config(tmp_path, standin.base_url), "not-a-token")
-        out, err = await asyncio.wait_for(proc.communicate(), 30)
+        _out, err = await asyncio.wait_for(proc.communicate(), 30)
         assert not standin.commands, "no request reached the Bot API"
     assert proc.returncode == 2
     assert err.decode().strip().splitlines() == [
@@ -26,7 +26,8 @@ async def test_a_malformed_token_is_refused_before_any_network_call(tmp_path):
 
 async def test_the_token_is_in_no_log_line_terminal_or_journal(tmp_path):
     async with SimulatedGateway(port=0) as gw, BotApiStandIn(token=TOKEN) as standin:
-        _, out, err = await sigterm_after(tmp_path, gw, standin, "/connect", lambda m: "connect: passed" in m.text, "-v")
+        _, out, err = await sigterm_after(tmp_path, gw, standin, "/connect", lambda m: "connect: passed" in m.text,
+                                          "-v")
     assert "Set Bot API URL" in err.decode(), "the PTB debug line that used to carry the token is there"
     assert SECRET not in out.decode() + err.decode()
     with sqlite3.connect(tmp_path / "data" / "gwbot.sqlite3") as db:

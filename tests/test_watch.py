@@ -57,7 +57,8 @@ async def until(predicate, timeout: float = 8.0) -> None:
 
 
 def watch_for(config: Config, sink, **kw) -> Watch:
-    return Watch(config, sink, knock_interval=0.05, max_pause=0.3, client_options={"probe_interval": FAST.probe_interval}, **kw)
+    return Watch(config, sink, knock_interval=0.05, max_pause=0.3,
+                 client_options={"probe_interval": FAST.probe_interval}, **kw)
 
 
 async def test_stop_brings_down_after_debounce_and_start_brings_recovered_with_downtime(gateway):

@@ -57,7 +57,8 @@ watch:
      "'weekdays' or a list of mon..sun, got [{'end': '01:00', 'name': 'x', 'start': '25:00', 'tz': 'UTC'}]"),
     ("watch: {expected: [{name: x, start: '01:00', end: '02:00', tz: UTC, days: [funday]}]}",
      "watch.expected: expected a window {name, days, start: 'HH:MM', end: 'HH:MM', tz, kind} with days 'daily', "
-     "'weekdays' or a list of mon..sun, got [{'days': ['funday'], 'end': '02:00', 'name': 'x', 'start': '01:00', ...}]"),
+     "'weekdays' or a list of mon..sun, got "
+     "[{'days': ['funday'], 'end': '02:00', 'name': 'x', 'start': '01:00', ...}]"),
     ("watch: {expected: [{name: x, start: '01:00', end: '02:00', tz: UTC, kind: lunch}]}",
      "watch.expected: expected a window kind: one of reset, maintenance, restart, other, "
      "got [{'end': '02:00', 'kind': 'lunch', 'name': 'x', 'start': '01:00', ...}]"),

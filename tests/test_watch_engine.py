@@ -219,7 +219,8 @@ def test_windows_follow_daylight_saving():
 
 def test_engine_judges_windows_in_local_time_across_the_dst_change():
     # 04:30 UTC is 00:30 EDT on Monday 9 March (inside the reset) but 23:30 EST on Sunday 1 March.
-    for at, expected in ((datetime(2026, 3, 9, 4, 30, tzinfo=UTC), True), (datetime(2026, 3, 2, 4, 30, tzinfo=UTC), False)):
+    cases = ((datetime(2026, 3, 9, 4, 30, tzinfo=UTC), True), (datetime(2026, 3, 2, 4, 30, tzinfo=UTC), False))
+    for at, expected in cases:
         engine, clock = make(at, down_after=3)
         see(engine, clock, 0, down(DownCause.IB_LINK, Layer.IB_LINK, code=1100))
         alerts = run(engine, clock, 10)

@@ -2,7 +2,10 @@
 
 A check is one file with one ``Check`` subclass that implements :meth:`Check.execute`; the base
 class times it, turns exceptions and cancellation into honest statuses, and builds the result.
-Checks know nothing of Telegram or terminals: they talk to people only through :class:`Operator`.
+The same class declares the options a request may carry for it, and renders its stored record:
+its summary line, its lines in the report, its recommendations. Its metric names are constants
+in its file. Checks know nothing of Telegram or terminals: they talk to people only through
+:class:`Operator`.
 """
 
 from __future__ import annotations
@@ -21,19 +24,28 @@ from bot.config import Config, GatewayConfig
 from bot.ibkr.client import IBKRClient
 from bot.ibkr.errors import GatewayError
 from bot.ibkr.events import ClientEvent
-from storage.models import Metric
+from storage.models import CheckRecord, CheckStatus, Metric, RunRecord, RunStatus
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 WARNING_MARK = "⚠️ Warning:"
+PASS, FAIL, NOT_RUN = "✅", "❌", "⏸️"
+_MARKS: dict[str, str] = {RunStatus.PASSED: PASS, RunStatus.RUNNING: "⏳", RunStatus.CANCELLED: "🚫",
+                          RunStatus.INTERRUPTED: "⚠️"}
 
 
-class CheckStatus(StrEnum):
-    PASSED = "passed"
-    FAILED = "failed"
-    ERROR = "error"
-    CANCELLED = "cancelled"
-    SKIPPED = "skipped"
+def status_mark(status: str) -> str:
+    """The mark of a run's or a check's status (both enums share these values)."""
+    return _MARKS.get(status, FAIL)  # StrEnum members hash and compare as their values
+
+
+def mark(ok: bool | None) -> str:
+    """A checklist line's mark: passed, failed, or not run (None)."""
+    return NOT_RUN if ok is None else PASS if ok else FAIL
+
+
+def passed(check: CheckRecord | None) -> bool | None:
+    return None if check is None else check.passed
 
 
 @dataclass(frozen=True)
@@ -48,8 +60,9 @@ class CheckResult:
     hints: tuple[str, ...] = ()
     # (seconds since start, RTT seconds or None for a missed heartbeat): the soak chart's data.
     series: tuple[tuple[float, float | None], ...] = ()
-    # Passed, but with something a person should know (also among the findings, marked).
+    # Passed, but with something a person should know.
     warnings: tuple[str, ...] = ()
+    facts: dict[str, str] = field(default_factory=dict)  # non-numeric results by name, e.g. accounts
 
     @property
     def passed(self) -> bool:
@@ -198,6 +211,7 @@ class Recorder:
         self.failures: list[str] = []
         self.hints: list[str] = []
         self.warnings: list[str] = []
+        self.facts: dict[str, str] = {}
 
     @property
     def elapsed(self) -> float:
@@ -210,11 +224,13 @@ class Recorder:
         log.info("%s: %s", self.check, text)
         self.findings.append(text)
 
+    def fact(self, name: str, value: str) -> None:
+        self.facts[name] = value
+
     def warn(self, text: str) -> None:
-        """Worth knowing, not a failure: shown among the findings, marked as a warning."""
+        """Worth knowing, not a failure."""
         log.warning("%s: warning: %s", self.check, text)
         self.warnings.append(text)
-        self.findings.append(f"{WARNING_MARK} {text}")
 
     def fail(self, text: str, hints: tuple[str, ...] = ()) -> None:
         log.warning("%s: FAIL: %s", self.check, text)
@@ -229,10 +245,48 @@ class Recorder:
         self._ctx.progress(Progress(self.check, message, self.elapsed, fraction, remaining, last_rtt))
 
 
+@dataclass(frozen=True)
+class NoOptions:
+    """The options of a check that has none."""
+
+
 class Check(ABC):
-    """One step of the Task 5.1 checklist."""
+    """One step of the Task 5.1 checklist: how it runs, and how its stored record reads."""
 
     name: ClassVar[str]
+    # The options a request may carry for this check (a frozen dataclass; see RunRequest.options).
+    options_type: ClassVar[type[Any]] = NoOptions
+    # The report section its lines go under, e.g. "Connection Test"; None: only its summary line.
+    section: ClassVar[str | None] = None
+    # Provokes errors on purpose: the report leaves the warnings logged while it ran out of its excerpt.
+    provokes_errors: ClassVar[bool] = False
+
+    def __init__(self, options: Any = None) -> None:
+        self.options = options if options is not None else self.options_type()
+
+    @classmethod
+    def figures(cls, check: CheckRecord) -> str:
+        """Its key figures, for its summary line ("" when it has none or did not get that far)."""
+        return ""
+
+    @classmethod
+    def summary_line(cls, check: CheckRecord) -> str:
+        text = f"{status_mark(check.status)} {check.name}: {check.status}"
+        if figures := cls.figures(check):
+            text += f", {figures}"
+        if check.error and not check.passed:
+            text += f"\n    {check.error}"
+        return text
+
+    @classmethod
+    def report_lines(cls, run: RunRecord, check: CheckRecord | None) -> list[str]:
+        """Its lines under its section of the report; ``check`` is None when it did not run."""
+        return []
+
+    @classmethod
+    def recommendations(cls, run: RunRecord, check: CheckRecord | None) -> list[str]:
+        """Advice beyond its hints, from its stored record."""
+        return []
 
     @abstractmethod
     async def execute(self, ctx: CheckContext, rec: Recorder) -> None:
@@ -278,6 +332,7 @@ class Check(ABC):
             hints=tuple(rec.hints),
             series=tuple(rec.series),
             warnings=tuple(rec.warnings),
+            facts=dict(rec.facts),
         )
 
 

@@ -7,25 +7,47 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from bot.checks.base import Check, CheckContext, Recorder
+from bot.checks.base import Check, CheckContext, Recorder, mark, passed
 from bot.ibkr.client import IBKRClient
 from bot.ibkr.errors import GatewayError, Layer
 from bot.ibkr.events import ClientEvent, GatewayNotice, NoticeKind
+from storage.models import CheckRecord, RunRecord
 
 # How long each start-up request gwbot itself skips may take before we call it unanswered.
 SYNC_PROBE_TIMEOUT = 2.0
 
+CONNECT = "connect"  # ms from connect() to a ready API
+SERVER_VERSION = "server_version"
+FIRST_RTT = "first_rtt"  # ms
+ACCOUNTS = "accounts"  # fact: the managed accounts, comma-separated
+
 
 class ConnectCheck(Check):
     name = "connect"
+    section = "Connection Test"
+
+    @classmethod
+    def figures(cls, check: CheckRecord) -> str:
+        ms = check.metric(CONNECT)
+        return "" if ms is None else f"server version {check.metric(SERVER_VERSION) or 0:.0f}, connected in {ms:.0f} ms"
+
+    @classmethod
+    def report_lines(cls, run: RunRecord, check: CheckRecord | None) -> list[str]:
+        version, ms = (None, None) if check is None else (check.metric(SERVER_VERSION), check.metric(CONNECT))
+        detail = ""
+        if check is not None and version is not None and ms is not None:
+            detail = f" (server version {version:.0f}, accounts {check.facts.get(ACCOUNTS, '')}, {ms:.0f} ms)"
+        return [f"- {mark(passed(check))} Connected successfully{detail}"]
 
     async def execute(self, ctx: CheckContext, rec: Recorder) -> None:
         seen: list[GatewayNotice] = []
+        noticed = asyncio.Event()  # set on each notice, so the farm wait re-judges only when one arrives
         client = ctx.client(reconnect=None)
 
         def collect(event: ClientEvent) -> None:
             if isinstance(event, GatewayNotice):
                 seen.append(event)
+                noticed.set()
 
         client.events.subscribe(collect)
         rec.progress(f"Connecting to {ctx.gateway.host}:{ctx.gateway.port} as client {ctx.gateway.client_id}")
@@ -37,19 +59,20 @@ class ConnectCheck(Check):
             rec.note(f"Layers reached: {', '.join(reached) or 'none'}; failed at: {e.layer.label}")
             raise
         try:
-            rec.metric("connect", (time.monotonic() - start) * 1000, "ms")
+            rec.metric(CONNECT, (time.monotonic() - start) * 1000, "ms")
             status = client.status()
-            rec.metric("server_version", float(status.server_version or 0), "")
+            rec.metric(SERVER_VERSION, float(status.server_version or 0), "")
             rec.note(f"Connected: server version {status.server_version}, connection time {status.connection_time}")
             rec.note(f"Managed accounts: {', '.join(status.accounts)}")
+            rec.fact(ACCOUNTS, ", ".join(status.accounts))
             if ctx.gateway.account and ctx.gateway.account not in status.accounts:
                 rec.fail(f"Configured account {ctx.gateway.account} is not among the managed accounts",
                          ("Check ibkr.account in config.yaml", "Log the Gateway in to that account"))
             await self._probe_startup_requests(client, rec, seen)
-            await self._wait_for_farms(seen, ctx.config.checks.farm_grace)
+            await self._wait_for_farms(seen, noticed, ctx.config.checks.farm_grace)
             self._judge_notices(rec, seen, ctx.config.checks.farm_grace)
             rtt = await client.ping()
-            rec.metric("first_rtt", rtt * 1000, "ms")
+            rec.metric(FIRST_RTT, rtt * 1000, "ms")
         finally:
             await client.disconnect()
 
@@ -86,11 +109,15 @@ class ConnectCheck(Check):
                      "does not wait for them; tools using ib_async's default connect would hang here")
 
     @staticmethod
-    async def _wait_for_farms(seen: list[GatewayNotice], grace: float) -> None:
+    async def _wait_for_farms(seen: list[GatewayNotice], noticed: asyncio.Event, grace: float) -> None:
         """Give a farm broken (or connecting) at connect ``grace`` seconds to report OK."""
-        deadline = time.monotonic() + grace
-        while _farms_not_ok(seen) and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
+        try:
+            async with asyncio.timeout(grace):
+                while _farms_not_ok(seen):
+                    noticed.clear()  # no await since the check: a notice arriving now is not missed
+                    await noticed.wait()
+        except TimeoutError:
+            pass  # still not OK after the grace: _judge_notices warns about it
 
     @staticmethod
     def _judge_notices(rec: Recorder, seen: list[GatewayNotice], grace: float) -> None:

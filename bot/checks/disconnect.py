@@ -7,12 +7,14 @@ import logging
 import time
 from collections.abc import Callable
 
-from bot.checks.base import Check, CheckContext, Recorder
+from bot.checks.base import Check, CheckContext, Recorder, mark, passed
 from bot.ibkr.client import CLIENT_ATTR, ConnectionState, IBKRClient
 from bot.ibkr.events import ClientEvent, Disconnected, DisconnectReason, GatewayNotice, NoticeKind, Reconnecting
+from storage.models import CheckRecord, RunRecord
 
 # After disconnect() we watch this long for a reconnect that should not happen.
 QUIET_PERIOD = 1.0
+DISCONNECT = "disconnect"  # ms disconnect() took
 
 
 class ErrorLogWatch(logging.Handler):
@@ -52,6 +54,16 @@ class ErrorLogWatch(logging.Handler):
 
 class DisconnectCheck(Check):
     name = "disconnect"
+    section = "Connection Test"
+
+    @classmethod
+    def figures(cls, check: CheckRecord) -> str:
+        ms = check.metric(DISCONNECT)
+        return "" if ms is None else f"clean in {ms:.1f} ms"
+
+    @classmethod
+    def report_lines(cls, run: RunRecord, check: CheckRecord | None) -> list[str]:
+        return [f"- {mark(passed(check))} Disconnected gracefully"]
 
     async def execute(self, ctx: CheckContext, rec: Recorder) -> None:
         events: list[ClientEvent] = []
@@ -62,7 +74,7 @@ class DisconnectCheck(Check):
         with ErrorLogWatch(client) as errors:
             start = time.monotonic()
             await client.disconnect()
-            rec.metric("disconnect", (time.monotonic() - start) * 1000, "ms")
+            rec.metric(DISCONNECT, (time.monotonic() - start) * 1000, "ms")
             await asyncio.sleep(QUIET_PERIOD)
         locals_ = [e for e in events if isinstance(e, Disconnected) and e.reason is DisconnectReason.LOCAL]
         if not locals_:

@@ -12,13 +12,13 @@ import asyncio
 import contextlib
 import struct
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from bot.checks.base import Check, CheckContext, Recorder
+from bot.checks.base import Check, CheckContext, CheckRecord, Recorder, RunRecord
 from bot.client_ids import ClientRole
 from bot.ibkr.client import ClientOptions, IBKRClient
 from bot.ibkr.errors import (
@@ -115,7 +115,7 @@ async def _free_port() -> AsyncIterator[int]:
 class CaseEvidence:
     """What one row's code created: its tasks and its connections, nothing else in the process."""
 
-    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    tasks: set[asyncio.Future[Any]] = field(default_factory=set)
     transports: list[asyncio.BaseTransport] = field(default_factory=list)
 
     async def leftovers(self, grace: float) -> tuple[int, int]:
@@ -127,7 +127,7 @@ class CaseEvidence:
             await asyncio.sleep(0.02)
         return len(self._running()), len(self._open())
 
-    def _running(self) -> list[asyncio.Task[Any]]:
+    def _running(self) -> list[asyncio.Future[Any]]:
         return [t for t in self.tasks if not t.done() and t is not asyncio.current_task()]
 
     def _open(self) -> list[asyncio.BaseTransport]:
@@ -141,6 +141,9 @@ class CaseEvidence:
 _CASE: ContextVar[CaseEvidence | None] = ContextVar("gwbot_errors_case", default=None)
 
 
+_T = TypeVar("_T")
+
+
 class _LoopHooks:
     """On the loop while any row runs: hands each new task and connection to the row whose context
     made it. Installed once however many rows run at a time; removed when the last one ends."""
@@ -152,14 +155,14 @@ class _LoopHooks:
         self.own_create_connection = loop.__dict__.get("create_connection")
         self.create_connection = loop.create_connection
 
-    def __call__(self, loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any],
-                 **kwargs: Any) -> asyncio.Task[Any]:
+    def __call__(self, loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, _T] | Generator[Any, None, _T],
+                 /, **kwargs: Any) -> asyncio.Future[_T]:
         factory = self.previous_factory
         task = factory(loop, coro, **kwargs) if factory else asyncio.Task(coro, loop=loop, **kwargs)
         case = _CASE.get()
         if case is not None:
             case.tasks.add(task)
-        return task  # type: ignore[return-value]
+        return task
 
     async def tracked_connection(self, *args: Any, **kwargs: Any) -> tuple[asyncio.BaseTransport, Any]:
         transport, protocol = await self.create_connection(*args, **kwargs)
@@ -170,7 +173,8 @@ class _LoopHooks:
 
     def install(self) -> None:
         self.loop.set_task_factory(self)
-        self.loop.create_connection = self.tracked_connection  # type: ignore[method-assign]
+        # Deliberate monkeypatch of this loop only; typeshed's overloads cannot describe a pass-through.
+        self.loop.create_connection = self.tracked_connection  # type: ignore[method-assign, assignment]
 
     def uninstall(self) -> None:
         if self.loop.get_task_factory() is self:
@@ -185,9 +189,9 @@ class _LoopHooks:
 def case_evidence() -> Iterator[CaseEvidence]:
     """Collect the tasks and connections the code in this block (and the tasks it starts) creates."""
     loop = asyncio.get_running_loop()
-    hooks = loop.get_task_factory()
-    if not isinstance(hooks, _LoopHooks):
-        hooks = _LoopHooks(loop)
+    current = loop.get_task_factory()
+    hooks = current if isinstance(current, _LoopHooks) else _LoopHooks(loop)
+    if hooks is not current:
         hooks.install()
     hooks.users += 1
     evidence = CaseEvidence()
@@ -262,11 +266,25 @@ ROWS = (
 )
 
 
+ROWS_OK, ROWS_RUN = "rows_ok", "rows"  # metric names (counts); each row's seconds: row_<n>_seconds
+
+
 class ErrorsCheck(Check):
     name = "errors"
+    section = "Error Handling Test"
+    provokes_errors = True
 
     def __init__(self, rows: tuple[Row, ...] = ROWS) -> None:
         self.rows = rows
+
+    @classmethod
+    def figures(cls, check: CheckRecord) -> str:
+        ok, rows = check.metric(ROWS_OK), check.metric(ROWS_RUN)
+        return "" if ok is None or rows is None else f"{ok:.0f}/{rows:.0f} error cases handled as expected"
+
+    @classmethod
+    def report_lines(cls, run: RunRecord, check: CheckRecord | None) -> list[str]:
+        return [] if check is None else [f"- {f}" for f in check.findings]  # one finding per row
 
     async def execute(self, ctx: CheckContext, rec: Recorder) -> None:
         results: list[RowResult] = []
@@ -281,8 +299,8 @@ class ErrorsCheck(Check):
             rec.metric(f"row_{i + 1}_seconds", result.elapsed, "s")
             if not result.ok:
                 rec.fail(self._why(result))
-        rec.metric("rows_ok", float(sum(r.ok for r in results)), "")
-        rec.metric("rows", float(len(results)), "")
+        rec.metric(ROWS_OK, float(sum(r.ok for r in results)), "")
+        rec.metric(ROWS_RUN, float(len(results)), "")
 
     @staticmethod
     def _why(r: RowResult) -> str:

@@ -6,6 +6,9 @@ import time
 
 from bot.checks.base import Check, CheckContext, Recorder
 from bot.ibkr.client import probe_port
+from storage.models import CheckRecord
+
+TCP_CONNECT = "tcp_connect"  # ms
 
 
 class PortCheck(Check):
@@ -17,5 +20,10 @@ class PortCheck(Check):
         start = time.monotonic()
         await probe_port(gw.host, gw.port, gw.connect_timeout)  # typed errors fail the check
         latency = time.monotonic() - start
-        rec.metric("tcp_connect", latency * 1000, "ms")
+        rec.metric(TCP_CONNECT, latency * 1000, "ms")
         rec.note(f"Port {gw.port} on {gw.host} accepts TCP connections ({latency * 1000:.1f} ms)")
+
+    @classmethod
+    def figures(cls, check: CheckRecord) -> str:
+        ms = check.metric(TCP_CONNECT)
+        return "" if ms is None else f"TCP connect {ms:.1f} ms"

@@ -5,27 +5,58 @@ from __future__ import annotations
 import asyncio
 import time
 
-from bot.checks.base import Check, CheckContext, OperatorAction, Recorder, await_operator
+from bot.checks.base import Check, CheckContext, OperatorAction, Recorder, await_operator, mark, passed
 from bot.checks.disconnect import ErrorLogWatch
 from bot.ibkr.client import IBKRClient, port_accepts
 from bot.ibkr.errors import HINT_GATEWAY_NOT_RUNNING, HINT_RECONNECT_FAILS
 from bot.ibkr.events import (
     Disconnected,
+    Reconnected,
     ReconnectFailedAttempt,
     ReconnectGaveUp,
-    Reconnected,
     Reconnecting,
     next_event,
 )
+from storage.models import CheckRecord, RunRecord
 
 # After the operator says Done, how long the event itself may still take to show.
 STOP_GRACE = 10.0
 # How often we knock on the port to time the Gateway's return; the figure's resolution.
 PORT_POLL = 0.05
+# Metric names: seconds, but for the attempts.
+PROMPT_TO_DROP, PROMPT_TO_RECONNECTED = "prompt_to_drop", "prompt_to_reconnected"
+PORT_BACK_TO_RECONNECTED, BACK_TO_RECONNECTED = "port_back_to_reconnected", "back_to_reconnected"
+ATTEMPTS, DOWNTIME = "reconnect_attempts", "downtime"
 
 
 class ReconnectCheck(Check):
     name = "reconnect"
+    section = "Auto-Reconnect Test"
+
+    @classmethod
+    def figures(cls, check: CheckRecord) -> str:
+        back = check.metric(BACK_TO_RECONNECTED)
+        if back is None:
+            return ""
+        return (f"drop seen {check.metric(PROMPT_TO_DROP) or 0:.2f} s after the prompt; reconnected "
+                f"{back:.2f} s after the Gateway was back, attempt {check.metric(ATTEMPTS) or 0:.0f}")
+
+    @classmethod
+    def report_lines(cls, run: RunRecord, check: CheckRecord | None) -> list[str]:
+        within = float(run.config.get("checks", {}).get("reconnect_within", 30))
+        if check is None:
+            return [f"- {mark(None)} {text}" for text in
+                    ("Detected Gateway shutdown", f"Reconnected within {within:g} seconds",
+                     "No errors during reconnection")]
+        detected, back = check.metric(PROMPT_TO_DROP), check.metric(BACK_TO_RECONNECTED)
+        return [
+            f"- {mark(detected is not None)} Detected Gateway shutdown"
+            + (f" ({detected:.2f} s after the prompt)" if detected is not None else ""),
+            f"- {mark(back is not None and back <= within)} Reconnected within {within:g} seconds"
+            + (f" ({back:.2f} s after the Gateway was back, {check.metric(ATTEMPTS) or 0:.0f} attempt(s))"
+               if back is not None else ""),
+            f"- {mark(passed(check) if back is not None else False)} No errors during reconnection",
+        ]
 
     async def execute(self, ctx: CheckContext, rec: Recorder) -> None:
         client = ctx.client()
@@ -47,14 +78,16 @@ class ReconnectCheck(Check):
             next_event(events, Disconnected, None), timeout, STOP_GRACE)
         if got.event is None:
             if got.timed_out:
-                rec.fail(f"Nobody stopped the Gateway within {timeout:g} s", ("Run the check again and follow the prompts",))
+                rec.fail(f"Nobody stopped the Gateway within {timeout:g} s",
+                         ("Run the check again and follow the prompts",))
             else:
-                rec.fail(f"The operator said the Gateway was stopped, but the connection was still up {STOP_GRACE:g} s later",
+                rec.fail("The operator said the Gateway was stopped, but the connection was still up "
+                         f"{STOP_GRACE:g} s later",
                          ("Make sure the Gateway that was stopped is the one at "
                           f"{ctx.gateway.host}:{ctx.gateway.port}",))
             return False
         detected = got.event.mono - prompted
-        rec.metric("prompt_to_drop", detected, "s")
+        rec.metric(PROMPT_TO_DROP, detected, "s")
         rec.note(f"Detected Gateway shutdown ({got.event.reason}) {detected:.2f} s after the prompt")
         await ctx.operator.tell(f"🔌 Drop detected ({got.event.reason}), {detected:.1f} s after the prompt.")
         return True
@@ -89,14 +122,17 @@ class ReconnectCheck(Check):
                 rec.fail(f"The client had not reconnected {timeout + within:g} s after the prompt to start the Gateway "
                          f"(operator_timeout {timeout:g} s + reconnect_within {within:g} s)", HINT_GATEWAY_NOT_RUNNING)
             else:
-                rec.fail(f"The operator said the Gateway was started, but the client had not reconnected {within:g} s later",
+                rec.fail("The operator said the Gateway was started, but the client had not reconnected "
+                         f"{within:g} s later",
                          HINT_RECONNECT_FAILS)
             return
         if isinstance(event, ReconnectGaveUp):
-            rec.metric("reconnect_attempts", float(event.attempts), "")
-            rec.fail(f"Auto-reconnect gave up after {event.attempts} attempts ({event.downtime:.1f} s): {event.last_error}",
+            rec.metric(ATTEMPTS, float(event.attempts), "")
+            rec.fail(f"Auto-reconnect gave up after {event.attempts} attempts ({event.downtime:.1f} s): "
+                     f"{event.last_error}",
                      HINT_RECONNECT_FAILS)
             return
+        assert isinstance(event, Reconnected)  # the only other kind waited for
         self._judge_return(rec, within, prompted, port_back, attempts, event)
         for line in errors.lines:
             rec.fail(f"Error logged during reconnection: {line}", HINT_RECONNECT_FAILS)
@@ -116,24 +152,27 @@ class ReconnectCheck(Check):
             began = [e.mono for e in attempts if isinstance(e, Reconnecting) and e.mono <= starting[-1].mono]
             api_at = max(port_at, began[-1] if began else starting[-1].mono)
         took = event.mono - api_at
-        rec.metric("prompt_to_reconnected", event.mono - prompted, "s")
-        rec.metric("port_back_to_reconnected", event.mono - port_at, "s")
-        rec.metric("back_to_reconnected", took, "s")
-        rec.metric("reconnect_attempts", float(event.attempts), "")
-        rec.metric("downtime", event.downtime, "s")
+        rec.metric(PROMPT_TO_RECONNECTED, event.mono - prompted, "s")
+        rec.metric(PORT_BACK_TO_RECONNECTED, event.mono - port_at, "s")
+        rec.metric(BACK_TO_RECONNECTED, took, "s")
+        rec.metric(ATTEMPTS, float(event.attempts), "")
+        rec.metric(DOWNTIME, event.downtime, "s")
         if port_back:
             rec.note(f"Gateway port open again {port_at - prompted:.1f} s after the prompt to start it")
         if starting:
-            rec.note(f"{len(starting)} tr{'y' if len(starting) == 1 else 'ies'} over {starting[-1].mono - port_at:.1f} s "
-                     "found the Gateway still starting (port open, API not ready yet): expected, not an error")
+            rec.note(f"{len(starting)} tr{'y' if len(starting) == 1 else 'ies'} over "
+                     f"{starting[-1].mono - port_at:.1f} s found the Gateway still starting (port open, API not ready "
+                     "yet): expected, not an error")
         rec.note(f"Reconnected at most {took:.2f} s after the Gateway was back with its API ready (port polled every "
                  f"{PORT_POLL * 1000:.0f} ms), "
                  f"{event.mono - prompted:.1f} s after the prompt, after {event.downtime:.1f} s down")
         if took > within:
-            rec.fail(f"Reconnected only {took:.1f} s after the Gateway's API was back (limit {within:g} s)", HINT_RECONNECT_FAILS)
+            rec.fail(f"Reconnected only {took:.1f} s after the Gateway's API was back (limit {within:g} s)",
+                     HINT_RECONNECT_FAILS)
         for e in attempts:
             if isinstance(e, ReconnectFailedAttempt) and not e.gateway_starting and e.mono >= port_at:
-                rec.fail(f"Reconnect attempt {e.attempt} failed after the Gateway was back: {e.error}", HINT_RECONNECT_FAILS)
+                rec.fail(f"Reconnect attempt {e.attempt} failed after the Gateway was back: {e.error}",
+                         HINT_RECONNECT_FAILS)
 
     @staticmethod
     async def _watch_port(host: str, port: int, back: list[float]) -> None:

@@ -11,8 +11,9 @@ import asyncio
 import statistics
 import time
 from dataclasses import dataclass
+from datetime import datetime
 
-from bot.checks.base import Check, CheckContext, Recorder
+from bot.checks.base import Check, CheckContext, Recorder, mark, passed
 from bot.ibkr.errors import HINT_CONNECTION_DROPS, NotConnected, PingTimeout
 from bot.ibkr.events import (
     ClientEvent,
@@ -21,10 +22,19 @@ from bot.ibkr.events import (
     GatewayNotice,
     Heartbeat,
     NoticeKind,
-    ReconnectGaveUp,
     Reconnected,
+    ReconnectGaveUp,
 )
 from bot.stats import percentile
+from storage.models import CheckRecord, RunRecord
+
+SEED_SOAK_SECONDS = 600  # "Connection stays stable for 10+ minutes"
+# Metric names (durations in s, RTTs in ms, the rest counts).
+DURATION, HEARTBEATS, MISSED = "duration", "heartbeats", "missed_heartbeats"
+DROPS, LINK_OUTAGES = "drops", "link_outages"
+RTT_MIN, RTT_MEDIAN, RTT_P95, RTT_MAX = "rtt_min", "rtt_median", "rtt_p95", "rtt_max"
+# What a person needs to see of the connection's life during a soak: the drops and what followed.
+CONNECTION_EVENTS = ("disconnected", "reconnected", "reconnect_gave_up")
 
 HINT_LINK = ("Check the Gateway machine's internet connection",
              "A nightly IBKR server reset causes this: keep soaks out of the reset window")
@@ -93,14 +103,19 @@ class SoakEvents:
         return bool(self.drops or self.missed or self.links or self.gave_up)
 
 
+@dataclass(frozen=True)
+class SoakOptions:
+    duration: float | None = None  # seconds; None: the config's soak.duration
+
+
 class SoakCheck(Check):
     name = "soak"
-
-    def __init__(self, duration: float | None = None) -> None:
-        self.duration = duration
+    options_type = SoakOptions
+    section = "Connection Test"
+    options: SoakOptions
 
     async def execute(self, ctx: CheckContext, rec: Recorder) -> None:
-        duration = self.duration or ctx.config.soak.duration
+        duration = self.options.duration or ctx.config.soak.duration
         interval = ctx.config.soak.heartbeat_interval
         report_every = ctx.config.soak.progress_interval
         seen = SoakEvents()
@@ -144,18 +159,18 @@ class SoakCheck(Check):
     def _judge(rec: Recorder, duration: float, seen: SoakEvents) -> None:
         now = time.monotonic()
         ran = min(rec.elapsed, duration)
-        rec.metric("duration", ran, "s")
-        rec.metric("heartbeats", float(len(seen.rtts) + seen.missed), "")
-        rec.metric("missed_heartbeats", float(seen.missed), "")
-        rec.metric("drops", float(len(seen.drops)), "")
-        rec.metric("link_outages", float(len(seen.links)), "")
+        rec.metric(DURATION, ran, "s")
+        rec.metric(HEARTBEATS, float(len(seen.rtts) + seen.missed), "")
+        rec.metric(MISSED, float(seen.missed), "")
+        rec.metric(DROPS, float(len(seen.drops)), "")
+        rec.metric(LINK_OUTAGES, float(len(seen.links)), "")
         rtts = seen.rtts
         figures = ""
         if rtts:
-            rec.metric("rtt_min", min(rtts) * 1000, "ms")
-            rec.metric("rtt_median", statistics.median(rtts) * 1000, "ms")
-            rec.metric("rtt_p95", percentile(rtts, 0.95) * 1000, "ms")
-            rec.metric("rtt_max", max(rtts) * 1000, "ms")
+            rec.metric(RTT_MIN, min(rtts) * 1000, "ms")
+            rec.metric(RTT_MEDIAN, statistics.median(rtts) * 1000, "ms")
+            rec.metric(RTT_P95, percentile(rtts, 0.95) * 1000, "ms")
+            rec.metric(RTT_MAX, max(rtts) * 1000, "ms")
             figures = (f": {len(rtts)} heartbeats answered, RTT median {statistics.median(rtts) * 1000:.1f} ms, "
                        f"p95 {percentile(rtts, 0.95) * 1000:.1f} ms")
         if not seen.troubled:
@@ -175,3 +190,57 @@ class SoakCheck(Check):
             rec.fail(o.line(now), HINT_LINK)
         for o in seen.farms:
             rec.warn(o.line(now))
+
+    @classmethod
+    def figures(cls, check: CheckRecord) -> str:
+        m = {x.name: x.value for x in check.metrics}
+        if DURATION not in m:
+            return ""
+        text = f"{m[DURATION]:.0f} s, {m.get(HEARTBEATS, 0):.0f} heartbeats"
+        if RTT_MEDIAN in m:
+            text += f", RTT median {m[RTT_MEDIAN]:.1f} ms, p95 {m[RTT_P95]:.1f} ms, max {m[RTT_MAX]:.1f} ms"
+        return text + f", {m.get(MISSED, 0):.0f} missed, {m.get(DROPS, 0):.0f} drops"
+
+    @classmethod
+    def report_lines(cls, run: RunRecord, check: CheckRecord | None) -> list[str]:
+        if check is None:
+            return [f"- {mark(None)} Stayed connected for 10+ minutes"]
+        seconds = check.metric(DURATION)
+        if seconds is None:
+            line = f"- {mark(False)} Stayed connected for 10+ minutes" + _unfinished(check)
+        elif seconds >= SEED_SOAK_SECONDS:
+            line = f"- {mark(passed(check))} Stayed connected for 10+ minutes ({seconds / 60:.1f} min)"
+        else:
+            line = (f"- {mark(passed(check))} Stayed connected for {seconds:.0f} s "
+                    f"(shortened soak; the checklist asks for 10+ minutes)")
+        return [line, *_connection_events(run, check)]
+
+    @classmethod
+    def recommendations(cls, run: RunRecord, check: CheckRecord | None) -> list[str]:
+        seconds = None if check is None else check.metric(DURATION)
+        if seconds is not None and seconds < SEED_SOAK_SECONDS:
+            return ["Run the full 10-minute soak (`gwbot check soak`) before relying on this Gateway"]
+        return []
+
+
+def _unfinished(soak: CheckRecord) -> str:
+    """What a soak that never stored its result did get to measure: its samples, kept as taken."""
+    if soak.ended_at is None:
+        return ""
+    text = f": {soak.status} after {(soak.ended_at - soak.started_at).total_seconds():.0f} s"
+    if soak.series:
+        rtts = [rtt * 1000 for _, rtt in soak.series if rtt is not None]
+        text += f"; {len(soak.series)} heartbeats stored"
+        if rtts:
+            text += f" (RTT median {statistics.median(rtts):.1f} ms, max {max(rtts):.1f} ms)"
+        text += f", {len(soak.series) - len(rtts)} missed"
+    return text
+
+
+def _connection_events(run: RunRecord, check: CheckRecord) -> list[str]:
+    def during(at: datetime) -> bool:
+        return check.started_at <= at and (check.ended_at is None or at <= check.ended_at)
+
+    # The client's own goodbye at the end of the check is not a drop.
+    return [f"  - {e.at:%H:%M:%S} UTC: {e.message}" for e in run.events
+            if e.kind in CONNECTION_EVENTS and during(e.at) and f"({DisconnectReason.LOCAL})" not in e.message]

@@ -6,10 +6,12 @@ import argparse
 import asyncio
 import contextlib
 import getpass
+import json
 import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -17,17 +19,20 @@ from pathlib import Path
 from bot import report
 from bot.app import TokenRejected, run_chat
 from bot.checks import CHECK_NAMES, CheckResult
+from bot.checks.base import WARNING_MARK
+from bot.checks.soak import SoakOptions
 from bot.config import CLIENT_ID, PORT, RUN_ID, SOAK_SECONDS, Config, ConfigError, Range, load_config, token_error
 from bot.frontends.terminal import ProgressPrinter, TerminalOperator, stdin_reader
-from bot.lab import bench
+from bot.lab import bench, bench_watch
 from bot.lab.chat import lab_chat
 from bot.lab.operators import AutoOperator
 from bot.lab.simulator import CONTROL_HELP, NO_CONTROL_PORT, SimulatedGateway, control, send_control, serve
 from bot.lab.telegram_standin import User
 from bot.lab.telegram_standin.terminal import TerminalChat
+from bot.outbox import RESCAN
 from bot.runner import RunOutcome, RunRequest, RunStatus
 from bot.services import database_path, open_services, with_gateway
-from storage import Repository, RunRecord, StorageError
+from storage import Hold, Repository, RunRecord, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +45,9 @@ CONTROL_PORT = Range(0, 65535, integer=True)  # 0: no control port
 TRIALS = Range(1, 1000, integer=True)
 HISTORY_LIMIT = Range(1, 100_000, integer=True)
 OUTAGE_SECONDS = Range(0, 3600, low_open=True)
+API_OUTAGE_SECONDS = Range(0, 3600)  # 0: skip the outbox's outage figure
+GATEWAYS = Range(1, 500, integer=True)
+COMMANDS_RANGE = Range(1, 100_000, integer=True)
 
 
 class UsageError(Exception):
@@ -62,7 +70,7 @@ def _typed(allowed: Range) -> Callable[[str], int | float]:
     return parse
 
 
-def _common() -> argparse.ArgumentParser:
+def _common() -> _Parser:
     """--config and -v, accepted before and after the command. SUPPRESS: a command that is not given
     them leaves the value from before the command alone."""
     common = _Parser(add_help=False)
@@ -78,8 +86,8 @@ def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="gwbot", description="Test and watch an IB Gateway connection.", parents=[common])
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, **kw: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, parents=[common], **kw)
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], help=help)
 
     demo = command("demo", help="the whole checklist against the built-in simulated Gateway")
     demo.add_argument("--soak", type=_typed(SOAK_SECONDS), default=DEMO_SOAK_SECONDS, metavar="SECONDS",
@@ -124,10 +132,20 @@ def _parser() -> argparse.ArgumentParser:
     logs = command("logs", help="print every log line of a run")
     logs.add_argument("run_id", type=_typed(RUN_ID))
 
+    out = command("outbox", help="messages waiting to be sent: per chat, since when, last error")
+    out.add_argument("--retry", action="store_true", help="release held chats and send everything now")
+
     bench = command("bench", help="measure detection, reconnect and loop-latency figures (simulated Gateway)")
     bench.add_argument("--trials", type=_typed(TRIALS), default=10)
     bench.add_argument("--outage", type=_typed(OUTAGE_SECONDS), default=90.0, metavar="SECONDS",
                        help="how long the simulator process stays killed for the long-outage figure (default 90)")
+    bench.add_argument("--api-outage", type=_typed(API_OUTAGE_SECONDS), default=120.0, metavar="SECONDS",
+                       help="how long the Bot API refuses connections in the outbox figure (0: skip it)")
+    bench.add_argument("--watch-only", action="store_true", help="only the always-on watch's figures")
+    bench.add_argument("--gateways", type=_typed(GATEWAYS), default=50, help="Gateways watched at once (default 50)")
+    bench.add_argument("--commands", type=_typed(COMMANDS_RANGE), default=1000,
+                       help="chat commands timed while a soak runs and the Gateways are watched (default 1000)")
+    bench.add_argument("--json", action="store_true", help="one JSON object per figure instead of the table")
 
     rep = command("report", help="print or write a run's report (markdown)")
     rep.add_argument("run_id", type=_typed(RUN_ID))
@@ -217,6 +235,8 @@ def _print_result(result: CheckResult) -> None:
     print(f"{line}" + (f" - {result.error}" if result.error else ""), flush=True)
     for finding in result.findings:
         print(f"     {finding}", flush=True)
+    for warning in result.warnings:
+        print(f"     {WARNING_MARK} {warning}", flush=True)
     for hint in result.hints:
         print(f"     hint: {hint}", flush=True)
 
@@ -255,8 +275,8 @@ async def _cmd_check(config: Config, args: argparse.Namespace) -> int:
     config = with_gateway(config, args.gateway, host=args.host, port=args.port, client_id=args.client_id)
     names = CHECK_NAMES if args.name == "all" else (args.name,)
     request = RunRequest(names, started_by=_who(), origin="terminal", gateway=args.gateway,
-                         soak_duration=args.duration, stop_on_failure=args.stop_on_failure)
-    outcome, markdown = await _run_checks(config, request, args.simulate)
+                         stop_on_failure=args.stop_on_failure, options=(SoakOptions(args.duration),))
+    outcome, _ = await _run_checks(config, request, args.simulate)
     print(f"\nRun #{outcome.run_id}: {outcome.status.upper()}  (full report: gwbot report {outcome.run_id})")
     return EXIT_OK if outcome.status is RunStatus.PASSED else EXIT_FAILED
 
@@ -264,7 +284,8 @@ async def _cmd_check(config: Config, args: argparse.Namespace) -> int:
 async def _cmd_demo(config: Config, args: argparse.Namespace) -> int:
     # A demo should show the heartbeat working within its short soak.
     config = replace(config, soak=replace(config.soak, heartbeat_interval=1.0, progress_interval=5.0))
-    request = RunRequest(CHECK_NAMES, started_by=_who(), origin="demo", soak_duration=args.soak, stop_on_failure=False)
+    request = RunRequest(CHECK_NAMES, started_by=_who(), origin="demo", stop_on_failure=False,
+                         options=(SoakOptions(args.soak),))
     outcome, markdown = await _run_checks(config, request, simulate=True)
     print("\n" + markdown)
     print(f"Run #{outcome.run_id}: {outcome.status.upper()}")
@@ -291,12 +312,16 @@ async def _cmd_run(config: Config, _: argparse.Namespace) -> int:
     stop = asyncio.Event()
     _stop_on_signals(stop)
     try:
-        await run_chat(config, token, stop, base_url=config.telegram.api_base_url)
-    except TokenRejected as e:
+        await run_chat(config, token, stop, base_url=config.telegram.api_base_url, watch_options={})
+    except TokenRejected as e:  # said after the watch's goodbye lines, so it is the last line
         print(f"gwbot: {e}", file=sys.stderr)
         return EXIT_USAGE
     print("gwbot: stopped", file=sys.stderr)
     return EXIT_OK
+
+
+CHAT_DOWN_AFTER = 0.5  # seconds: gwbot chat's watch reports a !stop at once ...
+CHAT_WATCH = {"knock_interval": 0.1, "max_pause": 1.0}  # ... and a !start within about a second
 
 
 async def _cmd_chat(config: Config, args: argparse.Namespace) -> int:
@@ -304,8 +329,10 @@ async def _cmd_chat(config: Config, args: argparse.Namespace) -> int:
     stop = asyncio.Event()
     _stop_on_signals(stop)
     config = replace(config, soak=replace(config.soak, duration=args.soak, heartbeat_interval=1.0),
-                     telegram=replace(config.telegram, progress_interval=2.0))
-    async with lab_chat(config, [User(CHAT_USER_ID, "You", getpass.getuser())]) as lab:
+                     telegram=replace(config.telegram, progress_interval=2.0),
+                     # The watch reports a !stop within a second here: down_after short, the terminal is the alert chat.
+                     watch=replace(config.watch, down_after=CHAT_DOWN_AFTER, alert_chat_ids=frozenset({CHAT_USER_ID})))
+    async with lab_chat(config, [User(CHAT_USER_ID, "You", getpass.getuser())], watch_options=CHAT_WATCH) as lab:
         print(f"gwbot chat: simulated Gateway on 127.0.0.1:{lab.gateway.port}, Bot API stand-in on "
               f"{lab.standin.base_url}.\n"
               "Type /help, /checklist or /reconnect; a number picks a button. Control the simulated Gateway with\n"
@@ -350,6 +377,7 @@ async def _cmd_simctl(_: Config, args: argparse.Namespace) -> int:
 async def _cmd_history(config: Config, args: argparse.Namespace) -> int:
     async with await Repository.open(database_path(config), for_reading=True) as repo:
         runs = await repo.list_runs(limit=args.limit)
+        holds = await repo.outbox.holds()
     print(f"Database: {database_path(config)}")
     if not runs:
         print("No runs yet. Try: gwbot demo")
@@ -357,6 +385,36 @@ async def _cmd_history(config: Config, args: argparse.Namespace) -> int:
         took = f"{(r.ended_at - r.started_at).total_seconds():.0f} s" if r.ended_at else "-"
         print(f"#{r.id:<4} {r.started_at:%Y-%m-%d %H:%M} {report.status_mark(r.status)} {r.status:<11} "
               f"{r.kind:<10} {r.gateway:<10} {r.checks_passed}/{r.checks_total} passed  {took:>6}  {r.started_by}")
+    for line in _held_lines(holds):
+        print(line)
+    return EXIT_OK
+
+
+def _held_lines(holds: Sequence[Hold]) -> list[str]:
+    return [f"⚠️ Not sending to chat {h.chat_id} since {h.since:%Y-%m-%d %H:%M} UTC ({h.reason}: {h.detail}); "
+            f"{h.pending} messages kept. Once fixed: gwbot outbox --retry" for h in holds]
+
+
+async def _cmd_outbox(config: Config, args: argparse.Namespace) -> int:
+    async with await Repository.open(database_path(config), for_reading=not args.retry) as repo:
+        store = repo.outbox
+        if args.retry:
+            holds = await store.holds()
+            due = await store.retry_now()
+            print(f"Released {len(holds)} held chats; {due} messages are due now. A running `gwbot run` sends them "
+                  f"within {RESCAN:g} s, else they go when it starts.")
+            return EXIT_OK
+        backlog, failed = await store.backlog(), await store.failed()
+    now = time.time()
+    for b in backlog:
+        state = (f"HELD since {b.held_since:%H:%M:%S} ({b.held}: {b.held_detail})" if b.held
+                 else f"next try in {max(0.0, b.next_attempt_at - now):.0f} s")
+        print(f"chat {b.chat_id}: {b.pending} pending since {b.oldest:%Y-%m-%d %H:%M:%S} UTC, {state}"
+              + (f"; last error: {b.last_error}" if b.last_error else ""))
+    if not backlog:
+        print("Outbox empty: every message was delivered.")
+    for row in failed:
+        print(f"dead letter #{row.id} to chat {row.chat_id} ({row.created_at:%Y-%m-%d %H:%M} UTC): {row.last_error}")
     return EXIT_OK
 
 
@@ -390,6 +448,8 @@ async def _cmd_report(config: Config, args: argparse.Namespace) -> int:
 
 
 async def _cmd_bench(_: Config, args: argparse.Namespace) -> int:
+    if args.json or args.watch_only:
+        return await _bench_watch(args)
     print(f"Measuring against the simulated Gateway ({args.trials} trials each) ...", flush=True)
     for figure in await bench.measure(trials=args.trials):
         print(figure.line(), flush=True)
@@ -397,6 +457,31 @@ async def _cmd_bench(_: Config, args: argparse.Namespace) -> int:
         print(figure.line(), flush=True)
     for figure in await bench.measure_lifecycle(trials=args.trials, outage=args.outage):
         print(figure.line(), flush=True)
+    for figure in await bench.measure_outbox_cost():
+        print(figure.line(), flush=True)
+    if args.api_outage > 0:
+        print(f"Outbox: the Bot API refuses connections for {args.api_outage:g} s while a /checklist ends ...",
+              flush=True)
+        for figure in await bench.measure_outage(args.api_outage):
+            print(figure.line(), flush=True)
+    return await _bench_watch(args)
+
+
+async def _bench_watch(args: argparse.Namespace) -> int:
+    """The always-on watch's figures (issue 11); with --json, every figure as one JSON line."""
+    def show(figure: bench.Figure) -> None:
+        print(json.dumps(bench_watch.figure_json(figure), ensure_ascii=False) if args.json
+              else bench_watch.figure_line(figure),
+              flush=True)
+    if not args.json:
+        print(f"The watch: simulator processes SIGKILLed, {args.trials} trials, a {args.outage:g} s outage, "
+              f"{args.gateways} Gateways, {args.commands} commands ...", flush=True)
+    for figure in await bench_watch.measure_kill(trials=args.trials, outage=args.outage):
+        show(figure)
+    for figure in await bench_watch.measure_frozen(trials=min(args.trials, 5)):
+        show(figure)
+    for figure in await bench_watch.measure_many(gateways=args.gateways, commands=args.commands):
+        show(figure)
     return EXIT_OK
 
 
@@ -404,6 +489,7 @@ COMMANDS = {
     "run": _cmd_run,
     "chat": _cmd_chat,
     "bench": _cmd_bench,
+    "outbox": _cmd_outbox,
     "demo": _cmd_demo,
     "check": _cmd_check,
     "simulate": _cmd_simulate,

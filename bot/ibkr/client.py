@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypedDict
 
 from ib_async import IB
 from tenacity import RetryCallState, stop_after_attempt, stop_after_delay, wait_fixed
@@ -55,9 +55,9 @@ from bot.ibkr.events import (
     GatewayNotice,
     Heartbeat,
     NoticeKind,
+    Reconnected,
     ReconnectFailedAttempt,
     ReconnectGaveUp,
-    Reconnected,
     Reconnecting,
 )
 
@@ -68,6 +68,13 @@ CLIENT_ATTR = "gw_client"
 
 # A TWS API frame is a few hundred bytes; a "length" beyond this means we are not talking to one.
 _MAX_SANE_FRAME = 1 << 20
+
+
+class _Where(TypedDict):
+    """The Gateway a GatewayError names (its keyword arguments)."""
+
+    host: str
+    port: int
 
 
 class _OutOfTime(Exception):
@@ -109,13 +116,17 @@ class ReconnectPolicy:
         return 0
 
 
+# The checklist's policy (bot/config.py's defaults); frozen and stateless, so one is shared.
+_CHECKLIST_RECONNECT = ReconnectPolicy.from_config(GatewayConfig())
+
+
 @dataclass(frozen=True, kw_only=True)
 class ClientOptions(ClientSettings):
     """How one IBKRClient behaves: the Gateway settings it reads (ClientSettings, from config.yaml),
     its reconnect policy, and timings config does not expose (tests shorten them)."""
 
-    # The checklist's (bot/config.py's defaults); None: stay down after a drop.
-    reconnect: ReconnectPolicy | None = ReconnectPolicy.from_config(GatewayConfig())
+    # None: stay down after a drop.
+    reconnect: ReconnectPolicy | None = _CHECKLIST_RECONNECT
     # While reconnecting: how long to wait for accounts / next id once the handshake is answered.
     # A Gateway still logging in answers the handshake and then drops that session, so a short
     # wait and a fresh try is what gets us in within about a second of the API becoming ready.
@@ -288,6 +299,9 @@ class IBKRClient:
         return cls(gw.host, gw.port, gw.client_id_for(role), ClientOptions.from_config(gw, **overrides))
 
     # ----------------------------------------------------------------- state
+    def _where(self) -> _Where:
+        return {"host": self.host, "port": self.port}
+
     @property
     def state(self) -> ConnectionState:
         return self._state
@@ -382,7 +396,7 @@ class IBKRClient:
     def _watch_handshake(self, session: _Session, fail_fast: asyncio.Future[GatewayError],
                          ready_wait: float | None) -> None:
         """Hook ib_async's socket and error stream so that bad cases fail at once, not on timeout."""
-        ib, where = session.ib, {"host": self.host, "port": self.port}
+        ib, where = session.ib, self._where()
         loop = asyncio.get_running_loop()
 
         def fail(err: GatewayError) -> None:
@@ -398,7 +412,8 @@ class IBKRClient:
             session.watch.feed(data)
             if session.watch.garbage:
                 fail(NotAnApiPort(
-                    f"{self.host}:{self.port} answered, but not with the TWS API protocol: this is not a Gateway API port",
+                    f"{self.host}:{self.port} answered, but not with the TWS API protocol: "
+                    "this is not a Gateway API port",
                     **where,
                 ))
             elif session.watch.answered and not answered and ready_wait is not None:
@@ -406,7 +421,8 @@ class IBKRClient:
 
         def on_error(req_id: int, code: int, text: str, _contract: Any) -> None:
             if code == 326:
-                fail(ClientIdInUse(f"Client id {self.client_id} is already in use on {self.host}:{self.port} (error 326)", **where))
+                fail(ClientIdInUse(
+                    f"Client id {self.client_id} is already in use on {self.host}:{self.port} (error 326)", **where))
             else:
                 self._on_gateway_error(req_id, code, text, _contract)
 
@@ -447,7 +463,8 @@ class IBKRClient:
     def _not_ready_error(self, session: _Session, waited: float) -> ApiNotReady:
         return ApiNotReady(
             f"The Gateway answered the handshake (server version {session.watch.server_version}) but sent no "
-            f"accounts / next order id within {waited:g} s: it is not logged in (still starting?) or a dialog is pending",
+            f"accounts / next order id within {waited:g} s: it is not logged in (still starting?) "
+            "or a dialog is pending",
             host=self.host, port=self.port,
         )
 
@@ -456,7 +473,7 @@ class IBKRClient:
         exc = connecting.exception()
         if exc is None:
             return
-        where = {"host": self.host, "port": self.port}
+        where = self._where()
         t = self.options.connect_timeout
         if isinstance(exc, TimeoutError):
             if not session.watch.answered:

@@ -144,14 +144,17 @@ class ClientIdInUse(GatewayError):
 
 class StartupSyncFailed(GatewayError):
     layer = Layer.STARTUP_SYNC
-    hints = HINT_CONNECTION_DROPS[:1] + ("Restart the Gateway if its start-up requests keep hanging",)
+    hints = (*HINT_CONNECTION_DROPS[:1], "Restart the Gateway if its start-up requests keep hanging")
 
 
 class LiveAccountRefused(GatewayError):
     """The paper-mode guard: a managed account that is not a paper account."""
 
     layer = Layer.ACCOUNT
-    hints = ("Log the Gateway in to the paper account", "Set ibkr.allow_live: true only if you really mean to test a live account")
+    hints = (
+        "Log the Gateway in to the paper account",
+        "Set ibkr.allow_live: true only if you really mean to test a live account",
+    )
 
 
 class NotConnected(GatewayError):

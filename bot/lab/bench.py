@@ -20,14 +20,21 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from bot.config import Config, GatewayConfig, SoakConfig, TelegramConfig
+from telegram import Bot
+
+import handlers
+from bot.app import serving_chat
+from bot.config import Config, GatewayConfig, OutboxConfig, SoakConfig, TelegramConfig
 from bot.ibkr.client import ClientOptions, IBKRClient, ReconnectPolicy, port_accepts
 from bot.ibkr.errors import ConnectionRejected
 from bot.ibkr.events import Disconnected, DisconnectReason, Reconnected, ReconnectGaveUp, next_event
 from bot.lab.chat import lab_chat
 from bot.lab.simulator import Reject, SimulatedGateway
-from bot.lab.telegram_standin import User
+from bot.lab.telegram_standin import BotApiStandIn, User
+from bot.outbox import Outbox
+from bot.services import with_gateway
 from bot.stats import percentile
+from storage import OutMessage, Repository
 
 # Client options as in the tests: the seed's 10 s delay would only measure the sleep.
 OPTIONS = ClientOptions(connect_timeout=2.0, heartbeat_interval=1.0, heartbeat_timeout=1.0, probe_interval=0.05,
@@ -199,7 +206,7 @@ async def _killed_gateway_outage(outage: float) -> float:
             await next_event(q, Disconnected, 10)
             await asyncio.sleep(outage)
             gateway = await _spawn_simulator(port, wait=False)
-            while not await port_accepts("127.0.0.1", port, 0.5):
+            while not await port_accepts("127.0.0.1", port, 0.5):  # noqa: ASYNC110 - polls another process's port
                 await asyncio.sleep(0.01)
             back = time.monotonic()
             event = await next_event(q, (Reconnected, ReconnectGaveUp), 60)
@@ -266,3 +273,107 @@ async def _rejection_trials(trials: int) -> tuple[float, ...]:
 
 def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# ------------------------------------------------------------------- outbox (issue 10)
+async def measure_outbox_cost(messages: int = 200) -> list[Figure]:
+    """A text sent straight through PTB vs. written to the outbox and delivered by its sender."""
+    chat = 42
+    with tempfile.TemporaryDirectory() as tmp:
+        async with BotApiStandIn() as standin, await Repository.open(Path(tmp) / "bench.sqlite3") as repo, \
+                Bot(standin.token, base_url=standin.base_url) as bot:
+            standin.user(chat, "Bench", "bench")
+            # No rate limit here: it would measure the 1 s spacing, not the cost of writing first.
+            config = OutboxConfig(chat_interval=0, overall_per_second=10**6)
+            transport = handlers.transport(bot, config)
+            outbox = Outbox(repo.outbox, config)
+            await outbox.load()
+            await outbox.start(transport)
+            try:
+                plain, stored = [], []
+                for i in range(messages):
+                    start = time.monotonic()
+                    await transport.send(chat, OutMessage.plain(f"plain {i}"))
+                    plain.append((time.monotonic() - start) * 1000)
+                    start = time.monotonic()
+                    await outbox.delivered(await outbox.enqueue(chat, [OutMessage.plain(f"outbox {i}")]), 10)
+                    stored.append((time.monotonic() - start) * 1000)
+            finally:
+                await outbox.stop()
+    return [Figure(f"plain send (PTB -> stand-in), p99 {percentile(plain, 0.99):.2f} ms", tuple(plain), "ms"),
+            Figure(f"outbox write + send + mark, p99 {percentile(stored, 0.99):.2f} ms", tuple(stored), "ms")]
+
+
+async def measure_outage(down: float = 120.0, alerts: int = 12) -> list[Figure]:
+    """The Bot API refuses connections for ``down`` seconds while a /checklist finishes and alerts
+    pile up for another chat; then: time from its return to the last result / alert delivered."""
+    squad, person = -100, 42
+    with tempfile.TemporaryDirectory() as tmp:
+        async with SimulatedGateway(port=0) as gw, BotApiStandIn() as standin:
+            standin.user(person, "Bench", "bench")
+            standin.group(squad, "bench")
+            config = with_gateway(replace(_bench_config(Path(tmp), squad, person), soak=SoakConfig(
+                duration=3, heartbeat_interval=1, progress_interval=1)), host="127.0.0.1", port=gw.port,
+                reconnect_delay=0.5, heartbeat_interval=1, heartbeat_timeout=1)
+            async with serving_chat(config, standin.token, base_url=standin.base_url, poll_timeout=1,
+                                    client_options={"probe_interval": 0.05}) as services:  # polling now
+                # The alerts' chat has its sender before the checklist starts: the error matrix counts
+                # the tasks a row leaves behind, and a sender starting mid-row would look like one.
+                await services.outbox.delivered(await services.outbox.enqueue(
+                    person, [OutMessage.plain("bench: alerts follow")]), 10)
+                standin.send_text(squad, person, "/checklist")
+                # The guided reconnect step: act on the simulated Gateway as the squad would.
+                await standin.wait_for(lambda m: "Stop the Gateway now" in m.text, squad, 60)
+                await gw.stop()
+                await standin.wait_for(lambda m: "Start the Gateway again now" in m.text, squad, 60)
+                await asyncio.sleep(1)
+                # The Bot API goes away while the checklist ends (reconnect, then the error matrix).
+                await standin.refuse_connections()
+                await gw.start()
+                down_at = time.monotonic()
+                alert_ids: list[int] = []
+
+                async def alert_now_and_then() -> None:  # alerts (issue 9's watch) piling up meanwhile
+                    for i in range(alerts):
+                        alert_ids.extend(await services.outbox.enqueue(person, [OutMessage.plain(
+                            f"🔴 alert {i}: bench Gateway event {i}")]))
+                        await asyncio.sleep(down / alerts / 2)
+                alerting = asyncio.create_task(alert_now_and_then())
+                latest = await services.repo.latest_run()
+                assert latest is not None  # the checklist was started above
+                # The run's status is in the database, written by the run's own task: polled.
+                while (run := await services.repo.get_run(latest.id)) is not None and run.status == "running":  # noqa: ASYNC110
+                    await asyncio.sleep(0.2)
+                status = run.status if run is not None else "gone"
+                finished = time.monotonic() - down_at
+                await alerting
+                stored = -1  # the chart is drawn after the run ends: wait until nothing more comes
+                while (count := await services.outbox.store.count(squad)) != stored:
+                    stored = count
+                    await asyncio.sleep(2)
+                result_ids = [r.id for r in await services.outbox.store.pending(squad)]
+                await asyncio.sleep(max(0.0, down - (time.monotonic() - down_at)))
+                await standin.accept_connections()
+                back = time.monotonic()
+                await services.outbox.delivered(result_ids, 120)
+                results_at = time.monotonic() - back
+                await services.outbox.delivered(alert_ids, 120)
+                alerts_at = time.monotonic() - back
+                rows = [await services.outbox.store.get(i) for i in result_ids]
+    sent = [standin.message(squad, r.telegram_id) for r in rows if r is not None and r.telegram_id]
+    got = [m for m in sent if m is not None]  # in_order below still counts one that went missing
+    kinds = "+".join(str(m.kind) for m in got)
+    in_order = len(got) == len(result_ids) and [m.message_id for m in got] == sorted(m.message_id for m in got)
+    shown = [m.text for m in standin.messages(person)][1:]
+    once = len(set(shown)) == len(shown)
+    digest = "1 digest" if len(shown) == 1 and shown[0].startswith("📬") else f"{len(shown)} messages"
+    return [Figure(f"API back -> checklist results ({kinds}) delivered (down {down:g} s, run {status} "
+                   f"{finished:.0f} s in; order kept: {'yes' if in_order else 'NO'})", (results_at,), "s"),
+            Figure(f"API back -> {alerts} alerts delivered as {digest} (each once: {'yes' if once else 'NO'})",
+                   (alerts_at,), "s")]
+
+
+def _bench_config(data_dir: Path, chat: int, person: int) -> Config:
+    return Config(data_dir=data_dir, telegram=TelegramConfig(allowed_chat_ids=frozenset({chat}),
+                                                             allowed_user_ids=frozenset({person}),
+                                                             progress_interval=1))

@@ -566,7 +566,8 @@ class SimulatedGateway:
             case 8:  # reqIds
                 return [frame(NEXT_VALID_ID, 1, self.next_valid_id)]
             case 9:  # reqContractDetails: the simulator knows no contracts
-                return [self._error(client, field(2) or -1, 200, "No security definition has been found for the request")]
+                return [self._error(client, field(2) or -1, 200,
+                                    "No security definition has been found for the request")]
             case 20:  # reqHistoricalData: fields 3 symbol, 9 exchange, 19 whatToShow
                 text = (f"Historical Market Data Service error message:HMDS query returned no data: "
                         f"{field(3)}@{field(9)} {field(19).title()}")
@@ -574,7 +575,8 @@ class SimulatedGateway:
             case 1:  # reqMktData
                 return [self._error(client, field(2) or -1, 354, "Requested market data is not subscribed.")]
             case 3:  # placeOrder
-                return [self._error(client, field(1) or -1, 201, "Order rejected - reason:the simulated Gateway takes no orders")]
+                return [self._error(client, field(1) or -1, 201,
+                                    "Order rejected - reason:the simulated Gateway takes no orders")]
         log.warning("client %s sent request %s %s, which the simulated Gateway does not serve; answering an error",
                     client.client_id, msg_id, f[1:4])
         return [self._error(client, -1, 321, f"Error validating request:-'sim' : cause - "
@@ -651,7 +653,8 @@ def _no_args(args: list[str], usage: str) -> None:
         raise BadCommand(f"usage: {usage} (takes no arguments)")
 
 
-def _options(args: list[str], usage: str, flags: Sequence[str], valued: Sequence[str] = ()) -> tuple[list[str], dict[str, str]]:
+def _options(args: list[str], usage: str, flags: Sequence[str],
+             valued: Sequence[str] = ()) -> tuple[list[str], dict[str, str]]:
     """Split ``args`` into positional words and --options; unknown or incomplete options are errors."""
     words: list[str] = []
     opts: dict[str, str] = {}
@@ -748,7 +751,8 @@ async def _run(gateway: SimulatedGateway, cmd: str, args: list[str]) -> str:
             if len(args) != 1:
                 raise BadCommand("usage: connectnotices CODE[,CODE...]|default|none")
             word = args[0].lower()
-            gateway.set_connect_notices(CONNECT_NOTICES if word == "default" else () if word == "none" else _codes(word))
+            gateway.set_connect_notices(CONNECT_NOTICES if word == "default"
+                                        else () if word == "none" else _codes(word))
         case "FREEZE":
             _no_args(args, "freeze")
             gateway.freeze()

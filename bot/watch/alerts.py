@@ -158,7 +158,8 @@ def render(alert: Alert) -> str:
                 text += (f" Approve it on IBKR Mobile within {duration((alert.deadline - at).total_seconds())} "
                          f"(by {clock(alert.deadline, tz)}; IBC waits {timeout}).")
             else:
-                text += f" IBC's {timeout} for the 2FA ran out at {clock(alert.deadline, tz)}: log in on the Gateway by hand."
+                text += (f" IBC's {timeout} for the 2FA ran out at {clock(alert.deadline, tz)}: "
+                         "log in on the Gateway by hand.")
             return text + _acked(inc, tz)
         case AlertKind.REMINDER if inc is not None:
             return (f"⏰ {gw} still down for {duration(inc.duration(at))} — {_now_failing(inc, tz)}. "
@@ -177,8 +178,8 @@ def render(alert: Alert) -> str:
             return text
         case AlertKind.FLAPPING:
             last = f" (last: {_cause(inc)})" if inc is not None else ""
-            return (f"🟠 {gw} is flapping — {alert.flaps} drops and returns within {duration(alert.flap_window)}{last}. "
-                    f"Quiet until it stays up or down for {duration(alert.quiet_for)}.")
+            return (f"🟠 {gw} is flapping — {alert.flaps} drops and returns within {duration(alert.flap_window)}"
+                    f"{last}. Quiet until it stays up or down for {duration(alert.quiet_for)}.")
         case AlertKind.FARM_WARNING if alert.farm is not None:
             f = alert.farm
             if alert.farm_ok_at is not None:

@@ -164,8 +164,10 @@ class Engine:
     def _muted(self, now: datetime) -> bool:
         return self.muted_until is not None and now < self.muted_until
 
-    def _suppressed(self, now: datetime) -> bool:
-        return self.suppression is not None and now < self.suppression.until
+    def _test_running(self, now: datetime) -> str | None:
+        """The reason of the check's suppression in force at ``now``, or None."""
+        s = self.suppression
+        return s.reason if s is not None and now < s.until else None
 
     def _alert(self, kind: AlertKind, inc: Incident | None = None, **fields: object) -> Alert:
         return Alert(kind, self.gateway, self.clock(), inc, tz=self.settings.time_zone, **fields)  # type: ignore[arg-type]
@@ -211,7 +213,7 @@ class Engine:
                             flap_window=self.settings.flap_window, quiet_for=self.settings.flap_quiet)]
 
     def _went_down(self, obs: WentDown) -> list[Alert]:
-        test = self.suppression.reason if self._suppressed(obs.at) else None
+        test = self._test_running(obs.at)
         window = self.schedule.window_at(obs.at)
         self._change(obs.at, counted=window is None and test is None)
         inc = Incident(self.gateway, obs.at, obs.cause, obs.layer, obs.cause, obs.at, code=obs.code,
@@ -259,7 +261,8 @@ class Engine:
         return out
 
     def _settle_flapping(self, now: datetime) -> list[Alert]:
-        if not self.flapping or self._last_change is None or now < self._last_change + self._s(self.settings.flap_quiet):
+        quiet = self._s(self.settings.flap_quiet)
+        if not self.flapping or self._last_change is None or now < self._last_change + quiet:
             return []
         self.flapping = False
         flaps, self._flap_changes = self._flap_changes, 0

@@ -18,18 +18,20 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: no display on a server, and never a GUI event loop
 
-from matplotlib.figure import Figure  # noqa: E402  (after choosing the backend)
+from matplotlib.figure import Figure
 
-from bot.watch.alerts import duration  # noqa: E402
-from bot.watch.schedule import Schedule, WindowKind  # noqa: E402
-from bot.watch.state import Incident, OutageCategory  # noqa: E402
-from storage import CoverageRecord, IncidentRecord, IncidentStore  # noqa: E402
+from bot.watch.alerts import duration
+from bot.watch.schedule import Schedule, WindowKind
+from bot.watch.state import Incident, OutageCategory
+from storage import CoverageRecord, IncidentRecord, IncidentStore
 
 PERIODS = (("24 h", timedelta(days=1)), ("7 d", timedelta(days=7)), ("30 d", timedelta(days=30)))
 # The live coverage span is marked every minute; one seen this recently is still running.
 LIVE_WITHIN = timedelta(minutes=3)
 
 Span = tuple[datetime, datetime]
+# One local day of the timeline: (midnight, watched, down, expected) spans.
+Day = tuple[datetime, tuple[Span, ...], tuple[Span, ...], tuple[Span, ...]]
 
 
 class IncidentRecorder:
@@ -115,7 +117,7 @@ class UptimeReport:
     at: datetime
     periods: tuple[Availability, ...]
     incidents: tuple[IncidentRecord, ...]   # the last few, newest first
-    days: tuple[tuple[datetime, tuple[Span, ...], tuple[Span, ...], tuple[Span, ...]], ...] = ()  # timeline
+    days: tuple[Day, ...] = ()  # timeline
     tz: str = "UTC"
 
     @property
@@ -167,7 +169,7 @@ async def uptime_report(store: IncidentStore, gateway: str, schedule: Schedule, 
 
 
 def _days(incidents: Sequence[IncidentRecord], coverage: Sequence[CoverageRecord], schedule: Schedule,
-          now: datetime, count: int, tz: str) -> tuple[tuple[datetime, tuple[Span, ...], tuple[Span, ...], tuple[Span, ...]], ...]:
+          now: datetime, count: int, tz: str) -> tuple[Day, ...]:
     """Per local day, newest last: (midnight, watched, down, expected) spans."""
     zone = ZoneInfo(tz)
     today = now.astimezone(zone).replace(hour=0, minute=0, second=0, microsecond=0)

@@ -21,6 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
+from bot.lab.telegram_standin.faults import Faults, Hangup
 from bot.lab.telegram_standin.formatting import parse, with_detected
 from bot.lab.telegram_standin.model import (
     ApiCall,
@@ -107,7 +108,9 @@ class BotApiStandIn:
         self._subscribers: list[asyncio.Queue[ChatChange]] = []
         self._floods: dict[str, tuple[int, int]] = {}  # method (lower case) -> (retry_after, times left)
         self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
         self._closing = False
+        self.faults = Faults()  # misbehaviour on demand (tests, bench): see faults.py
 
     # ------------------------------------------------------------ lifecycle
     @property
@@ -128,8 +131,8 @@ class BotApiStandIn:
         # handler_cancellation: a client that hangs up (PTB stopping) ends its long poll here too.
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5, handler_cancellation=True)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
+        self._site = web.TCPSite(self._runner, self.host, self.port)
+        await self._site.start()
         self.port = self._runner.addresses[0][1]
         log.info("Telegram Bot API stand-in on %s", self.base_url)
 
@@ -265,6 +268,34 @@ class BotApiStandIn:
         """The next ``times`` calls of ``method`` get 429 Too Many Requests (retry after ``retry_after`` s)."""
         self._floods[method.lower()] = (retry_after, times)
 
+    # --------------------------------------------------------------- faults
+    async def refuse_connections(self) -> None:
+        """Telegram unreachable: the port closes (new connections refused) and open ones are cut."""
+        if self._site is not None:
+            await self._site.stop()
+            self._site = None
+        if self._runner is not None and self._runner.server is not None:
+            for connection in list(self._runner.server.connections):
+                connection.force_close()
+        log.info("stand-in: refusing connections on port %s", self.port)
+
+    async def accept_connections(self) -> None:
+        """Back after refuse_connections(): listen on the same port again."""
+        if self._runner is not None and self._site is None:
+            self._site = web.TCPSite(self._runner, self.host, self.port)
+            await self._site.start()
+            log.info("stand-in: accepting connections on port %s again", self.port)
+
+    async def _fault(self, method: str, p: Params) -> None:
+        try:
+            chat_id = int(p.text("chat_id") or "")
+        except ValueError:
+            chat_id = None
+        chat = self.chats.get(chat_id) if chat_id is not None else None
+        answer = await self.faults.apply(method, chat_id, chat is not None and chat.type is not ChatType.PRIVATE)
+        if answer is not None:
+            raise ApiError(answer.code, answer.description, answer.parameters)
+
     # ----------------------------------------------------------------- HTTP
     async def _handle(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
@@ -282,6 +313,7 @@ class BotApiStandIn:
             route = ROUTES.get(method.lower())
             if route is None:
                 raise ApiError(404, "Not Found")
+            await self._fault(method, params)
             self._check_flood(method)
             result = await route(self, params)
             status = 200
@@ -289,6 +321,11 @@ class BotApiStandIn:
         except asyncio.CancelledError:
             status = 499  # the client hung up (nginx's code for it)
             raise
+        except Hangup:
+            status = 444  # closed without an answer (nginx's code for it)
+            if request.transport is not None:
+                request.transport.close()
+            return web.Response(status=444)
         except ApiError as e:
             status = e.code
             log.debug("stand-in %s -> %s %s", method, e.code, e.description)

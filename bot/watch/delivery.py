@@ -1,0 +1,57 @@
+"""The watch's alerts into the durable outbox: one row per chat (configured + /subscribe), written
+in one transaction, so an alert reaches every chat or, on a crash, none is half-sent twice."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from bot.config import Config
+from bot.outbox import Outbox
+from bot.watch.alerts import Alert, AlertAction
+from bot.watch.uptime import IncidentRecorder
+from bot.watch.watcher import Watch
+from storage import OutKind, OutMessage, Repository
+
+log = logging.getLogger(__name__)
+BUTTON_LABELS = {AlertAction.ACKNOWLEDGE: "Acknowledge", AlertAction.MUTE_1H: "Mute 1h"}
+
+
+def alert_message(alert: Alert) -> OutMessage:
+    """The alert as the outbox stores it: quiet unless loud, its buttons, an edit when it replaces one."""
+    key = alert.incident.key if alert.incident is not None else alert.gateway
+    buttons = tuple((BUTTON_LABELS[a], f"{a}:{key}") for a in alert.actions)
+    return OutMessage(OutKind.TEXT, alert.text, silent=not alert.loud, buttons=buttons, key=alert.message_key,
+                      edit=alert.edit)
+
+
+class OutboxAlertSink:
+    """``async def sink(alert)`` for :class:`Watch`: fans out to the alert chats and the subscribers."""
+
+    def __init__(self, outbox: Outbox, repo: Repository, alert_chat_ids: frozenset[int]) -> None:
+        self.outbox = outbox
+        self.repo = repo
+        self.alert_chat_ids = alert_chat_ids
+
+    async def __call__(self, alert: Alert) -> None:
+        chats = sorted(set(self.alert_chat_ids) | set(await self.repo.subscribers.chat_ids()))
+        if not chats:
+            log.info("watch alert with no chat to send it to (watch.alert_chat_ids, /subscribe): %s",
+                     alert.text.splitlines()[0])
+            return
+        message = alert_message(alert)
+        await self.outbox.enqueue_many([(chat_id, message) for chat_id in chats])
+
+
+@contextlib.asynccontextmanager
+async def watching(config: Config, repo: Repository, outbox: Outbox, **watch_options: object) -> AsyncIterator[Watch]:
+    """The always-on watch for ``gwbot run`` / ``gwbot chat``: after storage and the outbox exist,
+    stopped before the repository closes."""
+    watch = Watch(config, OutboxAlertSink(outbox, repo, config.watch.alert_chat_ids),
+                  store=IncidentRecorder(repo.incidents), **watch_options)  # type: ignore[arg-type]
+    await watch.start()
+    try:
+        yield watch
+    finally:
+        await watch.stop()
