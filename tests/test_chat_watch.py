@@ -4,6 +4,7 @@ Gateway, a real SQLite file, alerts through the durable outbox. Nothing is mocke
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from dataclasses import replace
 
@@ -13,9 +14,9 @@ from bot.config import WatchConfig
 from bot.lab.chat import lab_chat
 from bot.lab.telegram_standin import User
 from bot.watch.state import Phase
-from tests.conftest import FAST
+from tests.conftest import FAST, free_port
 from tests.test_chat import KAI, LEE, SQUAD, Chat, chat_config
-from tests.test_run import gwbot_chat
+from tests.test_run import ROOT, gwbot_chat
 
 SUBSCRIBER = KAI  # Kai's private chat with the bot (chat id = user id) /subscribes
 WATCH_OPTIONS = {"knock_interval": 0.05, "max_pause": 0.3}
@@ -173,3 +174,42 @@ async def test_gwbot_chat_reports_a_stopped_simulator_at_once_and_its_return(tmp
         back = await _line_with(proc, "🟢", 15)
         assert "back after" in back
         assert took < 3.0, f"🔴 after {took:.2f} s (down_after 0.5 s; generous for a busy machine)"
+
+
+async def _simulate(port: int, control_port: int) -> asyncio.subprocess.Process:
+    """`gwbot simulate` in its own process, as in another terminal; returns once it listens."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "simulate", "--port", str(port), "--control-port", str(control_port),
+        cwd=ROOT, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+    assert proc.stdout is not None
+    await asyncio.wait_for(proc.stdout.readline(), 20)  # the banner: printed once it listens
+    return proc
+
+
+async def test_gwbot_chat_attached_to_another_simulate_reports_its_kill_and_its_return(tmp_path):
+    """The done-when of the watch: `gwbot chat` watching a `gwbot simulate` of another terminal."""
+    port, control_port = free_port(), free_port()
+    sims = [await _simulate(port, control_port)]
+    try:
+        async with gwbot_chat(tmp_path, "data_dir: data\nwatch: {expected: [], relogin_reminder: 0}\n",
+                              "--attach", str(port), "--control-port", str(control_port)) as proc:
+            async with asyncio.timeout(30):  # until the watch has its verdict
+                while True:
+                    proc.stdin.write(b"/status\n")
+                    await proc.stdin.drain()
+                    if "(from the watch)" in await _line_with(proc, f" paper 127.0.0.1:{port}", 30):
+                        break
+            sims[0].kill()  # SIGKILL: the Gateway process dies without a word
+            await sims[0].wait()
+            began = time.monotonic()
+            await _line_with(proc, "🔴", 10)
+            took = time.monotonic() - began
+            sims.append(await _simulate(port, control_port))
+            back = await _line_with(proc, "🟢", 20)
+            assert "back after" in back
+            assert took < 3.0, f"🔴 after {took:.2f} s (down_after 0.5 s; generous for a busy machine)"
+    finally:
+        for sim in sims:
+            if sim.returncode is None:
+                sim.kill()
+                await sim.wait()

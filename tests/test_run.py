@@ -89,12 +89,13 @@ async def test_sigterm_mid_soak_cancels_the_run_and_exits_cleanly(tmp_path):
 
 
 @contextlib.asynccontextmanager
-async def gwbot_chat(tmp_path: Path,
-                     config_text: str = "data_dir: data\n") -> AsyncIterator[asyncio.subprocess.Process]:
+async def gwbot_chat(tmp_path: Path, config_text: str = "data_dir: data\n",
+                     *chat_args: str) -> AsyncIterator[asyncio.subprocess.Process]:
     """`gwbot chat` in its own process, typed at through a pipe; Ctrl-C at the end must stop it cleanly."""
     cfg = tmp_path / "config.yaml"
     cfg.write_text(config_text, encoding="utf-8")
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "bot", "--config", str(cfg), "chat", cwd=ROOT,
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "bot", "--config", str(cfg), "chat", *chat_args,
+                                                cwd=ROOT,
                                                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
                                                 stderr=asyncio.subprocess.PIPE)
     try:

@@ -125,6 +125,10 @@ def _parser() -> argparse.ArgumentParser:
     chat = command("chat", help="try the Telegram bot in this terminal: local Bot API stand-in + simulated Gateway")
     chat.add_argument("--soak", type=_typed(SOAK_SECONDS), default=CHAT_SOAK_SECONDS, metavar="SECONDS",
                       help="soak length for /checklist and a bare /soak")
+    chat.add_argument("--attach", type=_typed(PORT), metavar="PORT",
+                      help="use the Gateway on 127.0.0.1:PORT (e.g. `gwbot simulate` in another terminal) "
+                           "instead of a built-in one; ! lines then go to its --control-port")
+    chat.add_argument("--control-port", type=_typed(PORT), default=7462, help="with --attach: its simctl port")
 
     hist = command("history", help="list stored runs")
     hist.add_argument("--limit", type=_typed(HISTORY_LIMIT), default=20)
@@ -332,14 +336,22 @@ async def _cmd_chat(config: Config, args: argparse.Namespace) -> int:
                      telegram=replace(config.telegram, progress_interval=2.0),
                      # The watch reports a !stop within a second here: down_after short, the terminal is the alert chat.
                      watch=replace(config.watch, down_after=CHAT_DOWN_AFTER, alert_chat_ids=frozenset({CHAT_USER_ID})))
-    async with lab_chat(config, [User(CHAT_USER_ID, "You", getpass.getuser())], watch_options=CHAT_WATCH) as lab:
-        print(f"gwbot chat: simulated Gateway on 127.0.0.1:{lab.gateway.port}, Bot API stand-in on "
-              f"{lab.standin.base_url}.\n"
+    async with lab_chat(config, [User(CHAT_USER_ID, "You", getpass.getuser())], watch_options=CHAT_WATCH,
+                        attach_port=args.attach) as lab:
+        gw = lab.config.gateway()
+        where = "simulated" if lab.gateway else "attached to the"
+        print(f"gwbot chat: {where} Gateway on {gw.host}:{gw.port}, Bot API stand-in on {lab.standin.base_url}.\n"
               "Type /help, /checklist or /reconnect; a number picks a button. Control the simulated Gateway with\n"
               f"!stop, !start, !freeze, !unfreeze, !status ... ({CONTROL_HELP.lower()}). /quit ends.\n",
               flush=True)
+
+        async def local(line: str) -> str:
+            if lab.gateway is not None:
+                return await control(lab.gateway, line)
+            return await send_control("127.0.0.1", args.control_port, line)
+
         terminal = TerminalChat(lab.standin, CHAT_USER_ID, CHAT_USER_ID, files_dir=config.data_dir / "chat-files",
-                                local=lambda line: control(lab.gateway, line))
+                                local=local)
         typing = asyncio.create_task(terminal.run(stdin_reader()))
         stopped = asyncio.create_task(stop.wait())
         try:

@@ -20,7 +20,7 @@ from bot.services import Services, with_gateway
 
 @dataclass(frozen=True)
 class LabChat:
-    gateway: SimulatedGateway
+    gateway: SimulatedGateway | None  # None: attached to a Gateway running elsewhere
     standin: BotApiStandIn
     config: Config  # as the bot runs it: pointed at the simulated Gateway, allow-listed
     services: Services
@@ -29,21 +29,26 @@ class LabChat:
 @contextlib.asynccontextmanager
 async def lab_chat(config: Config, people: Iterable[User], groups: Mapping[int, str] | None = None, *,
                    client_options: dict[str, Any] | None = None,
-                   watch_options: dict[str, Any] | None = None) -> AsyncIterator[LabChat]:
+                   watch_options: dict[str, Any] | None = None,
+                   attach_port: int | None = None) -> AsyncIterator[LabChat]:
     """gwbot chatting through the stand-in, about a simulated Gateway, until the context ends.
 
     ``people`` may use the bot, in ``groups`` (chat id -> title) and in their private chats; add
     strangers to ``standin`` afterwards. The first Gateway of ``config`` is the simulated one.
     ``watch_options``: run the watch with these watcher options ({} for the defaults); None: no watch.
+    ``attach_port``: talk to a Gateway already listening on 127.0.0.1:PORT (a `gwbot simulate` in
+    another terminal) instead of starting one.
     """
     people, groups = tuple(people), dict(groups or {})
-    async with SimulatedGateway(port=0, accounts=(config.gateway().account,)) as gateway, \
-            BotApiStandIn() as standin:
+    async with contextlib.AsyncExitStack() as stack:
+        gateway = None if attach_port else await stack.enter_async_context(
+            SimulatedGateway(port=0, accounts=(config.gateway().account,)))
+        standin = await stack.enter_async_context(BotApiStandIn())
         for person in people:
             standin.user(person.id, person.first_name, person.username)
         for chat_id, title in groups.items():
             standin.group(chat_id, title)
-        config = with_gateway(config, host="127.0.0.1", port=gateway.port)
+        config = with_gateway(config, host="127.0.0.1", port=gateway.port if gateway else attach_port)
         config = replace(config, telegram=replace(config.telegram, allowed_chat_ids=frozenset(groups),
                                                   allowed_user_ids=frozenset(p.id for p in people)))
         async with serving_chat(config, standin.token, base_url=standin.base_url, poll_timeout=1,
