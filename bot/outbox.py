@@ -413,8 +413,9 @@ class Outbox:
             return
         since = texts[0].created_at
         lines = [f"• {r.created_at:%H:%M:%S} {first_line(r.message)}" for r in texts]
-        text = (f"📬 While gwbot could not reach Telegram (since {since:%H:%M:%S} UTC), {len(texts)} messages "
-                "piled up; in short:\n" + "\n".join(lines))
+        # Said neutrally: a backlog comes from an outage, gwbot's own downtime or a burst (50 alerts at once).
+        text = (f"📬 {len(texts)} messages piled up for this chat since {since:%H:%M:%S} UTC; in short:\n"
+                + "\n".join(lines))
         await self.store.digest([r.id for r in texts], text)
         log.warning("outbox: %d messages to chat %s folded into one digest", len(texts), chat_id)
         self._settle(r.id for r in texts[1:])
