@@ -117,7 +117,10 @@ async def probe(gw: GatewayConfig, live: LiveView | None = None) -> Health:
     except GatewayError as e:
         return Health(gw, port_ms, str(e), e.layer)
     try:
-        rtt = await client.ping()
+        try:
+            rtt = await client.ping()
+        except GatewayError as e:  # connected, then deaf or gone: a verdict, not a crash in /status
+            return Health(gw, port_ms, str(e), e.layer)
         s = client.status()
         farms = [f.notice is not NoticeKind.FARM_BROKEN for f in s.farms]
         return Health(gw, port_ms, None, None, s.server_version, s.accounts, None, s.link_ok,

@@ -409,3 +409,16 @@ def test_config_reaches_the_client_typed_with_its_role_id_and_policy():
     assert policy.wait(None) == 2 and IBKRClient.from_config(gw, reconnect=None).options.reconnect is None
     seed = IBKRClient("127.0.0.1", 4002, 1).options  # the seed scripts' form: the checklist's values
     assert (seed.connect_timeout, seed.reconnect.max_attempts, seed.reconnect.wait(None)) == (10, 5, 10)
+
+
+async def test_status_probe_reports_an_unanswered_heartbeat_instead_of_raising(gateway):
+    """/status's own short connection: a Gateway that connects but leaves reqCurrentTime unanswered
+    is a Health with the failed layer, not an exception that reaches the chat as 'Sorry, that failed'."""
+    from bot.config import GatewayConfig
+    from bot.health import probe
+
+    gateway.set_hang([49])  # reqCurrentTime: the heartbeat goes unanswered
+    gw = GatewayConfig(host="127.0.0.1", port=gateway.port, heartbeat_timeout=0.5)
+    health = await asyncio.wait_for(probe(gw), 10)
+    assert health.error is not None and health.failed_layer is not None, health
+    assert health.server_version is None
