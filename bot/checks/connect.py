@@ -83,7 +83,7 @@ class ConnectCheck(Check):
         ib = client.ib
         if ib is None:
             return
-        requests: dict[str, Callable[[], Awaitable[Any]]] = {
+        sync_probes: dict[str, Callable[[], Awaitable[Any]]] = {
             "positions": ib.reqPositionsAsync,
             "open orders": ib.reqOpenOrdersAsync,
             "completed orders": lambda: ib.reqCompletedOrdersAsync(False),
@@ -97,8 +97,8 @@ class ConnectCheck(Check):
                 return False
             return True
 
-        results = await asyncio.gather(*(answered(r) for r in requests.values()))
-        silent = [name for name, ok in zip(requests, results, strict=True) if not ok]
+        results = await asyncio.gather(*(answered(r) for r in sync_probes.values()))
+        silent = [name for name, ok in zip(sync_probes, results, strict=True) if not ok]
         read_only = any(n.notice is NoticeKind.READ_ONLY for n in seen)
         if read_only:
             rec.note("The Gateway's API is Read-Only (error 321 on order requests): fine, gwbot places no orders "
