@@ -18,7 +18,6 @@ from bot.watch.state import (
     OutageCategory,
     Recovery,
     RecoveryHow,
-    StillDown,
     WentDown,
 )
 
@@ -69,7 +68,7 @@ def down(cause=DownCause.CLOSED, layer=Layer.TCP_PORT, code=None):
 
 
 def still(cause, layer):
-    return lambda at: StillDown(at, cause, layer)
+    return lambda at: WentDown(at, cause, layer)
 
 
 def back(recovery=BACK):

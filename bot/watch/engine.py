@@ -39,7 +39,6 @@ from bot.watch.state import (
     FarmState,
     Incident,
     Observation,
-    StillDown,
     Suppression,
     WentDown,
 )
@@ -84,9 +83,7 @@ class Engine:
         match obs:
             case WentDown() if self.incident is None:
                 return self._went_down(obs) + self.tick()
-            case WentDown() | StillDown():
-                if self.incident is None:
-                    return self._went_down(WentDown(obs.at, obs.cause, obs.layer, obs.detail)) + self.tick()
+            case WentDown():
                 self._still_down(obs.at, obs.cause, obs.layer)
                 return self.tick()
             case CameBack():

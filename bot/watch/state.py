@@ -13,6 +13,7 @@ from enum import StrEnum
 
 from bot.ibkr.errors import Layer
 from bot.watch.schedule import Occurrence
+from storage import IncidentRecord
 
 
 class DownCause(StrEnum):
@@ -140,26 +141,26 @@ class Incident:
             DownCause.REFUSED: OutageCategory.RESTART,
         }.get(self.cause, OutageCategory.OTHER)
 
+    def record(self) -> IncidentRecord:
+        """As storage keeps it, for /uptime."""
+        r = self.recovery
+        recovery = None if r is None else f"{r.how} ({r.code})" if r.code else f"{r.how}, {r.attempts} attempt(s)"
+        return IncidentRecord(self.key, self.gateway, self.started_at, self.ended_at, self.cause.value,
+                              self.category.value, self.layer.label, self.window.label if self.window else None,
+                              self.test, self.alerted_at is not None, self.acked_by, self.acked_at, recovery)
+
 
 # ------------------------------------------------------------ observations
 # What the watcher tells the engine; built from client events and connect failures.
 @dataclass(frozen=True)
 class WentDown:
+    """Down, or while down a failed connection attempt: what fails now."""
+
     at: datetime
     cause: DownCause
     layer: Layer
     detail: str = ""
     code: int | None = None
-
-
-@dataclass(frozen=True)
-class StillDown:
-    """A connection attempt failed while down: what fails now."""
-
-    at: datetime
-    cause: DownCause
-    layer: Layer
-    detail: str = ""
 
 
 @dataclass(frozen=True)
@@ -176,7 +177,7 @@ class FarmChanged:
     code: int
 
 
-Observation = WentDown | StillDown | CameBack | FarmChanged
+Observation = WentDown | CameBack | FarmChanged
 
 
 # ------------------------------------------------------------------ state

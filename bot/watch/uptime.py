@@ -3,7 +3,7 @@
 Availability = 1 - down / watched, both counted outside IBKR's expected windows and only while
 gwbot was watching (its coverage spans). Down time inside a window is still shown, as
 "scheduled" (or "restart" for the Gateway's auto-restart window); a check's deliberate stop
-counts nowhere. ``IncidentRecorder`` is the watcher's storage sink (bot records -> storage rows).
+counts nowhere.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 
 from bot.watch.alerts import duration
 from bot.watch.schedule import Schedule, WindowKind
-from bot.watch.state import Incident, OutageCategory
+from bot.watch.state import OutageCategory
 from storage import CoverageRecord, IncidentRecord, IncidentStore
 
 PERIODS = (("24 h", timedelta(days=1)), ("7 d", timedelta(days=7)), ("30 d", timedelta(days=30)))
@@ -32,32 +32,6 @@ LIVE_WITHIN = timedelta(minutes=3)
 Span = tuple[datetime, datetime]
 # One local day of the timeline: (midnight, watched, down, expected) spans.
 Day = tuple[datetime, tuple[Span, ...], tuple[Span, ...], tuple[Span, ...]]
-
-
-class IncidentRecorder:
-    """The watcher's ``IncidentSink`` over storage."""
-
-    def __init__(self, store: IncidentStore) -> None:
-        self.store = store
-
-    async def watch_started(self, gateway: str, at: datetime) -> int:
-        return await self.store.watch_started(gateway, at)
-
-    async def watch_seen(self, coverage_id: int, at: datetime) -> None:
-        await self.store.watch_seen(coverage_id, at)
-
-    async def save_incident(self, inc: Incident) -> None:
-        await self.store.save(to_record(inc))
-
-
-def to_record(inc: Incident) -> IncidentRecord:
-    r = inc.recovery
-    recovery = None if r is None else (f"{r.how}, {r.attempts} attempt(s)" if r.code is None else f"{r.how} ({r.code})")
-    return IncidentRecord(
-        key=inc.key, gateway=inc.gateway, started_at=inc.started_at, ended_at=inc.ended_at, cause=inc.cause.value,
-        category=inc.category.value, layer=inc.layer.label, expected_window=inc.window.label if inc.window else None,
-        test=inc.test, alerted=inc.alerted_at is not None, acked_by=inc.acked_by, acked_at=inc.acked_at,
-        recovery=recovery)
 
 
 # ------------------------------------------------------------- intervals

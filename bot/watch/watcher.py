@@ -22,44 +22,19 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from bot.client_ids import ClientRole
 from bot.config import Config, GatewayConfig, WatchConfig
 from bot.health import Health
+from bot.ibkr import errors as ib
 from bot.ibkr.client import ConnectionState, IBKRClient, port_accepts
-from bot.ibkr.errors import (
-    ApiNotReady,
-    ClientIdInUse,
-    ConnectionRejected,
-    ConnectTimeout,
-    GatewayClosedConnection,
-    GatewayError,
-    GatewayRefused,
-    HandshakeTimeout,
-    HostUnresolvable,
-    Layer,
-    LiveAccountRefused,
-    NotAnApiPort,
-    PingTimeout,
-    StartupSyncFailed,
-)
 from bot.ibkr.events import ClientEvent, Connected, Disconnected, DisconnectReason, GatewayNotice, Heartbeat, NoticeKind
 from bot.journal import current_run
 from bot.watch.alerts import Alert
 from bot.watch.engine import Clock, Engine
-from bot.watch.state import (
-    CameBack,
-    DownCause,
-    FarmChanged,
-    GatewayState,
-    Incident,
-    Phase,
-    Recovery,
-    RecoveryHow,
-    StillDown,
-    WentDown,
-)
+from bot.watch.state import CameBack, DownCause, FarmChanged, GatewayState, Phase, Recovery, RecoveryHow, WentDown
+from storage import IncidentStore
 
 # Set in every watcher task (and so in ib_async's callbacks on its sockets): whose records these are.
 watch_gateway: contextvars.ContextVar[str | None] = contextvars.ContextVar("watch_gateway", default=None)
@@ -81,18 +56,8 @@ class WatchLogFilter(logging.Filter):
         return not from_watch()
 
 
-class AlertSink(Protocol):
-    """Where alerts go (the outbox's enqueue). Awaited once per alert, in order, per Gateway."""
-
-    def __call__(self, alert: Alert) -> Awaitable[None]: ...
-
-
-class IncidentSink(Protocol):
-    """Storage for uptime (storage.incidents.IncidentStore implements it through ``bot.watch.uptime``)."""
-
-    async def watch_started(self, gateway: str, at: datetime) -> int: ...
-    async def watch_seen(self, coverage_id: int, at: datetime) -> None: ...
-    async def save_incident(self, incident: Incident) -> None: ...
+# Where alerts go (the outbox's enqueue). Awaited once per alert, in order, per Gateway.
+AlertSink = Callable[[Alert], Awaitable[None]]
 
 
 def utc_now() -> datetime:
@@ -110,42 +75,40 @@ def health_from_state(gw: GatewayConfig, state: GatewayState) -> Health:
                   all(f.ok for f in state.farms) if up and state.farms else None, state.last_rtt, "watch")
 
 
-def classify(err: GatewayError) -> tuple[DownCause, Layer]:
+# A failed connection attempt in the watch's words (the layer it stopped at is the error's own).
+_CAUSES = {
+    ib.GatewayRefused: DownCause.REFUSED,
+    ib.ConnectTimeout: DownCause.UNREACHABLE,
+    ib.HostUnresolvable: DownCause.UNREACHABLE,
+    ib.HandshakeTimeout: DownCause.NO_HANDSHAKE,
+    ib.NotAnApiPort: DownCause.NO_HANDSHAKE,
+    ib.ConnectionRejected: DownCause.REJECTED,
+    ib.GatewayClosedConnection: DownCause.CLOSED,
+    ib.LiveAccountRefused: DownCause.LIVE_ACCOUNT,
+    ib.ApiNotReady: DownCause.NOT_LOGGED_IN,
+    ib.StartupSyncFailed: DownCause.NOT_LOGGED_IN,
+    ib.ClientIdInUse: DownCause.CLIENT_ID,
+    ib.PingTimeout: DownCause.FROZEN,
+}
+
+
+def classify(err: ib.GatewayError) -> tuple[DownCause, ib.Layer]:
     """A failed connection attempt in the watch's words, and the layer it stopped at."""
-    match err:
-        case GatewayRefused():
-            return DownCause.REFUSED, Layer.TCP_PORT
-        case ConnectTimeout() | HostUnresolvable():
-            return DownCause.UNREACHABLE, Layer.TCP_PORT
-        case HandshakeTimeout() | NotAnApiPort():
-            return DownCause.NO_HANDSHAKE, Layer.API_HANDSHAKE
-        case ConnectionRejected():
-            return DownCause.REJECTED, Layer.API_HANDSHAKE
-        case GatewayClosedConnection():
-            return DownCause.CLOSED, Layer.API_HANDSHAKE
-        case LiveAccountRefused():
-            return DownCause.LIVE_ACCOUNT, Layer.ACCOUNT
-        case ApiNotReady() | StartupSyncFailed():
-            return DownCause.NOT_LOGGED_IN, err.layer
-        case ClientIdInUse():
-            return DownCause.CLIENT_ID, Layer.API_READY
-        case PingTimeout():
-            return DownCause.FROZEN, Layer.API_READY
-    return DownCause.OTHER, err.layer
+    return _CAUSES.get(type(err), DownCause.OTHER), err.layer
 
 
 _DROPS = {
-    DisconnectReason.PEER_CLOSED: (DownCause.CLOSED, Layer.TCP_PORT),
-    DisconnectReason.RESET: (DownCause.RESET, Layer.TCP_PORT),
-    DisconnectReason.HEARTBEAT_TIMEOUT: (DownCause.FROZEN, Layer.API_READY),
-    DisconnectReason.OTHER: (DownCause.CLOSED, Layer.TCP_PORT),
+    DisconnectReason.PEER_CLOSED: (DownCause.CLOSED, ib.Layer.TCP_PORT),
+    DisconnectReason.RESET: (DownCause.RESET, ib.Layer.TCP_PORT),
+    DisconnectReason.HEARTBEAT_TIMEOUT: (DownCause.FROZEN, ib.Layer.API_READY),
+    DisconnectReason.OTHER: (DownCause.CLOSED, ib.Layer.TCP_PORT),
 }
 
 
 @dataclass(frozen=True)
 class _Failed:
     at: datetime
-    error: GatewayError
+    error: ib.GatewayError
 
 
 @dataclass(frozen=True)
@@ -161,7 +124,7 @@ class _Connected:
 
 class GatewayWatcher:
     def __init__(self, gw: GatewayConfig, settings: WatchConfig, sink: AlertSink, *,
-                 store: IncidentSink | None = None, clock: Clock = utc_now,
+                 store: IncidentStore | None = None, clock: Clock = utc_now,
                  client_options: dict[str, Any] | None = None, knock_interval: float = 0.25,
                  max_pause: float = 5.0) -> None:
         self.gw = gw
@@ -262,7 +225,7 @@ class GatewayWatcher:
             self._attempt += 1
             try:
                 await self.client.connect()
-            except GatewayError as e:
+            except ib.GatewayError as e:
                 failures += 1
                 self._inbox.put_nowait(_Failed(self.clock(), e))
                 await self._pause(e, failures)
@@ -284,9 +247,9 @@ class GatewayWatcher:
                     await self._dropped.wait()
             self._dropped.clear()
 
-    async def _pause(self, err: GatewayError, failures: int) -> None:
+    async def _pause(self, err: ib.GatewayError, failures: int) -> None:
         """Until the next attempt: knock while nothing listens; back off while it answers badly."""
-        if isinstance(err, GatewayRefused):
+        if isinstance(err, ib.GatewayRefused):
             knock = max(self.knock_interval * 4, 1.0)
             # Polling is the only way to see a port open: no event in this process says so.
             while not await port_accepts(self.gw.host, self.gw.port, timeout=knock):  # noqa: ASYNC110
@@ -333,7 +296,7 @@ class GatewayWatcher:
                 cause, layer = classify(item.error)
                 self._state = replace(self._state.down(item.at, layer, cause, str(item.error)),
                                       attempts=self._state.attempts + 1)
-                return self.engine.observe(StillDown(item.at, cause, layer, str(item.error)))
+                return self.engine.observe(WentDown(item.at, cause, layer, str(item.error)))
             case Disconnected() if item.reason is not DisconnectReason.LOCAL:
                 cause, layer = _DROPS[item.reason]
                 self._state = self._state.down(item.at, layer, cause, item.detail)
@@ -347,8 +310,8 @@ class GatewayWatcher:
     def _notice(self, n: GatewayNotice) -> list[Alert]:
         # Judged by code, never by ib_async's log level (it logs 1100/1101 as errors).
         if n.code in LINK_DOWN_CODES:
-            self._state = self._state.down(n.at, Layer.IB_LINK, DownCause.IB_LINK, n.message)
-            return self.engine.observe(WentDown(n.at, DownCause.IB_LINK, Layer.IB_LINK, n.message, code=n.code))
+            self._state = self._state.down(n.at, ib.Layer.IB_LINK, DownCause.IB_LINK, n.message)
+            return self.engine.observe(WentDown(n.at, DownCause.IB_LINK, ib.Layer.IB_LINK, n.message, code=n.code))
         if n.code in LINK_BACK_CODES:
             inc = self.engine.incident
             if inc is None or inc.current is not DownCause.IB_LINK:
@@ -380,7 +343,7 @@ class GatewayWatcher:
         if self.store is None:
             return
         for inc in updates:
-            await self._stored(self.store.save_incident(inc))
+            await self._stored(self.store.save(inc.record()))
 
     async def _stored(self, write: Awaitable[Any]) -> Any:
         try:
@@ -393,7 +356,7 @@ class GatewayWatcher:
 class Watch:
     """Every configured Gateway's watcher, started and stopped together."""
 
-    def __init__(self, config: Config, sink: AlertSink, *, store: IncidentSink | None = None,
+    def __init__(self, config: Config, sink: AlertSink, *, store: IncidentStore | None = None,
                  clock: Clock = utc_now, client_options: dict[str, Any] | None = None, **watcher_options: Any) -> None:
         self.watchers = {gw.name: GatewayWatcher(gw, config.watch, sink, store=store, clock=clock,
                                                  client_options=client_options, **watcher_options)
