@@ -30,10 +30,9 @@ from typing import Protocol
 from tenacity import RetryCallState, wait_exponential_jitter
 
 from bot.config import OutboxConfig
-from storage import HoldReason, OutboxRow, OutboxStore, OutKind, OutMessage
+from storage import HoldReason, OutboxRow, OutboxStore, OutKind, OutMessage, OutStatus
 
 log = logging.getLogger(__name__)
-TEXT_LIMIT = 4096  # Telegram's limit, UTF-16 code units
 PART_LIMIT = 4000  # a part of a split text, with room for the "(2/3)" mark
 MAX_PARTS = 5  # a longer text goes as a file: five screens of chat is already a lot
 CAPTION_LIMIT = 1024
@@ -305,7 +304,7 @@ class Outbox:
                 outcome = await self._deliver(row.chat_id, OutMessage.plain(text, silent=row.message.silent))
                 if outcome.kind is not OutcomeKind.SENT:
                     return outcome
-                await self.store.part_sent(row.id, number + 1)
+                await self.store.update(row.id, parts_sent=number + 1)
         if outcome.kind is OutcomeKind.SENT:
             await self._done(row, outcome.message_id)
         return outcome
@@ -328,7 +327,8 @@ class Outbox:
         return outcome
 
     async def _done(self, row: OutboxRow, telegram_id: int | None) -> None:
-        await self.store.mark_sent(row.id, telegram_id)
+        await self.store.update(row.id, status=OutStatus.SENT, sent_at=datetime.now(UTC).isoformat(),
+                                telegram_id=telegram_id, last_error=None)
         if row.attempts:
             log.info("outbox: message %d to chat %s delivered after %d failed attempts", row.id, row.chat_id,
                      row.attempts)
@@ -375,7 +375,7 @@ class Outbox:
         attempts = row.attempts + 1
         if attempts >= self.config.max_attempts:
             log.error("outbox: gave up on message %d after %d attempts: %s", row.id, attempts, outcome.detail)
-            await self.store.fail(row.id, outcome.detail)
+            await self.store.update(row.id, status=OutStatus.FAILED, last_error=outcome.detail)
             self._settle([row.id])
             return True
         delay = self._delay(attempts)
@@ -391,10 +391,10 @@ class Outbox:
             await self.store.as_file(row.id, "message.html", first_line(message, 200))
         elif message.kind is not OutKind.TEXT:
             log.info("outbox: caption of message %d too long for Telegram; shortened", row.id)
-            await self.store.recaption(row.id, message.text[:CAPTION_LIMIT - 1] + "…")
+            await self.store.update(row.id, text=message.text[:CAPTION_LIMIT - 1] + "…")
         elif not row.split:
             log.info("outbox: message %d too long for Telegram; sending it in parts", row.id)
-            await self.store.split(row.id)
+            await self.store.update(row.id, split=1, parts_sent=0)
         else:
             log.info("outbox: a part of message %d is still too long; sending it as a file", row.id)
             await self.store.as_file(row.id, "message.txt", first_line(message, 200))
