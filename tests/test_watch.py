@@ -162,13 +162,14 @@ async def test_a_checks_deliberate_stop_sends_nothing_and_its_client_never_trips
         check_client = IBKRClient("127.0.0.1", gateway.port, 1, FAST)  # a check's own id
         await check_client.connect()
         await check_client.disconnect()
-        async with watch.suppressed("paper", "reconnect check", at_most=30):
-            await gateway.stop()
-            await until(lambda: watch.watcher().state.phase is Phase.DOWN)
-            assert watch.watcher().state.suppressed.reason == "reconnect check"
-            await asyncio.sleep(0.6)
-            await gateway.start()
-            await until(lambda: watch.watcher().state.phase is Phase.UP)
+        watch.suppress("paper", "reconnect check", datetime.now(UTC) + timedelta(seconds=30))
+        await gateway.stop()
+        await until(lambda: watch.watcher().state.phase is Phase.DOWN)
+        assert watch.watcher().state.suppressed.reason == "reconnect check"
+        await asyncio.sleep(0.6)
+        await gateway.start()
+        await until(lambda: watch.watcher().state.phase is Phase.UP)
+        watch.suppress("paper", "reconnect check", None)
         await asyncio.sleep(0.5)
     assert sink.alerts == []
 
@@ -219,7 +220,7 @@ async def test_one_gateways_stuck_sink_never_delays_anothers_alerts():
             await got(alert)
 
         async with watch_for(config_for(a, b), sink) as watch:
-            await until(lambda: all(s.phase is Phase.UP for s in watch.states()))
+            await until(lambda: all(w.state.phase is Phase.UP for w in watch.watchers.values()))
             await a.stop()
             await asyncio.sleep(0.5)
             await b.stop()

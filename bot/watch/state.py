@@ -83,10 +83,6 @@ class Recovery:
     attempts: int = 0              # connection attempts it took (RECONNECTED)
     code: int | None = None        # 1101 / 1102 (LINK_RESTORED)
 
-    @property
-    def data_kept(self) -> bool | None:
-        return {1102: True, 1101: False}.get(self.code or 0)
-
 
 @dataclass(frozen=True)
 class Incident:
@@ -207,7 +203,6 @@ class GatewayState:
     host: str
     port: int
     client_id: int
-    watching_since: datetime
     phase: Phase = Phase.STARTING
     since: datetime | None = None          # in this phase since
     failed: Layer | None = None            # the first layer not reached
@@ -218,7 +213,6 @@ class GatewayState:
     link_ok: bool | None = None
     farms: tuple[FarmState, ...] = ()
     last_rtt: float | None = None
-    last_heartbeat_at: datetime | None = None
     attempts: int = 0                      # connection attempts in the current outage
     incident: Incident | None = None
     muted_until: datetime | None = None

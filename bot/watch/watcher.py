@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import contextvars
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -137,7 +137,7 @@ class GatewayWatcher:
         self.engine = Engine(gw.name, settings, clock)
         # The watcher reconnects by itself (forever), so the client's own reconnect is off.
         self.client = IBKRClient.from_config(gw, ClientRole.WATCH, **(client_options or {}), reconnect=None)
-        self._state = GatewayState(gw.name, gw.host, gw.port, self.client.client_id, clock())
+        self._state = GatewayState(gw.name, gw.host, gw.port, self.client.client_id)
         self._inbox: asyncio.Queue[ClientEvent | _Connected | _Failed | _Emit] = asyncio.Queue()
         self._dropped = asyncio.Event()
         self._attempt = 0
@@ -187,22 +187,20 @@ class GatewayWatcher:
         different outage) to take, or someone already did."""
         self._emit(self.engine.acknowledge(by, key))
         inc = self.engine.incident
-        self._sync_state()
         return inc is not None and inc.acked_by == by and (key is None or key == inc.key)
 
     def mute(self, until: datetime | None) -> None:
         self._emit(self.engine.mute(until))
-        self._sync_state()
 
     def suppress(self, reason: str, until: datetime | None) -> None:
         """A check stops or restarts this Gateway on purpose until ``until`` (None: done)."""
         self._emit(self.engine.suppress(reason, until))
-        self._sync_state()
 
     # ---------------------------------------------------------- internals
     def _emit(self, alerts: list[Alert]) -> None:
         # Even with nothing to send, this wakes the processor: the due times may have moved.
         self._inbox.put_nowait(_Emit(tuple(alerts)))
+        self._sync_state()
 
     def _sync_state(self) -> None:
         e = self.engine
@@ -304,7 +302,7 @@ class GatewayWatcher:
             case GatewayNotice():
                 return self._notice(item)
             case Heartbeat(rtt=rtt) if rtt is not None:
-                self._state = replace(self._state, last_rtt=rtt, last_heartbeat_at=item.at)
+                self._state = replace(self._state, last_rtt=rtt)
         return self.engine.tick()
 
     def _notice(self, n: GatewayNotice) -> list[Alert]:
@@ -370,9 +368,6 @@ class Watch:
             raise KeyError(f"unknown Gateway '{gateway}'; watched: {', '.join(self.watchers)}")
         return self.watchers[gateway]
 
-    def states(self) -> list[GatewayState]:
-        return [w.state for w in self.watchers.values()]
-
     async def start(self) -> None:
         for w in self.watchers.values():
             await w.start()
@@ -399,12 +394,3 @@ class Watch:
 
     def suppress(self, gateway: str, reason: str, until: datetime | None) -> None:
         self.watcher(gateway).suppress(reason, until)
-
-    @contextlib.asynccontextmanager
-    async def suppressed(self, gateway: str, reason: str, at_most: float) -> AsyncIterator[None]:
-        """While a check stops the Gateway on purpose (at most ``at_most`` seconds)."""
-        self.suppress(gateway, reason, self.clock() + timedelta(seconds=at_most))
-        try:
-            yield
-        finally:
-            self.suppress(gateway, reason, None)
