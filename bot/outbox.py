@@ -206,10 +206,7 @@ class Outbox:
 
     async def enqueue(self, chat_id: int, messages: Sequence[OutMessage]) -> list[int]:
         """Store ``messages`` for ``chat_id`` (all or none), in this order; the chat's sender takes them."""
-        chat_id = self.resolve(chat_id)
-        ids = await self.store.enqueue(chat_id, messages)
-        self._poke(chat_id)
-        return ids
+        return await self.enqueue_many([(chat_id, m) for m in messages])
 
     def resolve(self, chat_id: int) -> int:
         """The id a chat has now (a group that became a supergroup has a new one)."""
@@ -365,22 +362,20 @@ class Outbox:
             return False
         if kind is OutcomeKind.TOO_LONG:
             return await self._too_long(row)
-        if kind is OutcomeKind.UNREACHABLE:
-            delay = self._delay(row.attempts + 1)
-            level = logging.WARNING if row.attempts == 0 else logging.DEBUG  # one line per outage, not per retry
-            log.log(level, "outbox: cannot reach Telegram for chat %s (%s); retrying in %.1f s, forever",
-                    chat_id, outcome.detail, delay)
-            await self.store.reschedule(row.id, time.time() + delay, row.attempts + 1, outcome.detail)
-            return True
         attempts = row.attempts + 1
-        if attempts >= self.config.max_attempts:
+        if kind is not OutcomeKind.UNREACHABLE and attempts >= self.config.max_attempts:
             log.error("outbox: gave up on message %d after %d attempts: %s", row.id, attempts, outcome.detail)
             await self.store.update(row.id, status=OutStatus.FAILED, last_error=outcome.detail)
             self._settle([row.id])
             return True
         delay = self._delay(attempts)
-        log.warning("outbox: %s (attempt %d of %d, again in %.1f s)", outcome.detail, attempts,
-                    self.config.max_attempts, delay)
+        if kind is OutcomeKind.UNREACHABLE:
+            level = logging.WARNING if row.attempts == 0 else logging.DEBUG  # one line per outage, not per retry
+            log.log(level, "outbox: cannot reach Telegram for chat %s (%s); retrying in %.1f s, forever",
+                    chat_id, outcome.detail, delay)
+        else:
+            log.warning("outbox: %s (attempt %d of %d, again in %.1f s)", outcome.detail, attempts,
+                        self.config.max_attempts, delay)
         await self.store.reschedule(row.id, time.time() + delay, attempts, outcome.detail)
         return True
 

@@ -31,7 +31,6 @@ from datetime import datetime, timedelta
 from bot.config import WatchConfig
 from bot.ibkr.errors import Layer
 from bot.watch.alerts import Alert, AlertKind
-from bot.watch.schedule import Schedule
 from bot.watch.state import (
     CameBack,
     DownCause,
@@ -56,13 +55,12 @@ class _Farm:
 
 
 class Engine:
-    def __init__(self, gateway: str, settings: WatchConfig, clock: Clock, schedule: Schedule | None = None) -> None:
+    def __init__(self, gateway: str, settings: WatchConfig, clock: Clock) -> None:
         self.gateway = gateway
         self.settings = settings
-        self.schedule = schedule or settings.schedule
+        self.schedule = settings.schedule
         self.clock = clock
         self.log = logging.getLogger(f"gwbot.watch.{gateway}")
-        self.up: bool | None = None
         self.incident: Incident | None = None
         self.last_incident: Incident | None = None  # the latest closed one
         self.muted_until: datetime | None = None
@@ -219,7 +217,6 @@ class Engine:
         self._debounce_from = obs.at
         self._reminded_at = None
         self._login_expired_sent = False
-        self.up = False
         self.log.info("down: %s (%s)%s%s", obs.cause.words, obs.layer.label, f" — {obs.detail}" if obs.detail else "",
                       f" inside the {window.label}" if window else "")
         return self._flap_alerts()
@@ -240,7 +237,6 @@ class Engine:
             self.log.info("still down: %s (%s)", cause.now_words, layer.label)
 
     def _came_back(self, obs: CameBack) -> list[Alert]:
-        self.up = True
         inc = self.incident
         if inc is None:
             return []
