@@ -34,7 +34,6 @@ from bot.watch.alerts import Alert, AlertKind
 from bot.watch.state import (
     CameBack,
     DownCause,
-    FarmChanged,
     FarmState,
     Incident,
     Observation,
@@ -86,7 +85,7 @@ class Engine:
                 return self.tick()
             case CameBack():
                 return self._came_back(obs) + self.tick()
-            case FarmChanged():
+            case FarmState():
                 return self._farm(obs) + self.tick()
         return []
 
@@ -332,17 +331,17 @@ class Engine:
             out.append(self._alert(AlertKind.NEEDS_2FA, inc, edit=True, deadline=deadline))
         return out
 
-    def _farm(self, obs: FarmChanged) -> list[Alert]:
-        farm = self._farms.get(obs.farm)
+    def _farm(self, obs: FarmState) -> list[Alert]:
+        farm = self._farms.get(obs.name)
         if not obs.ok:
             if farm is None:
-                self._farms[obs.farm] = _Farm(FarmState(obs.farm, False, obs.code, obs.at))
+                self._farms[obs.name] = _Farm(obs)
             return []
         if farm is None:
             return []
-        del self._farms[obs.farm]
-        if farm.warned and not self._muted(obs.at):
-            return [self._alert(AlertKind.FARM_WARNING, farm=farm.broken, farm_ok_at=obs.at, edit=True)]
+        del self._farms[obs.name]
+        if farm.warned and not self._muted(obs.since):
+            return [self._alert(AlertKind.FARM_WARNING, farm=farm.broken, farm_ok_at=obs.since, edit=True)]
         return []
 
     def _farm_warnings(self, now: datetime) -> list[Alert]:

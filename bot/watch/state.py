@@ -166,14 +166,16 @@ class CameBack:
 
 
 @dataclass(frozen=True)
-class FarmChanged:
-    at: datetime
-    farm: str
+class FarmState:
+    """A data farm broken or OK since; observed as it changes (``since``: then)."""
+
+    name: str
     ok: bool
     code: int
+    since: datetime
 
 
-Observation = WentDown | CameBack | FarmChanged
+Observation = WentDown | CameBack | FarmState
 
 
 # ------------------------------------------------------------------ state
@@ -181,14 +183,6 @@ class Phase(StrEnum):
     STARTING = "starting"  # no verdict yet
     UP = "up"
     DOWN = "down"
-
-
-@dataclass(frozen=True)
-class FarmState:
-    name: str
-    ok: bool
-    code: int
-    since: datetime
 
 
 @dataclass(frozen=True)
@@ -240,11 +234,10 @@ class GatewayState:
                        failed=layer, cause=cause, detail=detail, farms=() if socket_gone else self.farms,
                        link_ok=None if socket_gone else False if cause is DownCause.IB_LINK else self.link_ok)
 
-    def farm(self, at: datetime, name: str, ok: bool, code: int) -> GatewayState:
+    def farm(self, new: FarmState) -> GatewayState:
         old = {f.name: f for f in self.farms}
-        prev = old.get(name)
-        since = prev.since if prev is not None and prev.ok == ok else at
-        old[name] = FarmState(name, ok, code, since)
+        prev = old.get(new.name)
+        old[new.name] = replace(new, since=prev.since) if prev is not None and prev.ok == new.ok else new
         farms = tuple(sorted(old.values(), key=lambda f: f.name))
         failed = self.failed
         if self.phase is Phase.UP:

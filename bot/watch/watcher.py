@@ -33,7 +33,7 @@ from bot.ibkr.events import ClientEvent, Connected, Disconnected, DisconnectReas
 from bot.journal import current_run
 from bot.watch.alerts import Alert
 from bot.watch.engine import Clock, Engine
-from bot.watch.state import CameBack, DownCause, FarmChanged, GatewayState, Phase, Recovery, RecoveryHow, WentDown
+from bot.watch.state import CameBack, DownCause, FarmState, GatewayState, Phase, Recovery, RecoveryHow, WentDown
 from storage import IncidentStore
 
 # Set in every watcher task (and so in ib_async's callbacks on its sockets): whose records these are.
@@ -310,23 +310,21 @@ class GatewayWatcher:
         if n.code in LINK_DOWN_CODES:
             self._state = self._state.down(n.at, ib.Layer.IB_LINK, DownCause.IB_LINK, n.message)
             return self.engine.observe(WentDown(n.at, DownCause.IB_LINK, ib.Layer.IB_LINK, n.message, code=n.code))
+        inc = self.engine.incident
+        link_lost = inc is not None and inc.current is DownCause.IB_LINK
         if n.code in LINK_BACK_CODES:
-            inc = self.engine.incident
-            if inc is None or inc.current is not DownCause.IB_LINK:
-                return self.engine.tick()
-            self._state = self._state.up(n.at)
-            return self.engine.observe(CameBack(n.at, Recovery(RecoveryHow.LINK_RESTORED, code=n.code)))
+            return self._link_back(n) if link_lost else self.engine.tick()
         if n.farm and n.notice in (NoticeKind.FARM_BROKEN, NoticeKind.FARM_OK, NoticeKind.FARM_INACTIVE):
-            ok = n.notice is not NoticeKind.FARM_BROKEN
-            self._state = self._state.farm(n.at, n.farm, ok, n.code)
-            alerts = []
-            inc = self.engine.incident
-            if n.notice is NoticeKind.FARM_OK and inc is not None and inc.current is DownCause.IB_LINK:
-                # After 2110 a Gateway may announce its return only by farms coming back, no 1101/1102.
-                self._state = self._state.up(n.at)
-                alerts = self.engine.observe(CameBack(n.at, Recovery(RecoveryHow.LINK_RESTORED, code=n.code)))
-            return alerts + self.engine.observe(FarmChanged(n.at, n.farm, ok, n.code))
+            farm = FarmState(n.farm, n.notice is not NoticeKind.FARM_BROKEN, n.code, n.at)
+            self._state = self._state.farm(farm)
+            # After 2110 a Gateway may announce its return only by farms coming back, no 1101/1102.
+            alerts = self._link_back(n) if n.notice is NoticeKind.FARM_OK and link_lost else []
+            return alerts + self.engine.observe(farm)
         return self.engine.tick()
+
+    def _link_back(self, n: GatewayNotice) -> list[Alert]:
+        self._state = self._state.up(n.at)
+        return self.engine.observe(CameBack(n.at, Recovery(RecoveryHow.LINK_RESTORED, code=n.code)))
 
     async def _deliver(self, alert: Alert) -> None:
         self.log.info("alert %s%s: %s", alert.kind, " (edit)" if alert.edit else "", alert.text.splitlines()[0])
