@@ -17,10 +17,9 @@ import os
 import socket
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import aiosqlite
 
@@ -80,7 +79,7 @@ def _pid_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True  # someone else's process, alive
+        pass  # someone else's process, alive
     return True
 
 
@@ -91,8 +90,7 @@ def _host() -> str:
     return socket.gethostname()
 
 
-@dataclass(frozen=True)
-class Owner:
+class Owner(NamedTuple):
     host: str
     pid: int
     start: str | None
@@ -100,9 +98,6 @@ class Owner:
     @classmethod
     def current(cls) -> Owner:
         return cls(_host(), os.getpid(), _process_start(os.getpid()))
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter((self.host, self.pid, self.start))
 
 
 def _owner_gone(row: sqlite3.Row, here: Owner, now: datetime) -> bool:
@@ -335,6 +330,8 @@ class Repository:
         return cur.lastrowid or 0
 
     async def _write_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if not rows:
+            return
         async with self.transaction():
             with _translated(self.path):
                 await self._db.executemany(sql, rows)
@@ -391,16 +388,13 @@ class Repository:
                           (run_id, ts(at), kind, message, json.dumps(dict(data or {}), default=str)))
 
     async def add_logs(self, run_id: int, rows: Sequence[tuple[datetime, str, str, str]]) -> None:
-        if not rows:
-            return
         await self._write_many("INSERT INTO logs (run_id, at, level, logger, message) VALUES (?, ?, ?, ?, ?)",
                                [(run_id, ts(at), level, logger, message) for at, level, logger, message in rows])
 
     async def add_samples(self, run_id: int, rows: Sequence[tuple[datetime, float | None]]) -> None:
         """Heartbeat round trips (seconds; None: missed) as they are taken, so a crash keeps them."""
-        if rows:
-            await self._write_many("INSERT INTO samples (run_id, at, rtt) VALUES (?, ?, ?)",
-                                   [(run_id, ts(at), rtt) for at, rtt in rows])
+        await self._write_many("INSERT INTO samples (run_id, at, rtt) VALUES (?, ?, ?)",
+                               [(run_id, ts(at), rtt) for at, rtt in rows])
 
     async def add_audit(self, chat_id: int | None, user_id: int | None, username: str, action: str,
                         allowed: bool, detail: str = "") -> None:

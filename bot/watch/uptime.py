@@ -46,23 +46,14 @@ def merge(spans: Iterable[Span]) -> list[Span]:
 
 
 def intersect(a: Sequence[Span], b: Sequence[Span]) -> list[Span]:
-    out = []
-    for s1, e1 in a:
-        for s2, e2 in b:
-            s, e = max(s1, s2), min(e1, e2)
-            if e > s:
-                out.append((s, e))
-    return merge(out)
+    return merge((max(s1, s2), min(e1, e2)) for s1, e1 in a for s2, e2 in b)  # merge drops the empty ones
 
 
 def subtract(a: Sequence[Span], b: Sequence[Span]) -> list[Span]:
-    out = []
-    for s, e in a:
-        pieces = [(s, e)]
-        for bs, be in b:
-            pieces = [p for ps, pe in pieces for p in ((ps, min(pe, bs)), (max(ps, be), pe)) if p[1] > p[0]]
-        out += pieces
-    return merge(out)
+    pieces = list(a)
+    for bs, be in b:
+        pieces = [p for ps, pe in pieces for p in ((ps, min(pe, bs)), (max(ps, be), pe)) if p[1] > p[0]]
+    return merge(pieces)
 
 
 def total(spans: Iterable[Span]) -> float:
