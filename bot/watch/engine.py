@@ -146,7 +146,7 @@ class Engine:
         if self._relogin is not None:
             times.append(self._relogin[0])
         if not self._muted(now):
-            times += self._outage_due()
+            times += [at for at, _ in self._outage_steps(self.incident)] if self.incident is not None else []
             times += [f.broken.since + self._s(self.settings.farm_grace) for f in self._farms.values() if not f.warned]
         return min(times) if times else None
 
@@ -277,58 +277,49 @@ class Engine:
         settle = max(self.settings.down_after, LOGIN_SETTLE_IN_WINDOW if inc.window else 0.0)
         return inc.login_since + self._s(settle)
 
-    def _outage_due(self) -> list[datetime]:
-        inc = self.incident
-        if inc is None:
-            return []
+    def _outage_steps(self, inc: Incident) -> list[tuple[datetime, str]]:
+        """The open incident's timed decisions, (when, which), in the order ``_outage`` takes them."""
         if inc.test is not None:
             return []  # the suppression's end is already a due time
-        out = []
+        steps = []
+        if inc.alerted_at is None and inc.window is not None:
+            steps.append((self.schedule.escalate_at(inc.window), "down"))
+            if not inc.noted:
+                steps.append((inc.started_at + self._s(self.settings.down_after), "note"))
+        elif inc.alerted_at is None and not self.flapping and self._debounce_from is not None:
+            steps.append((self._debounce_from + self._s(self.settings.down_after), "down"))
+        elif inc.alerted_at is not None and inc.acked_by is None and self._reminded_at is not None:
+            steps.append((self._reminded_at + self._s(self.settings.remind_every), "remind"))
         if (login := self._login_due(inc)) is not None:
-            out.append(login)
-        if inc.login_alerted and not self._login_expired_sent and (deadline := self._login_deadline(inc)):
-            out.append(deadline)
-        if inc.alerted_at is None:
-            if inc.window is not None:
-                out.append(self.schedule.escalate_at(inc.window))
-                if not inc.noted:
-                    out.append(inc.started_at + self._s(self.settings.down_after))
-            elif not self.flapping and self._debounce_from is not None:
-                out.append(self._debounce_from + self._s(self.settings.down_after))
-        elif inc.acked_by is None and self._reminded_at is not None:
-            out.append(self._reminded_at + self._s(self.settings.remind_every))
-        return out
+            steps.append((login, "login"))
+        elif inc.login_alerted and not self._login_expired_sent and (deadline := self._login_deadline(inc)):
+            steps.append((deadline, "login expired"))
+        return steps
 
     def _outage(self, now: datetime, inc: Incident) -> list[Alert]:
-        if inc.test is not None or self._muted(now):
+        if self._muted(now):
             return []
         out: list[Alert] = []
-        if inc.alerted_at is None:
-            if inc.window is not None and now >= self.schedule.escalate_at(inc.window):
-                inc = self._set(replace(inc, alerted_at=now))
-                self._reminded_at = now
-                out.append(self._alert(AlertKind.DOWN, inc, escalated=inc.window))
-            elif inc.window is not None:
-                if not inc.noted and now >= inc.started_at + self._s(self.settings.down_after):
+        for step in [step for at, step in self._outage_steps(inc) if now >= at]:
+            match step:
+                case "down":  # after the debounce, or not back by the end of its expected window + grace
+                    inc = self._set(replace(inc, alerted_at=now))
+                    self._reminded_at = now
+                    if inc.window is None:
+                        self.log.warning("DOWN: %s", inc.cause.words)
+                    out.append(self._alert(AlertKind.DOWN, inc, escalated=inc.window))
+                case "note" if inc.alerted_at is None:
                     inc = self._set(replace(inc, noted=True))
                     out.append(self._alert(AlertKind.EXPECTED, inc))
-            elif not self.flapping and self._debounce_from is not None \
-                    and now >= self._debounce_from + self._s(self.settings.down_after):
-                inc = self._set(replace(inc, alerted_at=now))
-                self._reminded_at = now
-                self.log.warning("DOWN: %s", inc.cause.words)
-                out.append(self._alert(AlertKind.DOWN, inc))
-        elif inc.acked_by is None and self._reminded_at is not None \
-                and now >= self._reminded_at + self._s(self.settings.remind_every):
-            self._reminded_at = now
-            out.append(self._alert(AlertKind.REMINDER, inc))
-        if (login := self._login_due(inc)) is not None and now >= login:
-            inc = self._set(replace(inc, login_alerted=True))
-            out.append(self._alert(AlertKind.NEEDS_2FA, inc, deadline=self._login_deadline(inc)))
-        elif inc.login_alerted and not self._login_expired_sent and (deadline := self._login_deadline(inc)) \
-                and now >= deadline:
-            self._login_expired_sent = True
-            out.append(self._alert(AlertKind.NEEDS_2FA, inc, edit=True, deadline=deadline))
+                case "remind":
+                    self._reminded_at = now
+                    out.append(self._alert(AlertKind.REMINDER, inc))
+                case "login":
+                    inc = self._set(replace(inc, login_alerted=True))
+                    out.append(self._alert(AlertKind.NEEDS_2FA, inc, deadline=self._login_deadline(inc)))
+                case "login expired":
+                    self._login_expired_sent = True
+                    out.append(self._alert(AlertKind.NEEDS_2FA, inc, edit=True, deadline=self._login_deadline(inc)))
         return out
 
     def _farm(self, obs: FarmState) -> list[Alert]:
