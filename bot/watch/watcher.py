@@ -112,11 +112,6 @@ class _Failed:
 
 
 @dataclass(frozen=True)
-class _Emit:
-    alerts: tuple[Alert, ...]
-
-
-@dataclass(frozen=True)
 class _Connected:
     event: Connected
     attempts: int  # the try that made it, counting from the drop (or from start)
@@ -138,7 +133,7 @@ class GatewayWatcher:
         # The watcher reconnects by itself (forever), so the client's own reconnect is off.
         self.client = IBKRClient.from_config(gw, ClientRole.WATCH, **(client_options or {}), reconnect=None)
         self._state = GatewayState(gw.name, gw.host, gw.port, self.client.client_id)
-        self._inbox: asyncio.Queue[ClientEvent | _Connected | _Failed | _Emit] = asyncio.Queue()
+        self._inbox: asyncio.Queue[ClientEvent | _Connected | _Failed | list[Alert]] = asyncio.Queue()
         self._dropped = asyncio.Event()
         self._attempt = 0
         self._tasks: list[asyncio.Task[None]] = []
@@ -178,8 +173,7 @@ class GatewayWatcher:
         # In the watch's context too, so the client's goodbye lines are the watch's as well.
         await asyncio.create_task(self.client.disconnect(), name=f"watch {self.gw.name} disconnect", context=self._ctx)
         await self._persist()
-        if self.store is not None and self._coverage is not None:
-            await self._stored(self.store.watch_seen(self._coverage, self.clock()))
+        await self._seen()
         self.log.info("stopped watching")
 
     def acknowledge(self, by: str, key: str | None = None) -> bool:
@@ -199,7 +193,7 @@ class GatewayWatcher:
     # ---------------------------------------------------------- internals
     def _emit(self, alerts: list[Alert]) -> None:
         # Even with nothing to send, this wakes the processor: the due times may have moved.
-        self._inbox.put_nowait(_Emit(tuple(alerts)))
+        self._inbox.put_nowait(alerts)
         self._sync_state()
 
     def _sync_state(self) -> None:
@@ -260,7 +254,7 @@ class GatewayWatcher:
         while True:
             due = self.engine.next_due()
             wait = COVERAGE_EVERY if due is None else min(COVERAGE_EVERY, (due - self.clock()).total_seconds())
-            item: ClientEvent | _Failed | _Emit | _Connected | None = None
+            item: ClientEvent | _Failed | list[Alert] | _Connected | None = None
             try:
                 async with asyncio.timeout(max(wait, 0.0)):
                     item = await self._inbox.get()
@@ -276,16 +270,14 @@ class GatewayWatcher:
             for alert in alerts:
                 await self._deliver(alert)
             await self._persist()
-            now = self.clock()
-            mark_due = now - last_seen >= timedelta(seconds=COVERAGE_EVERY)
-            if self.store is not None and self._coverage is not None and mark_due:
-                last_seen = now
-                await self._stored(self.store.watch_seen(self._coverage, now))
+            if self.clock() - last_seen >= timedelta(seconds=COVERAGE_EVERY):
+                last_seen = self.clock()
+                await self._seen()
 
     def _handle(self, item: Any) -> list[Alert]:
         match item:
-            case _Emit():
-                return list(item.alerts) + self.engine.tick()
+            case list():  # from acknowledge, mute or suppress
+                return item + self.engine.tick()
             case _Connected():
                 e = item.event
                 self._state = self._state.up(e.at, e.server_version, e.accounts)
@@ -335,11 +327,14 @@ class GatewayWatcher:
             self.log.exception("could not hand over the %s alert", alert.kind)
 
     async def _persist(self) -> None:
-        updates = self.engine.take_updates()
-        if self.store is None:
-            return
-        for inc in updates:
-            await self._stored(self.store.save(inc.record()))
+        for inc in self.engine.take_updates():  # taken even without a store: they must not pile up
+            if self.store is not None:
+                await self._stored(self.store.save(inc.record()))
+
+    async def _seen(self) -> None:
+        """Mark this watched span as still watched now (uptime counts only watched time)."""
+        if self.store is not None and self._coverage is not None:
+            await self._stored(self.store.watch_seen(self._coverage, self.clock()))
 
     async def _stored(self, write: Awaitable[Any]) -> Any:
         try:
