@@ -3,9 +3,7 @@ in one transaction, so an alert reaches every chat or, on a crash, none is half-
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import AsyncIterator
 
 from bot.config import Config
 from bot.outbox import Outbox
@@ -25,10 +23,9 @@ def alert_message(alert: Alert) -> OutMessage:
                       edit=alert.edit)
 
 
-@contextlib.asynccontextmanager
-async def watching(config: Config, repo: Repository, outbox: Outbox, **watch_options: object) -> AsyncIterator[Watch]:
-    """The always-on watch for ``gwbot run`` / ``gwbot chat``: after storage and the outbox exist,
-    stopped before the repository closes."""
+def watching(config: Config, repo: Repository, outbox: Outbox, **watch_options: object) -> Watch:
+    """The always-on watch for ``gwbot run`` / ``gwbot chat``, to use with ``async with``: after
+    storage and the outbox exist, stopped before the repository closes."""
     async def sink(alert: Alert) -> None:
         """Fans out to the alert chats and the subscribers."""
         chats = sorted(config.watch.alert_chat_ids | set(await repo.subscribers.chat_ids()))
@@ -39,9 +36,4 @@ async def watching(config: Config, repo: Repository, outbox: Outbox, **watch_opt
         message = alert_message(alert)
         await outbox.enqueue_many([(chat_id, message) for chat_id in chats])
 
-    watch = Watch(config, sink, store=repo.incidents, **watch_options)  # type: ignore[arg-type]
-    await watch.start()
-    try:
-        yield watch
-    finally:
-        await watch.stop()
+    return Watch(config, sink, store=repo.incidents, **watch_options)  # type: ignore[arg-type]

@@ -158,11 +158,6 @@ class Engine:
     def _muted(self, now: datetime) -> bool:
         return self.muted_until is not None and now < self.muted_until
 
-    def _test_running(self, now: datetime) -> str | None:
-        """The reason of the check's suppression in force at ``now``, or None."""
-        s = self.suppression
-        return s.reason if s is not None and now < s.until else None
-
     def _alert(self, kind: AlertKind, inc: Incident | None = None, **fields: object) -> Alert:
         return Alert(kind, self.gateway, self.clock(), inc, tz=self.settings.time_zone, **fields)  # type: ignore[arg-type]
 
@@ -207,7 +202,8 @@ class Engine:
                             flap_window=self.settings.flap_window, quiet_for=self.settings.flap_quiet)]
 
     def _went_down(self, obs: WentDown) -> list[Alert]:
-        test = self._test_running(obs.at)
+        s = self.suppression
+        test = s.reason if s is not None and obs.at < s.until else None  # a check stops it on purpose
         window = self.schedule.window_at(obs.at)
         self._change(obs.at, counted=window is None and test is None)
         inc = Incident(self.gateway, obs.at, obs.cause, obs.layer, obs.cause, obs.at, code=obs.code,
