@@ -106,7 +106,6 @@ class Incident:
     acked_at: datetime | None = None
     ended_at: datetime | None = None
     recovery: Recovery | None = None
-    id: int | None = None            # storage row, once stored
 
     @property
     def key(self) -> str:
@@ -207,25 +206,12 @@ class GatewayState:
     link_ok: bool | None = None
     farms: tuple[FarmState, ...] = ()
     last_rtt: float | None = None
-    attempts: int = 0                      # connection attempts in the current outage
     incident: Incident | None = None
-    muted_until: datetime | None = None
-    suppressed: Suppression | None = None
-
-    def reached(self, layer: Layer) -> bool | None:
-        """True reached, False failed there or before, None not known (yet)."""
-        if self.phase is Phase.STARTING:
-            return None
-        if self.failed is not None and layer >= self.failed:
-            return False
-        if layer is Layer.DATA_FARMS and not self.farms:
-            return None
-        return True
 
     def up(self, at: datetime, server_version: int | None = None, accounts: tuple[str, ...] = ()) -> GatewayState:
         farms_failed = Layer.DATA_FARMS if any(not f.ok for f in self.farms) else None
         return replace(self, phase=Phase.UP, since=at if self.phase is not Phase.UP else self.since,
-                       failed=farms_failed, cause=None, detail="", attempts=0, link_ok=True,
+                       failed=farms_failed, cause=None, detail="", link_ok=True,
                        server_version=server_version or self.server_version, accounts=accounts or self.accounts)
 
     def down(self, at: datetime, layer: Layer, cause: DownCause, detail: str = "") -> GatewayState:

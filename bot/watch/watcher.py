@@ -197,9 +197,7 @@ class GatewayWatcher:
         self._sync_state()
 
     def _sync_state(self) -> None:
-        e = self.engine
-        sup = e.suppression if e.suppression is not None and e.suppression.until > self.clock() else None
-        self._state = replace(self._state, incident=e.incident, muted_until=e.muted_until, suppressed=sup)
+        self._state = replace(self._state, incident=self.engine.incident)
 
     def _on_event(self, event: ClientEvent) -> None:
         # Runs inline in the client's callbacks: only queue it; the processor judges.
@@ -284,8 +282,7 @@ class GatewayWatcher:
                 return self.engine.observe(CameBack(e.at, Recovery(RecoveryHow.RECONNECTED, attempts=item.attempts)))
             case _Failed():
                 cause, layer = classify(item.error)
-                self._state = replace(self._state.down(item.at, layer, cause, str(item.error)),
-                                      attempts=self._state.attempts + 1)
+                self._state = self._state.down(item.at, layer, cause, str(item.error))
                 return self.engine.observe(WentDown(item.at, cause, layer, str(item.error)))
             case Disconnected() if item.reason is not DisconnectReason.LOCAL:
                 cause, layer = _DROPS[item.reason]
