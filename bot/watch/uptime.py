@@ -9,6 +9,7 @@ counts nowhere.
 from __future__ import annotations
 
 import io
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -104,7 +105,7 @@ def availability(label: str, start: datetime, end: datetime, incidents: Sequence
     watched = intersect(_watched(coverage, end), period)
     windows = schedule.expected_between(start, end)
     expected = merge((o.start, o.end) for o in windows)
-    by_category: dict[OutageCategory, float] = {}
+    by_category: defaultdict[OutageCategory, float] = defaultdict(float)
     down: list[Span] = []
     for r in incidents:
         if r.category == OutageCategory.TEST:
@@ -112,13 +113,11 @@ def availability(label: str, start: datetime, end: datetime, incidents: Sequence
         span = intersect([_incident_span(r, end)], watched)
         outside = subtract(span, expected)
         down += outside
-        category = OutageCategory(r.category)
-        by_category[category] = by_category.get(category, 0.0) + total(outside)
+        by_category[OutageCategory(r.category)] += total(outside)
         for occ in windows:
-            inside = total(intersect(span, [(occ.start, occ.end)]))
-            if inside:
-                kind = OutageCategory.RESTART if occ.window.kind is WindowKind.RESTART else OutageCategory.SCHEDULED
-                by_category[kind] = by_category.get(kind, 0.0) + inside
+            if inside := total(intersect(span, [(occ.start, occ.end)])):
+                by_category[OutageCategory.RESTART if occ.window.kind is WindowKind.RESTART
+                            else OutageCategory.SCHEDULED] += inside
     return Availability(label, start, end, total(subtract(watched, expected)), total(merge(down)),
                         total(intersect(expected, period)), {k: v for k, v in by_category.items() if v > 0})
 
