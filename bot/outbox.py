@@ -258,13 +258,6 @@ class Outbox:
                 async with asyncio.timeout(RESCAN):  # not wait_for: on 3.11 it makes a task per wait
                     await self._rescan.wait()
 
-    async def _pause(self, chat_id: int, seconds: float) -> None:
-        """Sleep up to ``seconds``; a new message ends it early, and RESCAN bounds it so rows changed by
-        another process (gwbot outbox --retry) are seen."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(min(seconds, RESCAN)):
-                await self._wake[chat_id].wait()
-
     async def _serve(self, chat_id: int) -> None:
         """Deliver one chat's messages in order; ends only when the chat is held or has moved."""
         troubled = await self.store.count(chat_id) > self.config.digest_after + 1  # gwbot itself was down
@@ -273,7 +266,11 @@ class Outbox:
             row = await self.store.head(chat_id)
             wait = RESCAN if row is None else row.next_attempt_at - time.time()
             if row is None or wait > 0:
-                await self._pause(chat_id, wait)
+                # A new message ends the wait early; RESCAN bounds it so that rows changed by another
+                # process (gwbot outbox --retry) are seen.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(min(wait, RESCAN)):
+                        await self._wake[chat_id].wait()
                 continue
             if row.split and len(split_text(row.message.text)) > MAX_PARTS:
                 log.info("outbox: message %d too long even in parts; sending it as a file", row.id)
@@ -303,7 +300,12 @@ class Outbox:
                     return outcome
                 await self.store.update(row.id, parts_sent=number + 1)
         if outcome.kind is OutcomeKind.SENT:
-            await self._done(row, outcome.message_id)
+            await self.store.update(row.id, status=OutStatus.SENT, sent_at=datetime.now(UTC).isoformat(),
+                                    telegram_id=outcome.message_id, last_error=None)
+            if row.attempts:
+                log.info("outbox: message %d to chat %s delivered after %d failed attempts", row.id, row.chat_id,
+                         row.attempts)
+            self._settle([row.id])
         return outcome
 
     async def _target(self, row: OutboxRow) -> OutMessage:
@@ -322,14 +324,6 @@ class Outbox:
         if outcome.kind is OutcomeKind.UNREACHABLE:
             self._limiter.refund(chat_id, stamp)
         return outcome
-
-    async def _done(self, row: OutboxRow, telegram_id: int | None) -> None:
-        await self.store.update(row.id, status=OutStatus.SENT, sent_at=datetime.now(UTC).isoformat(),
-                                telegram_id=telegram_id, last_error=None)
-        if row.attempts:
-            log.info("outbox: message %d to chat %s delivered after %d failed attempts", row.id, row.chat_id,
-                     row.attempts)
-        self._settle([row.id])
 
     def _settle(self, ids: Iterable[int]) -> None:
         for row_id in ids:
