@@ -93,14 +93,11 @@ class RateLimiter:
         # No await between the check and the record: another chat's sender cannot slip in between.
         now = time.monotonic()
         self._last[chat_id] = now
-        if chat_id < 0:
-            recent = self._groups.setdefault(chat_id, deque())
-            recent.append(now)
-            while recent and recent[0] < now - 60.0:
-                recent.popleft()
-        self._all.append(now)
-        while self._all and self._all[0] < now - 1.0:
-            self._all.popleft()
+        windows = [(self._all, 1.0)] + ([(self._groups.setdefault(chat_id, deque()), 60.0)] if chat_id < 0 else [])
+        for stamps, span in windows:
+            stamps.append(now)
+            while stamps[0] < now - span:
+                stamps.popleft()
         return now
 
     def refund(self, chat_id: int, stamp: float) -> None:

@@ -229,13 +229,12 @@ class GatewayWatcher:
             await self._wait_for_drop()
 
     async def _wait_for_drop(self) -> None:
-        self._dropped.clear()
         while self.client.state is ConnectionState.CONNECTED:
+            self._dropped.clear()
             # Re-check now and then: a drop that somehow emitted nothing must not park us forever.
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(5.0):
                     await self._dropped.wait()
-            self._dropped.clear()
 
     async def _pause(self, err: ib.GatewayError, failures: int) -> None:
         """Until the next attempt: knock while nothing listens; back off while it answers badly."""
