@@ -132,7 +132,8 @@ class GatewayWatcher:
         self.engine = Engine(gw.name, settings, clock)
         # The watcher reconnects by itself (forever), so the client's own reconnect is off.
         self.client = IBKRClient.from_config(gw, ClientRole.WATCH, **(client_options or {}), reconnect=None)
-        self._state = GatewayState(gw.name, gw.host, gw.port, self.client.client_id)
+        # The live state /status shows; a new frozen object after every change, so a reader never sees half of one.
+        self.state = GatewayState(gw.name, gw.host, gw.port, self.client.client_id)
         self._inbox: asyncio.Queue[ClientEvent | _Connected | _Failed | list[Alert]] = asyncio.Queue()
         self._dropped = asyncio.Event()
         self._attempt = 0
@@ -140,12 +141,6 @@ class GatewayWatcher:
         self._coverage: int | None = None
         self._unsubscribe: Callable[[], None] | None = None
         self._ctx = contextvars.copy_context()
-
-    # ----------------------------------------------------------- reading
-    @property
-    def state(self) -> GatewayState:
-        """The live state /status shows; a new frozen object after every change."""
-        return self._state
 
     # ------------------------------------------------------- controlling
     async def start(self) -> None:
@@ -197,7 +192,7 @@ class GatewayWatcher:
         self._sync_state()
 
     def _sync_state(self) -> None:
-        self._state = replace(self._state, incident=self.engine.incident)
+        self.state = replace(self.state, incident=self.engine.incident)
 
     def _on_event(self, event: ClientEvent) -> None:
         # Runs inline in the client's callbacks: only queue it; the processor judges.
@@ -277,26 +272,26 @@ class GatewayWatcher:
                 return item + self.engine.tick()
             case _Connected():
                 e = item.event
-                self._state = self._state.up(e.at, e.server_version, e.accounts)
+                self.state = self.state.up(e.at, e.server_version, e.accounts)
                 return self.engine.observe(CameBack(e.at, Recovery(RecoveryHow.RECONNECTED, attempts=item.attempts)))
             case _Failed():
                 cause, layer = classify(item.error)
-                self._state = self._state.down(item.at, layer, cause, str(item.error))
+                self.state = self.state.down(item.at, layer, cause, str(item.error))
                 return self.engine.observe(WentDown(item.at, cause, layer, str(item.error)))
             case Disconnected() if item.reason is not DisconnectReason.LOCAL:
                 cause, layer = _DROPS[item.reason]
-                self._state = self._state.down(item.at, layer, cause, item.detail)
+                self.state = self.state.down(item.at, layer, cause, item.detail)
                 return self.engine.observe(WentDown(item.at, cause, layer, item.detail))
             case GatewayNotice():
                 return self._notice(item)
             case Heartbeat(rtt=rtt) if rtt is not None:
-                self._state = replace(self._state, last_rtt=rtt)
+                self.state = replace(self.state, last_rtt=rtt)
         return self.engine.tick()
 
     def _notice(self, n: GatewayNotice) -> list[Alert]:
         # Judged by code, never by ib_async's log level (it logs 1100/1101 as errors).
         if n.code in LINK_DOWN_CODES:
-            self._state = self._state.down(n.at, ib.Layer.IB_LINK, DownCause.IB_LINK, n.message)
+            self.state = self.state.down(n.at, ib.Layer.IB_LINK, DownCause.IB_LINK, n.message)
             return self.engine.observe(WentDown(n.at, DownCause.IB_LINK, ib.Layer.IB_LINK, n.message, code=n.code))
         inc = self.engine.incident
         link_lost = inc is not None and inc.current is DownCause.IB_LINK
@@ -304,14 +299,14 @@ class GatewayWatcher:
             return self._link_back(n) if link_lost else self.engine.tick()
         if n.farm and n.notice in (NoticeKind.FARM_BROKEN, NoticeKind.FARM_OK, NoticeKind.FARM_INACTIVE):
             farm = FarmState(n.farm, n.notice is not NoticeKind.FARM_BROKEN, n.code, n.at)
-            self._state = self._state.farm(farm)
+            self.state = self.state.farm(farm)
             # After 2110 a Gateway may announce its return only by farms coming back, no 1101/1102.
             alerts = self._link_back(n) if n.notice is NoticeKind.FARM_OK and link_lost else []
             return alerts + self.engine.observe(farm)
         return self.engine.tick()
 
     def _link_back(self, n: GatewayNotice) -> list[Alert]:
-        self._state = self._state.up(n.at)
+        self.state = self.state.up(n.at)
         return self.engine.observe(CameBack(n.at, Recovery(RecoveryHow.LINK_RESTORED, code=n.code)))
 
     async def _deliver(self, alert: Alert) -> None:
