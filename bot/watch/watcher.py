@@ -94,7 +94,7 @@ _CAUSES = {
 
 def classify(err: ib.GatewayError) -> tuple[DownCause, ib.Layer]:
     """A failed connection attempt in the watch's words, and the layer it stopped at."""
-    return _CAUSES.get(type(err), DownCause.OTHER), err.layer
+    return next((cause for kind, cause in _CAUSES.items() if isinstance(err, kind)), DownCause.OTHER), err.layer
 
 
 _DROPS = {
