@@ -30,10 +30,9 @@ from typing import Protocol
 from tenacity import RetryCallState, wait_exponential_jitter
 
 from bot.config import OutboxConfig
-from storage import HoldReason, OutboxRow, OutboxStore, OutKind, OutMessage
+from storage import HoldReason, OutboxRow, OutboxStore, OutKind, OutMessage, OutStatus
 
 log = logging.getLogger(__name__)
-TEXT_LIMIT = 4096  # Telegram's limit, UTF-16 code units
 PART_LIMIT = 4000  # a part of a split text, with room for the "(2/3)" mark
 MAX_PARTS = 5  # a longer text goes as a file: five screens of chat is already a lot
 CAPTION_LIMIT = 1024
@@ -94,14 +93,11 @@ class RateLimiter:
         # No await between the check and the record: another chat's sender cannot slip in between.
         now = time.monotonic()
         self._last[chat_id] = now
-        if chat_id < 0:
-            recent = self._groups.setdefault(chat_id, deque())
-            recent.append(now)
-            while recent and recent[0] < now - 60.0:
-                recent.popleft()
-        self._all.append(now)
-        while self._all and self._all[0] < now - 1.0:
-            self._all.popleft()
+        windows = [(self._all, 1.0)] + ([(self._groups.setdefault(chat_id, deque()), 60.0)] if chat_id < 0 else [])
+        for stamps, span in windows:
+            stamps.append(now)
+            while stamps[0] < now - span:
+                stamps.popleft()
         return now
 
     def refund(self, chat_id: int, stamp: float) -> None:
@@ -207,10 +203,7 @@ class Outbox:
 
     async def enqueue(self, chat_id: int, messages: Sequence[OutMessage]) -> list[int]:
         """Store ``messages`` for ``chat_id`` (all or none), in this order; the chat's sender takes them."""
-        chat_id = self.resolve(chat_id)
-        ids = await self.store.enqueue(chat_id, messages)
-        self._poke(chat_id)
-        return ids
+        return await self.enqueue_many([(chat_id, m) for m in messages])
 
     def resolve(self, chat_id: int) -> int:
         """The id a chat has now (a group that became a supergroup has a new one)."""
@@ -262,13 +255,6 @@ class Outbox:
                 async with asyncio.timeout(RESCAN):  # not wait_for: on 3.11 it makes a task per wait
                     await self._rescan.wait()
 
-    async def _pause(self, chat_id: int, seconds: float) -> None:
-        """Sleep up to ``seconds``; a new message ends it early, and RESCAN bounds it so rows changed by
-        another process (gwbot outbox --retry) are seen."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(min(seconds, RESCAN)):
-                await self._wake[chat_id].wait()
-
     async def _serve(self, chat_id: int) -> None:
         """Deliver one chat's messages in order; ends only when the chat is held or has moved."""
         troubled = await self.store.count(chat_id) > self.config.digest_after + 1  # gwbot itself was down
@@ -277,7 +263,11 @@ class Outbox:
             row = await self.store.head(chat_id)
             wait = RESCAN if row is None else row.next_attempt_at - time.time()
             if row is None or wait > 0:
-                await self._pause(chat_id, wait)
+                # A new message ends the wait early; RESCAN bounds it so that rows changed by another
+                # process (gwbot outbox --retry) are seen.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(min(wait, RESCAN)):
+                        await self._wake[chat_id].wait()
                 continue
             if row.split and len(split_text(row.message.text)) > MAX_PARTS:
                 log.info("outbox: message %d too long even in parts; sending it as a file", row.id)
@@ -305,9 +295,14 @@ class Outbox:
                 outcome = await self._deliver(row.chat_id, OutMessage.plain(text, silent=row.message.silent))
                 if outcome.kind is not OutcomeKind.SENT:
                     return outcome
-                await self.store.part_sent(row.id, number + 1)
+                await self.store.update(row.id, parts_sent=number + 1)
         if outcome.kind is OutcomeKind.SENT:
-            await self._done(row, outcome.message_id)
+            await self.store.update(row.id, status=OutStatus.SENT, sent_at=datetime.now(UTC).isoformat(),
+                                    telegram_id=outcome.message_id, last_error=None)
+            if row.attempts:
+                log.info("outbox: message %d to chat %s delivered after %d failed attempts", row.id, row.chat_id,
+                         row.attempts)
+            self._settle([row.id])
         return outcome
 
     async def _target(self, row: OutboxRow) -> OutMessage:
@@ -326,13 +321,6 @@ class Outbox:
         if outcome.kind is OutcomeKind.UNREACHABLE:
             self._limiter.refund(chat_id, stamp)
         return outcome
-
-    async def _done(self, row: OutboxRow, telegram_id: int | None) -> None:
-        await self.store.mark_sent(row.id, telegram_id)
-        if row.attempts:
-            log.info("outbox: message %d to chat %s delivered after %d failed attempts", row.id, row.chat_id,
-                     row.attempts)
-        self._settle([row.id])
 
     def _settle(self, ids: Iterable[int]) -> None:
         for row_id in ids:
@@ -365,22 +353,20 @@ class Outbox:
             return False
         if kind is OutcomeKind.TOO_LONG:
             return await self._too_long(row)
-        if kind is OutcomeKind.UNREACHABLE:
-            delay = self._delay(row.attempts + 1)
-            level = logging.WARNING if row.attempts == 0 else logging.DEBUG  # one line per outage, not per retry
-            log.log(level, "outbox: cannot reach Telegram for chat %s (%s); retrying in %.1f s, forever",
-                    chat_id, outcome.detail, delay)
-            await self.store.reschedule(row.id, time.time() + delay, row.attempts + 1, outcome.detail)
-            return True
         attempts = row.attempts + 1
-        if attempts >= self.config.max_attempts:
+        if kind is not OutcomeKind.UNREACHABLE and attempts >= self.config.max_attempts:
             log.error("outbox: gave up on message %d after %d attempts: %s", row.id, attempts, outcome.detail)
-            await self.store.fail(row.id, outcome.detail)
+            await self.store.update(row.id, status=OutStatus.FAILED, last_error=outcome.detail)
             self._settle([row.id])
             return True
         delay = self._delay(attempts)
-        log.warning("outbox: %s (attempt %d of %d, again in %.1f s)", outcome.detail, attempts,
-                    self.config.max_attempts, delay)
+        if kind is OutcomeKind.UNREACHABLE:
+            level = logging.WARNING if row.attempts == 0 else logging.DEBUG  # one line per outage, not per retry
+            log.log(level, "outbox: cannot reach Telegram for chat %s (%s); retrying in %.1f s, forever",
+                    chat_id, outcome.detail, delay)
+        else:
+            log.warning("outbox: %s (attempt %d of %d, again in %.1f s)", outcome.detail, attempts,
+                        self.config.max_attempts, delay)
         await self.store.reschedule(row.id, time.time() + delay, attempts, outcome.detail)
         return True
 
@@ -391,10 +377,10 @@ class Outbox:
             await self.store.as_file(row.id, "message.html", first_line(message, 200))
         elif message.kind is not OutKind.TEXT:
             log.info("outbox: caption of message %d too long for Telegram; shortened", row.id)
-            await self.store.recaption(row.id, message.text[:CAPTION_LIMIT - 1] + "…")
+            await self.store.update(row.id, text=message.text[:CAPTION_LIMIT - 1] + "…")
         elif not row.split:
             log.info("outbox: message %d too long for Telegram; sending it in parts", row.id)
-            await self.store.split(row.id)
+            await self.store.update(row.id, split=1, parts_sent=0)
         else:
             log.info("outbox: a part of message %d is still too long; sending it as a file", row.id)
             await self.store.as_file(row.id, "message.txt", first_line(message, 200))

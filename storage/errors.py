@@ -12,18 +12,6 @@ class StorageError(RuntimeError):
     """The database file cannot be used as asked; the message is the whole story, for one line."""
 
 
-class DatabaseUnavailable(StorageError):
-    """The file or its folder cannot be reached, created or is not a file."""
-
-
-class DatabaseReadOnly(StorageError):
-    pass
-
-
-class NotADatabase(StorageError):
-    """Not SQLite at all, or SQLite that is damaged."""
-
-
 class SchemaTooNew(StorageError):
     pass
 
@@ -32,13 +20,9 @@ class StorageFull(StorageError):
     pass
 
 
-class DatabaseBusy(StorageError):
-    pass
-
-
-def read_only(path: Path) -> DatabaseReadOnly:
-    return DatabaseReadOnly(f"{path} is read-only: gwbot can show history, reports and logs from it but cannot "
-                            f"store runs; make it and its folder {path.parent} writable, {ELSEWHERE}")
+def read_only(path: Path) -> StorageError:
+    return StorageError(f"{path} is read-only: gwbot can show history, reports and logs from it but cannot "
+                        f"store runs; make it and its folder {path.parent} writable, {ELSEWHERE}")
 
 
 def translate(path: Path, error: sqlite3.Error) -> StorageError:
@@ -49,14 +33,14 @@ def translate(path: Path, error: sqlite3.Error) -> StorageError:
     if name.startswith("SQLITE_READONLY"):
         return read_only(path)
     if name.startswith("SQLITE_NOTADB"):
-        return NotADatabase(f"{path} is not a gwbot database (SQLite: {error}); move it away to start a new one, "
+        return StorageError(f"{path} is not a gwbot database (SQLite: {error}); move it away to start a new one, "
                             f"{ELSEWHERE}")
     if name.startswith("SQLITE_CORRUPT"):
-        return NotADatabase(f"{path} is damaged (SQLite: {error}); restore it from a backup, or move it away "
+        return StorageError(f"{path} is damaged (SQLite: {error}); restore it from a backup, or move it away "
                             f"to start a new one")
     if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
-        return DatabaseBusy(f"{path} is locked by another program (SQLite: {error}); try again when it is done")
+        return StorageError(f"{path} is locked by another program (SQLite: {error}); try again when it is done")
     if name.startswith(("SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_AUTH", "SQLITE_IOERR")):
-        return DatabaseUnavailable(f"cannot use {path} (SQLite: {error}); check the file and its folder "
-                                   f"{path.parent}, {ELSEWHERE}")
+        return StorageError(f"cannot use {path} (SQLite: {error}); check the file and its folder "
+                            f"{path.parent}, {ELSEWHERE}")
     return StorageError(f"cannot use {path} (SQLite: {error}); move it away to start a new one, {ELSEWHERE}")

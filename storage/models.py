@@ -1,4 +1,5 @@
-"""The contract with storage: the statuses, and the frozen records storage hands back.
+"""The contract with storage: the statuses, the frozen records storage hands back, and what the
+repository's parts (runs, outbox, watch) share: stored times and the one connection.
 
 Storage is the lowest layer, so the status enums live here and bot uses them (it never defines
 its own): one definition for the checks, the runner, the repository and the report.
@@ -6,10 +7,44 @@ its own): one definition for the checks, the runner, the repository and the repo
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
+
+import aiosqlite
+
+
+def ts(at: datetime) -> str:
+    """A time as stored: fixed-width ISO UTC text, so text order is time order."""
+    if at.tzinfo is None:
+        raise ValueError(f"naive datetime {at!r}: store aware UTC times")
+    return at.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def now() -> str:
+    return ts(datetime.now(UTC))
+
+
+def when(text: str | None) -> datetime | None:
+    """An optional stored time: the end of what has not ended."""
+    return datetime.fromisoformat(text) if text else None
+
+
+class Store:
+    """A part of the repository on its connection (one writer). Every write is one transaction of
+    the repository's (``committed``): it never commits another task's half-way, and it lands even
+    if its caller is cancelled meanwhile."""
+
+    def __init__(self, db: aiosqlite.Connection,
+                 committed: Callable[[Callable[[], Awaitable[Any]]], Awaitable[Any]]) -> None:
+        self._db = db
+        self._committed = committed
+
+    async def _execute(self, sql: str, params: Sequence[object] = ()) -> aiosqlite.Cursor:
+        """One statement in a transaction of its own."""
+        return await self._committed(lambda: self._db.execute(sql, params))
 
 
 class CheckStatus(StrEnum):
@@ -86,7 +121,7 @@ class LogRecord:
 
 
 @dataclass(frozen=True)
-class RunSummary:
+class _Run:
     id: int
     kind: str
     gateway: str
@@ -95,21 +130,17 @@ class RunSummary:
     origin: str
     started_at: datetime
     ended_at: datetime | None
+
+
+@dataclass(frozen=True)
+class RunSummary(_Run):
     checks_total: int
     checks_passed: int
 
 
 @dataclass(frozen=True)
-class RunRecord:
-    id: int
-    kind: str
-    gateway: str
-    status: RunStatus
-    started_by: str
-    origin: str
-    config: dict[str, Any]
-    started_at: datetime
-    ended_at: datetime | None
+class RunRecord(_Run):
+    config: dict[str, Any] = field(default_factory=dict)
     checks: tuple[CheckRecord, ...] = ()
     events: tuple[EventRecord, ...] = ()
     logs: tuple[LogRecord, ...] = ()

@@ -10,13 +10,14 @@ Chats Telegram refused are held (their messages kept); groups that became superg
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
-from typing import Any
 
 import aiosqlite
+
+from storage.models import Store, now
 
 
 class OutKind(StrEnum):
@@ -112,10 +113,6 @@ class Hold:
     pending: int
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat()
-
-
 def _row(r: aiosqlite.Row) -> OutboxRow:
     buttons = tuple((label, data) for label, data in json.loads(r["buttons"])) if r["buttons"] else ()
     message = OutMessage(OutKind(r["kind"]), r["text"], r["file_name"], r["data"], bool(r["silent"]),
@@ -128,27 +125,13 @@ def _row(r: aiosqlite.Row) -> OutboxRow:
 _HELD = "chat_id IN (SELECT chat_id FROM outbox_holds)"
 
 
-class OutboxStore:
-    """The outbox's SQL, on the repository's connection. Every write is one transaction of the
-    repository's (``committed``): it never commits another task's half-way, and it lands even if
-    its caller is cancelled meanwhile."""
-
-    def __init__(self, db: aiosqlite.Connection,
-                 committed: Callable[[Callable[[], Awaitable[Any]]], Awaitable[Any]]) -> None:
-        self._db = db
-        self._committed = committed
-
-    async def _write(self, sql: str, params: Sequence[object] = ()) -> int:
-        async def write() -> int:
-            return (await self._db.execute(sql, params)).rowcount
-        return await self._committed(write)
+class OutboxStore(Store):
+    """The outbox's SQL."""
 
     # -------------------------------------------------------------- writes
     async def enqueue(self, chat_id: int, messages: Sequence[OutMessage]) -> list[int]:
         """All of ``messages`` or none: one statement, one commit. Returns their ids, in send order."""
-        if not messages:
-            return []
-        return await self._committed(lambda: self._insert([(chat_id, m) for m in messages]))
+        return await self.enqueue_many([(chat_id, m) for m in messages])
 
     async def enqueue_many(self, messages: Sequence[tuple[int, OutMessage]]) -> list[int]:
         """(chat, message) pairs for several chats (an alert's fan-out): all or none, one transaction."""
@@ -157,10 +140,10 @@ class OutboxStore:
         return await self._committed(lambda: self._insert(messages))
 
     async def _insert(self, messages: Sequence[tuple[int, OutMessage]]) -> list[int]:
-        now = _now()
+        stamp = now()
         values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(messages))
         params = [p for chat_id, m in messages
-                  for p in (chat_id, str(m.kind), m.text, m.file_name, m.data, int(m.silent), now,
+                  for p in (chat_id, str(m.kind), m.text, m.file_name, m.data, int(m.silent), stamp,
                             json.dumps(m.buttons) if m.buttons else None, m.key, int(m.edit))]
         rows = await self._db.execute_fetchall(
             "INSERT INTO outbox (chat_id, kind, text, file_name, data, silent, created_at, buttons, "
@@ -174,30 +157,18 @@ class OutboxStore:
             "AND telegram_id IS NOT NULL ORDER BY id LIMIT 1", (chat_id, key)))
         return int(rows[0]["telegram_id"]) if rows else None
 
-    async def mark_sent(self, row_id: int, telegram_id: int | None) -> None:
-        await self._write("UPDATE outbox SET status = 'sent', sent_at = ?, telegram_id = ?, last_error = NULL "
-                          "WHERE id = ?", (_now(), telegram_id, row_id))
-
-    async def part_sent(self, row_id: int, parts: int) -> None:
-        await self._write("UPDATE outbox SET parts_sent = ? WHERE id = ?", (parts, row_id))
+    async def update(self, row_id: int, **columns: object) -> None:
+        """Set a row's columns (its status, schedule, parts sent, text)."""
+        sets = ", ".join(f"{name} = ?" for name in columns)
+        await self._execute(f"UPDATE outbox SET {sets} WHERE id = ?", (*columns.values(), row_id))
 
     async def reschedule(self, row_id: int, at: float, attempts: int, error: str) -> None:
-        await self._write("UPDATE outbox SET next_attempt_at = ?, attempts = ?, last_error = ? WHERE id = ?",
-                          (at, attempts, error, row_id))
-
-    async def fail(self, row_id: int, error: str) -> None:
-        await self._write("UPDATE outbox SET status = 'failed', last_error = ? WHERE id = ?", (error, row_id))
-
-    async def split(self, row_id: int) -> None:
-        await self._write("UPDATE outbox SET split = 1, parts_sent = 0 WHERE id = ?", (row_id,))
+        await self.update(row_id, next_attempt_at=at, attempts=attempts, last_error=error)
 
     async def as_file(self, row_id: int, file_name: str, caption: str) -> None:
         """A text too long even in parts goes as a file, in the same place in the queue."""
-        await self._write("UPDATE outbox SET kind = 'document', data = CAST(text AS BLOB), text = ?, file_name = ?, "
-                          "split = 0, parts_sent = 0 WHERE id = ?", (caption, file_name, row_id))
-
-    async def recaption(self, row_id: int, caption: str) -> None:
-        await self._write("UPDATE outbox SET text = ? WHERE id = ?", (caption, row_id))
+        await self._execute("UPDATE outbox SET kind = 'document', data = CAST(text AS BLOB), text = ?, file_name = ?, "
+                            "split = 0, parts_sent = 0 WHERE id = ?", (caption, file_name, row_id))
 
     async def digest(self, ids: Sequence[int], text: str) -> list[int]:
         """Fold the chat's pending texts into one message, sent where the first of them stood.
@@ -221,8 +192,8 @@ class OutboxStore:
         return await self._committed(fold)
 
     async def hold(self, chat_id: int, reason: HoldReason, detail: str) -> None:
-        await self._write("INSERT OR REPLACE INTO outbox_holds (chat_id, reason, detail, since) VALUES (?, ?, ?, ?)",
-                          (chat_id, str(reason), detail, _now()))
+        await self._execute("INSERT OR REPLACE INTO outbox_holds (chat_id, reason, detail, since) VALUES (?, ?, ?, ?)",
+                            (chat_id, str(reason), detail, now()))
 
     async def retry_now(self, chat_id: int | None = None) -> int:
         """Release held chats and make every pending message due now; returns how many are pending."""
@@ -237,7 +208,7 @@ class OutboxStore:
         """A group became a supergroup: its pending messages go to the new id, and the move is remembered."""
         async def move() -> int:
             await self._db.execute("INSERT OR REPLACE INTO chat_moves (old_chat_id, new_chat_id, at) VALUES (?, ?, ?)",
-                                   (old, new, _now()))
+                                   (old, new, now()))
             await self._db.execute("UPDATE chat_moves SET new_chat_id = ? WHERE new_chat_id = ?", (new, old))
             cur = await self._db.execute("UPDATE outbox SET chat_id = ? WHERE chat_id = ? AND status = 'pending'",
                                          (new, old))
@@ -245,23 +216,20 @@ class OutboxStore:
         return await self._committed(move)
 
     # --------------------------------------------------------------- reads
+    async def _rows(self, where: str, params: Sequence[object] = ()) -> list[OutboxRow]:
+        return [_row(r) for r in await self._db.execute_fetchall(f"SELECT * FROM outbox WHERE {where}", params)]
+
     async def head(self, chat_id: int) -> OutboxRow | None:
         """The chat's next message in send order, unless the chat is held."""
-        async with self._db.execute(
-                f"SELECT * FROM outbox WHERE chat_id = ? AND status = 'pending' AND NOT {_HELD} "
-                "ORDER BY id LIMIT 1", (chat_id,)) as cur:
-            r = await cur.fetchone()
-        return _row(r) if r is not None else None
+        rows = await self._rows(f"chat_id = ? AND status = 'pending' AND NOT {_HELD} ORDER BY id LIMIT 1", (chat_id,))
+        return rows[0] if rows else None
 
     async def get(self, row_id: int) -> OutboxRow | None:
-        async with self._db.execute("SELECT * FROM outbox WHERE id = ?", (row_id,)) as cur:
-            r = await cur.fetchone()
-        return _row(r) if r is not None else None
+        rows = await self._rows("id = ?", (row_id,))
+        return rows[0] if rows else None
 
     async def pending(self, chat_id: int) -> list[OutboxRow]:
-        rows = await self._db.execute_fetchall(
-            "SELECT * FROM outbox WHERE chat_id = ? AND status = 'pending' ORDER BY id", (chat_id,))
-        return [_row(r) for r in rows]
+        return await self._rows("chat_id = ? AND status = 'pending' ORDER BY id", (chat_id,))
 
     async def count(self, chat_id: int) -> int:
         rows = list(await self._db.execute_fetchall(
@@ -299,9 +267,7 @@ class OutboxStore:
                 for r in rows]
 
     async def failed(self, limit: int = 20) -> list[OutboxRow]:
-        rows = await self._db.execute_fetchall(
-            "SELECT * FROM outbox WHERE status = 'failed' ORDER BY id DESC LIMIT ?", (limit,))
-        return [_row(r) for r in rows]
+        return await self._rows("status = 'failed' ORDER BY id DESC LIMIT ?", (limit,))
 
     async def moves(self) -> dict[int, int]:
         rows = await self._db.execute_fetchall("SELECT old_chat_id, new_chat_id FROM chat_moves")

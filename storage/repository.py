@@ -17,15 +17,14 @@ import os
 import socket
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import aiosqlite
 
-from storage.errors import ELSEWHERE, DatabaseUnavailable, SchemaTooNew, StorageError, read_only, translate
-from storage.incidents import IncidentStore
+from storage.errors import ELSEWHERE, SchemaTooNew, StorageError, read_only, translate
+from storage.incidents import IncidentStore, SubscriberStore
 from storage.migrations import MIGRATIONS
 from storage.models import (
     AuditRecord,
@@ -37,9 +36,11 @@ from storage.models import (
     RunRecord,
     RunStatus,
     RunSummary,
+    now,
+    ts,
+    when,
 )
 from storage.outbox import OutboxStore
-from storage.subscribers import SubscriberStore
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -52,23 +53,7 @@ SAMPLES_SINCE = 2  # schema version that has the samples table and run owners
 COLUMNS_SINCE = next(n for n, script in enumerate(MIGRATIONS, start=1) if "ADD COLUMN hints" in script)
 
 
-def _ts(at: datetime) -> str:
-    if at.tzinfo is None:
-        raise ValueError(f"naive datetime {at!r}: store aware UTC times")
-    return at.astimezone(UTC).isoformat()
-
-
-def _dt(text: str) -> datetime:
-    return datetime.fromisoformat(text)
-
-
-def _dt_or_none(text: str | None) -> datetime | None:
-    """An optional time: the end of what has not ended."""
-    return datetime.fromisoformat(text) if text else None
-
-
-def _now() -> str:
-    return _ts(datetime.now(UTC))
+_dt = datetime.fromisoformat
 
 
 def _status(value: str, allowed: type[CheckStatus | RunStatus], what: str) -> str:
@@ -94,7 +79,7 @@ def _pid_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True  # someone else's process, alive
+        pass  # someone else's process, alive
     return True
 
 
@@ -105,8 +90,7 @@ def _host() -> str:
     return socket.gethostname()
 
 
-@dataclass(frozen=True)
-class Owner:
+class Owner(NamedTuple):
     host: str
     pid: int
     start: str | None
@@ -114,9 +98,6 @@ class Owner:
     @classmethod
     def current(cls) -> Owner:
         return cls(_host(), os.getpid(), _process_start(os.getpid()))
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter((self.host, self.pid, self.start))
 
 
 def _owner_gone(row: sqlite3.Row, here: Owner, now: datetime) -> bool:
@@ -129,7 +110,7 @@ def _owner_gone(row: sqlite3.Row, here: Owner, now: datetime) -> bool:
         start = _process_start(row["owner_pid"])
         if start is not None and row["owner_start"] is not None:
             return start != row["owner_start"]
-    alive_at = _dt_or_none(row["alive_at"])
+    alive_at = when(row["alive_at"])
     return alive_at is None or now - alive_at > LEASE_EXPIRY
 
 
@@ -139,26 +120,26 @@ def _access(path: Path, *, for_reading: bool) -> str:
     folder = path.parent
     try:
         if path.is_dir():
-            raise DatabaseUnavailable(f"{path} is a folder, not a database file: move it away, {ELSEWHERE}")
+            raise StorageError(f"{path} is a folder, not a database file: move it away, {ELSEWHERE}")
         if not folder.exists():
             folder.mkdir()  # only the last folder: a mistyped path is an error, not a new tree
     except PermissionError as e:
-        raise DatabaseUnavailable(f"cannot open {path}: no permission to reach {e.filename or folder}; "
-                                  f"give your user access, {ELSEWHERE}") from None
+        raise StorageError(f"cannot open {path}: no permission to reach {e.filename or folder}; "
+                           f"give your user access, {ELSEWHERE}") from None
     except OSError as e:
-        raise DatabaseUnavailable(f"cannot create the folder {folder} for {path}: {e.strerror}; create it, "
-                                  f"{ELSEWHERE}") from None
+        raise StorageError(f"cannot create the folder {folder} for {path}: {e.strerror}; create it, "
+                           f"{ELSEWHERE}") from None
     if not os.access(folder, os.X_OK):
-        raise DatabaseUnavailable(f"cannot open {path}: no permission to read the folder {folder}; "
-                                  f"give your user access, {ELSEWHERE}")
+        raise StorageError(f"cannot open {path}: no permission to read the folder {folder}; "
+                           f"give your user access, {ELSEWHERE}")
     if not path.exists():
         if not os.access(folder, os.W_OK):
-            raise DatabaseUnavailable(f"cannot create {path}: the folder {folder} is not writable; "
-                                      f"make it writable, {ELSEWHERE}")
+            raise StorageError(f"cannot create {path}: the folder {folder} is not writable; "
+                               f"make it writable, {ELSEWHERE}")
         return "rw"
     if not os.access(path, os.R_OK):
-        raise DatabaseUnavailable(f"cannot open {path}: no permission to read it; give your user access, "
-                                  f"{ELSEWHERE}")
+        raise StorageError(f"cannot open {path}: no permission to read it; give your user access, "
+                           f"{ELSEWHERE}")
     if os.access(path, os.W_OK) and os.access(folder, os.W_OK):
         return "rw"
     if not for_reading:
@@ -267,7 +248,7 @@ class Repository:
     async def _interrupt(self, run_ids: Iterable[int]) -> None:
         for run_id in run_ids:
             async with self.transaction():  # never a run left running with its checks interrupted
-                ended = _ts(await self._last_sign_of_life(run_id))
+                ended = ts(await self._last_sign_of_life(run_id))
                 await self._write("UPDATE checks SET status = 'interrupted', ended_at = ? "
                                   "WHERE run_id = ? AND status = 'running'", (ended, run_id))
                 await self._write("UPDATE runs SET status = 'interrupted', ended_at = ? "
@@ -292,7 +273,7 @@ class Repository:
                 if self._owned:
                     marks = ",".join("?" * len(self._owned))
                     await self._write(f"UPDATE runs SET alive_at = ? WHERE status = 'running' AND id IN ({marks})",
-                                      (_now(), *self._owned))
+                                      (now(), *self._owned))
                 self.recovered_runs += await self._recover()
             except Exception as e:  # a full disk now must not end the process's other work
                 log.warning("could not renew run leases in %s: %s", self.path, e)
@@ -349,6 +330,8 @@ class Repository:
         return cur.lastrowid or 0
 
     async def _write_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if not rows:
+            return
         async with self.transaction():
             with _translated(self.path):
                 await self._db.executemany(sql, rows)
@@ -361,11 +344,11 @@ class Repository:
     async def create_run(self, kind: str, gateway: str, started_by: str, origin: str,
                          config: Mapping[str, Any]) -> int:
         """A new run, owned by this process until it is finished (or this repository closes)."""
-        now = _now()
+        stamp = now()
         run_id = await self._write(
             "INSERT INTO runs (kind, gateway, status, started_by, origin, config, started_at, "
             "owner_host, owner_pid, owner_start, alive_at) VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?)",
-            (kind, gateway, started_by, origin, json.dumps(dict(config), default=str), now, *self.owner, now))
+            (kind, gateway, started_by, origin, json.dumps(dict(config), default=str), stamp, *self.owner, stamp))
         self._owned.add(run_id)
         return run_id
 
@@ -373,7 +356,7 @@ class Repository:
         checked = _status(status, RunStatus, "run")
         async with self.transaction():
             await self._require_run(run_id)
-            await self._write("UPDATE runs SET status = ?, ended_at = ? WHERE id = ?", (checked, _now(), run_id))
+            await self._write("UPDATE runs SET status = ?, ended_at = ? WHERE id = ?", (checked, now(), run_id))
         self._owned.discard(run_id)
 
     async def start_check(self, run_id: int, name: str) -> int:
@@ -382,7 +365,7 @@ class Repository:
             seq = await self._value("SELECT COALESCE(MAX(seq), 0) + 1 FROM checks WHERE run_id = ?", (run_id,))
             return await self._write(
                 "INSERT INTO checks (run_id, seq, name, status, started_at) VALUES (?, ?, ?, 'running', ?)",
-                (run_id, seq, name, _now()))
+                (run_id, seq, name, now()))
 
     async def finish_check(self, check_id: int, status: CheckStatus | str, *, metrics: Iterable[Metric] = (),
                            findings: Iterable[str] = (), error: str | None = None,
@@ -395,32 +378,29 @@ class Repository:
             await self._write(
                 "UPDATE checks SET status = ?, ended_at = ?, metrics = ?, findings = ?, error = ?, series = ?, "
                 "hints = ?, warnings = ?, facts = ? WHERE id = ?",
-                (checked, _now(), json.dumps([[m.name, m.value, m.unit] for m in metrics]),
+                (checked, now(), json.dumps([[m.name, m.value, m.unit] for m in metrics]),
                  json.dumps(list(findings)), error, json.dumps([list(p) for p in series]),
                  json.dumps(list(hints)), json.dumps(list(warnings)), json.dumps(dict(facts or {})), check_id))
 
     async def add_event(self, run_id: int, at: datetime, kind: str, message: str,
                         data: Mapping[str, Any] | None = None) -> None:
         await self._write("INSERT INTO events (run_id, at, kind, message, data) VALUES (?, ?, ?, ?, ?)",
-                          (run_id, _ts(at), kind, message, json.dumps(dict(data or {}), default=str)))
+                          (run_id, ts(at), kind, message, json.dumps(dict(data or {}), default=str)))
 
     async def add_logs(self, run_id: int, rows: Sequence[tuple[datetime, str, str, str]]) -> None:
-        if not rows:
-            return
         await self._write_many("INSERT INTO logs (run_id, at, level, logger, message) VALUES (?, ?, ?, ?, ?)",
-                               [(run_id, _ts(at), level, logger, message) for at, level, logger, message in rows])
+                               [(run_id, ts(at), level, logger, message) for at, level, logger, message in rows])
 
     async def add_samples(self, run_id: int, rows: Sequence[tuple[datetime, float | None]]) -> None:
         """Heartbeat round trips (seconds; None: missed) as they are taken, so a crash keeps them."""
-        if rows:
-            await self._write_many("INSERT INTO samples (run_id, at, rtt) VALUES (?, ?, ?)",
-                                   [(run_id, _ts(at), rtt) for at, rtt in rows])
+        await self._write_many("INSERT INTO samples (run_id, at, rtt) VALUES (?, ?, ?)",
+                               [(run_id, ts(at), rtt) for at, rtt in rows])
 
     async def add_audit(self, chat_id: int | None, user_id: int | None, username: str, action: str,
                         allowed: bool, detail: str = "") -> None:
         await self._write(
             "INSERT INTO audit (at, chat_id, user_id, username, action, allowed, detail) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (_now(), chat_id, user_id, username, action, int(allowed), detail))
+            (now(), chat_id, user_id, username, action, int(allowed), detail))
 
     # --------------------------------------------------------------- reads
     async def get_run(self, run_id: int) -> RunRecord | None:
@@ -436,7 +416,7 @@ class Repository:
         return RunRecord(
             id=run["id"], kind=run["kind"], gateway=run["gateway"], status=RunStatus(run["status"]),
             started_by=run["started_by"], origin=run["origin"], config=json.loads(run["config"]),
-            started_at=_dt(run["started_at"]), ended_at=_dt_or_none(run["ended_at"]),
+            started_at=_dt(run["started_at"]), ended_at=when(run["ended_at"]),
             checks=tuple(self._check(c, samples, self._version >= COLUMNS_SINCE) for c in checks),
             events=tuple(EventRecord(e["id"], e["run_id"], _dt(e["at"]), e["kind"], e["message"], json.loads(e["data"]))
                          for e in events),
@@ -446,7 +426,7 @@ class Repository:
 
     @staticmethod
     def _check(c: aiosqlite.Row, samples: Sequence[tuple[datetime, float | None]], columns: bool) -> CheckRecord:
-        started, ended = _dt(c["started_at"]), _dt_or_none(c["ended_at"])
+        started, ended = _dt(c["started_at"]), when(c["ended_at"])
         series = tuple((t, rtt) for t, rtt in json.loads(c["series"]))
         if not series and c["status"] == "interrupted":
             # It never stored its result: its heartbeats, stored as they were taken, are the series.
@@ -469,7 +449,7 @@ class Repository:
             "WHERE (? IS NULL OR r.gateway = ?) GROUP BY r.id ORDER BY r.id DESC LIMIT ?",
             (gateway, gateway, limit))
         return [RunSummary(r["id"], r["kind"], r["gateway"], RunStatus(r["status"]), r["started_by"], r["origin"],
-                           _dt(r["started_at"]), _dt_or_none(r["ended_at"]), r["total"], r["passed"]) for r in rows]
+                           _dt(r["started_at"]), when(r["ended_at"]), r["total"], r["passed"]) for r in rows]
 
     async def latest_run(self, gateway: str | None = None) -> RunSummary | None:
         runs = await self.list_runs(limit=1, gateway=gateway)

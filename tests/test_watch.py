@@ -66,7 +66,7 @@ async def test_stop_brings_down_after_debounce_and_start_brings_recovered_with_d
     async with watch_for(config_for(gateway), sink) as watch:
         await until(lambda: watch.watcher().state.phase is Phase.UP)
         state = watch.watcher().state
-        assert state.reached(Layer.API_READY) and state.server_version == 178
+        assert state.server_version == 178
         health = health_from_state(config_for(gateway).gateway(), state)
         assert health.reached(Layer.API_READY) and health.error is None and health.source == "watch"
         assert [c.client_id for c in gateway.clients] == [client_id_for(1, ClientRole.WATCH)]
@@ -78,7 +78,7 @@ async def test_stop_brings_down_after_debounce_and_start_brings_recovered_with_d
         assert (down.at - down.incident.started_at).total_seconds() >= 0.3, "debounced"
         state = watch.watcher().state
         assert state.phase is Phase.DOWN and state.failed is Layer.TCP_PORT and state.cause is DownCause.REFUSED
-        assert state.incident is not None and state.reached(Layer.TCP_PORT) is False
+        assert state.incident is not None
         health = health_from_state(config_for(gateway).gateway(), state)
         assert health.reached(Layer.TCP_PORT) is False and health.error.startswith("TCP port refused since ")
         await asyncio.sleep(0.5)
@@ -162,13 +162,13 @@ async def test_a_checks_deliberate_stop_sends_nothing_and_its_client_never_trips
         check_client = IBKRClient("127.0.0.1", gateway.port, 1, FAST)  # a check's own id
         await check_client.connect()
         await check_client.disconnect()
-        async with watch.suppressed("paper", "reconnect check", at_most=30):
-            await gateway.stop()
-            await until(lambda: watch.watcher().state.phase is Phase.DOWN)
-            assert watch.watcher().state.suppressed.reason == "reconnect check"
-            await asyncio.sleep(0.6)
-            await gateway.start()
-            await until(lambda: watch.watcher().state.phase is Phase.UP)
+        watch.suppress("paper", "reconnect check", datetime.now(UTC) + timedelta(seconds=30))
+        await gateway.stop()
+        await until(lambda: watch.watcher().state.phase is Phase.DOWN)
+        await asyncio.sleep(0.6)
+        await gateway.start()
+        await until(lambda: watch.watcher().state.phase is Phase.UP)
+        watch.suppress("paper", "reconnect check", None)
         await asyncio.sleep(0.5)
     assert sink.alerts == []
 
@@ -219,7 +219,7 @@ async def test_one_gateways_stuck_sink_never_delays_anothers_alerts():
             await got(alert)
 
         async with watch_for(config_for(a, b), sink) as watch:
-            await until(lambda: all(s.phase is Phase.UP for s in watch.states()))
+            await until(lambda: all(w.state.phase is Phase.UP for w in watch.watchers.values()))
             await a.stop()
             await asyncio.sleep(0.5)
             await b.stop()
@@ -312,7 +312,7 @@ async def test_a_farm_broken_past_its_grace_is_a_quiet_warning(gateway):
         warning = await sink.wait_for(AlertKind.FARM_WARNING)
         assert not warning.loud and warning.text.startswith("🟡 paper: data farm usfarm broken for ")
         state = watch.watcher().state
-        assert state.phase is Phase.UP and state.failed is Layer.DATA_FARMS and state.reached(Layer.IB_LINK)
+        assert state.phase is Phase.UP and state.failed is Layer.DATA_FARMS and state.link_ok
         await gateway.send_notice(2104)
         ok = await sink.wait_for(AlertKind.FARM_WARNING, edit=True)
         assert "OK again since" in ok.text and watch.watcher().state.failed is None

@@ -14,11 +14,10 @@ from bot.watch.schedule import NEW_YORK, REGIONS, Schedule, Window, WindowKind, 
 from bot.watch.state import (
     CameBack,
     DownCause,
-    FarmChanged,
+    FarmState,
     OutageCategory,
     Recovery,
     RecoveryHow,
-    StillDown,
     WentDown,
 )
 
@@ -69,7 +68,7 @@ def down(cause=DownCause.CLOSED, layer=Layer.TCP_PORT, code=None):
 
 
 def still(cause, layer):
-    return lambda at: StillDown(at, cause, layer)
+    return lambda at: WentDown(at, cause, layer)
 
 
 def back(recovery=BACK):
@@ -265,11 +264,11 @@ def test_a_restart_that_comes_back_to_its_login_screen_needs_2fa_with_a_countdow
 def test_a_farm_broken_past_its_grace_is_a_quiet_warning_edited_when_ok():
     engine, clock = make(farm_grace=60)
     see(engine, clock, 0, lambda at: CameBack(at, BACK))
-    assert see(engine, clock, 1, lambda at: FarmChanged(at, "usfarm", False, 2103)) == []
-    assert see(engine, clock, 30, lambda at: FarmChanged(at, "usfarm", True, 2104)) == []
-    see(engine, clock, 100, lambda at: FarmChanged(at, "usfarm", False, 2103))
+    assert see(engine, clock, 1, lambda at: FarmState("usfarm", False, 2103, at)) == []
+    assert see(engine, clock, 30, lambda at: FarmState("usfarm", True, 2104, at)) == []
+    see(engine, clock, 100, lambda at: FarmState("usfarm", False, 2103, at))
     alerts = run(engine, clock, 200)
-    alerts += engine.observe(FarmChanged(clock.now, "usfarm", True, 2104))
+    alerts += engine.observe(FarmState("usfarm", True, 2104, clock.now))
     assert kinds(alerts) == [(AlertKind.FARM_WARNING, False), (AlertKind.FARM_WARNING, True)]
     assert not alerts[0].loud and alerts[0].text == "🟡 paper: data farm usfarm broken for 1 min (2103)."
     assert alerts[1].message_key == alerts[0].message_key

@@ -10,7 +10,7 @@ from bot.ibkr.errors import Layer
 from bot.watch.alerts import AlertKind
 from bot.watch.schedule import Schedule
 from bot.watch.state import DownCause, Incident, OutageCategory, Recovery, RecoveryHow
-from bot.watch.uptime import IncidentRecorder, timeline_png, uptime_report
+from bot.watch.uptime import timeline_png, uptime_report
 from storage import Repository
 from storage.incidents import ENDED_UNWATCHED
 from tests.test_watch import Collect, config_for, until, watch_for
@@ -26,7 +26,7 @@ def incident(start: datetime, minutes: float | None, cause: DownCause, **kw) -> 
 
 async def test_availability_leaves_windows_out_and_splits_causes(tmp_path):
     async with await Repository.open(tmp_path / "gwbot.sqlite3") as repo:
-        store = IncidentRecorder(repo.incidents)
+        store = repo.incidents
         cov = await store.watch_started("paper", NOW - timedelta(days=2))
         schedule = Schedule()
         reset = schedule.window_at(datetime(2026, 11, 25, 5, 30, tzinfo=UTC))  # 00:30 EST
@@ -36,7 +36,7 @@ async def test_availability_leaves_windows_out_and_splits_causes(tmp_path):
             incident(NOW - timedelta(hours=2), 5, DownCause.CLOSED, test="reconnect check"),    # counts nowhere
             incident(NOW - timedelta(hours=1), None, DownCause.FROZEN),                          # still down
         ):
-            await store.save_incident(inc)
+            await store.save(inc.record())
         await store.watch_seen(cov, NOW - timedelta(seconds=30))
         report = await uptime_report(repo.incidents, "paper", schedule, NOW)
     day, week, month = report.periods
@@ -61,12 +61,12 @@ async def test_an_incident_open_when_gwbot_stopped_ends_at_its_last_sign_of_life
     path = tmp_path / "gwbot.sqlite3"
     t0 = NOW - timedelta(hours=6)
     async with await Repository.open(path) as repo:
-        store = IncidentRecorder(repo.incidents)
+        store = repo.incidents
         cov = await store.watch_started("paper", t0)
-        await store.save_incident(incident(t0 + timedelta(hours=1), None, DownCause.REFUSED, port_closed=True))
+        await store.save(incident(t0 + timedelta(hours=1), None, DownCause.REFUSED, port_closed=True).record())
         await store.watch_seen(cov, t0 + timedelta(hours=2))
     async with await Repository.open(path) as repo:  # gwbot started again, three hours later
-        store = IncidentRecorder(repo.incidents)
+        store = repo.incidents
         cov = await store.watch_started("paper", t0 + timedelta(hours=5))
         await store.watch_seen(cov, NOW)
         (stored,) = await repo.incidents.incidents("paper", t0, NOW)
@@ -80,7 +80,7 @@ async def test_an_incident_open_when_gwbot_stopped_ends_at_its_last_sign_of_life
 async def test_the_watch_stores_its_outages_and_uptime_reads_them(gateway, tmp_path):
     sink = Collect()
     async with await Repository.open(tmp_path / "gwbot.sqlite3") as repo:
-        async with watch_for(config_for(gateway), sink, store=IncidentRecorder(repo.incidents)) as watch:
+        async with watch_for(config_for(gateway), sink, store=repo.incidents) as watch:
             await until(lambda: watch.watcher().state.phase.value == "up")
             await gateway.stop()
             await sink.wait_for(AlertKind.DOWN)

@@ -107,8 +107,7 @@ def clock(at: datetime, tz: str) -> str:
 
 
 def _cause(inc: Incident) -> str:
-    words = inc.cause.words + (f" ({inc.code})" if inc.cause is DownCause.IB_LINK and inc.code else "")
-    return words
+    return inc.cause.words + (f" ({inc.code})" if inc.cause is DownCause.IB_LINK and inc.code else "")
 
 
 def _now_failing(inc: Incident, tz: str) -> str:
@@ -124,10 +123,10 @@ def _how(inc: Incident) -> str:
         return "back"
     if r.how is RecoveryHow.RECONNECTED:
         return f"reconnected ({r.attempts} attempt{'s' if r.attempts != 1 else ''})"
-    match r.data_kept:
-        case True:
+    match r.code:
+        case 1102:
             return f"IB link restored, data kept ({r.code})"
-        case False:
+        case 1101:
             return f"IB link restored, subscriptions lost — resubscribe ({r.code})"
     return "IB link restored"
 

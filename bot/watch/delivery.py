@@ -3,14 +3,11 @@ in one transaction, so an alert reaches every chat or, on a crash, none is half-
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import AsyncIterator
 
 from bot.config import Config
 from bot.outbox import Outbox
 from bot.watch.alerts import Alert, AlertAction
-from bot.watch.uptime import IncidentRecorder
 from bot.watch.watcher import Watch
 from storage import OutKind, OutMessage, Repository
 
@@ -26,32 +23,17 @@ def alert_message(alert: Alert) -> OutMessage:
                       edit=alert.edit)
 
 
-class OutboxAlertSink:
-    """``async def sink(alert)`` for :class:`Watch`: fans out to the alert chats and the subscribers."""
-
-    def __init__(self, outbox: Outbox, repo: Repository, alert_chat_ids: frozenset[int]) -> None:
-        self.outbox = outbox
-        self.repo = repo
-        self.alert_chat_ids = alert_chat_ids
-
-    async def __call__(self, alert: Alert) -> None:
-        chats = sorted(set(self.alert_chat_ids) | set(await self.repo.subscribers.chat_ids()))
+def watching(config: Config, repo: Repository, outbox: Outbox, **watch_options: object) -> Watch:
+    """The always-on watch for ``gwbot run`` / ``gwbot chat``, to use with ``async with``: after
+    storage and the outbox exist, stopped before the repository closes."""
+    async def sink(alert: Alert) -> None:
+        """Fans out to the alert chats and the subscribers."""
+        chats = sorted(config.watch.alert_chat_ids | set(await repo.subscribers.chat_ids()))
         if not chats:
             log.info("watch alert with no chat to send it to (watch.alert_chat_ids, /subscribe): %s",
                      alert.text.splitlines()[0])
             return
         message = alert_message(alert)
-        await self.outbox.enqueue_many([(chat_id, message) for chat_id in chats])
+        await outbox.enqueue_many([(chat_id, message) for chat_id in chats])
 
-
-@contextlib.asynccontextmanager
-async def watching(config: Config, repo: Repository, outbox: Outbox, **watch_options: object) -> AsyncIterator[Watch]:
-    """The always-on watch for ``gwbot run`` / ``gwbot chat``: after storage and the outbox exist,
-    stopped before the repository closes."""
-    watch = Watch(config, OutboxAlertSink(outbox, repo, config.watch.alert_chat_ids),
-                  store=IncidentRecorder(repo.incidents), **watch_options)  # type: ignore[arg-type]
-    await watch.start()
-    try:
-        yield watch
-    finally:
-        await watch.stop()
+    return Watch(config, sink, store=repo.incidents, **watch_options)  # type: ignore[arg-type]

@@ -31,15 +31,12 @@ from datetime import datetime, timedelta
 from bot.config import WatchConfig
 from bot.ibkr.errors import Layer
 from bot.watch.alerts import Alert, AlertKind
-from bot.watch.schedule import Schedule
 from bot.watch.state import (
     CameBack,
     DownCause,
-    FarmChanged,
     FarmState,
     Incident,
     Observation,
-    StillDown,
     Suppression,
     WentDown,
 )
@@ -57,13 +54,12 @@ class _Farm:
 
 
 class Engine:
-    def __init__(self, gateway: str, settings: WatchConfig, clock: Clock, schedule: Schedule | None = None) -> None:
+    def __init__(self, gateway: str, settings: WatchConfig, clock: Clock) -> None:
         self.gateway = gateway
         self.settings = settings
-        self.schedule = schedule or settings.schedule
+        self.schedule = settings.schedule
         self.clock = clock
         self.log = logging.getLogger(f"gwbot.watch.{gateway}")
-        self.up: bool | None = None
         self.incident: Incident | None = None
         self.last_incident: Incident | None = None  # the latest closed one
         self.muted_until: datetime | None = None
@@ -84,14 +80,12 @@ class Engine:
         match obs:
             case WentDown() if self.incident is None:
                 return self._went_down(obs) + self.tick()
-            case WentDown() | StillDown():
-                if self.incident is None:
-                    return self._went_down(WentDown(obs.at, obs.cause, obs.layer, obs.detail)) + self.tick()
+            case WentDown():
                 self._still_down(obs.at, obs.cause, obs.layer)
                 return self.tick()
             case CameBack():
                 return self._came_back(obs) + self.tick()
-            case FarmChanged():
+            case FarmState():
                 return self._farm(obs) + self.tick()
         return []
 
@@ -152,7 +146,7 @@ class Engine:
         if self._relogin is not None:
             times.append(self._relogin[0])
         if not self._muted(now):
-            times += self._outage_due()
+            times += [at for at, _ in self._outage_steps(self.incident)] if self.incident is not None else []
             times += [f.broken.since + self._s(self.settings.farm_grace) for f in self._farms.values() if not f.warned]
         return min(times) if times else None
 
@@ -163,11 +157,6 @@ class Engine:
 
     def _muted(self, now: datetime) -> bool:
         return self.muted_until is not None and now < self.muted_until
-
-    def _test_running(self, now: datetime) -> str | None:
-        """The reason of the check's suppression in force at ``now``, or None."""
-        s = self.suppression
-        return s.reason if s is not None and now < s.until else None
 
     def _alert(self, kind: AlertKind, inc: Incident | None = None, **fields: object) -> Alert:
         return Alert(kind, self.gateway, self.clock(), inc, tz=self.settings.time_zone, **fields)  # type: ignore[arg-type]
@@ -213,7 +202,8 @@ class Engine:
                             flap_window=self.settings.flap_window, quiet_for=self.settings.flap_quiet)]
 
     def _went_down(self, obs: WentDown) -> list[Alert]:
-        test = self._test_running(obs.at)
+        s = self.suppression
+        test = s.reason if s is not None and obs.at < s.until else None  # a check stops it on purpose
         window = self.schedule.window_at(obs.at)
         self._change(obs.at, counted=window is None and test is None)
         inc = Incident(self.gateway, obs.at, obs.cause, obs.layer, obs.cause, obs.at, code=obs.code,
@@ -222,7 +212,6 @@ class Engine:
         self._debounce_from = obs.at
         self._reminded_at = None
         self._login_expired_sent = False
-        self.up = False
         self.log.info("down: %s (%s)%s%s", obs.cause.words, obs.layer.label, f" — {obs.detail}" if obs.detail else "",
                       f" inside the {window.label}" if window else "")
         return self._flap_alerts()
@@ -243,7 +232,6 @@ class Engine:
             self.log.info("still down: %s (%s)", cause.now_words, layer.label)
 
     def _came_back(self, obs: CameBack) -> list[Alert]:
-        self.up = True
         inc = self.incident
         if inc is None:
             return []
@@ -285,71 +273,62 @@ class Engine:
         settle = max(self.settings.down_after, LOGIN_SETTLE_IN_WINDOW if inc.window else 0.0)
         return inc.login_since + self._s(settle)
 
-    def _outage_due(self) -> list[datetime]:
-        inc = self.incident
-        if inc is None:
-            return []
+    def _outage_steps(self, inc: Incident) -> list[tuple[datetime, str]]:
+        """The open incident's timed decisions, (when, which), in the order ``_outage`` takes them."""
         if inc.test is not None:
             return []  # the suppression's end is already a due time
-        out = []
+        steps = []
+        if inc.alerted_at is None and inc.window is not None:
+            steps.append((self.schedule.escalate_at(inc.window), "down"))
+            if not inc.noted:
+                steps.append((inc.started_at + self._s(self.settings.down_after), "note"))
+        elif inc.alerted_at is None and not self.flapping and self._debounce_from is not None:
+            steps.append((self._debounce_from + self._s(self.settings.down_after), "down"))
+        elif inc.alerted_at is not None and inc.acked_by is None and self._reminded_at is not None:
+            steps.append((self._reminded_at + self._s(self.settings.remind_every), "remind"))
         if (login := self._login_due(inc)) is not None:
-            out.append(login)
-        if inc.login_alerted and not self._login_expired_sent and (deadline := self._login_deadline(inc)):
-            out.append(deadline)
-        if inc.alerted_at is None:
-            if inc.window is not None:
-                out.append(self.schedule.escalate_at(inc.window))
-                if not inc.noted:
-                    out.append(inc.started_at + self._s(self.settings.down_after))
-            elif not self.flapping and self._debounce_from is not None:
-                out.append(self._debounce_from + self._s(self.settings.down_after))
-        elif inc.acked_by is None and self._reminded_at is not None:
-            out.append(self._reminded_at + self._s(self.settings.remind_every))
-        return out
+            steps.append((login, "login"))
+        elif inc.login_alerted and not self._login_expired_sent and (deadline := self._login_deadline(inc)):
+            steps.append((deadline, "login expired"))
+        return steps
 
     def _outage(self, now: datetime, inc: Incident) -> list[Alert]:
-        if inc.test is not None or self._muted(now):
+        if self._muted(now):
             return []
         out: list[Alert] = []
-        if inc.alerted_at is None:
-            if inc.window is not None and now >= self.schedule.escalate_at(inc.window):
-                inc = self._set(replace(inc, alerted_at=now))
-                self._reminded_at = now
-                out.append(self._alert(AlertKind.DOWN, inc, escalated=inc.window))
-            elif inc.window is not None:
-                if not inc.noted and now >= inc.started_at + self._s(self.settings.down_after):
+        for step in [step for at, step in self._outage_steps(inc) if now >= at]:
+            match step:
+                case "down":  # after the debounce, or not back by the end of its expected window + grace
+                    inc = self._set(replace(inc, alerted_at=now))
+                    self._reminded_at = now
+                    if inc.window is None:
+                        self.log.warning("DOWN: %s", inc.cause.words)
+                    out.append(self._alert(AlertKind.DOWN, inc, escalated=inc.window))
+                case "note" if inc.alerted_at is None:
                     inc = self._set(replace(inc, noted=True))
                     out.append(self._alert(AlertKind.EXPECTED, inc))
-            elif not self.flapping and self._debounce_from is not None \
-                    and now >= self._debounce_from + self._s(self.settings.down_after):
-                inc = self._set(replace(inc, alerted_at=now))
-                self._reminded_at = now
-                self.log.warning("DOWN: %s", inc.cause.words)
-                out.append(self._alert(AlertKind.DOWN, inc))
-        elif inc.acked_by is None and self._reminded_at is not None \
-                and now >= self._reminded_at + self._s(self.settings.remind_every):
-            self._reminded_at = now
-            out.append(self._alert(AlertKind.REMINDER, inc))
-        if (login := self._login_due(inc)) is not None and now >= login:
-            inc = self._set(replace(inc, login_alerted=True))
-            out.append(self._alert(AlertKind.NEEDS_2FA, inc, deadline=self._login_deadline(inc)))
-        elif inc.login_alerted and not self._login_expired_sent and (deadline := self._login_deadline(inc)) \
-                and now >= deadline:
-            self._login_expired_sent = True
-            out.append(self._alert(AlertKind.NEEDS_2FA, inc, edit=True, deadline=deadline))
+                case "remind":
+                    self._reminded_at = now
+                    out.append(self._alert(AlertKind.REMINDER, inc))
+                case "login":
+                    inc = self._set(replace(inc, login_alerted=True))
+                    out.append(self._alert(AlertKind.NEEDS_2FA, inc, deadline=self._login_deadline(inc)))
+                case "login expired":
+                    self._login_expired_sent = True
+                    out.append(self._alert(AlertKind.NEEDS_2FA, inc, edit=True, deadline=self._login_deadline(inc)))
         return out
 
-    def _farm(self, obs: FarmChanged) -> list[Alert]:
-        farm = self._farms.get(obs.farm)
+    def _farm(self, obs: FarmState) -> list[Alert]:
+        farm = self._farms.get(obs.name)
         if not obs.ok:
             if farm is None:
-                self._farms[obs.farm] = _Farm(FarmState(obs.farm, False, obs.code, obs.at))
+                self._farms[obs.name] = _Farm(obs)
             return []
         if farm is None:
             return []
-        del self._farms[obs.farm]
-        if farm.warned and not self._muted(obs.at):
-            return [self._alert(AlertKind.FARM_WARNING, farm=farm.broken, farm_ok_at=obs.at, edit=True)]
+        del self._farms[obs.name]
+        if farm.warned and not self._muted(obs.since):
+            return [self._alert(AlertKind.FARM_WARNING, farm=farm.broken, farm_ok_at=obs.since, edit=True)]
         return []
 
     def _farm_warnings(self, now: datetime) -> list[Alert]:

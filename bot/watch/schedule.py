@@ -53,18 +53,10 @@ class Window:
 
     def occurrences(self, start: datetime, end: datetime) -> list[Occurrence]:
         """Occurrences overlapping [start, end), in order."""
-        zone = self.zone
-        first = start.astimezone(zone) - timedelta(days=1)  # one that started yesterday may still run
-        last = end.astimezone(zone)
-        out = []
-        day = first
-        while day.date() <= last.date():
-            if day.weekday() in self.days:
-                occ = self.occurrence_on(day)
-                if occ.start < end and occ.end > start:
-                    out.append(occ)
-            day += timedelta(days=1)
-        return out
+        first = start.astimezone(self.zone) - timedelta(days=1)  # one that started yesterday may still run
+        days = (first + timedelta(days=n) for n in range((end.astimezone(self.zone).date() - first.date()).days + 1))
+        occurrences = (self.occurrence_on(day) for day in days if day.weekday() in self.days)
+        return [occ for occ in occurrences if occ.start < end and occ.end > start]
 
 
 @dataclass(frozen=True)
@@ -87,21 +79,17 @@ class Occurrence:
         return f"{self.window.name} window ({s.strftime(fs)}–{e.strftime(fe)} {e.tzname()})"
 
 
-def _t(text: str) -> time:
-    return time.fromisoformat(text)
-
-
 # IBKR's system-status page (see /work/shared/tws-api-notes.md, "A real Gateway's day").
-WEEKEND = Window("weekend maintenance", _t("23:00"), _t("03:00"), NEW_YORK, frozenset({4}), WindowKind.MAINTENANCE)
+WEEKEND = Window("weekend maintenance", time(23), time(3), NEW_YORK, frozenset({4}), WindowKind.MAINTENANCE)
 # IB Gateway's "Auto restart" time is set per installation; 23:45 is the common default. Its restart
 # keeps the port closed for ~35-80 s, so ten minutes covers it with room to log in again.
-AUTO_RESTART = Window("Gateway auto-restart", _t("23:45"), _t("23:55"), NEW_YORK, kind=WindowKind.RESTART)
+AUTO_RESTART = Window("Gateway auto-restart", time(23, 45), time(23, 55), NEW_YORK, kind=WindowKind.RESTART)
 REGIONS: dict[str, tuple[Window, ...]] = {
-    "north_america": (Window("nightly reset", _t("00:15"), _t("01:45"), NEW_YORK, kind=WindowKind.RESET),),
-    "europe": (Window("nightly reset", _t("06:25"), _t("07:45"), "Europe/Zurich", kind=WindowKind.RESET),),
+    "north_america": (Window("nightly reset", time(0, 15), time(1, 45), NEW_YORK, kind=WindowKind.RESET),),
+    "europe": (Window("nightly reset", time(6, 25), time(7, 45), "Europe/Zurich", kind=WindowKind.RESET),),
     "asia": (
-        Window("nightly reset", _t("04:45"), _t("06:05"), "Asia/Hong_Kong", kind=WindowKind.RESET),
-        Window("evening reset", _t("20:15"), _t("21:15"), "Asia/Hong_Kong", kind=WindowKind.RESET),
+        Window("nightly reset", time(4, 45), time(6, 5), "Asia/Hong_Kong", kind=WindowKind.RESET),
+        Window("evening reset", time(20, 15), time(21, 15), "Asia/Hong_Kong", kind=WindowKind.RESET),
     ),
 }
 
@@ -112,7 +100,7 @@ def default_windows(region: str = "north_america") -> tuple[Window, ...]:
 
 # Auto-restart tokens expire Sunday 01:00 New York time: one 2FA login a week (IBKR's
 # "auto-restart considerations"); missed, the Gateway stays down all Monday.
-RELOGIN_DAY, RELOGIN_TIME = 6, _t("01:00")
+RELOGIN_DAY, RELOGIN_TIME = 6, time(1)
 
 
 @dataclass(frozen=True)
@@ -161,13 +149,7 @@ def parse_days(value: str | list[str]) -> frozenset[int]:
     named = {"daily": EVERY_DAY, "weekdays": frozenset(range(5)), "weekends": frozenset({5, 6})}
     if isinstance(value, str) and value.lower() in named:
         return named[value.lower()]
-    def index(day: object) -> int | None:
-        name = day.lower() if isinstance(day, str) else ""
-        for names in (DAY_NAMES, FULL_DAY_NAMES):
-            if name in names:
-                return names.index(name)
-        return None
-
-    if isinstance(value, list) and value and all(index(d) is not None for d in value):
-        return frozenset(index(d) for d in value)  # type: ignore[misc]
+    index = {name: i for names in (DAY_NAMES, FULL_DAY_NAMES) for i, name in enumerate(names)}
+    if isinstance(value, list) and value and all(isinstance(d, str) and d.lower() in index for d in value):
+        return frozenset(index[d.lower()] for d in value)
     raise ValueError("'daily', 'weekdays', 'weekends' or a list of day names (mon, tue, ...)")

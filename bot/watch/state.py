@@ -13,6 +13,7 @@ from enum import StrEnum
 
 from bot.ibkr.errors import Layer
 from bot.watch.schedule import Occurrence
+from storage import IncidentRecord
 
 
 class DownCause(StrEnum):
@@ -82,10 +83,6 @@ class Recovery:
     attempts: int = 0              # connection attempts it took (RECONNECTED)
     code: int | None = None        # 1101 / 1102 (LINK_RESTORED)
 
-    @property
-    def data_kept(self) -> bool | None:
-        return {1102: True, 1101: False}.get(self.code or 0)
-
 
 @dataclass(frozen=True)
 class Incident:
@@ -109,7 +106,6 @@ class Incident:
     acked_at: datetime | None = None
     ended_at: datetime | None = None
     recovery: Recovery | None = None
-    id: int | None = None            # storage row, once stored
 
     @property
     def key(self) -> str:
@@ -140,26 +136,26 @@ class Incident:
             DownCause.REFUSED: OutageCategory.RESTART,
         }.get(self.cause, OutageCategory.OTHER)
 
+    def record(self) -> IncidentRecord:
+        """As storage keeps it, for /uptime."""
+        r = self.recovery
+        recovery = None if r is None else f"{r.how} ({r.code})" if r.code else f"{r.how}, {r.attempts} attempt(s)"
+        return IncidentRecord(self.key, self.gateway, self.started_at, self.ended_at, self.cause.value,
+                              self.category.value, self.layer.label, self.window.label if self.window else None,
+                              self.test, self.alerted_at is not None, self.acked_by, self.acked_at, recovery)
+
 
 # ------------------------------------------------------------ observations
 # What the watcher tells the engine; built from client events and connect failures.
 @dataclass(frozen=True)
 class WentDown:
+    """Down, or while down a failed connection attempt: what fails now."""
+
     at: datetime
     cause: DownCause
     layer: Layer
     detail: str = ""
     code: int | None = None
-
-
-@dataclass(frozen=True)
-class StillDown:
-    """A connection attempt failed while down: what fails now."""
-
-    at: datetime
-    cause: DownCause
-    layer: Layer
-    detail: str = ""
 
 
 @dataclass(frozen=True)
@@ -169,14 +165,16 @@ class CameBack:
 
 
 @dataclass(frozen=True)
-class FarmChanged:
-    at: datetime
-    farm: str
+class FarmState:
+    """A data farm broken or OK since; observed as it changes (``since``: then)."""
+
+    name: str
     ok: bool
     code: int
+    since: datetime
 
 
-Observation = WentDown | StillDown | CameBack | FarmChanged
+Observation = WentDown | CameBack | FarmState
 
 
 # ------------------------------------------------------------------ state
@@ -184,14 +182,6 @@ class Phase(StrEnum):
     STARTING = "starting"  # no verdict yet
     UP = "up"
     DOWN = "down"
-
-
-@dataclass(frozen=True)
-class FarmState:
-    name: str
-    ok: bool
-    code: int
-    since: datetime
 
 
 @dataclass(frozen=True)
@@ -206,7 +196,6 @@ class GatewayState:
     host: str
     port: int
     client_id: int
-    watching_since: datetime
     phase: Phase = Phase.STARTING
     since: datetime | None = None          # in this phase since
     failed: Layer | None = None            # the first layer not reached
@@ -217,26 +206,12 @@ class GatewayState:
     link_ok: bool | None = None
     farms: tuple[FarmState, ...] = ()
     last_rtt: float | None = None
-    last_heartbeat_at: datetime | None = None
-    attempts: int = 0                      # connection attempts in the current outage
     incident: Incident | None = None
-    muted_until: datetime | None = None
-    suppressed: Suppression | None = None
-
-    def reached(self, layer: Layer) -> bool | None:
-        """True reached, False failed there or before, None not known (yet)."""
-        if self.phase is Phase.STARTING:
-            return None
-        if self.failed is not None and layer >= self.failed:
-            return False
-        if layer is Layer.DATA_FARMS and not self.farms:
-            return None
-        return True
 
     def up(self, at: datetime, server_version: int | None = None, accounts: tuple[str, ...] = ()) -> GatewayState:
         farms_failed = Layer.DATA_FARMS if any(not f.ok for f in self.farms) else None
         return replace(self, phase=Phase.UP, since=at if self.phase is not Phase.UP else self.since,
-                       failed=farms_failed, cause=None, detail="", attempts=0, link_ok=True,
+                       failed=farms_failed, cause=None, detail="", link_ok=True,
                        server_version=server_version or self.server_version, accounts=accounts or self.accounts)
 
     def down(self, at: datetime, layer: Layer, cause: DownCause, detail: str = "") -> GatewayState:
@@ -245,11 +220,10 @@ class GatewayState:
                        failed=layer, cause=cause, detail=detail, farms=() if socket_gone else self.farms,
                        link_ok=None if socket_gone else False if cause is DownCause.IB_LINK else self.link_ok)
 
-    def farm(self, at: datetime, name: str, ok: bool, code: int) -> GatewayState:
+    def farm(self, new: FarmState) -> GatewayState:
         old = {f.name: f for f in self.farms}
-        prev = old.get(name)
-        since = prev.since if prev is not None and prev.ok == ok else at
-        old[name] = FarmState(name, ok, code, since)
+        prev = old.get(new.name)
+        old[new.name] = replace(new, since=prev.since) if prev is not None and prev.ok == new.ok else new
         farms = tuple(sorted(old.values(), key=lambda f: f.name))
         failed = self.failed
         if self.phase is Phase.UP:

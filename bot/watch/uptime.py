@@ -3,12 +3,13 @@
 Availability = 1 - down / watched, both counted outside IBKR's expected windows and only while
 gwbot was watching (its coverage spans). Down time inside a window is still shown, as
 "scheduled" (or "restart" for the Gateway's auto-restart window); a check's deliberate stop
-counts nowhere. ``IncidentRecorder`` is the watcher's storage sink (bot records -> storage rows).
+counts nowhere.
 """
 
 from __future__ import annotations
 
 import io
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -22,7 +23,7 @@ from matplotlib.figure import Figure
 
 from bot.watch.alerts import duration
 from bot.watch.schedule import Schedule, WindowKind
-from bot.watch.state import Incident, OutageCategory
+from bot.watch.state import OutageCategory
 from storage import CoverageRecord, IncidentRecord, IncidentStore
 
 PERIODS = (("24 h", timedelta(days=1)), ("7 d", timedelta(days=7)), ("30 d", timedelta(days=30)))
@@ -32,32 +33,6 @@ LIVE_WITHIN = timedelta(minutes=3)
 Span = tuple[datetime, datetime]
 # One local day of the timeline: (midnight, watched, down, expected) spans.
 Day = tuple[datetime, tuple[Span, ...], tuple[Span, ...], tuple[Span, ...]]
-
-
-class IncidentRecorder:
-    """The watcher's ``IncidentSink`` over storage."""
-
-    def __init__(self, store: IncidentStore) -> None:
-        self.store = store
-
-    async def watch_started(self, gateway: str, at: datetime) -> int:
-        return await self.store.watch_started(gateway, at)
-
-    async def watch_seen(self, coverage_id: int, at: datetime) -> None:
-        await self.store.watch_seen(coverage_id, at)
-
-    async def save_incident(self, inc: Incident) -> None:
-        await self.store.save(to_record(inc))
-
-
-def to_record(inc: Incident) -> IncidentRecord:
-    r = inc.recovery
-    recovery = None if r is None else (f"{r.how}, {r.attempts} attempt(s)" if r.code is None else f"{r.how} ({r.code})")
-    return IncidentRecord(
-        key=inc.key, gateway=inc.gateway, started_at=inc.started_at, ended_at=inc.ended_at, cause=inc.cause.value,
-        category=inc.category.value, layer=inc.layer.label, expected_window=inc.window.label if inc.window else None,
-        test=inc.test, alerted=inc.alerted_at is not None, acked_by=inc.acked_by, acked_at=inc.acked_at,
-        recovery=recovery)
 
 
 # ------------------------------------------------------------- intervals
@@ -72,23 +47,14 @@ def merge(spans: Iterable[Span]) -> list[Span]:
 
 
 def intersect(a: Sequence[Span], b: Sequence[Span]) -> list[Span]:
-    out = []
-    for s1, e1 in a:
-        for s2, e2 in b:
-            s, e = max(s1, s2), min(e1, e2)
-            if e > s:
-                out.append((s, e))
-    return merge(out)
+    return merge((max(s1, s2), min(e1, e2)) for s1, e1 in a for s2, e2 in b)  # merge drops the empty ones
 
 
 def subtract(a: Sequence[Span], b: Sequence[Span]) -> list[Span]:
-    out = []
-    for s, e in a:
-        pieces = [(s, e)]
-        for bs, be in b:
-            pieces = [p for ps, pe in pieces for p in ((ps, min(pe, bs)), (max(ps, be), pe)) if p[1] > p[0]]
-        out += pieces
-    return merge(out)
+    pieces = list(a)
+    for bs, be in b:
+        pieces = [p for ps, pe in pieces for p in ((ps, min(pe, bs)), (max(ps, be), pe)) if p[1] > p[0]]
+    return merge(pieces)
 
 
 def total(spans: Iterable[Span]) -> float:
@@ -139,7 +105,7 @@ def availability(label: str, start: datetime, end: datetime, incidents: Sequence
     watched = intersect(_watched(coverage, end), period)
     windows = schedule.expected_between(start, end)
     expected = merge((o.start, o.end) for o in windows)
-    by_category: dict[OutageCategory, float] = {}
+    by_category: defaultdict[OutageCategory, float] = defaultdict(float)
     down: list[Span] = []
     for r in incidents:
         if r.category == OutageCategory.TEST:
@@ -147,13 +113,11 @@ def availability(label: str, start: datetime, end: datetime, incidents: Sequence
         span = intersect([_incident_span(r, end)], watched)
         outside = subtract(span, expected)
         down += outside
-        category = OutageCategory(r.category)
-        by_category[category] = by_category.get(category, 0.0) + total(outside)
+        by_category[OutageCategory(r.category)] += total(outside)
         for occ in windows:
-            inside = total(intersect(span, [(occ.start, occ.end)]))
-            if inside:
-                kind = OutageCategory.RESTART if occ.window.kind is WindowKind.RESTART else OutageCategory.SCHEDULED
-                by_category[kind] = by_category.get(kind, 0.0) + inside
+            if inside := total(intersect(span, [(occ.start, occ.end)])):
+                by_category[OutageCategory.RESTART if occ.window.kind is WindowKind.RESTART
+                            else OutageCategory.SCHEDULED] += inside
     return Availability(label, start, end, total(subtract(watched, expected)), total(merge(down)),
                         total(intersect(expected, period)), {k: v for k, v in by_category.items() if v > 0})
 

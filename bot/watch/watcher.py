@@ -19,47 +19,22 @@ import asyncio
 import contextlib
 import contextvars
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from bot.client_ids import ClientRole
 from bot.config import Config, GatewayConfig, WatchConfig
 from bot.health import Health
+from bot.ibkr import errors as ib
 from bot.ibkr.client import ConnectionState, IBKRClient, port_accepts
-from bot.ibkr.errors import (
-    ApiNotReady,
-    ClientIdInUse,
-    ConnectionRejected,
-    ConnectTimeout,
-    GatewayClosedConnection,
-    GatewayError,
-    GatewayRefused,
-    HandshakeTimeout,
-    HostUnresolvable,
-    Layer,
-    LiveAccountRefused,
-    NotAnApiPort,
-    PingTimeout,
-    StartupSyncFailed,
-)
 from bot.ibkr.events import ClientEvent, Connected, Disconnected, DisconnectReason, GatewayNotice, Heartbeat, NoticeKind
 from bot.journal import current_run
 from bot.watch.alerts import Alert
 from bot.watch.engine import Clock, Engine
-from bot.watch.state import (
-    CameBack,
-    DownCause,
-    FarmChanged,
-    GatewayState,
-    Incident,
-    Phase,
-    Recovery,
-    RecoveryHow,
-    StillDown,
-    WentDown,
-)
+from bot.watch.state import CameBack, DownCause, FarmState, GatewayState, Phase, Recovery, RecoveryHow, WentDown
+from storage import IncidentStore
 
 # Set in every watcher task (and so in ib_async's callbacks on its sockets): whose records these are.
 watch_gateway: contextvars.ContextVar[str | None] = contextvars.ContextVar("watch_gateway", default=None)
@@ -81,18 +56,8 @@ class WatchLogFilter(logging.Filter):
         return not from_watch()
 
 
-class AlertSink(Protocol):
-    """Where alerts go (the outbox's enqueue). Awaited once per alert, in order, per Gateway."""
-
-    def __call__(self, alert: Alert) -> Awaitable[None]: ...
-
-
-class IncidentSink(Protocol):
-    """Storage for uptime (storage.incidents.IncidentStore implements it through ``bot.watch.uptime``)."""
-
-    async def watch_started(self, gateway: str, at: datetime) -> int: ...
-    async def watch_seen(self, coverage_id: int, at: datetime) -> None: ...
-    async def save_incident(self, incident: Incident) -> None: ...
+# Where alerts go (the outbox's enqueue). Awaited once per alert, in order, per Gateway.
+AlertSink = Callable[[Alert], Awaitable[None]]
 
 
 def utc_now() -> datetime:
@@ -110,47 +75,40 @@ def health_from_state(gw: GatewayConfig, state: GatewayState) -> Health:
                   all(f.ok for f in state.farms) if up and state.farms else None, state.last_rtt, "watch")
 
 
-def classify(err: GatewayError) -> tuple[DownCause, Layer]:
+# A failed connection attempt in the watch's words (the layer it stopped at is the error's own).
+_CAUSES = {
+    ib.GatewayRefused: DownCause.REFUSED,
+    ib.ConnectTimeout: DownCause.UNREACHABLE,
+    ib.HostUnresolvable: DownCause.UNREACHABLE,
+    ib.HandshakeTimeout: DownCause.NO_HANDSHAKE,
+    ib.NotAnApiPort: DownCause.NO_HANDSHAKE,
+    ib.ConnectionRejected: DownCause.REJECTED,
+    ib.GatewayClosedConnection: DownCause.CLOSED,
+    ib.LiveAccountRefused: DownCause.LIVE_ACCOUNT,
+    ib.ApiNotReady: DownCause.NOT_LOGGED_IN,
+    ib.StartupSyncFailed: DownCause.NOT_LOGGED_IN,
+    ib.ClientIdInUse: DownCause.CLIENT_ID,
+    ib.PingTimeout: DownCause.FROZEN,
+}
+
+
+def classify(err: ib.GatewayError) -> tuple[DownCause, ib.Layer]:
     """A failed connection attempt in the watch's words, and the layer it stopped at."""
-    match err:
-        case GatewayRefused():
-            return DownCause.REFUSED, Layer.TCP_PORT
-        case ConnectTimeout() | HostUnresolvable():
-            return DownCause.UNREACHABLE, Layer.TCP_PORT
-        case HandshakeTimeout() | NotAnApiPort():
-            return DownCause.NO_HANDSHAKE, Layer.API_HANDSHAKE
-        case ConnectionRejected():
-            return DownCause.REJECTED, Layer.API_HANDSHAKE
-        case GatewayClosedConnection():
-            return DownCause.CLOSED, Layer.API_HANDSHAKE
-        case LiveAccountRefused():
-            return DownCause.LIVE_ACCOUNT, Layer.ACCOUNT
-        case ApiNotReady() | StartupSyncFailed():
-            return DownCause.NOT_LOGGED_IN, err.layer
-        case ClientIdInUse():
-            return DownCause.CLIENT_ID, Layer.API_READY
-        case PingTimeout():
-            return DownCause.FROZEN, Layer.API_READY
-    return DownCause.OTHER, err.layer
+    return next((cause for kind, cause in _CAUSES.items() if isinstance(err, kind)), DownCause.OTHER), err.layer
 
 
 _DROPS = {
-    DisconnectReason.PEER_CLOSED: (DownCause.CLOSED, Layer.TCP_PORT),
-    DisconnectReason.RESET: (DownCause.RESET, Layer.TCP_PORT),
-    DisconnectReason.HEARTBEAT_TIMEOUT: (DownCause.FROZEN, Layer.API_READY),
-    DisconnectReason.OTHER: (DownCause.CLOSED, Layer.TCP_PORT),
+    DisconnectReason.PEER_CLOSED: (DownCause.CLOSED, ib.Layer.TCP_PORT),
+    DisconnectReason.RESET: (DownCause.RESET, ib.Layer.TCP_PORT),
+    DisconnectReason.HEARTBEAT_TIMEOUT: (DownCause.FROZEN, ib.Layer.API_READY),
+    DisconnectReason.OTHER: (DownCause.CLOSED, ib.Layer.TCP_PORT),
 }
 
 
 @dataclass(frozen=True)
 class _Failed:
     at: datetime
-    error: GatewayError
-
-
-@dataclass(frozen=True)
-class _Emit:
-    alerts: tuple[Alert, ...]
+    error: ib.GatewayError
 
 
 @dataclass(frozen=True)
@@ -161,7 +119,7 @@ class _Connected:
 
 class GatewayWatcher:
     def __init__(self, gw: GatewayConfig, settings: WatchConfig, sink: AlertSink, *,
-                 store: IncidentSink | None = None, clock: Clock = utc_now,
+                 store: IncidentStore | None = None, clock: Clock = utc_now,
                  client_options: dict[str, Any] | None = None, knock_interval: float = 0.25,
                  max_pause: float = 5.0) -> None:
         self.gw = gw
@@ -174,20 +132,15 @@ class GatewayWatcher:
         self.engine = Engine(gw.name, settings, clock)
         # The watcher reconnects by itself (forever), so the client's own reconnect is off.
         self.client = IBKRClient.from_config(gw, ClientRole.WATCH, **(client_options or {}), reconnect=None)
-        self._state = GatewayState(gw.name, gw.host, gw.port, self.client.client_id, clock())
-        self._inbox: asyncio.Queue[ClientEvent | _Connected | _Failed | _Emit] = asyncio.Queue()
+        # The live state /status shows; a new frozen object after every change, so a reader never sees half of one.
+        self.state = GatewayState(gw.name, gw.host, gw.port, self.client.client_id)
+        self._inbox: asyncio.Queue[ClientEvent | _Connected | _Failed | list[Alert]] = asyncio.Queue()
         self._dropped = asyncio.Event()
         self._attempt = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._coverage: int | None = None
         self._unsubscribe: Callable[[], None] | None = None
         self._ctx = contextvars.copy_context()
-
-    # ----------------------------------------------------------- reading
-    @property
-    def state(self) -> GatewayState:
-        """The live state /status shows; a new frozen object after every change."""
-        return self._state
 
     # ------------------------------------------------------- controlling
     async def start(self) -> None:
@@ -215,8 +168,7 @@ class GatewayWatcher:
         # In the watch's context too, so the client's goodbye lines are the watch's as well.
         await asyncio.create_task(self.client.disconnect(), name=f"watch {self.gw.name} disconnect", context=self._ctx)
         await self._persist()
-        if self.store is not None and self._coverage is not None:
-            await self._stored(self.store.watch_seen(self._coverage, self.clock()))
+        await self._seen()
         self.log.info("stopped watching")
 
     def acknowledge(self, by: str, key: str | None = None) -> bool:
@@ -224,27 +176,23 @@ class GatewayWatcher:
         different outage) to take, or someone already did."""
         self._emit(self.engine.acknowledge(by, key))
         inc = self.engine.incident
-        self._sync_state()
         return inc is not None and inc.acked_by == by and (key is None or key == inc.key)
 
     def mute(self, until: datetime | None) -> None:
         self._emit(self.engine.mute(until))
-        self._sync_state()
 
     def suppress(self, reason: str, until: datetime | None) -> None:
         """A check stops or restarts this Gateway on purpose until ``until`` (None: done)."""
         self._emit(self.engine.suppress(reason, until))
-        self._sync_state()
 
     # ---------------------------------------------------------- internals
     def _emit(self, alerts: list[Alert]) -> None:
         # Even with nothing to send, this wakes the processor: the due times may have moved.
-        self._inbox.put_nowait(_Emit(tuple(alerts)))
+        self._inbox.put_nowait(alerts)
+        self._sync_state()
 
     def _sync_state(self) -> None:
-        e = self.engine
-        sup = e.suppression if e.suppression is not None and e.suppression.until > self.clock() else None
-        self._state = replace(self._state, incident=e.incident, muted_until=e.muted_until, suppressed=sup)
+        self.state = replace(self.state, incident=self.engine.incident)
 
     def _on_event(self, event: ClientEvent) -> None:
         # Runs inline in the client's callbacks: only queue it; the processor judges.
@@ -262,7 +210,7 @@ class GatewayWatcher:
             self._attempt += 1
             try:
                 await self.client.connect()
-            except GatewayError as e:
+            except ib.GatewayError as e:
                 failures += 1
                 self._inbox.put_nowait(_Failed(self.clock(), e))
                 await self._pause(e, failures)
@@ -276,17 +224,16 @@ class GatewayWatcher:
             await self._wait_for_drop()
 
     async def _wait_for_drop(self) -> None:
-        self._dropped.clear()
         while self.client.state is ConnectionState.CONNECTED:
+            self._dropped.clear()
             # Re-check now and then: a drop that somehow emitted nothing must not park us forever.
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(5.0):
                     await self._dropped.wait()
-            self._dropped.clear()
 
-    async def _pause(self, err: GatewayError, failures: int) -> None:
+    async def _pause(self, err: ib.GatewayError, failures: int) -> None:
         """Until the next attempt: knock while nothing listens; back off while it answers badly."""
-        if isinstance(err, GatewayRefused):
+        if isinstance(err, ib.GatewayRefused):
             knock = max(self.knock_interval * 4, 1.0)
             # Polling is the only way to see a port open: no event in this process says so.
             while not await port_accepts(self.gw.host, self.gw.port, timeout=knock):  # noqa: ASYNC110
@@ -299,7 +246,7 @@ class GatewayWatcher:
         while True:
             due = self.engine.next_due()
             wait = COVERAGE_EVERY if due is None else min(COVERAGE_EVERY, (due - self.clock()).total_seconds())
-            item: ClientEvent | _Failed | _Emit | _Connected | None = None
+            item: ClientEvent | _Failed | list[Alert] | _Connected | None = None
             try:
                 async with asyncio.timeout(max(wait, 0.0)):
                     item = await self._inbox.get()
@@ -315,57 +262,52 @@ class GatewayWatcher:
             for alert in alerts:
                 await self._deliver(alert)
             await self._persist()
-            now = self.clock()
-            mark_due = now - last_seen >= timedelta(seconds=COVERAGE_EVERY)
-            if self.store is not None and self._coverage is not None and mark_due:
-                last_seen = now
-                await self._stored(self.store.watch_seen(self._coverage, now))
+            if self.clock() - last_seen >= timedelta(seconds=COVERAGE_EVERY):
+                last_seen = self.clock()
+                await self._seen()
 
     def _handle(self, item: Any) -> list[Alert]:
         match item:
-            case _Emit():
-                return list(item.alerts) + self.engine.tick()
+            case list():  # from acknowledge, mute or suppress
+                return item + self.engine.tick()
             case _Connected():
                 e = item.event
-                self._state = self._state.up(e.at, e.server_version, e.accounts)
+                self.state = self.state.up(e.at, e.server_version, e.accounts)
                 return self.engine.observe(CameBack(e.at, Recovery(RecoveryHow.RECONNECTED, attempts=item.attempts)))
             case _Failed():
                 cause, layer = classify(item.error)
-                self._state = replace(self._state.down(item.at, layer, cause, str(item.error)),
-                                      attempts=self._state.attempts + 1)
-                return self.engine.observe(StillDown(item.at, cause, layer, str(item.error)))
+                self.state = self.state.down(item.at, layer, cause, str(item.error))
+                return self.engine.observe(WentDown(item.at, cause, layer, str(item.error)))
             case Disconnected() if item.reason is not DisconnectReason.LOCAL:
                 cause, layer = _DROPS[item.reason]
-                self._state = self._state.down(item.at, layer, cause, item.detail)
+                self.state = self.state.down(item.at, layer, cause, item.detail)
                 return self.engine.observe(WentDown(item.at, cause, layer, item.detail))
             case GatewayNotice():
                 return self._notice(item)
             case Heartbeat(rtt=rtt) if rtt is not None:
-                self._state = replace(self._state, last_rtt=rtt, last_heartbeat_at=item.at)
+                self.state = replace(self.state, last_rtt=rtt)
         return self.engine.tick()
 
     def _notice(self, n: GatewayNotice) -> list[Alert]:
         # Judged by code, never by ib_async's log level (it logs 1100/1101 as errors).
         if n.code in LINK_DOWN_CODES:
-            self._state = self._state.down(n.at, Layer.IB_LINK, DownCause.IB_LINK, n.message)
-            return self.engine.observe(WentDown(n.at, DownCause.IB_LINK, Layer.IB_LINK, n.message, code=n.code))
+            self.state = self.state.down(n.at, ib.Layer.IB_LINK, DownCause.IB_LINK, n.message)
+            return self.engine.observe(WentDown(n.at, DownCause.IB_LINK, ib.Layer.IB_LINK, n.message, code=n.code))
+        inc = self.engine.incident
+        link_lost = inc is not None and inc.current is DownCause.IB_LINK
         if n.code in LINK_BACK_CODES:
-            inc = self.engine.incident
-            if inc is None or inc.current is not DownCause.IB_LINK:
-                return self.engine.tick()
-            self._state = self._state.up(n.at)
-            return self.engine.observe(CameBack(n.at, Recovery(RecoveryHow.LINK_RESTORED, code=n.code)))
+            return self._link_back(n) if link_lost else self.engine.tick()
         if n.farm and n.notice in (NoticeKind.FARM_BROKEN, NoticeKind.FARM_OK, NoticeKind.FARM_INACTIVE):
-            ok = n.notice is not NoticeKind.FARM_BROKEN
-            self._state = self._state.farm(n.at, n.farm, ok, n.code)
-            alerts = []
-            inc = self.engine.incident
-            if n.notice is NoticeKind.FARM_OK and inc is not None and inc.current is DownCause.IB_LINK:
-                # After 2110 a Gateway may announce its return only by farms coming back, no 1101/1102.
-                self._state = self._state.up(n.at)
-                alerts = self.engine.observe(CameBack(n.at, Recovery(RecoveryHow.LINK_RESTORED, code=n.code)))
-            return alerts + self.engine.observe(FarmChanged(n.at, n.farm, ok, n.code))
+            farm = FarmState(n.farm, n.notice is not NoticeKind.FARM_BROKEN, n.code, n.at)
+            self.state = self.state.farm(farm)
+            # After 2110 a Gateway may announce its return only by farms coming back, no 1101/1102.
+            alerts = self._link_back(n) if n.notice is NoticeKind.FARM_OK and link_lost else []
+            return alerts + self.engine.observe(farm)
         return self.engine.tick()
+
+    def _link_back(self, n: GatewayNotice) -> list[Alert]:
+        self.state = self.state.up(n.at)
+        return self.engine.observe(CameBack(n.at, Recovery(RecoveryHow.LINK_RESTORED, code=n.code)))
 
     async def _deliver(self, alert: Alert) -> None:
         self.log.info("alert %s%s: %s", alert.kind, " (edit)" if alert.edit else "", alert.text.splitlines()[0])
@@ -376,11 +318,14 @@ class GatewayWatcher:
             self.log.exception("could not hand over the %s alert", alert.kind)
 
     async def _persist(self) -> None:
-        updates = self.engine.take_updates()
-        if self.store is None:
-            return
-        for inc in updates:
-            await self._stored(self.store.save_incident(inc))
+        for inc in self.engine.take_updates():  # taken even without a store: they must not pile up
+            if self.store is not None:
+                await self._stored(self.store.save(inc.record()))
+
+    async def _seen(self) -> None:
+        """Mark this watched span as still watched now (uptime counts only watched time)."""
+        if self.store is not None and self._coverage is not None:
+            await self._stored(self.store.watch_seen(self._coverage, self.clock()))
 
     async def _stored(self, write: Awaitable[Any]) -> Any:
         try:
@@ -393,7 +338,7 @@ class GatewayWatcher:
 class Watch:
     """Every configured Gateway's watcher, started and stopped together."""
 
-    def __init__(self, config: Config, sink: AlertSink, *, store: IncidentSink | None = None,
+    def __init__(self, config: Config, sink: AlertSink, *, store: IncidentStore | None = None,
                  clock: Clock = utc_now, client_options: dict[str, Any] | None = None, **watcher_options: Any) -> None:
         self.watchers = {gw.name: GatewayWatcher(gw, config.watch, sink, store=store, clock=clock,
                                                  client_options=client_options, **watcher_options)
@@ -406,9 +351,6 @@ class Watch:
         if gateway not in self.watchers:
             raise KeyError(f"unknown Gateway '{gateway}'; watched: {', '.join(self.watchers)}")
         return self.watchers[gateway]
-
-    def states(self) -> list[GatewayState]:
-        return [w.state for w in self.watchers.values()]
 
     async def start(self) -> None:
         for w in self.watchers.values():
@@ -436,12 +378,3 @@ class Watch:
 
     def suppress(self, gateway: str, reason: str, until: datetime | None) -> None:
         self.watcher(gateway).suppress(reason, until)
-
-    @contextlib.asynccontextmanager
-    async def suppressed(self, gateway: str, reason: str, at_most: float) -> AsyncIterator[None]:
-        """While a check stops the Gateway on purpose (at most ``at_most`` seconds)."""
-        self.suppress(gateway, reason, self.clock() + timedelta(seconds=at_most))
-        try:
-            yield
-        finally:
-            self.suppress(gateway, reason, None)
