@@ -25,11 +25,7 @@ ACCOUNTS = "accounts"  # fact: the managed accounts, comma-separated
 class ConnectCheck(Check):
     name = "connect"
     section = "Connection Test"
-
-    @classmethod
-    def figures(cls, check: CheckRecord) -> str:
-        ms = check.metric(CONNECT)
-        return "" if ms is None else f"server version {check.metric(SERVER_VERSION) or 0:.0f}, connected in {ms:.0f} ms"
+    key_figures = (CONNECT, "server version {server_version:.0f}, connected in {connect:.0f} ms")
 
     @classmethod
     def report_lines(cls, run: RunRecord, check: CheckRecord | None) -> list[str]:

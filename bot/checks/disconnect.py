@@ -55,11 +55,7 @@ class ErrorLogWatch(logging.Handler):
 class DisconnectCheck(Check):
     name = "disconnect"
     section = "Connection Test"
-
-    @classmethod
-    def figures(cls, check: CheckRecord) -> str:
-        ms = check.metric(DISCONNECT)
-        return "" if ms is None else f"clean in {ms:.1f} ms"
+    key_figures = (DISCONNECT, "clean in {disconnect:.1f} ms")
 
     @classmethod
     def report_lines(cls, run: RunRecord, check: CheckRecord | None) -> list[str]:

@@ -273,14 +273,10 @@ class ErrorsCheck(Check):
     name = "errors"
     section = "Error Handling Test"
     provokes_errors = True
+    key_figures = (ROWS_OK, "{rows_ok:.0f}/{rows:.0f} error cases handled as expected")
 
     def __init__(self, rows: tuple[Row, ...] = ROWS) -> None:
         self.rows = rows
-
-    @classmethod
-    def figures(cls, check: CheckRecord) -> str:
-        ok, rows = check.metric(ROWS_OK), check.metric(ROWS_RUN)
-        return "" if ok is None or rows is None else f"{ok:.0f}/{rows:.0f} error cases handled as expected"
 
     @classmethod
     def report_lines(cls, run: RunRecord, check: CheckRecord | None) -> list[str]:
