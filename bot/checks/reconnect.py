@@ -6,7 +6,7 @@ import asyncio
 import time
 
 from bot.checks.base import Check, CheckContext, OperatorAction, Recorder, await_operator, mark, passed
-from bot.checks.disconnect import ErrorLogWatch
+from bot.checks.disconnect import client_errors
 from bot.ibkr.client import IBKRClient, wait_for_port
 from bot.ibkr.errors import HINT_GATEWAY_NOT_RUNNING, HINT_RECONNECT_FAILS
 from bot.ibkr.events import (
@@ -99,7 +99,7 @@ class ReconnectCheck(Check):
         rec.progress("Gateway down. Waiting for the operator to start it again")
         prompted = time.monotonic()
         try:
-            with ErrorLogWatch(client) as errors:
+            with client_errors(client) as errors:
                 event, reply = await await_operator(
                     ctx, OperatorAction.START_GATEWAY,
                     "Start the Gateway again now. The client knocks on its port until it opens, then "
@@ -127,7 +127,7 @@ class ReconnectCheck(Check):
             return
         assert isinstance(event, Reconnected)  # the only other kind waited for
         self._judge_return(rec, within, prompted, port_back, attempts, event)
-        for line in errors.lines:
+        for line in errors:
             rec.fail(f"Error logged during reconnection: {line}", HINT_RECONNECT_FAILS)
         if await client.ping():
             rec.note("Heartbeat answered after reconnecting")

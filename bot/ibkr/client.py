@@ -489,7 +489,7 @@ class IBKRClient:
             self.log.info("gateway error %s (req %s): %s", code, req_id, text)
             self.events.emit(GatewayNotice(code=code, message=text, notice=NoticeKind.ERROR, meaning=meaning))
             return
-        farm = notices.farm_name(code, text) if notices.is_farm(kind) else ""
+        farm = notices.farm_name(code, text)
         if farm:
             self._farms[farm] = FarmStatus(farm, kind)
         if kind.is_link_down:
