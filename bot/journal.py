@@ -63,13 +63,10 @@ def describe(event: ClientEvent) -> str:
 
 
 def _data(event: ClientEvent) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for f in dataclasses.fields(event):
-        if f.name in ("at", "mono"):
-            continue
-        value = getattr(event, f.name)
-        out[f.name] = value.value if isinstance(value, Enum) else list(value) if isinstance(value, tuple) else value
-    return out
+    def plain(value: Any) -> Any:
+        return value.value if isinstance(value, Enum) else list(value) if isinstance(value, tuple) else value
+
+    return {f.name: plain(getattr(event, f.name)) for f in dataclasses.fields(event) if f.name not in ("at", "mono")}
 
 
 class LogSink(logging.Handler):

@@ -162,10 +162,6 @@ ProgressSink = Callable[[Progress], None]
 EventSink = Callable[[ClientEvent], None]
 
 
-def _ignore(_: Any) -> None:
-    return None
-
-
 @dataclass(frozen=True)
 class CheckContext:
     """Everything a check may use; built by the runner, replaced freely by tests."""
@@ -173,8 +169,8 @@ class CheckContext:
     config: Config
     gateway: GatewayConfig
     operator: Operator
-    progress: ProgressSink = _ignore
-    on_event: EventSink = _ignore
+    progress: ProgressSink = lambda _: None
+    on_event: EventSink = lambda _: None
     # Client option overrides for every client this run makes (tests shorten delays here).
     client_options: dict[str, Any] = field(default_factory=dict)
 

@@ -141,17 +141,11 @@ class ConnectCheck(Check):
 
 def _farms_not_ok(seen: list[GatewayNotice]) -> set[str]:
     """Farms whose latest notice is broken or connecting; inactive (2107/2108) is normal."""
-    latest: dict[str, NoticeKind] = {}
-    for n in seen:
-        if n.farm:
-            latest[n.farm] = n.notice
+    latest = {n.farm: n.notice for n in seen if n.farm}
     return {farm for farm, kind in latest.items() if kind in (NoticeKind.FARM_BROKEN, NoticeKind.FARM_CONNECTING)}
 
 
 def _link_down(seen: list[GatewayNotice]) -> GatewayNotice | None:
     """The last link notice if it says the link is down (1100/2110 not followed by 1101/1102)."""
-    last = None
-    for n in seen:
-        if n.notice.is_link_down or n.notice.is_link_back:
-            last = n
-    return last if last is not None and last.notice.is_link_down else None
+    links = [n for n in seen if n.notice.is_link_down or n.notice.is_link_back]
+    return links[-1] if links and links[-1].notice.is_link_down else None

@@ -22,13 +22,9 @@ log = logging.getLogger(__name__)
 STREAM_SIZE = 1000  # events a stream holds for a slow reader; a check reads them as they come
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 @dataclass(frozen=True, kw_only=True)
 class ClientEvent:
-    at: datetime = field(default_factory=_now)
+    at: datetime = field(default_factory=lambda: datetime.now(UTC))
     mono: float = field(default_factory=time.monotonic)
 
     @property
