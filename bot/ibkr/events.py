@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import TypeVar, overload
+from typing import TypeVar
 
 from bot.queues import DropOldestQueue
 
@@ -123,7 +123,6 @@ class Heartbeat(ClientEvent):
 
 
 E = TypeVar("E", bound=ClientEvent)
-F = TypeVar("F", bound=ClientEvent)
 Listener = Callable[[ClientEvent], None]
 
 
@@ -164,13 +163,8 @@ class EventBus:
             self._queues.remove(queue)
 
 
-@overload
-async def next_event(queue: asyncio.Queue[ClientEvent], kind: type[E], timeout: float | None) -> E: ...
-@overload
-async def next_event(queue: asyncio.Queue[ClientEvent], kind: tuple[type[E], type[F]],
-                     timeout: float | None) -> E | F: ...
-async def next_event(queue: asyncio.Queue[ClientEvent], kind: type[ClientEvent] | tuple[type[ClientEvent], ...],
-                     timeout: float | None) -> ClientEvent:
+async def next_event(queue: asyncio.Queue[ClientEvent], kind: type[E] | tuple[type[E], ...],
+                     timeout: float | None) -> E:
     """Wait for the next event of ``kind`` (a class, or two) on a queue from :meth:`EventBus.stream`."""
     async with asyncio.timeout(timeout):
         while True:
