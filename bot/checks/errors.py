@@ -37,7 +37,8 @@ ROW_TIMEOUT = 2.0
 LEAK_GRACE = 0.5
 UNRESOLVABLE_HOST = "gateway.invalid"  # RFC 6761: .invalid never resolves
 NOT_LOGGED_IN_VERSION = 178  # a server version ib_async speaks
-Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+# What a misbehaving endpoint sends a new connection (it may read first); then it reads until closed.
+Answer = Callable[[asyncio.StreamReader], Awaitable[bytes]]
 
 
 Endpoint = tuple[str, int]  # host, port
@@ -67,39 +68,56 @@ class RowResult:
                 and self.leaked_tasks == 0 and self.leaked_sockets == 0)
 
 
-async def _silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _silent(_: asyncio.StreamReader) -> bytes:
     """Accepts and never answers: a hung process, or a port some other program holds open."""
-    with contextlib.suppress(ConnectionError):
-        await reader.read()
-    writer.close()
+    return b""
 
 
-async def _garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    writer.write(b"SSH-2.0-OpenSSH_9.6\r\n")  # e.g. the port forwards to the wrong service
-    with contextlib.suppress(ConnectionError):
-        await writer.drain()
-        await reader.read()
-    writer.close()
+async def _garbage(_: asyncio.StreamReader) -> bytes:
+    return b"SSH-2.0-OpenSSH_9.6\r\n"  # e.g. the port forwards to the wrong service
 
 
-async def _http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(ConnectionError):
-        await reader.read(1)
-        writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-        await writer.drain()
-        await reader.read()
-    writer.close()
+async def _http(reader: asyncio.StreamReader) -> bytes:
+    await reader.read(1)
+    return b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+
+
+async def _not_logged_in(reader: asyncio.StreamReader) -> bytes:
+    """A Gateway still at its login screen: it answers the handshake (server version, time), then
+    never the API start, so no next valid id and no accounts ever come."""
+    await reader.readexactly(4)  # "API\0"
+    (size,) = struct.unpack(">I", await reader.readexactly(4))
+    await reader.readexactly(size)  # the client's version range; any is fine
+    payload = f"{NOT_LOGGED_IN_VERSION}\0{datetime.now(UTC):%Y%m%d %H:%M:%S} UTC\0".encode()
+    return struct.pack(">I", len(payload)) + payload
+
+
+def _served(answer: Answer) -> EndpointFactory:
+    """A loopback server that answers every connection so."""
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError, struct.error):
+            writer.write(await answer(reader))
+            await writer.drain()
+            await reader.read()
+        writer.close()
+
+    @contextlib.asynccontextmanager
+    async def endpoint(_: CheckContext) -> AsyncIterator[Endpoint]:
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        try:
+            yield "127.0.0.1", server.sockets[0].getsockname()[1]
+        finally:
+            server.close()
+            server.close_clients() if hasattr(server, "close_clients") else None
+            await server.wait_closed()
+    return endpoint
 
 
 @contextlib.asynccontextmanager
-async def _server(handler: Handler) -> AsyncIterator[int]:
-    server = await asyncio.start_server(handler, "127.0.0.1", 0)
-    try:
-        yield server.sockets[0].getsockname()[1]
-    finally:
-        server.close()
-        server.close_clients() if hasattr(server, "close_clients") else None
-        await server.wait_closed()
+async def _nothing_listening(ctx: CheckContext) -> AsyncIterator[Endpoint]:
+    async with _served(_silent)(ctx) as endpoint:
+        pass  # a port that was free a moment ago, and is again
+    yield endpoint
 
 
 @dataclass
@@ -194,35 +212,6 @@ def case_evidence() -> Iterator[CaseEvidence]:
         hooks.users -= 1
         if hooks.users == 0:
             hooks.uninstall()
-
-
-def _served(handler: Handler) -> EndpointFactory:
-    @contextlib.asynccontextmanager
-    async def endpoint(_: CheckContext) -> AsyncIterator[Endpoint]:
-        async with _server(handler) as port:
-            yield "127.0.0.1", port
-    return endpoint
-
-
-@contextlib.asynccontextmanager
-async def _nothing_listening(_: CheckContext) -> AsyncIterator[Endpoint]:
-    async with _server(_silent) as port:
-        pass  # a port that was free a moment ago, and is again
-    yield "127.0.0.1", port
-
-
-async def _not_logged_in(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """A Gateway still at its login screen: it answers the handshake (server version, time), then
-    never the API start, so no next valid id and no accounts ever come."""
-    with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError, struct.error):
-        await reader.readexactly(4)  # "API\0"
-        (size,) = struct.unpack(">I", await reader.readexactly(4))
-        await reader.readexactly(size)  # the client's version range; any is fine
-        payload = f"{NOT_LOGGED_IN_VERSION}\0{datetime.now(UTC):%Y%m%d %H:%M:%S} UTC\0".encode()
-        writer.write(struct.pack(">I", len(payload)) + payload)
-        await writer.drain()
-        await reader.read()
-    writer.close()
 
 
 @contextlib.asynccontextmanager
