@@ -71,6 +71,10 @@ _MAX_SANE_FRAME = 1 << 20
 
 
 _E = TypeVar("_E", bound=GatewayError)
+# While reconnecting: how long to wait for accounts / next id once the handshake is answered.
+# A Gateway still logging in answers the handshake and then drops that session, so a short
+# wait and a fresh try is what gets us in within about a second of the API becoming ready.
+_READY_WAIT = 1.0
 
 
 class ConnectionState(StrEnum):
@@ -119,10 +123,6 @@ class ClientOptions(ClientSettings):
 
     # None: stay down after a drop.
     reconnect: ReconnectPolicy | None = _CHECKLIST_RECONNECT
-    # While reconnecting: how long to wait for accounts / next id once the handshake is answered.
-    # A Gateway still logging in answers the handshake and then drops that session, so a short
-    # wait and a fresh try is what gets us in within about a second of the API becoming ready.
-    ready_wait: float = 1.0
     # How often the reconnect loop knocks on the port while the Gateway is down.
     probe_interval: float = 0.25
     # ib_async users report reqCurrentTime going unanswered when sent < ~1 s after the last one.
@@ -470,33 +470,28 @@ class IBKRClient:
         self._state = ConnectionState.CONNECTED
         self._last_pong = time.monotonic()
         self._link_ok = True
+        up = Connected(server_version=s.ib.client.serverVersion(), accounts=tuple(s.ib.managedAccounts()),
+                       connection_time=s.watch.connection_time)
         self.log.info("connected to %s:%s as client %s, server version %s, accounts %s",
-                 self.host, self.port, self.client_id, s.ib.client.serverVersion(), ",".join(s.ib.managedAccounts()))
-        self.events.emit(Connected(
-            server_version=s.ib.client.serverVersion(),
-            accounts=tuple(s.ib.managedAccounts()),
-            connection_time=s.watch.connection_time,
-        ))
+                      self.host, self.port, self.client_id, up.server_version, ",".join(up.accounts))
+        self.events.emit(up)
         self._heartbeat_task = asyncio.create_task(self._heartbeat_loop(), name=f"heartbeat {self.host}:{self.port}")
 
     # -------------------------------------------------------------- notices
     def _on_gateway_error(self, req_id: int, code: int, text: str, _contract: Any) -> None:
-        kind = notices.notice_kind(code, text)
+        kind = notices.notice_kind(code, text) or NoticeKind.ERROR
         meaning = notices.explain(code, text)
-        if kind is None:
-            # A request's error: reported as an event too, so a check can judge this client's
-            # own errors without listening to the process's loggers.
-            self.log.info("gateway error %s (req %s): %s", code, req_id, text)
-            self.events.emit(GatewayNotice(code=code, message=text, notice=NoticeKind.ERROR, meaning=meaning))
-            return
         farm = notices.farm_name(code, text)
         if farm:
             self._farms[farm] = FarmStatus(farm, kind)
-        if kind.is_link_down:
-            self._link_ok = False
-        elif kind.is_link_back:
-            self._link_ok = True
-        self.log.info("gateway notice %s", meaning)
+        if kind.is_link_down or kind.is_link_back:
+            self._link_ok = kind.is_link_back
+        if kind is NoticeKind.ERROR:
+            # A request's error: reported as an event too, so a check can judge this client's
+            # own errors without listening to the process's loggers.
+            self.log.info("gateway error %s (req %s): %s", code, req_id, text)
+        else:
+            self.log.info("gateway notice %s", meaning)
         self.events.emit(GatewayNotice(code=code, message=text, notice=kind, farm=farm, meaning=meaning))
 
     # ---------------------------------------------------------------- drops
@@ -550,7 +545,7 @@ class IBKRClient:
             self.events.emit(Reconnecting(attempt=outage.attempt_number + 1, max_attempts=policy.max_attempts,
                                           delay=policy.wait(outage)))
             try:
-                await self._open_session(ready_wait=min(opts.ready_wait, opts.connect_timeout))
+                await self._open_session(ready_wait=min(_READY_WAIT, opts.connect_timeout))
             except (GatewayRefused, ConnectTimeout, HostUnresolvable):
                 continue  # the port went away again between knock and connect: not an attempt
             except ApiNotReady as e:

@@ -135,7 +135,6 @@ class EventBus:
 
     def __init__(self) -> None:
         self._listeners: list[Listener] = []
-        self._queues: list[asyncio.Queue[ClientEvent]] = []
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         """Add a callback; returns the function that removes it."""
@@ -149,18 +148,16 @@ class EventBus:
                 listener(event)
             except Exception:
                 log.exception("event listener %r failed on %s", listener, event.kind)
-        for queue in self._queues:
-            queue.put_nowait(event)
 
     @contextlib.asynccontextmanager
     async def stream(self) -> AsyncIterator[asyncio.Queue[ClientEvent]]:
         """A queue receiving every event emitted while the context is open."""
         queue: DropOldestQueue[ClientEvent] = DropOldestQueue(STREAM_SIZE, "event stream")
-        self._queues.append(queue)
+        unsubscribe = self.subscribe(queue.put_nowait)
         try:
             yield queue
         finally:
-            self._queues.remove(queue)
+            unsubscribe()
 
 
 async def next_event(queue: asyncio.Queue[ClientEvent], kind: type[E] | tuple[type[E], ...],
