@@ -210,9 +210,6 @@ class Recorder:
         log.info("%s: %s", self.check, text)
         self.findings.append(text)
 
-    def fact(self, name: str, value: str) -> None:
-        self.facts[name] = value
-
     def warn(self, text: str) -> None:
         """Worth knowing, not a failure."""
         log.warning("%s: warning: %s", self.check, text)

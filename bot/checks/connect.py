@@ -60,7 +60,7 @@ class ConnectCheck(Check):
             rec.metric(SERVER_VERSION, float(status.server_version or 0), "")
             rec.note(f"Connected: server version {status.server_version}, connection time {status.connection_time}")
             rec.note(f"Managed accounts: {', '.join(status.accounts)}")
-            rec.fact(ACCOUNTS, ", ".join(status.accounts))
+            rec.facts[ACCOUNTS] = ", ".join(status.accounts)
             if ctx.gateway.account and ctx.gateway.account not in status.accounts:
                 rec.fail(f"Configured account {ctx.gateway.account} is not among the managed accounts",
                          ("Check ibkr.account in config.yaml", "Log the Gateway in to that account"))

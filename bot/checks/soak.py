@@ -167,12 +167,12 @@ class SoakCheck(Check):
         rtts = seen.rtts
         figures = ""
         if rtts:
+            median, p95 = statistics.median(rtts) * 1000, percentile(rtts, 0.95) * 1000
             rec.metric(RTT_MIN, min(rtts) * 1000, "ms")
-            rec.metric(RTT_MEDIAN, statistics.median(rtts) * 1000, "ms")
-            rec.metric(RTT_P95, percentile(rtts, 0.95) * 1000, "ms")
+            rec.metric(RTT_MEDIAN, median, "ms")
+            rec.metric(RTT_P95, p95, "ms")
             rec.metric(RTT_MAX, max(rtts) * 1000, "ms")
-            figures = (f": {len(rtts)} heartbeats answered, RTT median {statistics.median(rtts) * 1000:.1f} ms, "
-                       f"p95 {percentile(rtts, 0.95) * 1000:.1f} ms")
+            figures = f": {len(rtts)} heartbeats answered, RTT median {median:.1f} ms, p95 {p95:.1f} ms"
         if not seen.troubled:
             rec.note(f"Stayed connected for {ran:.0f} s{figures}")
         elif figures:
