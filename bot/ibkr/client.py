@@ -329,7 +329,7 @@ class IBKRClient:
 
     # ------------------------------------------------------------ connecting
     async def connect(self) -> None:
-        """Connect and complete ib_async's start-up sync; raise a GatewayError subclass on failure."""
+        """Connect until the API is ready (accounts, next order id); raise a GatewayError subclass on failure."""
         if self._connected():
             return
         await self._cancel_reconnect()
