@@ -94,36 +94,26 @@ class LiveView:
                       self.last_rtt, "live")
 
 
-async def _port_ms(gw: GatewayConfig) -> tuple[float | None, GatewayError | None]:
+async def probe(gw: GatewayConfig, live: LiveView | None = None) -> Health:
+    """Health now: from the running check's client when there is one, else a short connection."""
     start = time.monotonic()
     try:
         await probe_port(gw.host, gw.port, STATUS_TIMEOUT)
     except GatewayError as e:
-        return None, e
-    return (time.monotonic() - start) * 1000, None
-
-
-async def probe(gw: GatewayConfig, live: LiveView | None = None) -> Health:
-    """Health now: from the running check's client when there is one, else a short connection."""
-    port_ms, port_error = await _port_ms(gw)
-    if port_error is not None:
-        return Health(gw, None, str(port_error), port_error.layer)
+        return Health(gw, None, str(e), e.layer)
+    port_ms = (time.monotonic() - start) * 1000
     if live is not None:
         return live.health(gw, port_ms)
     client = IBKRClient.from_config(gw, ClientRole.STATUS, reconnect=None,
                                     connect_timeout=min(gw.connect_timeout, STATUS_TIMEOUT))
     try:
         await client.connect()
-    except GatewayError as e:
-        return Health(gw, port_ms, str(e), e.layer)
-    try:
-        try:
-            rtt = await client.ping()
-        except GatewayError as e:  # connected, then deaf or gone: a verdict, not a crash in /status
-            return Health(gw, port_ms, str(e), e.layer)
+        rtt = await client.ping()
         s = client.status()
-        farms = [f.notice is not NoticeKind.FARM_BROKEN for f in s.farms]
-        return Health(gw, port_ms, None, None, s.server_version, s.accounts, None, s.link_ok,
-                      all(farms) if farms else None, rtt)
+    except GatewayError as e:  # a ping unanswered after connecting too: a verdict, not a crash in /status
+        return Health(gw, port_ms, str(e), e.layer)
     finally:
         await client.disconnect()
+    farms = [f.notice is not NoticeKind.FARM_BROKEN for f in s.farms]
+    return Health(gw, port_ms, None, None, s.server_version, s.accounts, None, s.link_ok,
+                  all(farms) if farms else None, rtt)

@@ -38,10 +38,6 @@ class Job:
         return self.request.kind
 
 
-class _Reserved:
-    """Holds a Gateway's slot while the run row is created, so two requests cannot both start."""
-
-
 class Busy(Exception):
     """The Gateway already has a run; ``job`` is None in the instant that run is being created."""
 
@@ -53,12 +49,12 @@ class Busy(Exception):
 class JobBoard:
     def __init__(self, runner: Runner) -> None:
         self.runner = runner
-        self._jobs: dict[str, Job | _Reserved] = {}
+        # None holds a Gateway's slot while the run row is created, so two requests cannot both start.
+        self._jobs: dict[str, Job | None] = {}
         self._notifying: set[asyncio.Task[None]] = set()  # keep references: the loop holds only weak ones
 
     def current(self, gateway: str) -> Job | None:
-        job = self._jobs.get(gateway)
-        return job if isinstance(job, Job) else None
+        return self._jobs.get(gateway)
 
     def live(self, gateway: str) -> LiveView | None:
         """The Gateway's live state while a run's client watches it; None when nothing runs."""
@@ -72,7 +68,7 @@ class JobBoard:
         gateway = self.runner.config.gateway(request.gateway).name
         if gateway in self._jobs:
             raise Busy(self.current(gateway))
-        self._jobs[gateway] = placeholder = _Reserved()
+        self._jobs[gateway] = None
         try:
             run_id = await self.runner.open_run(request)
         except BaseException:
@@ -89,7 +85,7 @@ class JobBoard:
             self.runner.run(request, operator, progress, on_result, run_id=run_id, on_event=feed),
             name=f"run {run_id}: {request.kind} on {gateway}")
         job = Job(gateway, request, run_id, datetime.now(UTC), task, live)
-        assert self._jobs.get(gateway) is placeholder
+        assert self._jobs[gateway] is None
         self._jobs[gateway] = job
         task.add_done_callback(lambda t: self._finished(job, on_done))
         return job

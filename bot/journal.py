@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+from collections.abc import Callable
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from enum import Enum
@@ -62,27 +63,34 @@ def describe(event: ClientEvent) -> str:
 
 
 def _data(event: ClientEvent) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for f in dataclasses.fields(event):
-        if f.name in ("at", "mono"):
-            continue
-        value = getattr(event, f.name)
-        out[f.name] = value.value if isinstance(value, Enum) else list(value) if isinstance(value, tuple) else value
-    return out
+    def plain(value: Any) -> Any:
+        return value.value if isinstance(value, Enum) else list(value) if isinstance(value, tuple) else value
+
+    return {f.name: plain(getattr(event, f.name)) for f in dataclasses.fields(event) if f.name not in ("at", "mono")}
 
 
-class _RunLogHandler(logging.Handler):
-    def __init__(self, run_id: int, sink: asyncio.Queue[tuple[str, Any]]) -> None:
-        super().__init__(logging.INFO)
-        self.run_id = run_id
+class LogSink(logging.Handler):
+    """While open on the loggers a run captures, hands each record it accepts (``level`` and up,
+    ``accept`` true), with its text, to ``sink``."""
+
+    def __init__(self, sink: Callable[[logging.LogRecord, str], None], level: int,
+                 accept: Callable[[logging.LogRecord], bool]) -> None:
+        super().__init__(level)
         self.sink = sink
+        self.addFilter(accept)
         self.setFormatter(logging.Formatter("%(message)s"))
 
     def emit(self, record: logging.LogRecord) -> None:
-        if current_run.get() != self.run_id:
-            return
-        at = datetime.fromtimestamp(record.created, UTC)
-        self.sink.put_nowait(("log", (at, record.levelname, record.name, self.format(record))))
+        self.sink(record, self.format(record))
+
+    def __enter__(self) -> LogSink:
+        for name in CAPTURED_LOGGERS:
+            logging.getLogger(name).addHandler(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for name in CAPTURED_LOGGERS:
+            logging.getLogger(name).removeHandler(self)
 
 
 class RunJournal:
@@ -93,7 +101,7 @@ class RunJournal:
         self.run_id = run_id
         # Flushed five times a second; a storage stall drops the oldest lines (counted, logged), never memory.
         self._queue: DropOldestQueue[tuple[str, Any]] = DropOldestQueue(JOURNAL_SIZE, f"run {run_id} journal")
-        self._handler = _RunLogHandler(run_id, self._queue)
+        self._logs = LogSink(self._log, logging.INFO, lambda _: current_run.get() == run_id)
         self._writer: asyncio.Task[None] | None = None
         self._closing = asyncio.Event()
         self._token: Any = None
@@ -108,16 +116,18 @@ class RunJournal:
                 return
         self._queue.put_nowait(("event", event))
 
+    def _log(self, record: logging.LogRecord, text: str) -> None:
+        at = datetime.fromtimestamp(record.created, UTC)
+        self._queue.put_nowait(("log", (at, record.levelname, record.name, text)))
+
     async def __aenter__(self) -> RunJournal:
         self._token = current_run.set(self.run_id)
-        for name in CAPTURED_LOGGERS:
-            logging.getLogger(name).addHandler(self._handler)
+        self._logs.__enter__()
         self._writer = asyncio.create_task(self._write_loop(), name=f"journal run {self.run_id}")
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        for name in CAPTURED_LOGGERS:
-            logging.getLogger(name).removeHandler(self._handler)
+        self._logs.__exit__()
         self._closing.set()
         if self._writer is not None:
             await self._writer  # its last pass writes whatever is still queued

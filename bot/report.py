@@ -10,7 +10,7 @@ from datetime import datetime
 
 from bot.checks import CHECK_NAMES, CHECKS, Check, check_type
 from bot.checks.base import FAIL, PASS, status_mark
-from storage import CheckRecord, CheckStatus, RunRecord, RunStatus
+from storage import CheckStatus, RunRecord, RunStatus
 
 __all__ = ["log_text", "markdown", "status_mark", "summary"]
 
@@ -30,17 +30,12 @@ def _type(name: str) -> type[Check]:
         return Check
 
 
-def check_line(c: CheckRecord) -> str:
-    """One line per check with its key figures: the unit of every summary."""
-    return _type(c.name).summary_line(c)
-
-
 def summary(run: RunRecord) -> str:
     """The short plain-text result for chat and terminal."""
     took = _duration(run)
     head = (f"{status_mark(run.status)} {run.status.upper()}: {run.kind} on {run.gateway}, run #{run.id}"
             + (f", {took:.0f} s" if took is not None else ""))
-    return "\n".join([head, *(check_line(c) for c in run.checks)])
+    return "\n".join([head, *(_type(c.name).summary_line(c) for c in run.checks)])
 
 
 def _sections(run: RunRecord) -> list[str]:

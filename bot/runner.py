@@ -47,13 +47,8 @@ class RunOutcome:
 
 def overall(results: tuple[CheckResult, ...] | list[CheckResult]) -> RunStatus:
     statuses = {r.status for r in results}
-    if CheckStatus.CANCELLED in statuses:
-        return RunStatus.CANCELLED
-    if CheckStatus.ERROR in statuses:
-        return RunStatus.ERROR
-    if CheckStatus.FAILED in statuses:
-        return RunStatus.FAILED
-    return RunStatus.PASSED
+    worst = (CheckStatus.CANCELLED, CheckStatus.ERROR, CheckStatus.FAILED)  # the first one present decides
+    return next((RunStatus(s) for s in worst if s in statuses), RunStatus.PASSED)
 
 
 @dataclass

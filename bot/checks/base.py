@@ -14,11 +14,12 @@ import asyncio
 import logging
 import time
 from abc import ABC, abstractmethod
+from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, ClassVar, Generic, Protocol, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from bot.config import Config, GatewayConfig
 from bot.ibkr.client import IBKRClient
@@ -118,18 +119,6 @@ class OperatorAborted(Exception):
         super().__init__(f"aborted by {by or 'the operator'}")
 
 
-@dataclass(frozen=True)
-class Awaited(Generic[T]):
-    """How an operator step ended: the event came, the operator only replied, or neither in time."""
-
-    event: T | None
-    reply: OperatorReply | None
-
-    @property
-    def timed_out(self) -> bool:
-        return self.event is None and self.reply is None
-
-
 @dataclass(frozen=True, kw_only=True)
 class OperatorStep(ClientEvent):
     """Recorded with the run: what the operator was asked, and who answered what."""
@@ -140,8 +129,9 @@ class OperatorStep(ClientEvent):
 
 
 async def await_operator(ctx: CheckContext, action: OperatorAction, text: str, event: Awaitable[T],
-                         timeout: float, grace: float) -> Awaited[T]:
-    """Ask the operator to act and wait for the event itself, whichever tells us first.
+                         timeout: float, grace: float) -> tuple[T | None, OperatorReply | None]:
+    """Ask the operator to act and wait for the event itself, whichever tells us first: the event
+    (None when it did not come) and the reply (None when the event won or nobody answered in time).
 
     Done without the event waits ``grace`` more seconds for it; Abort raises OperatorAborted.
     """
@@ -152,16 +142,16 @@ async def await_operator(ctx: CheckContext, action: OperatorAction, text: str, e
         await asyncio.wait({event_task, ask_task}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         if event_task.done():
             ctx.on_event(OperatorStep(action=action, outcome="event"))
-            return Awaited(event_task.result(), None)
+            return event_task.result(), None
         if not ask_task.done():
             ctx.on_event(OperatorStep(action=action, outcome="timeout"))
-            return Awaited(None, None)
+            return None, None
         reply = ask_task.result()
         ctx.on_event(OperatorStep(action=action, outcome=reply.reply.value, by=reply.by))
         if reply.reply is Reply.ABORT:
             raise OperatorAborted(reply.by)
         await asyncio.wait({event_task}, timeout=grace)
-        return Awaited(event_task.result() if event_task.done() else None, reply)
+        return event_task.result() if event_task.done() else None, reply
     finally:
         for task in (event_task, ask_task):
             task.cancel()
@@ -172,10 +162,6 @@ ProgressSink = Callable[[Progress], None]
 EventSink = Callable[[ClientEvent], None]
 
 
-def _ignore(_: Any) -> None:
-    return None
-
-
 @dataclass(frozen=True)
 class CheckContext:
     """Everything a check may use; built by the runner, replaced freely by tests."""
@@ -183,8 +169,8 @@ class CheckContext:
     config: Config
     gateway: GatewayConfig
     operator: Operator
-    progress: ProgressSink = _ignore
-    on_event: EventSink = _ignore
+    progress: ProgressSink = lambda _: None
+    on_event: EventSink = lambda _: None
     # Client option overrides for every client this run makes (tests shorten delays here).
     client_options: dict[str, Any] = field(default_factory=dict)
 
@@ -224,9 +210,6 @@ class Recorder:
         log.info("%s: %s", self.check, text)
         self.findings.append(text)
 
-    def fact(self, name: str, value: str) -> None:
-        self.facts[name] = value
-
     def warn(self, text: str) -> None:
         """Worth knowing, not a failure."""
         log.warning("%s: warning: %s", self.check, text)
@@ -260,6 +243,9 @@ class Check(ABC):
     section: ClassVar[str | None] = None
     # Provokes errors on purpose: the report leaves the warnings logged while it ran out of its excerpt.
     provokes_errors: ClassVar[bool] = False
+    # Its summary line's figures: the metric without which it has none, and a format over its
+    # metrics by name (one it did not store reads 0).
+    key_figures: ClassVar[tuple[str, str] | None] = None
 
     def __init__(self, options: Any = None) -> None:
         self.options = options if options is not None else self.options_type()
@@ -267,7 +253,10 @@ class Check(ABC):
     @classmethod
     def figures(cls, check: CheckRecord) -> str:
         """Its key figures, for its summary line ("" when it has none or did not get that far)."""
-        return ""
+        metrics = defaultdict(float, {m.name: m.value for m in check.metrics})
+        if cls.key_figures is None or cls.key_figures[0] not in metrics:
+            return ""
+        return cls.key_figures[1].format_map(metrics)
 
     @classmethod
     def summary_line(cls, check: CheckRecord) -> str:

@@ -25,11 +25,7 @@ ACCOUNTS = "accounts"  # fact: the managed accounts, comma-separated
 class ConnectCheck(Check):
     name = "connect"
     section = "Connection Test"
-
-    @classmethod
-    def figures(cls, check: CheckRecord) -> str:
-        ms = check.metric(CONNECT)
-        return "" if ms is None else f"server version {check.metric(SERVER_VERSION) or 0:.0f}, connected in {ms:.0f} ms"
+    key_figures = (CONNECT, "server version {server_version:.0f}, connected in {connect:.0f} ms")
 
     @classmethod
     def report_lines(cls, run: RunRecord, check: CheckRecord | None) -> list[str]:
@@ -64,7 +60,7 @@ class ConnectCheck(Check):
             rec.metric(SERVER_VERSION, float(status.server_version or 0), "")
             rec.note(f"Connected: server version {status.server_version}, connection time {status.connection_time}")
             rec.note(f"Managed accounts: {', '.join(status.accounts)}")
-            rec.fact(ACCOUNTS, ", ".join(status.accounts))
+            rec.facts[ACCOUNTS] = ", ".join(status.accounts)
             if ctx.gateway.account and ctx.gateway.account not in status.accounts:
                 rec.fail(f"Configured account {ctx.gateway.account} is not among the managed accounts",
                          ("Check ibkr.account in config.yaml", "Log the Gateway in to that account"))
@@ -145,17 +141,11 @@ class ConnectCheck(Check):
 
 def _farms_not_ok(seen: list[GatewayNotice]) -> set[str]:
     """Farms whose latest notice is broken or connecting; inactive (2107/2108) is normal."""
-    latest: dict[str, NoticeKind] = {}
-    for n in seen:
-        if n.farm:
-            latest[n.farm] = n.notice
+    latest = {n.farm: n.notice for n in seen if n.farm}
     return {farm for farm, kind in latest.items() if kind in (NoticeKind.FARM_BROKEN, NoticeKind.FARM_CONNECTING)}
 
 
 def _link_down(seen: list[GatewayNotice]) -> GatewayNotice | None:
     """The last link notice if it says the link is down (1100/2110 not followed by 1101/1102)."""
-    last = None
-    for n in seen:
-        if n.notice.is_link_down or n.notice.is_link_back:
-            last = n
-    return last if last is not None and last.notice.is_link_down else None
+    links = [n for n in seen if n.notice.is_link_down or n.notice.is_link_back]
+    return links[-1] if links and links[-1].notice.is_link_down else None

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
 
 from bot.checks.base import Check, CheckContext, Recorder, mark, passed
 from bot.ibkr.client import CLIENT_ATTR, ConnectionState, IBKRClient
 from bot.ibkr.events import ClientEvent, Disconnected, DisconnectReason, GatewayNotice, NoticeKind, Reconnecting
+from bot.journal import LogSink
 from storage.models import CheckRecord, RunRecord
 
 # After disconnect() we watch this long for a reconnect that should not happen.
@@ -17,49 +19,33 @@ QUIET_PERIOD = 1.0
 DISCONNECT = "disconnect"  # ms disconnect() took
 
 
-class ErrorLogWatch(logging.Handler):
-    """Errors of ONE client while installed: its own ERROR log lines and the errors its events
+@contextlib.contextmanager
+def client_errors(client: IBKRClient) -> Iterator[list[str]]:
+    """Errors of ONE client while open: its own ERROR log lines and the errors its events
     report. Never another client's or another run's: records are matched on the client's
-    identity (CLIENT_ATTR), and ib_async's process-wide loggers are not listened to at all,
-    since they cannot say which client a line is about and log mere notices (1100/1101) at
-    ERROR. Gateway notices are judged by code and meaning: only a request's error counts.
+    identity (CLIENT_ATTR), so ib_async's process-wide lines never count, since they cannot say
+    which client a line is about and log mere notices (1100/1101) at ERROR. Gateway notices are
+    judged by code and meaning: only a request's error counts.
     """
+    lines: list[str] = []
 
-    def __init__(self, client: IBKRClient) -> None:
-        super().__init__(logging.ERROR)
-        self._client = client
-        self.lines: list[str] = []
-        self._unsubscribe: Callable[[], None] | None = None
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return getattr(record, CLIENT_ATTR, None) == self._client.tag
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(f"{record.name}: {record.getMessage()}")
-
-    def _on_event(self, event: ClientEvent) -> None:
+    def on_event(event: ClientEvent) -> None:
         if isinstance(event, GatewayNotice) and event.notice is NoticeKind.ERROR:
-            self.lines.append(f"Gateway error {event.code}: {event.message}")
+            lines.append(f"Gateway error {event.code}: {event.message}")
 
-    def __enter__(self) -> ErrorLogWatch:
-        logging.getLogger("bot").addHandler(self)
-        self._unsubscribe = self._client.events.subscribe(self._on_event)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        logging.getLogger("bot").removeHandler(self)
-        if self._unsubscribe is not None:
-            self._unsubscribe()
+    unsubscribe = client.events.subscribe(on_event)
+    try:
+        with LogSink(lambda record, text: lines.append(f"{record.name}: {text}"), logging.ERROR,
+                     lambda record: getattr(record, CLIENT_ATTR, None) == client.tag):
+            yield lines
+    finally:
+        unsubscribe()
 
 
 class DisconnectCheck(Check):
     name = "disconnect"
     section = "Connection Test"
-
-    @classmethod
-    def figures(cls, check: CheckRecord) -> str:
-        ms = check.metric(DISCONNECT)
-        return "" if ms is None else f"clean in {ms:.1f} ms"
+    key_figures = (DISCONNECT, "clean in {disconnect:.1f} ms")
 
     @classmethod
     def report_lines(cls, run: RunRecord, check: CheckRecord | None) -> list[str]:
@@ -71,13 +57,12 @@ class DisconnectCheck(Check):
         client.events.subscribe(events.append)
         await client.connect()
         rec.progress("Connected; disconnecting gracefully")
-        with ErrorLogWatch(client) as errors:
+        with client_errors(client) as errors:
             start = time.monotonic()
             await client.disconnect()
             rec.metric(DISCONNECT, (time.monotonic() - start) * 1000, "ms")
             await asyncio.sleep(QUIET_PERIOD)
-        locals_ = [e for e in events if isinstance(e, Disconnected) and e.reason is DisconnectReason.LOCAL]
-        if not locals_:
+        if not any(isinstance(e, Disconnected) and e.reason is DisconnectReason.LOCAL for e in events):
             rec.fail("No local-disconnect event was seen")
         if any(isinstance(e, Disconnected) and e.reason is not DisconnectReason.LOCAL for e in events):
             rec.fail("The disconnect was reported as a drop, not as our own")
@@ -85,7 +70,7 @@ class DisconnectCheck(Check):
             rec.fail("Auto-reconnect fired after a deliberate disconnect")
         if client.state is not ConnectionState.DISCONNECTED or await client.is_connected():
             rec.fail(f"The client is still {client.state} after disconnect()")
-        for line in errors.lines:
+        for line in errors:
             rec.fail(f"Error logged during disconnect: {line}")
         if not rec.failures:
             rec.note(f"Disconnected cleanly; no reconnect and no error in the {QUIET_PERIOD:g} s after")

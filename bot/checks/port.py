@@ -6,13 +6,13 @@ import time
 
 from bot.checks.base import Check, CheckContext, Recorder
 from bot.ibkr.client import probe_port
-from storage.models import CheckRecord
 
 TCP_CONNECT = "tcp_connect"  # ms
 
 
 class PortCheck(Check):
     name = "port"
+    key_figures = (TCP_CONNECT, "TCP connect {tcp_connect:.1f} ms")
 
     async def execute(self, ctx: CheckContext, rec: Recorder) -> None:
         gw = ctx.gateway
@@ -22,8 +22,3 @@ class PortCheck(Check):
         latency = time.monotonic() - start
         rec.metric(TCP_CONNECT, latency * 1000, "ms")
         rec.note(f"Port {gw.port} on {gw.host} accepts TCP connections ({latency * 1000:.1f} ms)")
-
-    @classmethod
-    def figures(cls, check: CheckRecord) -> str:
-        ms = check.metric(TCP_CONNECT)
-        return "" if ms is None else f"TCP connect {ms:.1f} ms"

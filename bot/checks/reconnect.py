@@ -6,8 +6,8 @@ import asyncio
 import time
 
 from bot.checks.base import Check, CheckContext, OperatorAction, Recorder, await_operator, mark, passed
-from bot.checks.disconnect import ErrorLogWatch
-from bot.ibkr.client import IBKRClient, port_accepts
+from bot.checks.disconnect import client_errors
+from bot.ibkr.client import IBKRClient, wait_for_port
 from bot.ibkr.errors import HINT_GATEWAY_NOT_RUNNING, HINT_RECONNECT_FAILS
 from bot.ibkr.events import (
     Disconnected,
@@ -32,14 +32,8 @@ ATTEMPTS, DOWNTIME = "reconnect_attempts", "downtime"
 class ReconnectCheck(Check):
     name = "reconnect"
     section = "Auto-Reconnect Test"
-
-    @classmethod
-    def figures(cls, check: CheckRecord) -> str:
-        back = check.metric(BACK_TO_RECONNECTED)
-        if back is None:
-            return ""
-        return (f"drop seen {check.metric(PROMPT_TO_DROP) or 0:.2f} s after the prompt; reconnected "
-                f"{back:.2f} s after the Gateway was back, attempt {check.metric(ATTEMPTS) or 0:.0f}")
+    key_figures = (BACK_TO_RECONNECTED, "drop seen {prompt_to_drop:.2f} s after the prompt; reconnected "
+                   "{back_to_reconnected:.2f} s after the Gateway was back, attempt {reconnect_attempts:.0f}")
 
     @classmethod
     def report_lines(cls, run: RunRecord, check: CheckRecord | None) -> list[str]:
@@ -72,12 +66,12 @@ class ReconnectCheck(Check):
         timeout = ctx.config.checks.operator_timeout
         rec.progress("Connected. Waiting for the operator to stop the Gateway")
         prompted = time.monotonic()
-        got = await await_operator(
+        dropped, reply = await await_operator(
             ctx, OperatorAction.STOP_GATEWAY,
             f"Stop the Gateway now ({ctx.gateway.host}:{ctx.gateway.port}). I will notice the drop by myself.",
             next_event(events, Disconnected, None), timeout, STOP_GRACE)
-        if got.event is None:
-            if got.timed_out:
+        if dropped is None:
+            if reply is None:
                 rec.fail(f"Nobody stopped the Gateway within {timeout:g} s",
                          ("Run the check again and follow the prompts",))
             else:
@@ -86,10 +80,10 @@ class ReconnectCheck(Check):
                          ("Make sure the Gateway that was stopped is the one at "
                           f"{ctx.gateway.host}:{ctx.gateway.port}",))
             return False
-        detected = got.event.mono - prompted
+        detected = dropped.mono - prompted
         rec.metric(PROMPT_TO_DROP, detected, "s")
-        rec.note(f"Detected Gateway shutdown ({got.event.reason}) {detected:.2f} s after the prompt")
-        await ctx.operator.tell(f"🔌 Drop detected ({got.event.reason}), {detected:.1f} s after the prompt.")
+        rec.note(f"Detected Gateway shutdown ({dropped.reason}) {detected:.2f} s after the prompt")
+        await ctx.operator.tell(f"🔌 Drop detected ({dropped.reason}), {detected:.1f} s after the prompt.")
         return True
 
     async def _start_phase(self, ctx: CheckContext, rec: Recorder, client: IBKRClient, events: asyncio.Queue) -> None:
@@ -97,17 +91,16 @@ class ReconnectCheck(Check):
         not the port opening: a Gateway logging in accepts connections long before it serves
         the API, and tries that fail meanwhile are the Gateway still starting, not errors."""
         within, timeout = ctx.config.checks.reconnect_within, ctx.config.checks.operator_timeout
-        gw = ctx.gateway
-        port_back: list[float] = []
         attempts: list[ReconnectFailedAttempt | Reconnecting] = []
         unsubscribe = client.events.subscribe(
             lambda e: attempts.append(e) if isinstance(e, ReconnectFailedAttempt | Reconnecting) else None)
-        watcher = asyncio.create_task(self._watch_port(gw.host, gw.port, port_back))
+        # Times the Gateway's return: when its port accepts again after having been down.
+        watcher = asyncio.create_task(wait_for_port(ctx.gateway.host, ctx.gateway.port, PORT_POLL, after_down=True))
         rec.progress("Gateway down. Waiting for the operator to start it again")
         prompted = time.monotonic()
         try:
-            with ErrorLogWatch(client) as errors:
-                got = await await_operator(
+            with client_errors(client) as errors:
+                event, reply = await await_operator(
                     ctx, OperatorAction.START_GATEWAY,
                     "Start the Gateway again now. The client knocks on its port until it opens, then "
                     "reconnects as soon as the API is ready (logged in).",
@@ -116,9 +109,9 @@ class ReconnectCheck(Check):
             unsubscribe()
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
-        event = got.event
+        port_back = None if watcher.cancelled() else watcher.result()
         if event is None:
-            if got.timed_out:
+            if reply is None:
                 rec.fail(f"The client had not reconnected {timeout + within:g} s after the prompt to start the Gateway "
                          f"(operator_timeout {timeout:g} s + reconnect_within {within:g} s)", HINT_GATEWAY_NOT_RUNNING)
             else:
@@ -134,15 +127,15 @@ class ReconnectCheck(Check):
             return
         assert isinstance(event, Reconnected)  # the only other kind waited for
         self._judge_return(rec, within, prompted, port_back, attempts, event)
-        for line in errors.lines:
+        for line in errors:
             rec.fail(f"Error logged during reconnection: {line}", HINT_RECONNECT_FAILS)
         if await client.ping():
             rec.note("Heartbeat answered after reconnecting")
 
     @staticmethod
-    def _judge_return(rec: Recorder, within: float, prompted: float, port_back: list[float],
+    def _judge_return(rec: Recorder, within: float, prompted: float, port_back: float | None,
                       attempts: list[ReconnectFailedAttempt | Reconnecting], event: Reconnected) -> None:
-        port_at = min(port_back[0], event.mono) if port_back else event.mono
+        port_at = event.mono if port_back is None else min(port_back, event.mono)
         starting = [e for e in attempts
                     if isinstance(e, ReconnectFailedAttempt) and e.gateway_starting and e.mono >= port_at]
         # The API was not ready when the last "still starting" try began, so it became ready after
@@ -157,7 +150,7 @@ class ReconnectCheck(Check):
         rec.metric(BACK_TO_RECONNECTED, took, "s")
         rec.metric(ATTEMPTS, float(event.attempts), "")
         rec.metric(DOWNTIME, event.downtime, "s")
-        if port_back:
+        if port_back is not None:
             rec.note(f"Gateway port open again {port_at - prompted:.1f} s after the prompt to start it")
         if starting:
             rec.note(f"{len(starting)} tr{'y' if len(starting) == 1 else 'ies'} over "
@@ -173,15 +166,3 @@ class ReconnectCheck(Check):
             if isinstance(e, ReconnectFailedAttempt) and not e.gateway_starting and e.mono >= port_at:
                 rec.fail(f"Reconnect attempt {e.attempt} failed after the Gateway was back: {e.error}",
                          HINT_RECONNECT_FAILS)
-
-    @staticmethod
-    async def _watch_port(host: str, port: int, back: list[float]) -> None:
-        """Record when the port accepts again after having been down."""
-        was_down = False
-        while True:
-            up = await port_accepts(host, port, timeout=1.0)
-            if up and was_down:
-                back.append(time.monotonic())
-                return
-            was_down = was_down or not up
-            await asyncio.sleep(PORT_POLL)

@@ -8,6 +8,7 @@ events, link outages its 1100/2110 notices and how they ended (1101/1102).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import statistics
 import time
 from dataclasses import dataclass
@@ -129,7 +130,11 @@ class SoakCheck(Check):
             # A client that gave up reconnecting ends the soak: waiting out the rest proves nothing.
             while (left := deadline - time.monotonic()) > 0 and not seen.gave_up:
                 beat = time.monotonic()
-                rtt = await self._beat(client, min(ctx.gateway.heartbeat_timeout, interval))
+                rtt: float | None = None
+                # A missed beat is counted from the client's Heartbeat event; a beat while disconnected
+                # is not a heartbeat at all (the drop is counted instead).
+                with contextlib.suppress(PingTimeout, NotConnected):
+                    rtt = await client.ping(timeout=min(ctx.gateway.heartbeat_timeout, interval))
                 if time.monotonic() >= next_report:
                     next_report += report_every
                     rec.progress(self._line(rec.elapsed, duration, rtt, seen),
@@ -138,15 +143,6 @@ class SoakCheck(Check):
         finally:
             await client.disconnect()
         self._judge(rec, duration, seen)
-
-    @staticmethod
-    async def _beat(client, timeout: float) -> float | None:
-        # A missed beat is counted from the client's Heartbeat event; a beat while disconnected
-        # is not a heartbeat at all (the drop is counted instead).
-        try:
-            return await client.ping(timeout=timeout)
-        except (PingTimeout, NotConnected):
-            return None
 
     @staticmethod
     def _line(elapsed: float, duration: float, rtt: float | None, seen: SoakEvents) -> str:
@@ -167,12 +163,12 @@ class SoakCheck(Check):
         rtts = seen.rtts
         figures = ""
         if rtts:
+            median, p95 = statistics.median(rtts) * 1000, percentile(rtts, 0.95) * 1000
             rec.metric(RTT_MIN, min(rtts) * 1000, "ms")
-            rec.metric(RTT_MEDIAN, statistics.median(rtts) * 1000, "ms")
-            rec.metric(RTT_P95, percentile(rtts, 0.95) * 1000, "ms")
+            rec.metric(RTT_MEDIAN, median, "ms")
+            rec.metric(RTT_P95, p95, "ms")
             rec.metric(RTT_MAX, max(rtts) * 1000, "ms")
-            figures = (f": {len(rtts)} heartbeats answered, RTT median {statistics.median(rtts) * 1000:.1f} ms, "
-                       f"p95 {percentile(rtts, 0.95) * 1000:.1f} ms")
+            figures = f": {len(rtts)} heartbeats answered, RTT median {median:.1f} ms, p95 {p95:.1f} ms"
         if not seen.troubled:
             rec.note(f"Stayed connected for {ran:.0f} s{figures}")
         elif figures:

@@ -18,10 +18,10 @@ import logging
 import socket
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
-from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, TypedDict
+from typing import Any, TypeVar
 
 from ib_async import IB
 from tenacity import RetryCallState, stop_after_attempt, stop_after_delay, wait_fixed
@@ -70,15 +70,11 @@ CLIENT_ATTR = "gw_client"
 _MAX_SANE_FRAME = 1 << 20
 
 
-class _Where(TypedDict):
-    """The Gateway a GatewayError names (its keyword arguments)."""
-
-    host: str
-    port: int
-
-
-class _OutOfTime(Exception):
-    """The reconnect policy gave up (its time budget ran out) while waiting for the Gateway."""
+_E = TypeVar("_E", bound=GatewayError)
+# While reconnecting: how long to wait for accounts / next id once the handshake is answered.
+# A Gateway still logging in answers the handshake and then drops that session, so a short
+# wait and a fresh try is what gets us in within about a second of the API becoming ready.
+_READY_WAIT = 1.0
 
 
 class ConnectionState(StrEnum):
@@ -127,10 +123,6 @@ class ClientOptions(ClientSettings):
 
     # None: stay down after a drop.
     reconnect: ReconnectPolicy | None = _CHECKLIST_RECONNECT
-    # While reconnecting: how long to wait for accounts / next id once the handshake is answered.
-    # A Gateway still logging in answers the handshake and then drops that session, so a short
-    # wait and a fresh try is what gets us in within about a second of the API becoming ready.
-    ready_wait: float = 1.0
     # How often the reconnect loop knocks on the port while the Gateway is down.
     probe_interval: float = 0.25
     # ib_async users report reqCurrentTime going unanswered when sent < ~1 s after the last one.
@@ -147,28 +139,15 @@ class ClientOptions(ClientSettings):
 class FarmStatus:
     farm: str
     notice: NoticeKind
-    code: int
 
 
 @dataclass(frozen=True)
 class ClientStatus:
-    state: ConnectionState
-    host: str
-    port: int
-    client_id: int
     server_version: int | None
     connection_time: str
     accounts: tuple[str, ...]
-    connected_since: datetime | None
     link_ok: bool
     farms: tuple[FarmStatus, ...]
-    last_rtt: float | None
-
-    @property
-    def uptime(self) -> float | None:
-        if self.connected_since is None:
-            return None
-        return (datetime.now(UTC) - self.connected_since).total_seconds()
 
 
 @dataclass
@@ -211,7 +190,6 @@ class _Session:
     ib: IB
     watch: _HandshakeWatch = field(default_factory=_HandshakeWatch)
     last_socket_error: str = ""
-    connected_at: datetime | None = None
     ready_timer: asyncio.TimerHandle | None = None
 
 
@@ -265,6 +243,27 @@ async def port_accepts(host: str, port: int, timeout: float) -> bool:
     return True
 
 
+async def wait_for_port(host: str, port: int, interval: float, *, at_least: float = 0.0, after_down: bool = False,
+                        give_up: Callable[[], bool] = lambda: False) -> float | None:
+    """Knock every ``interval`` s until the port accepts; return when it did (time.monotonic()).
+
+    It counts at once unless ``after_down`` (then only once it has been seen closed) or ``at_least``
+    (then only after that many seconds, or once it went down and came back meanwhile: a restart).
+    None when ``give_up()`` says so first.
+    """
+    until = time.monotonic() + at_least
+    seen_down = False
+    while True:
+        up = await port_accepts(host, port, timeout=max(interval * 4, 1.0))
+        now = time.monotonic()
+        if up and (seen_down or (now >= until and not after_down)):
+            return now
+        seen_down = seen_down or not up
+        if give_up():
+            return None
+        await asyncio.sleep(min(interval, until - now) if up and now < until else interval)
+
+
 def _stops(policy: ReconnectPolicy, outage: RetryCallState) -> bool:
     """Whether the policy gives up now: tenacity's stop reads the time since the drop from here."""
     outage.outcome_timestamp = time.monotonic()
@@ -287,7 +286,6 @@ class IBKRClient:
         self._ping_lock = asyncio.Lock()
         self._last_ping_sent = 0.0
         self._last_pong = 0.0
-        self._last_rtt: float | None = None
         self._link_ok = True
         self._farms: dict[str, FarmStatus] = {}
         self._heartbeat_task: asyncio.Task[None] | None = None
@@ -299,8 +297,9 @@ class IBKRClient:
         return cls(gw.host, gw.port, gw.client_id_for(role), ClientOptions.from_config(gw, **overrides))
 
     # ----------------------------------------------------------------- state
-    def _where(self) -> _Where:
-        return {"host": self.host, "port": self.port}
+    def _error(self, cls: type[_E], message: str) -> _E:
+        """A typed error that names this client's Gateway."""
+        return cls(message, host=self.host, port=self.port)
 
     @property
     def state(self) -> ConnectionState:
@@ -321,22 +320,16 @@ class IBKRClient:
     def status(self) -> ClientStatus:
         s = self._session if self._connected() else None
         return ClientStatus(
-            state=self._state,
-            host=self.host,
-            port=self.port,
-            client_id=self.client_id,
             server_version=s.ib.client.serverVersion() if s else None,
             connection_time=s.watch.connection_time if s else "",
             accounts=tuple(s.ib.managedAccounts()) if s else (),
-            connected_since=s.connected_at if s else None,
             link_ok=self._link_ok,
             farms=tuple(self._farms.values()),
-            last_rtt=self._last_rtt,
         )
 
     # ------------------------------------------------------------ connecting
     async def connect(self) -> None:
-        """Connect and complete ib_async's start-up sync; raise a GatewayError subclass on failure."""
+        """Connect until the API is ready (accounts, next order id); raise a GatewayError subclass on failure."""
         if self._connected():
             return
         await self._cancel_reconnect()
@@ -386,17 +379,14 @@ class IBKRClient:
         live = [a for a in accounts if not is_paper_account(a)]
         if live and not opts.allow_live:
             session.ib.disconnect()
-            raise LiveAccountRefused(
-                f"Refusing live account {', '.join(live)}: gwbot tests paper accounts unless ibkr.allow_live is true",
-                host=self.host, port=self.port,
-            )
-        session.connected_at = datetime.now(UTC)
+            raise self._error(LiveAccountRefused, f"Refusing live account {', '.join(live)}: gwbot tests paper "
+                              "accounts unless ibkr.allow_live is true")
         self._session = session
 
     def _watch_handshake(self, session: _Session, fail_fast: asyncio.Future[GatewayError],
                          ready_wait: float | None) -> None:
         """Hook ib_async's socket and error stream so that bad cases fail at once, not on timeout."""
-        ib, where = session.ib, self._where()
+        ib = session.ib
         loop = asyncio.get_running_loop()
 
         def fail(err: GatewayError) -> None:
@@ -411,18 +401,15 @@ class IBKRClient:
             answered = session.watch.answered
             session.watch.feed(data)
             if session.watch.garbage:
-                fail(NotAnApiPort(
-                    f"{self.host}:{self.port} answered, but not with the TWS API protocol: "
-                    "this is not a Gateway API port",
-                    **where,
-                ))
+                fail(self._error(NotAnApiPort, f"{self.host}:{self.port} answered, but not with the TWS API "
+                                 "protocol: this is not a Gateway API port"))
             elif session.watch.answered and not answered and ready_wait is not None:
                 session.ready_timer = loop.call_later(ready_wait, not_ready)
 
         def on_error(req_id: int, code: int, text: str, _contract: Any) -> None:
             if code == 326:
-                fail(ClientIdInUse(
-                    f"Client id {self.client_id} is already in use on {self.host}:{self.port} (error 326)", **where))
+                fail(self._error(ClientIdInUse, f"Client id {self.client_id} is already in use on "
+                                 f"{self.host}:{self.port} (error 326)"))
             else:
                 self._on_gateway_error(req_id, code, text, _contract)
 
@@ -435,18 +422,14 @@ class IBKRClient:
                 # Closed or reset before the handshake: the Gateway's own refusal (trusted IPs,
                 # "localhost only"); a Gateway that is merely starting does not accept at all.
                 how = "reset" if "reset" in msg.lower() else "closed"
-                fail(ConnectionRejected(
+                fail(self._error(ConnectionRejected,
                     f"The Gateway at {self.host}:{self.port} {how} the connection before the API handshake: "
                     "it refuses this client (this machine not in its Trusted IPs, 'Allow connections from "
-                    "localhost only' ticked, or ibkr.host is not the Gateway's machine)",
-                    **where,
-                ))
+                    "localhost only' ticked, or ibkr.host is not the Gateway's machine)"))
                 return
             # 326 arrives just before the close; give it a moment to win.
-            loop.call_later(0.05, fail, GatewayClosedConnection(
-                f"The Gateway at {self.host}:{self.port} closed the connection before the API was ready",
-                **where,
-            ))
+            loop.call_later(0.05, fail, self._error(GatewayClosedConnection,
+                f"The Gateway at {self.host}:{self.port} closed the connection before the API was ready"))
 
         ib.client.conn.hasData += on_data
         ib.errorEvent += on_error
@@ -461,30 +444,25 @@ class IBKRClient:
         ib.disconnectedEvent += lambda: self._on_socket_closed(session)  # IB wires client.apiEnd to it
 
     def _not_ready_error(self, session: _Session, waited: float) -> ApiNotReady:
-        return ApiNotReady(
+        return self._error(ApiNotReady,
             f"The Gateway answered the handshake (server version {session.watch.server_version}) but sent no "
             f"accounts / next order id within {waited:g} s: it is not logged in (still starting?) "
-            "or a dialog is pending",
-            host=self.host, port=self.port,
-        )
+            "or a dialog is pending")
 
     def _raise_connect_error(self, session: _Session, connecting: asyncio.Future[Any]) -> None:
         """Turn ib_async's outcome into a typed error, or return when it connected."""
         exc = connecting.exception()
         if exc is None:
             return
-        where = self._where()
         t = self.options.connect_timeout
         if isinstance(exc, TimeoutError):
             if not session.watch.answered:
-                raise HandshakeTimeout(
-                    f"{self.host}:{self.port} accepts connections but did not answer the API handshake within {t:g} s",
-                    **where,
-                ) from exc
+                raise self._error(HandshakeTimeout, f"{self.host}:{self.port} accepts connections but did not "
+                                  f"answer the API handshake within {t:g} s") from exc
             raise self._not_ready_error(session, t) from exc
         if isinstance(exc, ConnectionRefusedError):
-            raise GatewayRefused(f"Connection refused on {self.host}:{self.port}", **where) from exc
-        raise GatewayClosedConnection(f"Connection to {self.host}:{self.port} failed: {exc}", **where) from exc
+            raise self._error(GatewayRefused, f"Connection refused on {self.host}:{self.port}") from exc
+        raise self._error(GatewayClosedConnection, f"Connection to {self.host}:{self.port} failed: {exc}") from exc
 
     def _on_session_up(self) -> None:
         s = self._session
@@ -492,33 +470,28 @@ class IBKRClient:
         self._state = ConnectionState.CONNECTED
         self._last_pong = time.monotonic()
         self._link_ok = True
+        up = Connected(server_version=s.ib.client.serverVersion(), accounts=tuple(s.ib.managedAccounts()),
+                       connection_time=s.watch.connection_time)
         self.log.info("connected to %s:%s as client %s, server version %s, accounts %s",
-                 self.host, self.port, self.client_id, s.ib.client.serverVersion(), ",".join(s.ib.managedAccounts()))
-        self.events.emit(Connected(
-            server_version=s.ib.client.serverVersion(),
-            accounts=tuple(s.ib.managedAccounts()),
-            connection_time=s.watch.connection_time,
-        ))
+                      self.host, self.port, self.client_id, up.server_version, ",".join(up.accounts))
+        self.events.emit(up)
         self._heartbeat_task = asyncio.create_task(self._heartbeat_loop(), name=f"heartbeat {self.host}:{self.port}")
 
     # -------------------------------------------------------------- notices
     def _on_gateway_error(self, req_id: int, code: int, text: str, _contract: Any) -> None:
-        kind = notices.notice_kind(code, text)
+        kind = notices.notice_kind(code, text) or NoticeKind.ERROR
         meaning = notices.explain(code, text)
-        if kind is None:
+        farm = notices.farm_name(code, text)
+        if farm:
+            self._farms[farm] = FarmStatus(farm, kind)
+        if kind.is_link_down or kind.is_link_back:
+            self._link_ok = kind.is_link_back
+        if kind is NoticeKind.ERROR:
             # A request's error: reported as an event too, so a check can judge this client's
             # own errors without listening to the process's loggers.
             self.log.info("gateway error %s (req %s): %s", code, req_id, text)
-            self.events.emit(GatewayNotice(code=code, message=text, notice=NoticeKind.ERROR, meaning=meaning))
-            return
-        farm = notices.farm_name(code, text) if notices.is_farm(kind) else ""
-        if farm:
-            self._farms[farm] = FarmStatus(farm, kind, code)
-        if kind.is_link_down:
-            self._link_ok = False
-        elif kind.is_link_back:
-            self._link_ok = True
-        self.log.info("gateway notice %s", meaning)
+        else:
+            self.log.info("gateway notice %s", meaning)
         self.events.emit(GatewayNotice(code=code, message=text, notice=kind, farm=farm, meaning=meaning))
 
     # ---------------------------------------------------------------- drops
@@ -562,27 +535,24 @@ class IBKRClient:
         tries = 0
         last_error = ""
         wait = 0.0  # before the next knock: the policy's wait after a spent attempt, else nothing
-        first = True
-        while True:
-            try:
-                await self._wait_for_gateway(wait, policy, outage, first=first)
-            except _OutOfTime:
-                break
-            first = False
+        # After a spent attempt the port is open throughout, so the full wait is waited unless the
+        # port goes down and comes back meanwhile (a restart): a fast failure such as 326 must not
+        # burn every attempt in a second.
+        while await wait_for_port(self.host, self.port, opts.probe_interval, at_least=wait,
+                                  give_up=lambda: _stops(policy, outage)) is not None:
             tries += 1
+            wait = 0.0
             self.events.emit(Reconnecting(attempt=outage.attempt_number + 1, max_attempts=policy.max_attempts,
                                           delay=policy.wait(outage)))
             try:
-                await self._open_session(ready_wait=min(opts.ready_wait, opts.connect_timeout))
+                await self._open_session(ready_wait=min(_READY_WAIT, opts.connect_timeout))
             except (GatewayRefused, ConnectTimeout, HostUnresolvable):
-                wait = 0.0  # the port went away again between knock and connect: not an attempt
-                continue
+                continue  # the port went away again between knock and connect: not an attempt
             except ApiNotReady as e:
                 last_error = str(e)
                 self.log.info("reconnect try %s: Gateway accepts but its API is not ready yet", tries)
                 self.events.emit(ReconnectFailedAttempt(attempt=outage.attempt_number + 1, error=last_error,
                                                         gateway_starting=True))
-                wait = 0.0
                 continue
             except GatewayError as e:
                 outage.attempt_number += 1
@@ -609,36 +579,14 @@ class IBKRClient:
                        self.host, self.port, outage.attempt_number, downtime, last_error)
         self.events.emit(ReconnectGaveUp(attempts=outage.attempt_number, downtime=downtime, last_error=last_error))
 
-    async def _wait_for_gateway(self, seconds: float, policy: ReconnectPolicy, outage: RetryCallState, *,
-                                first: bool) -> None:
-        """Wait until the Gateway's port accepts, at least ``seconds`` unless it comes back.
-
-        An open port counts at once on the first wait (a dropped link with the Gateway still
-        up). After a spent attempt the port is open throughout, so the full delay is waited
-        unless the port goes down and comes back meanwhile (a restart): a fast failure such as
-        326 must not burn every attempt in a second. Raises _OutOfTime once the policy stops.
-        """
-        opts = self.options
-        until = time.monotonic() + seconds
-        seen_down = False
-        while True:
-            up = await port_accepts(self.host, self.port, timeout=max(opts.probe_interval * 4, 1.0))
-            now = time.monotonic()
-            if up and (first or seen_down or now >= until):
-                return
-            seen_down = seen_down or not up
-            if _stops(policy, outage):
-                raise _OutOfTime
-            pause = opts.probe_interval if not up else min(opts.probe_interval, until - now)
-            await asyncio.sleep(max(pause, 0.0))
-
     # ------------------------------------------------------------ heartbeat
     async def ping(self, timeout: float | None = None) -> float:
         """Round-trip time of one reqCurrentTime, in seconds. Pings never overlap."""
         async with self._ping_lock:
             s = self._session
+            not_connected = self._error(NotConnected, f"Not connected to {self.host}:{self.port}")
             if not self._connected() or s is None:
-                raise NotConnected(f"Not connected to {self.host}:{self.port}", host=self.host, port=self.port)
+                raise not_connected
             wait = self._last_ping_sent + self.options.min_ping_spacing - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)
@@ -648,14 +596,11 @@ class IBKRClient:
                 await asyncio.wait_for(s.ib.reqCurrentTimeAsync(), limit)
             except TimeoutError as e:
                 self.events.emit(Heartbeat(rtt=None))
-                raise PingTimeout(
-                    f"The Gateway did not answer a heartbeat within {limit:g} s", host=self.host, port=self.port
-                ) from e
+                raise self._error(PingTimeout, f"The Gateway did not answer a heartbeat within {limit:g} s") from e
             except ConnectionError as e:
-                raise NotConnected(f"Not connected to {self.host}:{self.port}", host=self.host, port=self.port) from e
+                raise not_connected from e
             rtt = time.monotonic() - start
             self._last_pong = time.monotonic()
-            self._last_rtt = rtt
             self.events.emit(Heartbeat(rtt=rtt))
             return rtt
 

@@ -142,11 +142,6 @@ class ClientIdInUse(GatewayError):
     )
 
 
-class StartupSyncFailed(GatewayError):
-    layer = Layer.STARTUP_SYNC
-    hints = (*HINT_CONNECTION_DROPS[:1], "Restart the Gateway if its start-up requests keep hanging")
-
-
 class LiveAccountRefused(GatewayError):
     """The paper-mode guard: a managed account that is not a paper account."""
 

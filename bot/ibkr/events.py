@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import TypeVar, overload
+from typing import TypeVar
 
 from bot.queues import DropOldestQueue
 
@@ -22,13 +22,9 @@ log = logging.getLogger(__name__)
 STREAM_SIZE = 1000  # events a stream holds for a slow reader; a check reads them as they come
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 @dataclass(frozen=True, kw_only=True)
 class ClientEvent:
-    at: datetime = field(default_factory=_now)
+    at: datetime = field(default_factory=lambda: datetime.now(UTC))
     mono: float = field(default_factory=time.monotonic)
 
     @property
@@ -127,7 +123,6 @@ class Heartbeat(ClientEvent):
 
 
 E = TypeVar("E", bound=ClientEvent)
-F = TypeVar("F", bound=ClientEvent)
 Listener = Callable[[ClientEvent], None]
 
 
@@ -140,7 +135,6 @@ class EventBus:
 
     def __init__(self) -> None:
         self._listeners: list[Listener] = []
-        self._queues: list[asyncio.Queue[ClientEvent]] = []
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         """Add a callback; returns the function that removes it."""
@@ -154,27 +148,20 @@ class EventBus:
                 listener(event)
             except Exception:
                 log.exception("event listener %r failed on %s", listener, event.kind)
-        for queue in self._queues:
-            queue.put_nowait(event)
 
     @contextlib.asynccontextmanager
     async def stream(self) -> AsyncIterator[asyncio.Queue[ClientEvent]]:
         """A queue receiving every event emitted while the context is open."""
         queue: DropOldestQueue[ClientEvent] = DropOldestQueue(STREAM_SIZE, "event stream")
-        self._queues.append(queue)
+        unsubscribe = self.subscribe(queue.put_nowait)
         try:
             yield queue
         finally:
-            self._queues.remove(queue)
+            unsubscribe()
 
 
-@overload
-async def next_event(queue: asyncio.Queue[ClientEvent], kind: type[E], timeout: float | None) -> E: ...
-@overload
-async def next_event(queue: asyncio.Queue[ClientEvent], kind: tuple[type[E], type[F]],
-                     timeout: float | None) -> E | F: ...
-async def next_event(queue: asyncio.Queue[ClientEvent], kind: type[ClientEvent] | tuple[type[ClientEvent], ...],
-                     timeout: float | None) -> ClientEvent:
+async def next_event(queue: asyncio.Queue[ClientEvent], kind: type[E] | tuple[type[E], ...],
+                     timeout: float | None) -> E:
     """Wait for the next event of ``kind`` (a class, or two) on a queue from :meth:`EventBus.stream`."""
     async with asyncio.timeout(timeout):
         while True:

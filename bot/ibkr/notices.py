@@ -14,15 +14,10 @@ _KINDS: dict[int, NoticeKind] = {
     2110: NoticeKind.SERVER_BROKEN,
     1101: NoticeKind.LINK_RESTORED_DATA_LOST,
     1102: NoticeKind.LINK_RESTORED,
-    2103: NoticeKind.FARM_BROKEN,
-    2105: NoticeKind.FARM_BROKEN,
-    2157: NoticeKind.FARM_BROKEN,
-    2104: NoticeKind.FARM_OK,
-    2106: NoticeKind.FARM_OK,
-    2158: NoticeKind.FARM_OK,
+    **dict.fromkeys((2103, 2105, 2157), NoticeKind.FARM_BROKEN),
+    **dict.fromkeys((2104, 2106, 2158), NoticeKind.FARM_OK),
     2119: NoticeKind.FARM_CONNECTING,
-    2107: NoticeKind.FARM_INACTIVE,
-    2108: NoticeKind.FARM_INACTIVE,
+    **dict.fromkeys((2107, 2108), NoticeKind.FARM_INACTIVE),
     321: NoticeKind.READ_ONLY,  # only when the text says Read-Only: see notice_kind
 }
 
@@ -42,41 +37,33 @@ def notice_kind(code: int, text: str = "") -> NoticeKind | None:
     return _KINDS.get(code)
 
 
-def is_farm(kind: NoticeKind | None) -> bool:
-    return kind in (NoticeKind.FARM_OK, NoticeKind.FARM_BROKEN, NoticeKind.FARM_CONNECTING, NoticeKind.FARM_INACTIVE)
-
-
 def farm_name(code: int, text: str) -> str:
     """'usfarm' from 'Market data farm connection is OK:usfarm' or '...upon demand.ushmds';
-    the farm type when the text names none."""
+    the farm type when the text names none; "" when the notice is not about a farm."""
+    if code not in _FARM_TYPES:
+        return ""
     m = _FARM_AT_END.search(text)
-    return m.group(1) if m else _FARM_TYPES.get(code, "")
+    return m.group(1) if m else _FARM_TYPES[code]
+
+
+# Each kind's sentence after its code; {type} and {farm} name a farm notice's farm.
+_MEANINGS: dict[NoticeKind, str] = {
+    NoticeKind.FARM_OK: "{type} '{farm}' connection OK (normal, not an error)",
+    NoticeKind.FARM_BROKEN: "{type} '{farm}' connection broken: data from it is unavailable",
+    NoticeKind.FARM_CONNECTING: "{type} '{farm}' connecting",
+    NoticeKind.FARM_INACTIVE: "{type} '{farm}' inactive but available on demand (normal)",
+    NoticeKind.LINK_LOST: "the Gateway lost its link to IB's servers (socket to us still up)",
+    NoticeKind.SERVER_BROKEN: "the Gateway's link to IB's servers is broken; it will be restored automatically",
+    NoticeKind.LINK_RESTORED_DATA_LOST: "back — subscriptions lost, resubscribe (link to IB's servers restored)",
+    NoticeKind.LINK_RESTORED: "back — data kept (link to IB's servers restored)",
+    NoticeKind.READ_ONLY: ("the Gateway's API is Read-Only (its 'Read-Only API' setting): order requests are "
+                           "refused; gwbot places no orders, so this is fine"),
+}
 
 
 def explain(code: int, text: str) -> str:
     """One sentence for a notice; 2104/2106/2158 are normal, as the seed's report noted."""
     kind = notice_kind(code, text)
-    farm = farm_name(code, text)
-    farm_type = _FARM_TYPES.get(code, "data farm")
-    match kind:
-        case NoticeKind.FARM_OK:
-            return f"{code}: {farm_type} '{farm}' connection OK (normal, not an error)"
-        case NoticeKind.FARM_BROKEN:
-            return f"{code}: {farm_type} '{farm}' connection broken: data from it is unavailable"
-        case NoticeKind.FARM_CONNECTING:
-            return f"{code}: {farm_type} '{farm}' connecting"
-        case NoticeKind.FARM_INACTIVE:
-            return f"{code}: {farm_type} '{farm}' inactive but available on demand (normal)"
-        case NoticeKind.LINK_LOST:
-            return f"{code}: the Gateway lost its link to IB's servers (socket to us still up)"
-        case NoticeKind.SERVER_BROKEN:
-            return f"{code}: the Gateway's link to IB's servers is broken; it will be restored automatically"
-        case NoticeKind.LINK_RESTORED_DATA_LOST:
-            return f"{code}: back — subscriptions lost, resubscribe (link to IB's servers restored)"
-        case NoticeKind.LINK_RESTORED:
-            return f"{code}: back — data kept (link to IB's servers restored)"
-        case NoticeKind.READ_ONLY:
-            return (f"{code}: the Gateway's API is Read-Only (its 'Read-Only API' setting): order requests are "
-                    "refused; gwbot places no orders, so this is fine")
-        case _:
-            return f"{code}: {text}"
+    if kind is None:
+        return f"{code}: {text}"
+    return f"{code}: " + _MEANINGS[kind].format(type=_FARM_TYPES.get(code, "data farm"), farm=farm_name(code, text))

@@ -86,7 +86,6 @@ _CAUSES = {
     ib.GatewayClosedConnection: DownCause.CLOSED,
     ib.LiveAccountRefused: DownCause.LIVE_ACCOUNT,
     ib.ApiNotReady: DownCause.NOT_LOGGED_IN,
-    ib.StartupSyncFailed: DownCause.NOT_LOGGED_IN,
     ib.ClientIdInUse: DownCause.CLIENT_ID,
     ib.PingTimeout: DownCause.FROZEN,
 }
