@@ -9,8 +9,6 @@ import gc
 import logging
 import os
 import resource
-import signal
-import socket
 import statistics
 import sys
 import tempfile
@@ -24,7 +22,7 @@ from bot.app import serving_chat
 from bot.config import Config, GatewayConfig, SoakConfig, TelegramConfig, WatchConfig
 from bot.ibkr.client import ClientOptions, IBKRClient, port_accepts
 from bot.ibkr.errors import GatewayError
-from bot.lab.bench import Figure, _spawn_simulator
+from bot.lab.bench import PERSON, Figure, LagSampler, free_ports, kill, round_trip, spawn_simulator
 from bot.lab.simulator import SimulatedGateway
 from bot.lab.telegram_standin import BotApiStandIn, BotMessage
 from bot.services import Services
@@ -32,7 +30,7 @@ from bot.stats import percentile
 from bot.watch.state import Phase
 
 log = logging.getLogger(__name__)
-PERSON = 42  # the alert chat: a private chat (Telegram: ~1 message/s, no per-minute group limit)
+# PERSON: the alert chat, a private chat (Telegram: ~1 message/s, no per-minute group limit)
 SEED_DELAY = 10.0  # the seed's fixed reconnect sleep
 POLL_EVERY = 10.0  # the baseline poller's interval (Uptime Kuma's default is 60 s; 10 s is kind to it)
 # Fifty simulated Gateways in one helper process, so one SIGKILL takes them all down at once.
@@ -47,17 +45,6 @@ async def main(ports):
     await asyncio.Event().wait()
 asyncio.run(main([int(p) for p in sys.argv[1:]]))
 """
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def _config(data_dir: Path, ports: list[int], *, heartbeat: tuple[float, float] = (10.0, 5.0),
@@ -128,14 +115,14 @@ async def _poller(port: int, failed: list[float]) -> None:
 async def measure_kill(trials: int = 10, outage: float = 90.0, baseline_trials: int = 3) -> list[Figure]:
     """SIGKILL of the simulator's process -> 🔴 accepted; API ready again -> 🟢 accepted (the last
     trial after ``outage`` s); baselines in the first ``baseline_trials`` trials."""
-    port = _free_ports(1)[0]
+    port = free_ports(1)[0]
     red: list[float] = []
     green: list[float] = []
     long_green: list[float] = []
     seed: list[float] = []
     poll: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
-        sim = await _spawn_simulator(port)
+        sim = await spawn_simulator(port)
         try:
             async with _bot(_config(Path(tmp), [port])) as (services, standin):
                 seed_at: list[float] = []
@@ -155,8 +142,7 @@ async def measure_kill(trials: int = 10, outage: float = 90.0, baseline_trials: 
                         after = _last(standin)
                         polls = len(poll_at)
                         killed = time.monotonic()
-                        sim.send_signal(signal.SIGKILL)
-                        await sim.wait()
+                        await kill(sim)
                         down = await _next(standin, "🔴", after)
                         red.append((down.sent_at - killed) * 1000)
                         if measure_baseline:
@@ -166,9 +152,7 @@ async def measure_kill(trials: int = 10, outage: float = 90.0, baseline_trials: 
                         last_trial = trial == trials - 1
                         await asyncio.sleep(outage if last_trial else 1.0)
                         after = _last(standin)
-                        sim = await _spawn_simulator(port, wait=False)
-                        while not await port_accepts("127.0.0.1", port, 0.5):  # noqa: ASYNC110
-                            await asyncio.sleep(0.005)
+                        sim = await spawn_simulator(port)
                         ready = time.monotonic()
                         back = await _next(standin, "🟢", after)
                         (long_green if last_trial else green).append(back.sent_at - ready)
@@ -181,9 +165,7 @@ async def measure_kill(trials: int = 10, outage: float = 90.0, baseline_trials: 
                         t.cancel()
                     await asyncio.gather(*baselines, return_exceptions=True)
         finally:
-            if sim.returncode is None:
-                sim.send_signal(signal.SIGKILL)
-                await sim.wait()
+            await kill(sim)
     figures = [Figure("SIGKILL -> 🔴 accepted by the Bot API (down_after 0) [≤100 med, ≤250 worst]", tuple(red), "ms"),
                Figure(f"baseline: TCP poller every {POLL_EVERY:g} s detects the kill", tuple(poll), "ms"),
                Figure("API ready -> 🟢 accepted (1 s outage) [≤1.5 s]", tuple(green), "s"),
@@ -213,19 +195,6 @@ async def measure_frozen(trials: int = 5, heartbeat: tuple[float, float] = (2.0,
                    tuple(out), "s")]
 
 
-class LagSampler:
-    """Every 10 ms tick's lateness: the event loop's lag, as a distribution."""
-
-    def __init__(self) -> None:
-        self.lags: list[float] = []
-
-    async def run(self) -> None:
-        while True:
-            start = time.monotonic()
-            await asyncio.sleep(0.01)
-            self.lags.append(max(0.0, time.monotonic() - start - 0.01) * 1000)
-
-
 def _cpu() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
@@ -236,7 +205,7 @@ async def measure_many(gateways: int = 50, settle: float = 20.0, commands: int =
     """``gateways`` watched from this process: loop lag and CPU while all are up; a /help round
     trip while a soak runs beside them (``commands`` times); then all killed at once: every 🔴
     delivered within Telegram's limits."""
-    ports = _free_ports(gateways)
+    ports = free_ports(gateways)
     many = await asyncio.create_subprocess_exec(sys.executable, "-c", MANY_SCRIPT, *map(str, ports),
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
                                                 env=os.environ | {"GWBOT_CONFIG": ""})
@@ -250,23 +219,18 @@ async def measure_many(gateways: int = 50, settle: float = 20.0, commands: int =
                 if freeze_gc:
                     gc.collect()
                     gc.freeze()  # start-up's objects out of every later full collection (as gwbot run could)
-                sampler = LagSampler()
-                task = asyncio.create_task(sampler.run())
-                cpu, wall = _cpu(), time.monotonic()
-                await asyncio.sleep(settle)
-                cpu_pct = 100 * (_cpu() - cpu) / (time.monotonic() - wall)
-                idle = sampler.lags
-                sampler.lags = []
-                figures.append(Figure(f"{gateways} Gateways watched: event-loop lag [p99 ≤2 ms]", tuple(idle), "ms"))
-                figures.append(Figure(f"{gateways} Gateways watched: CPU % of a core over {settle:g} s [≤5]",
-                                      (cpu_pct,), "%"))
-                figures.append(await _commands_during_soak(standin, commands))
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+                async with LagSampler(0.01).running() as sampler:
+                    cpu, wall = _cpu(), time.monotonic()
+                    await asyncio.sleep(settle)
+                    cpu_pct = 100 * (_cpu() - cpu) / (time.monotonic() - wall)
+                    figures.append(Figure(f"{gateways} Gateways watched: event-loop lag [p99 ≤2 ms]",
+                                          tuple(sampler.lags), "ms"))
+                    figures.append(Figure(f"{gateways} Gateways watched: CPU % of a core over {settle:g} s [≤5]",
+                                          (cpu_pct,), "%"))
+                    figures.append(await _commands_during_soak(standin, commands))
                 after = _last(standin)
                 killed = time.monotonic()
-                many.send_signal(signal.SIGKILL)
-                await many.wait()
+                await kill(many)
                 names = list(services.watch.watchers) if services.watch else []
                 seen: dict[str, float] = {}  # Gateway -> when its 🔴 (alone or in a digest) was accepted
                 async with asyncio.timeout(gateways * 3 + 60):
@@ -285,23 +249,14 @@ async def measure_many(gateways: int = 50, settle: float = 20.0, commands: int =
                                       tuple(sorted(t - killed for t in seen.values())), "s"))
                 gc.unfreeze()
     finally:
-        if many.returncode is None:
-            many.send_signal(signal.SIGKILL)
-            await many.wait()
+        await kill(many)
     return figures
 
 
 async def _commands_during_soak(standin: BotApiStandIn, commands: int) -> Figure:
-    async def round_trip(text: str, expect: str) -> float:
-        last = _last(standin)
-        start = time.monotonic()
-        standin.send_text(PERSON, PERSON, text)
-        await standin.wait_for(lambda m: m.message_id > last and expect in m.text, PERSON, 10)
-        return (time.monotonic() - start) * 1000
-
-    await round_trip("/soak 60", "started by")
-    times = [await round_trip("/help", "/checklist") for _ in range(commands)]
-    await round_trip("/cancel", "Cancelled")
+    await round_trip(standin, PERSON, PERSON, "/soak 60", "started by")
+    times = [await round_trip(standin, PERSON, PERSON, "/help", "/checklist") for _ in range(commands)]
+    await round_trip(standin, PERSON, PERSON, "/cancel", "Cancelled")
     return Figure("/help round trip, soak running + Gateways watched [p99 ≤50, worst ≤50]", tuple(times), "ms")
 
 
