@@ -93,12 +93,12 @@ class BotMessage:
 @dataclass(frozen=True)
 class CallbackAnswer:
     callback_query_id: str
-    text: str
-    show_alert: bool
+    chat_id: int
+    message_id: int  # the message whose button was pressed
+    user_id: int
+    text: str = ""
+    show_alert: bool = False
     url: str | None = None
-    chat_id: int | None = None
-    message_id: int | None = None
-    user_id: int | None = None
 
 
 @dataclass(frozen=True)

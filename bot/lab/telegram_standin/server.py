@@ -16,7 +16,7 @@ import re
 import struct
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
@@ -64,23 +64,6 @@ _TOKEN_SHAPE = re.compile(r"\d+:[\w-]+")
 _COMMAND_NAME = re.compile(r"[a-z0-9_]{1,32}")
 
 
-@dataclass(frozen=True)
-class _Query:
-    chat_id: int
-    message_id: int
-    user_id: int
-
-
-@dataclass(frozen=True)
-class _Update:
-    update_id: int
-    type: str  # "message", "edited_message", "callback_query"
-    payload: dict[str, Any]
-
-    def json(self) -> dict[str, Any]:
-        return {"update_id": self.update_id, self.type: self.payload}
-
-
 class BotApiStandIn:
     """Serve ``/bot<token>/<method>`` on ``host:port``; point PTB's ``base_url`` at :attr:`base_url`."""
 
@@ -100,13 +83,12 @@ class BotApiStandIn:
         self._messages: dict[int, dict[int, BotMessage]] = {}
         self._user_messages: dict[int, dict[int, dict[str, Any]]] = {}  # what people sent, for replies
         self._message_ids: dict[int, itertools.count[int]] = {}
-        self._updates: list[_Update] = []
+        self._updates: list[dict[str, Any]] = []  # {"update_id": N, "message" | "callback_query" ...: payload}
         self._update_ids = itertools.count(1)
         self._callback_ids = itertools.count(1)
-        self._queries: dict[str, _Query] = {}
+        self._queries: dict[str, CallbackAnswer] = {}  # the answer, before the bot gives it
         self._poll: asyncio.Future[None] | None = None  # the pending long poll, woken by an update
         self._subscribers: list[asyncio.Queue[ChatChange]] = []
-        self._floods: dict[str, tuple[int, int]] = {}  # method (lower case) -> (retry_after, times left)
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
         self._closing = False
@@ -205,7 +187,7 @@ class BotApiStandIn:
                          message_id)
             shown = self._message_json(current)
         query_id = str(next(self._callback_ids))
-        self._queries[query_id] = _Query(chat_id, message_id, user_id)
+        self._queries[query_id] = CallbackAnswer(query_id, chat_id, message_id, user_id)
         self._enqueue("callback_query", {"id": query_id, "from": person.json(), "message": shown,
                                          "chat_instance": str(chat_id), "data": data})
         return query_id
@@ -264,10 +246,6 @@ class BotApiStandIn:
                              + (f" {buttons}" if buttons else ""))
         return "\n".join(lines) or "  (no messages)"
 
-    def flood(self, method: str, retry_after: int = 1, times: int = 1) -> None:
-        """The next ``times`` calls of ``method`` get 429 Too Many Requests (retry after ``retry_after`` s)."""
-        self._floods[method.lower()] = (retry_after, times)
-
     # --------------------------------------------------------------- faults
     async def refuse_connections(self) -> None:
         """Telegram unreachable: the port closes (new connections refused) and open ones are cut."""
@@ -292,9 +270,7 @@ class BotApiStandIn:
         except ValueError:
             chat_id = None
         chat = self.chats.get(chat_id) if chat_id is not None else None
-        answer = await self.faults.apply(method, chat_id, chat is not None and chat.type is not ChatType.PRIVATE)
-        if answer is not None:
-            raise ApiError(answer.code, answer.description, answer.parameters)
+        await self.faults.apply(method, chat_id, chat is not None and chat.type is not ChatType.PRIVATE)
 
     # ----------------------------------------------------------------- HTTP
     async def _handle(self, request: web.Request) -> web.Response:
@@ -314,7 +290,6 @@ class BotApiStandIn:
             if route is None:
                 raise ApiError(404, "Not Found")
             await self._fault(method, params)
-            self._check_flood(method)
             result = await route(self, params)
             status = 200
             return web.json_response({"ok": True, "result": result})
@@ -336,12 +311,6 @@ class BotApiStandIn:
         finally:
             self.calls[index] = replace(self.calls[index], status=status)
 
-    def _check_flood(self, method: str) -> None:
-        retry_after, times = self._floods.get(method.lower(), (0, 0))
-        if times > 0:
-            self._floods[method.lower()] = (retry_after, times - 1)
-            raise ApiError(429, f"Too Many Requests: retry after {retry_after}", {"retry_after": retry_after})
-
     # ------------------------------------------------------------- methods (ROUTES below)
     async def _m_getme(self, _: Params) -> dict[str, Any]:
         return {**self.bot_user, "can_join_groups": True, "can_read_all_group_messages": False,
@@ -360,7 +329,7 @@ class BotApiStandIn:
         if offset < 0:
             self._updates = self._updates[offset:]  # the last -offset updates; earlier ones are forgotten
         elif offset:
-            self._updates = [u for u in self._updates if u.update_id >= offset]
+            self._updates = [u for u in self._updates if u["update_id"] >= offset]
         if not self._updates and timeout > 0 and not self._closing:
             waiter = self._poll = asyncio.get_running_loop().create_future()
             try:
@@ -370,17 +339,14 @@ class BotApiStandIn:
             finally:
                 if self._poll is waiter:
                     self._poll = None
-        return [u.json() for u in self._updates[:limit]]
+        return self._updates[:limit]
 
     async def _m_sendmessage(self, p: Params) -> dict[str, Any]:
         chat_id = self._chat_id(p)
         text, entities = self._formatted(p, "text", "entities", MAX_TEXT)
         if not text:
             raise bad_request("message text is empty")
-        return self._store(BotMessage(self._next_message_id(chat_id), chat_id, MessageKind.TEXT, text,
-                                      self._keyboard(p), disable_notification=p.flag("disable_notification"),
-                                      sent_at=time.monotonic(), entities=entities,
-                                      reply_to_message_id=self._reply_to(p, chat_id), date=int(time.time())))
+        return self._new(p, chat_id, MessageKind.TEXT, text, entities)
 
     async def _m_editmessagetext(self, p: Params) -> dict[str, Any]:
         current = self._existing(p, "edit")
@@ -402,8 +368,7 @@ class BotApiStandIn:
         query = self._queries.get(p.text("callback_query_id") or "")
         if query is None:
             raise bad_request(QUERY_INVALID.removeprefix("Bad Request: "))
-        answer = CallbackAnswer(p.text("callback_query_id") or "", p.text("text") or "", p.flag("show_alert"),
-                                p.text("url"), query.chat_id, query.message_id, query.user_id)
+        answer = replace(query, text=p.text("text") or "", show_alert=p.flag("show_alert"), url=p.text("url"))
         self.callback_answers.append(answer)
         message = self.message(query.chat_id, query.message_id)
         if message is not None:
@@ -520,11 +485,15 @@ class BotApiStandIn:
             if size is None:
                 raise bad_request("IMAGE_PROCESS_FAILED")
         caption, entities = self._formatted(p, "caption", "caption_entities", MAX_CAPTION)
-        return self._store(BotMessage(self._next_message_id(chat_id), chat_id, kind, caption, self._keyboard(p),
-                                      upload.name, upload.data, upload.mime,
+        return self._new(p, chat_id, kind, caption, entities, file_name=upload.name, file_bytes=upload.data,
+                         mime_type=upload.mime, size=size)
+
+    def _new(self, p: Params, chat_id: int, kind: MessageKind, text: str, entities: tuple[Entity, ...],
+             **file: Any) -> dict[str, Any]:
+        return self._store(BotMessage(self._next_message_id(chat_id), chat_id, kind, text, self._keyboard(p),
                                       disable_notification=p.flag("disable_notification"), sent_at=time.monotonic(),
                                       entities=entities, reply_to_message_id=self._reply_to(p, chat_id),
-                                      date=int(time.time()), size=size))
+                                      date=int(time.time()), **file))
 
     def _store(self, message: BotMessage, *, edit: bool = False) -> dict[str, Any]:
         self._messages.setdefault(message.chat_id, {})[message.message_id] = message
@@ -541,7 +510,7 @@ class BotApiStandIn:
 
     def _enqueue(self, kind: str, payload: dict[str, Any]) -> int:
         update_id = next(self._update_ids)
-        self._updates.append(_Update(update_id, kind, payload))
+        self._updates.append({"update_id": update_id, kind: payload})
         self._wake_poll()
         return update_id
 
@@ -575,23 +544,17 @@ class BotApiStandIn:
             if out["reply_to_message"] is None:
                 del out["reply_to_message"]
         file_id = f"{m.kind}-{m.chat_id}-{m.message_id}"
-        size = len(m.file_bytes or b"")
-        if m.kind is MessageKind.TEXT:
-            out["text"] = m.text
-            if m.entities:
-                out["entities"] = [e.json() for e in m.entities]
-        else:
-            if m.kind is MessageKind.DOCUMENT:
-                out["document"] = {"file_id": file_id, "file_unique_id": file_id, "file_name": m.file_name,
-                                   "mime_type": m.mime_type, "file_size": size}
-            else:
-                width, height = m.size or (0, 0)
-                out["photo"] = [{"file_id": file_id, "file_unique_id": file_id, "width": width, "height": height,
-                                 "file_size": size}]
-            if m.text:
-                out["caption"] = m.text
-                if m.entities:
-                    out["caption_entities"] = [e.json() for e in m.entities]
+        file = {"file_id": file_id, "file_unique_id": file_id, "file_size": len(m.file_bytes or b"")}
+        if m.kind is MessageKind.DOCUMENT:
+            out["document"] = {**file, "file_name": m.file_name, "mime_type": m.mime_type}
+        elif m.kind is MessageKind.PHOTO:
+            width, height = m.size or (0, 0)
+            out["photo"] = [{**file, "width": width, "height": height}]
+        text, entities = ("text", "entities") if m.kind is MessageKind.TEXT else ("caption", "caption_entities")
+        if m.text:
+            out[text] = m.text
+        if m.entities:
+            out[entities] = [e.json() for e in m.entities]
         if m.buttons:
             out["reply_markup"] = {"inline_keyboard": [[button_json(b) for b in row] for row in m.buttons]}
         return out
