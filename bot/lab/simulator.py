@@ -25,10 +25,9 @@ SERVER_VERSION = 178
 DEFAULT_ACCOUNTS = ("DUO779750",)
 MAX_FRAME = 1 << 20
 
-# Incoming message ids (client -> Gateway) that the start-up sync and heartbeat use.
-START_API, REQ_POSITIONS, REQ_OPEN_ORDERS, REQ_COMPLETED_ORDERS = 71, 61, 5, 99
-REQ_ACCOUNT_UPDATES, REQ_ACCOUNT_UPDATES_MULTI, REQ_EXECUTIONS = 6, 76, 7
-REQ_ACCOUNT_SUMMARY, REQ_CURRENT_TIME = 62, 49
+FIRST_ORDER_ID = 1  # the nextValidId sent at start-up
+# Incoming message ids (client -> Gateway) looked at outside the reply table.
+START_API, REQ_CURRENT_TIME = 71, 49
 # Outgoing message ids (Gateway -> client).
 ERR_MSG, NEXT_VALID_ID, MANAGED_ACCTS, CURRENT_TIME = 4, 9, 15, 49
 POSITION_END, OPEN_ORDER_END, COMPLETED_ORDERS_END = 62, 53, 102
@@ -90,15 +89,7 @@ def parse_version_range(text: str) -> tuple[int, int]:
     return int(low), int(high or low)
 
 
-@dataclass(frozen=True)
-class ClientInfo:
-    client_id: int | None
-    peer: str
-    ready: bool
-    connected_at: datetime
-
-
-class _Client:
+class Client:
     """One API connection: its socket, its state, and a queue that holds requests while frozen."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -109,10 +100,6 @@ class _Client:
         self.client_id: int | None = None
         self.version = 0
         self.ready = False
-        self.connected_at = datetime.now(UTC)
-
-    def info(self) -> ClientInfo:
-        return ClientInfo(self.client_id, self.peer, self.ready, self.connected_at)
 
     def close(self, reset: bool = False) -> None:
         if reset:
@@ -142,15 +129,11 @@ class NightlyReset:
 class SimulatedGateway:
     """An IB Gateway stand-in on ``host:port`` (port 0: a free one, kept across restarts)."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, accounts: Sequence[str] = DEFAULT_ACCOUNTS,
-                 server_version: int = SERVER_VERSION, next_valid_id: int = 1,
-                 connect_notices: Sequence[int] = CONNECT_NOTICES) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, accounts: Sequence[str] = DEFAULT_ACCOUNTS) -> None:
         self.host = host
         self.port = port
         self.accounts = tuple(accounts)
-        self.server_version = server_version
-        self.next_valid_id = next_valid_id
-        self.connect_notices = tuple(connect_notices)
+        self.connect_notices: tuple[int, ...] = CONNECT_NOTICES
         self.latency = 0.0
         self.ready = True
         self.reject = Reject.OFF
@@ -163,7 +146,7 @@ class SimulatedGateway:
         self._ready_at: float | None = None
         self._restart_until: float | None = None
         self._server: asyncio.Server | None = None
-        self._clients: set[_Client] = set()
+        self._clients: set[Client] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._jobs: dict[str, asyncio.Task[None]] = {}  # background timers: restart, ready, reset
         self._late: set[asyncio.Task[None]] = set()  # answers held back by `slow`
@@ -181,8 +164,8 @@ class SimulatedGateway:
         return not self._thawed.is_set()
 
     @property
-    def clients(self) -> list[ClientInfo]:
-        return [c.info() for c in self._clients]
+    def clients(self) -> list[Client]:
+        return list(self._clients)
 
     async def start(self) -> None:
         if self._server is not None:
@@ -375,11 +358,8 @@ class SimulatedGateway:
 
     async def wait_for_clients(self, count: int, timeout: float = 5.0, *, ready: bool = True) -> None:
         """Wait until exactly ``count`` clients are connected (and ready, by default)."""
-        def enough() -> bool:
-            return sum(1 for c in self._clients if c.ready or not ready) == count
-
         async with asyncio.timeout(timeout), self._changed:
-            await self._changed.wait_for(enough)
+            await self._changed.wait_for(lambda: sum(1 for c in self._clients if c.ready or not ready) == count)
 
     def faults(self) -> list[str]:
         """Every active departure from a healthy Gateway, for `status`."""
@@ -415,7 +395,7 @@ class SimulatedGateway:
 
     # -------------------------------------------------------------- serving
     async def _serve_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        client = _Client(reader, writer)
+        client = Client(reader, writer)
         if self._server is None:  # accepted in the instant of a stop
             writer.close()
             return
@@ -458,7 +438,7 @@ class SimulatedGateway:
             with contextlib.suppress(RuntimeError):
                 await self._notify()
 
-    async def _refuse(self, client: _Client, how: Reject) -> None:
+    async def _refuse(self, client: Client, how: Reject) -> None:
         """Close before the handshake, without a word, as a Gateway does to an untrusted address."""
         log.info("connection from %s rejected before the handshake (%s)", client.peer, how.value)
         if how is Reject.RST:
@@ -474,14 +454,14 @@ class SimulatedGateway:
                     pass
         client.close()
 
-    async def _handshake(self, client: _Client) -> bool:
+    async def _handshake(self, client: Client) -> bool:
         prefix = await client.reader.readexactly(4)
         if prefix != b"API\0":
             log.warning("client %s did not start with API\\0 (got %r); closing it", client.peer, prefix)
             return False
         low, high = parse_version_range((await read_payload(client.reader)).decode(errors="replace"))
         await self._thawed.wait()
-        version = min(high, self.server_version)
+        version = min(high, SERVER_VERSION)
         if version < low:
             log.warning("client %s needs API version >= %d, we speak <= %d; closing it", client.peer, low, version)
             return False
@@ -490,7 +470,7 @@ class SimulatedGateway:
         await self._send(client, frame(version, datetime.now(UTC).strftime("%Y%m%d %H:%M:%S UTC")))
         return True
 
-    async def _send(self, client: _Client, *messages: bytes) -> None:
+    async def _send(self, client: Client, *messages: bytes) -> None:
         if self.latency:
             await asyncio.sleep(self.latency)
         if client.writer.is_closing():
@@ -500,13 +480,11 @@ class SimulatedGateway:
         with contextlib.suppress(ConnectionError):
             await client.writer.drain()
 
-    def _error(self, client: _Client, req_id: int | str, code: int, text: str) -> bytes:
+    def _error(self, client: Client, req_id: int | str, code: int, text: str) -> bytes:
         # From server version 166 ib_async drops an error message without advancedOrderRejectJson.
-        if client.version >= 166:
-            return frame(ERR_MSG, 2, req_id, code, text, "")
-        return frame(ERR_MSG, 2, req_id, code, text)
+        return frame(ERR_MSG, 2, req_id, code, text, *([""] if client.version >= 166 else []))
 
-    async def _handle(self, client: _Client, fields: list[str]) -> None:
+    async def _handle(self, client: Client, fields: list[str]) -> None:
         if not fields or not fields[0].lstrip("-").isdigit():
             raise ValueError(f"message without a numeric id: {fields[:3]}")
         msg_id = int(fields[0])
@@ -528,11 +506,11 @@ class SimulatedGateway:
         else:
             await self._send(client, *reply)
 
-    async def _send_late(self, client: _Client, delay: float, reply: list[bytes]) -> None:
+    async def _send_late(self, client: Client, delay: float, reply: list[bytes]) -> None:
         await asyncio.sleep(delay)
         await self._send(client, *reply)
 
-    def _reply(self, client: _Client, msg_id: int, f: list[str]) -> list[bytes]:
+    def _reply(self, client: Client, msg_id: int, f: list[str]) -> list[bytes]:
         """What a real Gateway answers to one request; an error for those it cannot serve."""
         acct = self.accounts[0] if self.accounts else ""
 
@@ -564,7 +542,7 @@ class SimulatedGateway:
             case 17:  # reqManagedAccts
                 return [frame(MANAGED_ACCTS, 1, ",".join(self.accounts))]
             case 8:  # reqIds
-                return [frame(NEXT_VALID_ID, 1, self.next_valid_id)]
+                return [frame(NEXT_VALID_ID, 1, FIRST_ORDER_ID)]
             case 9:  # reqContractDetails: the simulator knows no contracts
                 return [self._error(client, field(2) or -1, 200,
                                     "No security definition has been found for the request")]
@@ -582,7 +560,7 @@ class SimulatedGateway:
         return [self._error(client, -1, 321, f"Error validating request:-'sim' : cause - "
                                              f"the simulated Gateway does not serve message id {msg_id}.")]
 
-    async def _start_api(self, client: _Client, fields: list[str]) -> None:
+    async def _start_api(self, client: Client, fields: list[str]) -> None:
         client_id = int(fields[2]) if len(fields) > 2 and fields[2].lstrip("-").isdigit() else 0
         client.client_id = client_id
         held = self._held.get(client_id, 0.0) > time.monotonic()
@@ -599,7 +577,7 @@ class SimulatedGateway:
         await self._send(
             client,
             frame(MANAGED_ACCTS, 1, ",".join(self.accounts)),
-            frame(NEXT_VALID_ID, 1, self.next_valid_id),
+            frame(NEXT_VALID_ID, 1, FIRST_ORDER_ID),
             # During a nightly reset a newcomer hears that the link and the farms are down.
             *(self._error(client, -1, code, notice_text(code))
               for code in (self.connect_notices if self.reset is None else (1100, *FARMS_BROKEN))),
