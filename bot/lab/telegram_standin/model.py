@@ -59,8 +59,7 @@ class Chat:
 @dataclass(frozen=True)
 class Button:
     text: str
-    data: str  # callback_data ("" for a URL button)
-    url: str | None = None
+    data: str  # callback_data (gwbot sends no URL buttons)
 
 
 @dataclass(frozen=True)
@@ -98,7 +97,6 @@ class CallbackAnswer:
     user_id: int
     text: str = ""
     show_alert: bool = False
-    url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -108,8 +106,8 @@ class ChatChange:
     answer: CallbackAnswer | None = None  # set for ChangeKind.ANSWER
 
 
-@dataclass(frozen=True)
-class ApiCall:
+@dataclass
+class ApiCall:  # filled in as the request goes on
     method: str  # as the client spelled it, e.g. "editMessageText"
     params: dict[str, Any]  # as received (form values are strings); uploads shown as "<file name, N B>"
     mono: float  # time.monotonic() when the request arrived

@@ -10,7 +10,6 @@ from typing import Any
 from aiohttp import BodyPartReader, web
 
 from bot.lab.telegram_standin.model import Button
-from handlers.telegram_html import Entity
 
 MAX_CALLBACK_DATA = 64  # bytes
 MAX_UPLOAD = 50 * 1024 * 1024
@@ -23,14 +22,13 @@ class Upload:
     mime: str
 
 
+@dataclass(eq=False)  # eq=False: an exception stays hashable
 class ApiError(Exception):
     """An error reply: HTTP status = error_code, as Telegram does."""
 
-    def __init__(self, code: int, description: str, parameters: dict[str, Any] | None = None) -> None:
-        super().__init__(description)
-        self.code = code
-        self.description = description
-        self.parameters = parameters
+    code: int
+    description: str
+    parameters: dict[str, Any] | None = None
 
 
 def bad_request(what: str) -> ApiError:
@@ -137,15 +135,6 @@ async def _read_multipart(request: web.Request) -> dict[str, Any]:
     return values
 
 
-def entity(raw: Any) -> Entity:
-    if not isinstance(raw, dict) or not isinstance(raw.get("type"), str):
-        raise bad_request("can't parse entities JSON object")
-    try:
-        return Entity(raw["type"], int(raw["offset"]), int(raw["length"]), raw.get("url"), raw.get("language"))
-    except (KeyError, TypeError, ValueError):
-        raise bad_request("can't parse entities JSON object") from None
-
-
 def button(raw: Any) -> Button:
     if not isinstance(raw, dict) or not str(raw.get("text") or "").strip():
         raise bad_request("can't parse inline keyboard button: Text must be non-empty")
@@ -154,13 +143,7 @@ def button(raw: Any) -> Button:
         if not 1 <= len(data.encode()) <= MAX_CALLBACK_DATA:
             raise bad_request("BUTTON_DATA_INVALID")
         return Button(raw["text"], data)
-    if raw.get("url"):
-        return Button(raw["text"], "", str(raw["url"]))
     raise bad_request("can't parse inline keyboard button: Text buttons are unallowed in the inline keyboard")
-
-
-def button_json(b: Button) -> dict[str, str]:
-    return {"text": b.text, "url": b.url} if b.url is not None else {"text": b.text, "callback_data": b.data}
 
 
 def reply_error(e: ApiError) -> web.Response:

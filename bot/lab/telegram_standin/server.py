@@ -42,14 +42,12 @@ from bot.lab.telegram_standin.params import (
     Params,
     bad_request,
     button,
-    button_json,
-    entity,
     not_found,
     read_params,
     reply_error,
 )
 from bot.queues import DropOldestQueue
-from handlers.telegram_html import Entity, FormatError, trim, utf16_len
+from handlers.telegram_html import Entity, FormatError, utf16_len
 
 log = logging.getLogger(__name__)
 
@@ -280,36 +278,34 @@ class BotApiStandIn:
             return reply_error(ApiError(404, "Not Found"))  # Telegram: a malformed token is not a bot at all
         if token != self.token:
             return reply_error(ApiError(401, "Unauthorized"))
-        index = len(self.calls)
-        self.calls.append(ApiCall(method, {}, time.monotonic(), 0))
-        status = 500
+        call = ApiCall(method, {}, time.monotonic(), 0)
+        self.calls.append(call)
         try:
             params = await read_params(request)
-            self.calls[index] = replace(self.calls[index], params=params.shown())
+            call.params = params.shown()
             route = ROUTES.get(method.lower())
             if route is None:
                 raise ApiError(404, "Not Found")
             await self._fault(method, params)
             result = await route(self, params)
-            status = 200
+            call.status = 200
             return web.json_response({"ok": True, "result": result})
         except asyncio.CancelledError:
-            status = 499  # the client hung up (nginx's code for it)
+            call.status = 499  # the client hung up (nginx's code for it)
             raise
         except Hangup:
-            status = 444  # closed without an answer (nginx's code for it)
+            call.status = 444  # closed without an answer (nginx's code for it)
             if request.transport is not None:
                 request.transport.close()
             return web.Response(status=444)
         except ApiError as e:
-            status = e.code
+            call.status = e.code
             log.debug("stand-in %s -> %s %s", method, e.code, e.description)
             return reply_error(e)
         except Exception:
             log.exception("stand-in: %s failed", method)
+            call.status = 500
             return reply_error(ApiError(500, "Internal Server Error"))
-        finally:
-            self.calls[index] = replace(self.calls[index], status=status)
 
     # ------------------------------------------------------------- methods (ROUTES below)
     async def _m_getme(self, _: Params) -> dict[str, Any]:
@@ -326,9 +322,7 @@ class BotApiStandIn:
         limit = min(max(p.integer("limit") or 100, 1), 100)
         timeout = max(p.number("timeout") or 0.0, 0.0)
         self._terminate_poll()  # a newer getUpdates ends an older one, as on Telegram
-        if offset < 0:
-            self._updates = self._updates[offset:]  # the last -offset updates; earlier ones are forgotten
-        elif offset:
+        if offset:
             self._updates = [u for u in self._updates if u["update_id"] >= offset]
         if not self._updates and timeout > 0 and not self._closing:
             waiter = self._poll = asyncio.get_running_loop().create_future()
@@ -343,14 +337,14 @@ class BotApiStandIn:
 
     async def _m_sendmessage(self, p: Params) -> dict[str, Any]:
         chat_id = self._chat_id(p)
-        text, entities = self._formatted(p, "text", "entities", MAX_TEXT)
+        text, entities = self._formatted(p, "text", MAX_TEXT)
         if not text:
             raise bad_request("message text is empty")
         return self._new(p, chat_id, MessageKind.TEXT, text, entities)
 
     async def _m_editmessagetext(self, p: Params) -> dict[str, Any]:
         current = self._existing(p, "edit")
-        text, entities = self._formatted(p, "text", "entities", MAX_TEXT)
+        text, entities = self._formatted(p, "text", MAX_TEXT)
         if not text:
             raise bad_request("message text is empty")
         if current.kind is not MessageKind.TEXT:
@@ -368,7 +362,7 @@ class BotApiStandIn:
         query = self._queries.get(p.text("callback_query_id") or "")
         if query is None:
             raise bad_request(QUERY_INVALID.removeprefix("Bad Request: "))
-        answer = replace(query, text=p.text("text") or "", show_alert=p.flag("show_alert"), url=p.text("url"))
+        answer = replace(query, text=p.text("text") or "", show_alert=p.flag("show_alert"))
         self.callback_answers.append(answer)
         message = self.message(query.chat_id, query.message_id)
         if message is not None:
@@ -422,14 +416,10 @@ class BotApiStandIn:
             raise bad_request(f"message to {action} not found")
         return current
 
-    def _formatted(self, p: Params, field: str, entities_field: str, limit: int) -> tuple[str, tuple[Entity, ...]]:
-        raw = p.text(field) or ""
-        explicit = p.decoded(entities_field, entities_field)
+    def _formatted(self, p: Params, field: str, limit: int) -> tuple[str, tuple[Entity, ...]]:
+        # gwbot sends markup (parse_mode), never explicit entities.
         try:
-            if isinstance(explicit, list) and explicit:
-                text, entities = trim(raw, tuple(entity(e) for e in explicit))
-            else:
-                text, entities = parse(raw, p.text("parse_mode"))
+            text, entities = parse(p.text(field) or "", p.text("parse_mode"))
         except FormatError as e:
             raise bad_request(str(e)) from None
         if utf16_len(text) > limit:
@@ -450,17 +440,14 @@ class BotApiStandIn:
         return tuple(tuple(button(b) for b in row) for row in rows)
 
     def _reply_to(self, p: Params, chat_id: int) -> int | None:
+        # PTB sends reply_parameters only (Bot API 7.0), never the older reply_to_message_id.
         reply = p.decoded("reply_parameters", "can't parse reply parameters JSON object")
-        if isinstance(reply, dict):
-            message_id, lenient = reply.get("message_id"), bool(reply.get("allow_sending_without_reply"))
-        else:
-            message_id, lenient = p.integer("reply_to_message_id"), p.flag("allow_sending_without_reply")
-        if message_id is None:
+        if not isinstance(reply, dict) or reply.get("message_id") is None:
             return None
-        known = message_id in self._messages.get(chat_id, {}) or message_id in self._user_messages.get(chat_id, {})
-        if known:
+        message_id = reply["message_id"]
+        if message_id in self._messages.get(chat_id, {}) or message_id in self._user_messages.get(chat_id, {}):
             return int(message_id)
-        if lenient:
+        if reply.get("allow_sending_without_reply"):
             return None
         raise bad_request("message to be replied not found")
 
@@ -484,7 +471,7 @@ class BotApiStandIn:
             size = _png_size(upload.data)
             if size is None:
                 raise bad_request("IMAGE_PROCESS_FAILED")
-        caption, entities = self._formatted(p, "caption", "caption_entities", MAX_CAPTION)
+        caption, entities = self._formatted(p, "caption", MAX_CAPTION)
         return self._new(p, chat_id, kind, caption, entities, file_name=upload.name, file_bytes=upload.data,
                          mime_type=upload.mime, size=size)
 
@@ -556,7 +543,8 @@ class BotApiStandIn:
         if m.entities:
             out[entities] = [e.json() for e in m.entities]
         if m.buttons:
-            out["reply_markup"] = {"inline_keyboard": [[button_json(b) for b in row] for row in m.buttons]}
+            out["reply_markup"] = {"inline_keyboard": [[{"text": b.text, "callback_data": b.data} for b in row]
+                                                       for row in m.buttons]}
         return out
 
 

@@ -114,9 +114,6 @@ class TerminalChat:
             _say(out, f"(no button {choice}; pick 1-{len(buttons)})")
             return
         _say(out, f"you pressed: {buttons[choice - 1].text}")
-        if buttons[choice - 1].url is not None:
-            _say(out, f"(a link: {buttons[choice - 1].url})")
-            return
         self.standin.press(self.chat_id, self.user_id, target.message_id, buttons[choice - 1].data)
 
     async def _until_quiet(self) -> None:
