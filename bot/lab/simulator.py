@@ -29,10 +29,18 @@ FIRST_ORDER_ID = 1  # the nextValidId sent at start-up
 # Incoming message ids (client -> Gateway) looked at outside the reply table.
 START_API, REQ_CURRENT_TIME = 71, 49
 # Outgoing message ids (Gateway -> client).
-ERR_MSG, NEXT_VALID_ID, MANAGED_ACCTS, CURRENT_TIME = 4, 9, 15, 49
-POSITION_END, OPEN_ORDER_END, COMPLETED_ORDERS_END = 62, 53, 102
-ACCT_UPDATE_TIME, ACCT_DOWNLOAD_END, ACCOUNT_UPDATE_MULTI_END = 8, 54, 74
-EXEC_DETAILS_END, ACCOUNT_SUMMARY_END = 55, 64
+ERR_MSG, NEXT_VALID_ID, MANAGED_ACCTS, CURRENT_TIME, ACCT_UPDATE_TIME, ACCT_DOWNLOAD_END = 4, 9, 15, 49, 8, 54
+# Requests answered by an end marker alone: reqPositions -> positionEnd, reqOpenOrders -> openOrderEnd,
+# reqCompletedOrders -> completedOrdersEnd (no version field).
+ENDS = {61: (62, 1), 5: (53, 1), 99: (102,)}
+# Requests answered by an end marker carrying their reqId (field 2): reqAccountUpdatesMulti,
+# reqExecutions, reqAccountSummary (ib_async sends it after 1102).
+REQ_ID_ENDS = {76: 74, 7: 55, 62: 64}
+# Requests refused as a Gateway refuses them (reqId's field, code, text): reqMktData, placeOrder,
+# reqContractDetails (the simulator knows no contracts).
+REFUSED = {1: (2, 354, "Requested market data is not subscribed."),
+           3: (1, 201, "Order rejected - reason:the simulated Gateway takes no orders"),
+           9: (2, 200, "No security definition has been found for the request")}
 
 # Real texts, as Gateways send them (IBKR's message-code docs; Gateway and IBC logs).
 NOTICE_TEXTS = {
@@ -120,8 +128,7 @@ class Reject(enum.Enum):
 
 @dataclass(frozen=True)
 class NightlyReset:
-    """A running ``reset``: the IB link is down until ``until`` (monotonic)."""
-    until: float
+    """A running ``reset``: the IB link is down until its timer ends."""
     lost: bool
     deaf: bool
 
@@ -143,12 +150,11 @@ class SimulatedGateway:
         self.hold_id = 0.0
         self.reset: NightlyReset | None = None
         self._held: dict[int, float] = {}  # client id -> monotonic time it is free again
-        self._ready_at: float | None = None
-        self._restart_until: float | None = None
         self._server: asyncio.Server | None = None
         self._clients: set[Client] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._jobs: dict[str, asyncio.Task[None]] = {}  # background timers: restart, ready, reset
+        self._until: dict[str, float] = {}  # when each timer ends (monotonic), for status
         self._late: set[asyncio.Task[None]] = set()  # answers held back by `slow`
         self._thawed = asyncio.Event()
         self._thawed.set()
@@ -193,11 +199,7 @@ class SimulatedGateway:
     async def restart(self, down_for: float = 0.0, *, ready_after: float = 0.0, reset: bool = False) -> None:
         """Port closed ``down_for`` s; then it accepts, but the API is ready only ``ready_after`` s later."""
         await self.stop(reset=reset)
-        self._restart_until = time.monotonic() + down_for
-        try:
-            await asyncio.sleep(down_for)
-        finally:
-            self._restart_until = None
+        await asyncio.sleep(down_for)
         if ready_after > 0:
             self.ready_after(ready_after)
         await self.start()
@@ -206,7 +208,7 @@ class SimulatedGateway:
         """``restart`` that returns once the port is closed; the rest runs in the background."""
         self._cancel_job("restart")
         await self.stop(reset=reset)
-        self._start_job("restart", self.restart(down_for, ready_after=ready_after))
+        self._start_job("restart", down_for, self.restart(down_for, ready_after=ready_after))
 
     def cancel_restart(self) -> None:
         """Forget a restart still counting down (an explicit stop or start overrides it)."""
@@ -215,13 +217,11 @@ class SimulatedGateway:
     def ready_after(self, seconds: float) -> None:
         """The API becomes ready ``seconds`` from now (a Gateway still logging in until then)."""
         self.set_ready(False)
-        self._ready_at = time.monotonic() + seconds
 
         async def later() -> None:
             await asyncio.sleep(seconds)
-            self._ready_at = None
             self.set_ready(True)
-        self._start_job("ready", later())
+        self._start_job("ready", seconds, later())
 
     async def __aenter__(self) -> SimulatedGateway:
         await self.start()
@@ -241,16 +241,20 @@ class SimulatedGateway:
         await self.stop()
         await self._settle()
 
-    def _start_job(self, name: str, coro: Coroutine[object, object, None]) -> None:
+    def _start_job(self, name: str, seconds: float, coro: Coroutine[object, object, None]) -> None:
         self._cancel_job(name)
         task = asyncio.create_task(coro, name=f"simulated-gateway-{name}")
-        self._jobs[name] = task
-        task.add_done_callback(lambda t: self._jobs.pop(name, None) if self._jobs.get(name) is t else None)
+        self._jobs[name], self._until[name] = task, time.monotonic() + seconds
+        task.add_done_callback(lambda t: self._cancel_job(name) if self._jobs.get(name) is t else None)
 
     def _cancel_job(self, name: str) -> None:
         task = self._jobs.pop(name, None)
+        self._until.pop(name, None)
         if task is not None and task is not asyncio.current_task():
             task.cancel()
+
+    def _left(self, name: str) -> str:
+        return f"{max(0.0, self._until[name] - time.monotonic()):.0f} s left"
 
     async def _settle(self) -> None:
         """Let client tasks observe their closed sockets and finish."""
@@ -276,7 +280,6 @@ class SimulatedGateway:
         """
         if asyncio.current_task() is not self._jobs.get("ready"):
             self._cancel_job("ready")
-            self._ready_at = None
         self.ready = ready
         log.info("simulated Gateway %s", "ready" if ready else "NOT ready (as if not logged in)")
 
@@ -320,7 +323,7 @@ class SimulatedGateway:
         """The nightly server reset: 1100 and farms broken now, 1101 (lost) / 1102 (kept) and
         farms OK after ``seconds``; with ``deaf`` heartbeats go unanswered meanwhile."""
         self._cancel_job("reset")
-        self.reset = NightlyReset(time.monotonic() + seconds, lost, deaf)
+        self.reset = NightlyReset(lost, deaf)
         n = 0
         for code in (1100, *FARMS_BROKEN):
             n = await self.send_notice(code)
@@ -330,7 +333,7 @@ class SimulatedGateway:
             self.reset = None
             for code in (1101 if lost else 1102, *FARMS_OK):
                 await self.send_notice(code)
-        self._start_job("reset", restore())
+        self._start_job("reset", seconds, restore())
         return n
 
     async def drop_clients(self, reset: bool = False) -> int:
@@ -363,12 +366,11 @@ class SimulatedGateway:
 
     def faults(self) -> list[str]:
         """Every active departure from a healthy Gateway, for `status`."""
-        now = time.monotonic()
         out = []
-        if self._restart_until is not None:
-            out.append(f"restarting (port closed, {max(0.0, self._restart_until - now):.0f} s left)")
+        if "restart" in self._jobs:
+            out.append(f"restarting (port closed, {self._left('restart')})")
         if not self.ready:
-            out.append("not ready" + (f" ({max(0.0, self._ready_at - now):.0f} s left)" if self._ready_at else ""))
+            out.append("not ready" + (f" ({self._left('ready')})" if "ready" in self._jobs else ""))
         if self.frozen:
             out.append("frozen")
         if self.latency:
@@ -383,7 +385,7 @@ class SimulatedGateway:
         if self.hold_id:
             out.append(f"holdid {self.hold_id:g} s")
         if self.reset is not None:
-            out.append(f"reset {'lost' if self.reset.lost else 'kept'} ({max(0.0, self.reset.until - now):.0f} s left"
+            out.append(f"reset {'lost' if self.reset.lost else 'kept'} ({self._left('reset')}"
                        + (", deaf)" if self.reset.deaf else ")"))
         if self.connect_notices != CONNECT_NOTICES:
             out.append("connectnotices " + (",".join(map(str, self.connect_notices)) or "none"))
@@ -519,42 +521,29 @@ class SimulatedGateway:
         if self.readonly and msg_id in READ_ONLY_REFUSED:
             req_id = {3: field(1), 4: field(2)}.get(msg_id) or UNSET_INTEGER
             return [self._error(client, req_id, 321, READ_ONLY_TEXT.format(tag=READ_ONLY_REFUSED[msg_id]))]
+        if msg_id in ENDS:
+            return [frame(*ENDS[msg_id])]
+        if msg_id in REQ_ID_ENDS and len(f) > 2:
+            return [frame(REQ_ID_ENDS[msg_id], 1, f[2])]
+        if msg_id in REFUSED:
+            at, code, text = REFUSED[msg_id]
+            return [self._error(client, field(at) or -1, code, text)]
         match msg_id:
             case 49:  # reqCurrentTime
                 return [frame(CURRENT_TIME, 1, int(time.time()))]
-            case 61:  # reqPositions
-                return [frame(POSITION_END, 1)]
-            case 5:  # reqOpenOrders
-                return [frame(OPEN_ORDER_END, 1)]
-            case 99:  # reqCompletedOrders
-                return [frame(COMPLETED_ORDERS_END)]
             case 6 if field(2) == "1":  # reqAccountUpdates(subscribe)
                 return [frame(ACCT_UPDATE_TIME, 1, datetime.now(UTC).strftime("%H:%M")),
                         frame(ACCT_DOWNLOAD_END, 1, field(3) or acct)]
             case _ if msg_id in UNANSWERED:
                 return []
-            case 76 if len(f) > 2:  # reqAccountUpdatesMulti
-                return [frame(ACCOUNT_UPDATE_MULTI_END, 1, f[2])]
-            case 7 if len(f) > 2:  # reqExecutions
-                return [frame(EXEC_DETAILS_END, 1, f[2])]
-            case 62 if len(f) > 2:  # reqAccountSummary (ib_async sends it after 1102)
-                return [frame(ACCOUNT_SUMMARY_END, 1, f[2])]
             case 17:  # reqManagedAccts
                 return [frame(MANAGED_ACCTS, 1, ",".join(self.accounts))]
             case 8:  # reqIds
                 return [frame(NEXT_VALID_ID, 1, FIRST_ORDER_ID)]
-            case 9:  # reqContractDetails: the simulator knows no contracts
-                return [self._error(client, field(2) or -1, 200,
-                                    "No security definition has been found for the request")]
             case 20:  # reqHistoricalData: fields 3 symbol, 9 exchange, 19 whatToShow
                 text = (f"Historical Market Data Service error message:HMDS query returned no data: "
                         f"{field(3)}@{field(9)} {field(19).title()}")
                 return [self._error(client, field(1) or -1, 162, text)]
-            case 1:  # reqMktData
-                return [self._error(client, field(2) or -1, 354, "Requested market data is not subscribed.")]
-            case 3:  # placeOrder
-                return [self._error(client, field(1) or -1, 201,
-                                    "Order rejected - reason:the simulated Gateway takes no orders")]
         log.warning("client %s sent request %s %s, which the simulated Gateway does not serve; answering an error",
                     client.client_id, msg_id, f[1:4])
         return [self._error(client, -1, 321, f"Error validating request:-'sim' : cause - "
