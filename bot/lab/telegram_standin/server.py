@@ -63,21 +63,19 @@ _COMMAND_NAME = re.compile(r"[a-z0-9_]{1,32}")
 
 
 class BotApiStandIn:
-    """Serve ``/bot<token>/<method>`` on ``host:port``; point PTB's ``base_url`` at :attr:`base_url`."""
+    """Serve ``/bot<token>/<method>`` on a free loopback port; point PTB's ``base_url`` at :attr:`base_url`."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, token: str = "123456:TEST-TOKEN",
-                 bot_username: str = "gwbot_test_bot") -> None:
-        self.host = host
-        self.port = port
+    def __init__(self, token: str = "123456:TEST-TOKEN") -> None:
+        self.host = "127.0.0.1"
+        self.port = 0  # a free one, kept across refuse_connections() / accept_connections()
         self.token = token
-        self.bot_username = bot_username
         self.bot_user = {"id": int(token.split(":")[0]), "is_bot": True, "first_name": "gwbot",
-                         "username": bot_username}
+                         "username": "gwbot_test_bot"}
         self.users: dict[int, User] = {}
         self.chats: dict[int, Chat] = {}
         self.calls: list[ApiCall] = []
         self.callback_answers: list[CallbackAnswer] = []
-        self._commands: list[Command] = []  # gwbot sets one menu: no scopes, no languages
+        self.commands: list[Command] = []  # the menu setMyCommands set: gwbot sets one (no scopes, no languages)
         self._messages: dict[int, dict[int, BotMessage]] = {}
         self._user_messages: dict[int, dict[int, dict[str, Any]]] = {}  # what people sent, for replies
         self._message_ids: dict[int, itertools.count[int]] = {}
@@ -97,11 +95,6 @@ class BotApiStandIn:
     def base_url(self) -> str:
         """The value for PTB's ``base_url`` (PTB appends the token and the method)."""
         return f"http://{self.host}:{self.port}/bot"
-
-    @property
-    def commands(self) -> list[Command]:
-        """The default command menu, as set by setMyCommands."""
-        return list(self._commands)
 
     async def start(self) -> None:
         self._closing = False
@@ -338,15 +331,11 @@ class BotApiStandIn:
     async def _m_sendmessage(self, p: Params) -> dict[str, Any]:
         chat_id = self._chat_id(p)
         text, entities = self._formatted(p, "text", MAX_TEXT)
-        if not text:
-            raise bad_request("message text is empty")
         return self._new(p, chat_id, MessageKind.TEXT, text, entities)
 
     async def _m_editmessagetext(self, p: Params) -> dict[str, Any]:
         current = self._existing(p, "edit")
         text, entities = self._formatted(p, "text", MAX_TEXT)
-        if not text:
-            raise bad_request("message text is empty")
         if current.kind is not MessageKind.TEXT:
             raise bad_request("there is no text in the message to edit")
         # No reply_markup in an edit removes the inline keyboard, as on Telegram.
@@ -380,7 +369,7 @@ class BotApiStandIn:
             if not 1 <= len(str(entry.get("description", "")).strip()) <= 256:
                 raise bad_request("BOT_COMMAND_DESCRIPTION_INVALID")
             menu.append(Command(entry["command"], entry["description"]))
-        self._commands = menu
+        self.commands = menu
         return True
 
     # ------------------------------------------------------------- helpers
@@ -424,6 +413,8 @@ class BotApiStandIn:
             raise bad_request(str(e)) from None
         if utf16_len(text) > limit:
             raise bad_request("message is too long" if field == "text" else "message caption is too long")
+        if field == "text" and not text:
+            raise bad_request("message text is empty")
         return text, with_detected(text, entities)
 
     def _keyboard(self, p: Params) -> tuple[tuple[Button, ...], ...]:
@@ -557,16 +548,7 @@ def _png_size(data: bytes) -> tuple[int, int] | None:
 
 
 Route = Callable[[BotApiStandIn, Params], Awaitable[Any]]
-# The Bot API methods gwbot calls, and those PTB's polling calls around them. Any other answers
-# 404, as Telegram does for a method it does not know.
-ROUTES: dict[str, Route] = {
-    "getme": BotApiStandIn._m_getme,
-    "deletewebhook": BotApiStandIn._m_deletewebhook,
-    "getupdates": BotApiStandIn._m_getupdates,
-    "sendmessage": BotApiStandIn._m_sendmessage,
-    "editmessagetext": BotApiStandIn._m_editmessagetext,
-    "senddocument": BotApiStandIn._m_senddocument,
-    "sendphoto": BotApiStandIn._m_sendphoto,
-    "answercallbackquery": BotApiStandIn._m_answercallbackquery,
-    "setmycommands": BotApiStandIn._m_setmycommands,
-}
+# The Bot API methods gwbot calls, and those PTB's polling calls around them (the _m_ methods,
+# by lower-case name). Any other answers 404, as Telegram does for a method it does not know.
+ROUTES: dict[str, Route] = {name.removeprefix("_m_"): method for name, method in vars(BotApiStandIn).items()
+                            if name.startswith("_m_")}
