@@ -47,8 +47,7 @@ asyncio.run(main([int(p) for p in sys.argv[1:]]))
 """
 
 
-def _config(data_dir: Path, ports: list[int], *, heartbeat: tuple[float, float] = (10.0, 5.0),
-            down_after: float = 0.0) -> Config:
+def _config(data_dir: Path, ports: list[int], *, heartbeat: tuple[float, float] = (10.0, 5.0)) -> Config:
     """The checklist's Gateway settings (heartbeat 10 s / 5 s), the watch with no windows."""
     gws = tuple(GatewayConfig(name=f"gw{i}" if i else "paper", port=p, client_id=1 + i * 10,
                               heartbeat_interval=heartbeat[0], heartbeat_timeout=heartbeat[1])
@@ -58,7 +57,7 @@ def _config(data_dir: Path, ports: list[int], *, heartbeat: tuple[float, float] 
                   telegram=TelegramConfig(allowed_chat_ids=frozenset({PERSON}), allowed_user_ids=frozenset({PERSON}),
                                           progress_interval=5),
                   # Repeated trials would otherwise count as flapping (one summary, then quiet).
-                  watch=WatchConfig(alert_chat_ids=frozenset({PERSON}), down_after=down_after, expected=(),
+                  watch=WatchConfig(alert_chat_ids=frozenset({PERSON}), down_after=0, expected=(),
                                     relogin_reminder=0, flap_count=1000))
 
 
@@ -71,11 +70,10 @@ async def _bot(config: Config) -> AsyncIterator[tuple[Services, BotApiStandIn]]:
             yield services, standin  # polling, its command menu set
 
 
-async def _up(services: Services, names: list[str] | None = None, timeout: float = 60) -> None:
+async def _up(services: Services, timeout: float = 60) -> None:
     assert services.watch is not None
     async with asyncio.timeout(timeout):
-        watchers = [services.watch.watcher(n) for n in (names or list(services.watch.watchers))]
-        while not all(w.state.phase is Phase.UP for w in watchers):  # noqa: ASYNC110 - polls the watch's state
+        while not all(w.state.phase is Phase.UP for w in services.watch.watchers.values()):  # noqa: ASYNC110 - polls the watch's state
             await asyncio.sleep(0.01)
 
 

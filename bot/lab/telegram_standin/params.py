@@ -35,11 +35,11 @@ def bad_request(what: str) -> ApiError:
     return ApiError(400, f"Bad Request: {what}")
 
 
+@dataclass(frozen=True)
 class Params:
     """A request's parameters: form fields are strings (JSON-encoded where not plain text), as PTB sends them."""
 
-    def __init__(self, values: dict[str, Any]) -> None:
-        self.values = values
+    values: dict[str, Any]
 
     def shown(self) -> dict[str, Any]:
         return {k: f"<file {v.name}, {len(v.data)} B>" if isinstance(v, Upload) else v
