@@ -18,13 +18,12 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from bot.app import serving_chat
 from bot.config import Config, GatewayConfig, SoakConfig, TelegramConfig, WatchConfig
 from bot.ibkr.client import ClientOptions, IBKRClient, port_accepts
 from bot.ibkr.errors import GatewayError
 from bot.lab.bench import PERSON, Figure, LagSampler, free_ports, kill, round_trip, spawn_simulator
-from bot.lab.simulator import SimulatedGateway
-from bot.lab.telegram_standin import BotApiStandIn, BotMessage
+from bot.lab.chat import LabChat, lab_chat
+from bot.lab.telegram_standin import BotApiStandIn, BotMessage, User
 from bot.services import Services
 from bot.stats import percentile
 from bot.watch.state import Phase
@@ -54,20 +53,19 @@ def _config(data_dir: Path, ports: list[int], *, heartbeat: tuple[float, float] 
                 for i, p in enumerate(ports))
     return Config(data_dir=data_dir, gateways=gws,
                   soak=SoakConfig(duration=3600, heartbeat_interval=5, progress_interval=30),
-                  telegram=TelegramConfig(allowed_chat_ids=frozenset({PERSON}), allowed_user_ids=frozenset({PERSON}),
-                                          progress_interval=5),
+                  telegram=TelegramConfig(progress_interval=5),
                   # Repeated trials would otherwise count as flapping (one summary, then quiet).
                   watch=WatchConfig(alert_chat_ids=frozenset({PERSON}), down_after=0, expected=(),
                                     relogin_reminder=0, flap_count=1000))
 
 
 @asynccontextmanager
-async def _bot(config: Config) -> AsyncIterator[tuple[Services, BotApiStandIn]]:
-    async with BotApiStandIn() as standin:
-        standin.user(PERSON, "Bench", "bench")
-        async with serving_chat(config, standin.token, base_url=standin.base_url, poll_timeout=1,
-                                watch_options={}) as services:
-            yield services, standin  # polling, its command menu set
+async def _watching(ports: list[int], heartbeat: tuple[float, float] = (10.0, 5.0)) -> AsyncIterator[LabChat]:
+    """The whole bot watching Gateways on ``ports`` (first port 0: a simulated Gateway of its own)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        async with lab_chat(_config(Path(tmp), ports, heartbeat=heartbeat), [User(PERSON, "Bench", "bench")],
+                            watch_options={}, attach_port=ports[0] or None) as lab:
+            yield lab  # polling, its command menu set
 
 
 async def _up(services: Services, timeout: float = 60) -> None:
@@ -119,51 +117,51 @@ async def measure_kill(trials: int = 10, outage: float = 90.0, baseline_trials: 
     long_green: list[float] = []
     seed: list[float] = []
     poll: list[float] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        sim = await spawn_simulator(port)
-        try:
-            async with _bot(_config(Path(tmp), [port])) as (services, standin):
-                seed_at: list[float] = []
-                poll_at: list[float] = []
-                baselines = [asyncio.create_task(_seed_loop(port, seed_at)),
-                             asyncio.create_task(_poller(port, poll_at))]
-                try:
-                    for trial in range(trials):
-                        await _up(services)
-                        # Telegram takes ~1 message/s per chat (outbox.chat_interval): a 🔴 right after
-                        # the last 🟢 would measure that wait, not the watch.
-                        await asyncio.sleep(services.config.outbox.chat_interval + 0.2)
-                        measure_baseline = trial < baseline_trials
-                        if measure_baseline:
-                            while len(seed_at) <= trial:  # noqa: ASYNC110 - the seed loop is connected too
-                                await asyncio.sleep(0.05)
-                        after = _last(standin)
-                        polls = len(poll_at)
-                        killed = time.monotonic()
-                        await kill(sim)
-                        down = await _next(standin, "🔴", after)
-                        red.append((down.sent_at - killed) * 1000)
-                        if measure_baseline:
-                            while len(poll_at) == polls:  # noqa: ASYNC110
-                                await asyncio.sleep(0.05)
-                            poll.append((poll_at[-1] - killed) * 1000)
-                        last_trial = trial == trials - 1
-                        await asyncio.sleep(outage if last_trial else 1.0)
-                        after = _last(standin)
-                        sim = await spawn_simulator(port)
-                        ready = time.monotonic()
-                        back = await _next(standin, "🟢", after)
-                        (long_green if last_trial else green).append(back.sent_at - ready)
-                        if measure_baseline:
-                            while len(seed_at) <= trial + 1:  # noqa: ASYNC110
-                                await asyncio.sleep(0.05)
-                            seed.append(seed_at[-1] - ready)
-                finally:
-                    for t in baselines:
-                        t.cancel()
-                    await asyncio.gather(*baselines, return_exceptions=True)
-        finally:
-            await kill(sim)
+    sim = await spawn_simulator(port)
+    try:
+        async with _watching([port]) as lab:
+            services, standin = lab.services, lab.standin
+            seed_at: list[float] = []
+            poll_at: list[float] = []
+            baselines = [asyncio.create_task(_seed_loop(port, seed_at)),
+                         asyncio.create_task(_poller(port, poll_at))]
+            try:
+                for trial in range(trials):
+                    await _up(services)
+                    # Telegram takes ~1 message/s per chat (outbox.chat_interval): a 🔴 right after
+                    # the last 🟢 would measure that wait, not the watch.
+                    await asyncio.sleep(services.config.outbox.chat_interval + 0.2)
+                    measure_baseline = trial < baseline_trials
+                    if measure_baseline:
+                        while len(seed_at) <= trial:  # noqa: ASYNC110 - the seed loop is connected too
+                            await asyncio.sleep(0.05)
+                    after = _last(standin)
+                    polls = len(poll_at)
+                    killed = time.monotonic()
+                    await kill(sim)
+                    down = await _next(standin, "🔴", after)
+                    red.append((down.sent_at - killed) * 1000)
+                    if measure_baseline:
+                        while len(poll_at) == polls:  # noqa: ASYNC110
+                            await asyncio.sleep(0.05)
+                        poll.append((poll_at[-1] - killed) * 1000)
+                    last_trial = trial == trials - 1
+                    await asyncio.sleep(outage if last_trial else 1.0)
+                    after = _last(standin)
+                    sim = await spawn_simulator(port)
+                    ready = time.monotonic()
+                    back = await _next(standin, "🟢", after)
+                    (long_green if last_trial else green).append(back.sent_at - ready)
+                    if measure_baseline:
+                        while len(seed_at) <= trial + 1:  # noqa: ASYNC110
+                            await asyncio.sleep(0.05)
+                        seed.append(seed_at[-1] - ready)
+            finally:
+                for t in baselines:
+                    t.cancel()
+                await asyncio.gather(*baselines, return_exceptions=True)
+    finally:
+        await kill(sim)
     figures = [Figure("SIGKILL -> 🔴 accepted by the Bot API (down_after 0) [≤100 med, ≤250 worst]", tuple(red), "ms"),
                Figure(f"baseline: TCP poller every {POLL_EVERY:g} s detects the kill", tuple(poll), "ms"),
                Figure("API ready -> 🟢 accepted (1 s outage) [≤1.5 s]", tuple(green), "s"),
@@ -175,19 +173,19 @@ async def measure_kill(trials: int = 10, outage: float = 90.0, baseline_trials: 
 async def measure_frozen(trials: int = 5, heartbeat: tuple[float, float] = (2.0, 1.0)) -> list[Figure]:
     """A frozen Gateway (accepts nothing, answers nothing) -> 🔴: bounded by heartbeat interval + timeout."""
     out = []
-    with tempfile.TemporaryDirectory() as tmp:
-        async with (SimulatedGateway(port=0) as gw,
-                    _bot(_config(Path(tmp), [gw.port], heartbeat=heartbeat)) as (services, standin)):
-            for _ in range(trials):
-                await _up(services)
-                after = _last(standin)
-                frozen = time.monotonic()
-                gw.freeze()
-                down = await _next(standin, "🔴", after)
-                out.append(down.sent_at - frozen)
-                after = _last(standin)
-                gw.unfreeze()
-                await _next(standin, "🟢", after)
+    async with _watching([0], heartbeat) as lab:
+        gw, services, standin = lab.gateway, lab.services, lab.standin
+        assert gw is not None  # started by the lab
+        for _ in range(trials):
+            await _up(services)
+            after = _last(standin)
+            frozen = time.monotonic()
+            gw.freeze()
+            down = await _next(standin, "🔴", after)
+            out.append(down.sent_at - frozen)
+            after = _last(standin)
+            gw.unfreeze()
+            await _next(standin, "🟢", after)
     bound = heartbeat[0] + heartbeat[1] + 0.1
     return [Figure(f"frozen -> 🔴 accepted (heartbeat {heartbeat[0]:g} s + {heartbeat[1]:g} s) [≤{bound:g} s]",
                    tuple(out), "s")]
@@ -211,41 +209,41 @@ async def measure_many(gateways: int = 50, settle: float = 20.0, commands: int =
     try:
         assert many.stdout is not None
         await asyncio.wait_for(many.stdout.readline(), 60)
-        with tempfile.TemporaryDirectory() as tmp:
-            async with _bot(_config(Path(tmp), ports)) as (services, standin):
-                await _up(services, timeout=120)
-                if freeze_gc:
-                    gc.collect()
-                    gc.freeze()  # start-up's objects out of every later full collection (as gwbot run could)
-                async with LagSampler(0.01).running() as sampler:
-                    cpu, wall = _cpu(), time.monotonic()
-                    await asyncio.sleep(settle)
-                    cpu_pct = 100 * (_cpu() - cpu) / (time.monotonic() - wall)
-                    figures.append(Figure(f"{gateways} Gateways watched: event-loop lag [p99 ≤2 ms]",
-                                          tuple(sampler.lags), "ms"))
-                    figures.append(Figure(f"{gateways} Gateways watched: CPU % of a core over {settle:g} s [≤5]",
-                                          (cpu_pct,), "%"))
-                    figures.append(await _commands_during_soak(standin, commands))
-                after = _last(standin)
-                killed = time.monotonic()
-                await kill(many)
-                names = list(services.watch.watchers) if services.watch else []
-                seen: dict[str, float] = {}  # Gateway -> when its 🔴 (alone or in a digest) was accepted
-                async with asyncio.timeout(gateways * 3 + 60):
-                    while len(seen) < gateways:
-                        for m in standin.messages(PERSON):
-                            if m.message_id > after:
-                                for n in names:
-                                    if n not in seen and f"🔴 {n} is DOWN" in m.text:
-                                        seen[n] = m.sent_at
-                        await asyncio.sleep(0.1)
-                shown = [m for m in standin.messages(PERSON) if m.message_id > after]
-                digests = sum("📬" in m.text for m in shown)  # the outbox folds a burst into a digest
-                log.debug("after the kill: %s", [m.text[:120] for m in shown])
-                figures.append(Figure(f"all {gateways} killed at once -> every 🔴 accepted, none lost (s after the "
-                                      f"kill; {len(shown)} messages, {digests} of them digest parts)",
-                                      tuple(sorted(t - killed for t in seen.values())), "s"))
-                gc.unfreeze()
+        async with _watching(ports) as lab:
+            services, standin = lab.services, lab.standin
+            await _up(services, timeout=120)
+            if freeze_gc:
+                gc.collect()
+                gc.freeze()  # start-up's objects out of every later full collection (as gwbot run could)
+            async with LagSampler(0.01).running() as sampler:
+                cpu, wall = _cpu(), time.monotonic()
+                await asyncio.sleep(settle)
+                cpu_pct = 100 * (_cpu() - cpu) / (time.monotonic() - wall)
+                figures.append(Figure(f"{gateways} Gateways watched: event-loop lag [p99 ≤2 ms]",
+                                      tuple(sampler.lags), "ms"))
+                figures.append(Figure(f"{gateways} Gateways watched: CPU % of a core over {settle:g} s [≤5]",
+                                      (cpu_pct,), "%"))
+                figures.append(await _commands_during_soak(standin, commands))
+            after = _last(standin)
+            killed = time.monotonic()
+            await kill(many)
+            names = list(services.watch.watchers) if services.watch else []
+            seen: dict[str, float] = {}  # Gateway -> when its 🔴 (alone or in a digest) was accepted
+            async with asyncio.timeout(gateways * 3 + 60):
+                while len(seen) < gateways:
+                    for m in standin.messages(PERSON):
+                        if m.message_id > after:
+                            for n in names:
+                                if n not in seen and f"🔴 {n} is DOWN" in m.text:
+                                    seen[n] = m.sent_at
+                    await asyncio.sleep(0.1)
+            shown = [m for m in standin.messages(PERSON) if m.message_id > after]
+            digests = sum("📬" in m.text for m in shown)  # the outbox folds a burst into a digest
+            log.debug("after the kill: %s", [m.text[:120] for m in shown])
+            figures.append(Figure(f"all {gateways} killed at once -> every 🔴 accepted, none lost (s after the "
+                                  f"kill; {len(shown)} messages, {digests} of them digest parts)",
+                                  tuple(sorted(t - killed for t in seen.values())), "s"))
+            gc.unfreeze()
     finally:
         await kill(many)
     return figures
