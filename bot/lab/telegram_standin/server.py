@@ -256,10 +256,8 @@ class BotApiStandIn:
             log.info("stand-in: accepting connections on port %s again", self.port)
 
     async def _fault(self, method: str, p: Params) -> None:
-        try:
-            chat_id = int(p.text("chat_id") or "")
-        except ValueError:
-            chat_id = None
+        value = p.text("chat_id") or ""
+        chat_id = int(value) if value.lstrip("-").isdigit() else None
         chat = self.chats.get(chat_id) if chat_id is not None else None
         await self.faults.apply(method, chat_id, chat is not None and chat.type is not ChatType.PRIVATE)
 
@@ -387,13 +385,9 @@ class BotApiStandIn:
         value = p.text("chat_id")
         if not value:
             raise bad_request("chat_id is empty")
-        try:
-            chat_id = int(value)
-        except ValueError:
-            raise bad_request("chat not found") from None
-        if chat_id not in self.chats:
+        if not value.lstrip("-").isdigit() or int(value) not in self.chats:
             raise bad_request("chat not found")
-        return chat_id
+        return int(value)
 
     def _existing(self, p: Params, action: str) -> BotMessage:
         chat_id = self._chat_id(p)
