@@ -720,12 +720,9 @@ async def _run(gateway: SimulatedGateway, cmd: str, args: list[str]) -> str:
             word = args[0].lower()
             gateway.set_connect_notices(CONNECT_NOTICES if word == "default"
                                         else () if word == "none" else _codes(word))
-        case "FREEZE":
-            _no_args(args, "freeze")
-            gateway.freeze()
-        case "UNFREEZE":
-            _no_args(args, "unfreeze")
-            gateway.unfreeze()
+        case "FREEZE" | "UNFREEZE":
+            _no_args(args, cmd.lower())
+            (gateway.freeze if cmd == "FREEZE" else gateway.unfreeze)()
         case "DROP":
             if args and (len(args) > 1 or args[0].lower() not in ("reset", "rst")):
                 raise BadCommand("usage: drop [reset]")

@@ -15,7 +15,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TextIO
 
-from bot.frontends.terminal import stdin_reader
 from bot.lab.telegram_standin.model import BotMessage, ChangeKind, ChatChange, MessageKind
 from bot.lab.telegram_standin.server import BotApiStandIn
 
@@ -72,11 +71,9 @@ class TerminalChat:
         self._shown: dict[int, BotMessage] = {}  # the bot's messages as last printed, by message id
         self._printed = asyncio.Event()
 
-    async def run(self, reader: asyncio.StreamReader | None = None, out: TextIO = sys.stdout) -> None:
-        """Chat until EOF or /quit; ``reader`` defaults to standard input."""
+    async def run(self, reader: asyncio.StreamReader, out: TextIO = sys.stdout) -> None:
+        """Chat until EOF or /quit."""
         echo = self.echo if self.echo is not None else not _stdin_is_tty()
-        if reader is None:
-            reader = stdin_reader()
         changes = self.standin.subscribe()
         printer = asyncio.create_task(self._print(changes, out))
         try:
@@ -98,13 +95,10 @@ class TerminalChat:
             self.standin.unsubscribe(changes)
             self._drain(changes, out)
 
-    def latest_with_buttons(self) -> BotMessage | None:
-        """The newest message shown that still has buttons: what a number picks from."""
-        with_buttons = [m for m in self._shown.values() if m.buttons]
-        return max(with_buttons, key=lambda m: m.message_id, default=None)
-
     def _send(self, text: str, out: TextIO) -> None:
-        target = self.latest_with_buttons() if text.isdigit() else None
+        # A number picks from the newest message shown that still has buttons.
+        with_buttons = [m for m in self._shown.values() if m.buttons] if text.isdigit() else []
+        target = max(with_buttons, key=lambda m: m.message_id, default=None)
         if target is None:
             self.standin.send_text(self.chat_id, self.user_id, text)
             return
