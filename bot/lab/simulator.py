@@ -423,8 +423,6 @@ class SimulatedGateway:
             pass
         except ValueError as e:
             log.warning("client %s (id %s) sent a malformed message: %s; closing it", client.peer, client.client_id, e)
-        except asyncio.CancelledError:
-            raise
         except Exception:
             log.exception("client %s (id %s): unexpected error; closing it", client.peer, client.client_id)
         finally:
@@ -472,9 +470,9 @@ class SimulatedGateway:
         await self._send(client, frame(version, datetime.now(UTC).strftime("%Y%m%d %H:%M:%S UTC")))
         return True
 
-    async def _send(self, client: Client, *messages: bytes) -> None:
-        if self.latency:
-            await asyncio.sleep(self.latency)
+    async def _send(self, client: Client, *messages: bytes, delay: float = 0.0) -> None:
+        if self.latency or delay:
+            await asyncio.sleep(self.latency + delay)
         if client.writer.is_closing():
             return
         for message in messages:
@@ -502,15 +500,11 @@ class SimulatedGateway:
         reply = self._reply(client, msg_id, fields)
         delay = self.slow.get(msg_id, 0.0)
         if delay:
-            task = asyncio.create_task(self._send_late(client, delay, reply))
+            task = asyncio.create_task(self._send(client, *reply, delay=delay))
             self._late.add(task)
             task.add_done_callback(self._late.discard)
         else:
             await self._send(client, *reply)
-
-    async def _send_late(self, client: Client, delay: float, reply: list[bytes]) -> None:
-        await asyncio.sleep(delay)
-        await self._send(client, *reply)
 
     def _reply(self, client: Client, msg_id: int, f: list[str]) -> list[bytes]:
         """What a real Gateway answers to one request; an error for those it cannot serve."""
