@@ -215,9 +215,8 @@ class BotApiStandIn:
             async with asyncio.timeout(timeout):
                 while True:
                     change = await queue.get()
-                    if change.kind not in (ChangeKind.NEW, ChangeKind.EDIT):
-                        continue
-                    if (chat_id is None or change.message.chat_id == chat_id) and predicate(change.message):
+                    if (change.kind is not ChangeKind.ANSWER and chat_id in (None, change.message.chat_id)
+                            and predicate(change.message)):
                         return change.message
         except TimeoutError:
             where = "any chat" if chat_id is None else f"chat {chat_id}"
