@@ -78,9 +78,14 @@ class LagSampler:
             await asyncio.gather(task, return_exceptions=True)
 
 
+def last_id(standin: BotApiStandIn, chat: int) -> int:
+    """The newest bot message's id in ``chat`` (0: none yet): what comes after it is new."""
+    return max((m.message_id for m in standin.messages(chat)), default=0)
+
+
 async def round_trip(standin: BotApiStandIn, chat: int, person: int, text: str, expect: str) -> float:
     """ms from a person's command to the bot's next message in ``chat`` that contains ``expect``."""
-    last = max((m.message_id for m in standin.messages(chat)), default=0)
+    last = last_id(standin, chat)
     start = time.monotonic()
     standin.send_text(chat, person, text)
     await standin.wait_for(lambda m: m.message_id > last and expect in m.text, chat, 10)

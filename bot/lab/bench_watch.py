@@ -21,7 +21,7 @@ from typing import Any
 from bot.config import Config, GatewayConfig, SoakConfig, TelegramConfig, WatchConfig
 from bot.ibkr.client import ClientOptions, IBKRClient, port_accepts
 from bot.ibkr.errors import GatewayError
-from bot.lab.bench import PERSON, Figure, LagSampler, free_ports, kill, round_trip, spawn_simulator
+from bot.lab.bench import PERSON, Figure, LagSampler, free_ports, kill, last_id, round_trip, spawn_simulator
 from bot.lab.chat import LabChat, lab_chat
 from bot.lab.telegram_standin import BotApiStandIn, BotMessage, User
 from bot.services import Services
@@ -79,10 +79,6 @@ async def _next(standin: BotApiStandIn, mark: str, after: int, timeout: float = 
     return await standin.wait_for(lambda m: m.message_id > after and m.text.startswith(mark), PERSON, timeout)
 
 
-def _last(standin: BotApiStandIn) -> int:
-    return max((m.message_id for m in standin.messages(PERSON)), default=0)
-
-
 async def _seed_loop(port: int, connected: list[float]) -> None:
     """The seed's reconnect: connect; on failure sleep a fixed 10 s; forever. Records each connect's time."""
     client = IBKRClient("127.0.0.1", port, 900, ClientOptions(reconnect=None))
@@ -135,7 +131,7 @@ async def measure_kill(trials: int = 10, outage: float = 90.0, baseline_trials: 
                     if measure_baseline:
                         while len(seed_at) <= trial:  # noqa: ASYNC110 - the seed loop is connected too
                             await asyncio.sleep(0.05)
-                    after = _last(standin)
+                    after = last_id(standin, PERSON)
                     polls = len(poll_at)
                     killed = time.monotonic()
                     await kill(sim)
@@ -147,7 +143,7 @@ async def measure_kill(trials: int = 10, outage: float = 90.0, baseline_trials: 
                         poll.append((poll_at[-1] - killed) * 1000)
                     last_trial = trial == trials - 1
                     await asyncio.sleep(outage if last_trial else 1.0)
-                    after = _last(standin)
+                    after = last_id(standin, PERSON)
                     sim = await spawn_simulator(port)
                     ready = time.monotonic()
                     back = await _next(standin, "🟢", after)
@@ -178,12 +174,12 @@ async def measure_frozen(trials: int = 5, heartbeat: tuple[float, float] = (2.0,
         assert gw is not None  # started by the lab
         for _ in range(trials):
             await _up(services)
-            after = _last(standin)
+            after = last_id(standin, PERSON)
             frozen = time.monotonic()
             gw.freeze()
             down = await _next(standin, "🔴", after)
             out.append(down.sent_at - frozen)
-            after = _last(standin)
+            after = last_id(standin, PERSON)
             gw.unfreeze()
             await _next(standin, "🟢", after)
     bound = heartbeat[0] + heartbeat[1] + 0.1
@@ -224,7 +220,7 @@ async def measure_many(gateways: int = 50, settle: float = 20.0, commands: int =
                 figures.append(Figure(f"{gateways} Gateways watched: CPU % of a core over {settle:g} s [≤5]",
                                       (cpu_pct,), "%"))
                 figures.append(await _commands_during_soak(standin, commands))
-            after = _last(standin)
+            after = last_id(standin, PERSON)
             killed = time.monotonic()
             await kill(many)
             names = list(services.watch.watchers) if services.watch else []
