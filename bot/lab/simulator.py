@@ -98,7 +98,7 @@ def parse_version_range(text: str) -> tuple[int, int]:
 
 
 class Client:
-    """One API connection: its socket, its state, and a queue that holds requests while frozen."""
+    """One API connection: its socket and its state (`gateway.clients` lists the open ones)."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
