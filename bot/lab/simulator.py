@@ -404,16 +404,13 @@ class SimulatedGateway:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
-        if self.reject is not Reject.OFF:
-            try:
-                await self._refuse(client, self.reject)
-            finally:
-                self._tasks.discard(task)
-            return
-        self._clients.add(client)
-        log.debug("connection from %s", client.peer)
-        await self._notify()
         try:
+            if self.reject is not Reject.OFF:
+                await self._refuse(client, self.reject)
+                return
+            self._clients.add(client)
+            log.debug("connection from %s", client.peer)
+            await self._notify()
             if await self._handshake(client):
                 while True:
                     fields = await read_frame(reader)
