@@ -16,6 +16,7 @@ from bot.config import ChecksConfig, Config, SoakConfig, TelegramConfig
 from bot.lab.chat import lab_chat
 from bot.lab.simulator import SimulatedGateway
 from bot.lab.telegram_standin import BotApiStandIn, BotMessage, User
+from bot.lab.telegram_standin.faults import FaultKind
 from bot.lab.telegram_standin.formatting import parse
 from bot.services import with_gateway
 from handlers.results import MESSAGE_LIMIT, fits_in_message, send_report, telegram_html
@@ -270,7 +271,7 @@ async def test_an_unexpected_error_is_one_line_and_the_bot_keeps_serving(chat, m
 
 
 async def test_flood_control_slows_progress_but_not_the_check(chat):
-    chat.standin.flood("editMessageText", retry_after=1, times=2)
+    chat.standin.faults.add(FaultKind.RETRY_AFTER, method="editMessageText", times=2)
     started = await chat.ask("/soak 0.05", "soak on paper")
     await chat.wait(lambda m: "soak: passed" in m.text, started.message_id)
     edits = [c for c in chat.standin.calls if c.method == "editMessageText"]

@@ -22,6 +22,7 @@ from telegram.ext import Application, ApplicationBuilder, CallbackQueryHandler, 
 
 from bot.frontends.terminal import stdin_reader
 from bot.lab.telegram_standin import BotApiStandIn, Button, ChangeKind, Command, MessageKind
+from bot.lab.telegram_standin.faults import FaultKind
 from bot.lab.telegram_standin.server import NOT_MODIFIED
 from bot.lab.telegram_standin.terminal import TerminalChat
 
@@ -215,7 +216,7 @@ async def test_files_round_trip(standin, bot):
 
 
 async def test_flood_control(standin, bot):
-    standin.flood("sendMessage", retry_after=2, times=2)
+    standin.faults.add(FaultKind.RETRY_AFTER, method="sendMessage", times=2, seconds=2)
     for _ in range(2):
         with pytest.raises(RetryAfter) as flooded:
             await bot.send_message(KAI, "too fast")
@@ -223,7 +224,7 @@ async def test_flood_control(standin, bot):
     await bot.send_message(KAI, "fine now")
     assert [m.text for m in standin.messages(KAI)] == ["fine now"]
     assert [c.status for c in standin.calls if c.method == "sendMessage"] == [429, 429, 200]
-    standin.flood("getMe", retry_after=7)
+    standin.faults.add(FaultKind.RETRY_AFTER, method="getMe", seconds=7)
     assert await api(standin, "getMe") == (429, {"ok": False, "error_code": 429,
                                                  "description": "Too Many Requests: retry after 7",
                                                  "parameters": {"retry_after": 7}})

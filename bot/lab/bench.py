@@ -19,16 +19,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from telegram import Bot
 
 import handlers
-from bot.app import serving_chat
 from bot.config import Config, GatewayConfig, OutboxConfig, SoakConfig, TelegramConfig
 from bot.ibkr.client import ClientOptions, IBKRClient, ReconnectPolicy, port_accepts
 from bot.ibkr.errors import ConnectionRejected
 from bot.ibkr.events import Disconnected, DisconnectReason, Reconnected, ReconnectGaveUp, next_event
-from bot.lab.chat import lab_chat
+from bot.lab.chat import LabChat, lab_chat
 from bot.lab.simulator import Reject, SimulatedGateway
 from bot.lab.telegram_standin import BotApiStandIn, User
 from bot.outbox import Outbox
@@ -36,6 +36,7 @@ from bot.services import with_gateway
 from bot.stats import percentile
 from storage import OutMessage, Repository
 
+SQUAD, PERSON = -100, 42  # the bench's group chat and its one person (PERSON's private chat: the alerts')
 # Client options as in the tests: the seed's 10 s delay would only measure the sleep.
 OPTIONS = ClientOptions(connect_timeout=2.0, heartbeat_interval=1.0, heartbeat_timeout=1.0, probe_interval=0.05,
                         reconnect=ReconnectPolicy.from_config(GatewayConfig(reconnect_delay=0.5)))
@@ -54,28 +55,41 @@ class Figure:
                 f"max {s[-1]:8.2f}  (n={len(s)})")
 
 
-class LoopWatch:
-    """Measures the longest stall of the event loop while it runs (a 5 ms ticker's worst gap)."""
+class LagSampler:
+    """Every tick's lateness (ms): the event loop's lag while it runs, as a distribution."""
 
-    def __init__(self) -> None:
-        self.worst = 0.0
-        self._task: asyncio.Task[None] | None = None
+    def __init__(self, tick: float) -> None:
+        self.tick = tick
+        self.lags: list[float] = []
 
-    async def _tick(self) -> None:
-        last = time.monotonic()
+    async def _run(self) -> None:
         while True:
-            await asyncio.sleep(0.005)
-            now = time.monotonic()
-            self.worst = max(self.worst, now - last - 0.005)
-            last = now
+            start = time.monotonic()
+            await asyncio.sleep(self.tick)
+            self.lags.append(max(0.0, time.monotonic() - start - self.tick) * 1000)
 
     @asynccontextmanager
-    async def running(self) -> AsyncIterator[LoopWatch]:
-        self._task = asyncio.create_task(self._tick())
+    async def running(self) -> AsyncIterator[LagSampler]:
+        task = asyncio.create_task(self._run())
         try:
             yield self
         finally:
-            self._task.cancel()
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+
+def last_id(standin: BotApiStandIn, chat: int) -> int:
+    """The newest bot message's id in ``chat`` (0: none yet): what comes after it is new."""
+    return max((m.message_id for m in standin.messages(chat)), default=0)
+
+
+async def round_trip(standin: BotApiStandIn, chat: int, person: int, text: str, expect: str) -> float:
+    """ms from a person's command to the bot's next message in ``chat`` that contains ``expect``."""
+    last = last_id(standin, chat)
+    start = time.monotonic()
+    standin.send_text(chat, person, text)
+    await standin.wait_for(lambda m: m.message_id > last and expect in m.text, chat, 10)
+    return (time.monotonic() - start) * 1000
 
 
 async def _repeat(n: int, trial: Callable[[], Awaitable[float]]) -> tuple[float, ...]:
@@ -136,11 +150,10 @@ async def measure(trials: int = 10, pings: int = 40) -> list[Figure]:
         await pinger.disconnect()
         figures.append(Figure("heartbeat RTT (reqCurrentTime)", tuple(rtts), "ms"))
         figures.append(Figure("drop detected after Gateway stop", await _repeat(trials, stop_detection), "ms"))
-        watch = LoopWatch()
-        async with watch.running():
+        async with LagSampler(0.005).running() as watch:
             reconnects = await _repeat(trials, restart_to_reconnected)
         figures.append(Figure("Gateway back -> API reconnected", reconnects, "ms"))
-        figures.append(Figure("worst loop stall during reconnects", (watch.worst * 1000,), "ms"))
+        figures.append(Figure("worst loop stall during reconnects", (max(watch.lags, default=0.0),), "ms"))
         figures.append(Figure("frozen Gateway detected (interval 1 s, timeout 1 s)",
                               await _repeat(max(2, trials // 3), freeze_detection), "s"))
         before = _rss_mb()
@@ -152,30 +165,29 @@ async def measure(trials: int = 10, pings: int = 40) -> list[Figure]:
 
 async def measure_chat(commands: int = 30) -> list[Figure]:
     """/status and /help round trips through the Bot API stand-in while a soak runs."""
-    squad, person = -100, 42
-    with tempfile.TemporaryDirectory() as tmp:
-        config = Config(data_dir=Path(tmp), soak=SoakConfig(duration=600, heartbeat_interval=1, progress_interval=1),
-                        telegram=TelegramConfig(progress_interval=1))
-        async with lab_chat(config, [User(person, "Bench", "bench")], {squad: "bench"}) as lab:
-            standin = lab.standin
-
-            async def round_trip(text: str, expect: str) -> float:
-                last = max((m.message_id for m in standin.messages(squad)), default=0)
-                start = time.monotonic()
-                standin.send_text(squad, person, text)
-                await standin.wait_for(lambda m: m.message_id > last and expect in m.text, squad, 10)
-                return (time.monotonic() - start) * 1000
-
-            await round_trip("/soak 10", "started by")
-            await standin.wait_for(lambda m: m.text.startswith("⏳ soak"), squad, 10)
-            watch = LoopWatch()
-            async with watch.running():
-                status = [await round_trip("/status", "Running now: soak") for _ in range(commands)]
-                helps = [await round_trip("/help", "/checklist") for _ in range(commands)]
-            await round_trip("/cancel", "Cancelled")
+    async with _bench_chat(soak=600) as lab:
+        await round_trip(lab.standin, SQUAD, PERSON, "/soak 10", "started by")
+        await lab.standin.wait_for(lambda m: m.text.startswith("⏳ soak"), SQUAD, 10)
+        async with LagSampler(0.005).running() as watch:
+            status = [await round_trip(lab.standin, SQUAD, PERSON, "/status", "Running now: soak")
+                      for _ in range(commands)]
+            helps = [await round_trip(lab.standin, SQUAD, PERSON, "/help", "/checklist") for _ in range(commands)]
+        await round_trip(lab.standin, SQUAD, PERSON, "/cancel", "Cancelled")
     return [Figure("/status round trip during a soak", tuple(status), "ms"),
             Figure("/help round trip during a soak", tuple(helps), "ms"),
-            Figure("worst loop stall while chatting during a soak", (watch.worst * 1000,), "ms")]
+            Figure("worst loop stall while chatting during a soak", (max(watch.lags, default=0.0),), "ms")]
+
+
+@asynccontextmanager
+async def _bench_chat(soak: float, client_options: dict[str, Any] | None = None,
+                      **gateway: Any) -> AsyncIterator[LabChat]:
+    """gwbot in the lab, used by PERSON in the group SQUAD, its data in a throwaway folder."""
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Config(data_dir=Path(tmp), soak=SoakConfig(duration=soak, heartbeat_interval=1, progress_interval=1),
+                        telegram=TelegramConfig(progress_interval=1))
+        async with lab_chat(with_gateway(config, **gateway), [User(PERSON, "Bench", "bench")], {SQUAD: "bench"},
+                            client_options=client_options) as lab:
+            yield lab
 
 
 async def measure_lifecycle(trials: int = 10, outage: float = 90.0, outage_trials: int = 1) -> list[Figure]:
@@ -192,22 +204,17 @@ async def measure_lifecycle(trials: int = 10, outage: float = 90.0, outage_trial
 async def _killed_gateway_outage(outage: float) -> float:
     """`gwbot simulate` in its own process, killed with SIGKILL and started again ``outage`` s
     later; the client has the checklist's settings. Seconds from port back to reconnected."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_ports(1)[0]
     seed = GatewayConfig()  # delay 10 s, 5 attempts, timeout 10 s
     client = IBKRClient.from_config(replace(seed, port=port))
-    gateway = await _spawn_simulator(port)
+    gateway = await spawn_simulator(port)
     try:
         await client.connect()
         async with client.events.stream() as q:
-            gateway.send_signal(signal.SIGKILL)
-            await gateway.wait()
+            await kill(gateway)
             await next_event(q, Disconnected, 10)
             await asyncio.sleep(outage)
-            gateway = await _spawn_simulator(port, wait=False)
-            while not await port_accepts("127.0.0.1", port, 0.5):  # noqa: ASYNC110 - polls another process's port
-                await asyncio.sleep(0.01)
+            gateway = await spawn_simulator(port)
             back = time.monotonic()
             event = await next_event(q, (Reconnected, ReconnectGaveUp), 60)
         if not isinstance(event, Reconnected):
@@ -215,22 +222,40 @@ async def _killed_gateway_outage(outage: float) -> float:
         return event.mono - back
     finally:
         await client.disconnect()
-        if gateway.returncode is None:
-            gateway.send_signal(signal.SIGKILL)
-            await gateway.wait()
+        await kill(gateway)
 
 
-async def _spawn_simulator(port: int, *, wait: bool = True) -> asyncio.subprocess.Process:
+def free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+async def spawn_simulator(port: int) -> asyncio.subprocess.Process:
+    """`gwbot simulate` in its own process; returns as soon as its port accepts connections."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bot", "simulate", "--port", str(port), "--control-port", "0",
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, env=os.environ | {"GWBOT_CONFIG": ""})
-    if wait:
-        deadline = time.monotonic() + 20
-        while not await port_accepts("127.0.0.1", port, 0.5):
-            if time.monotonic() > deadline:
-                raise RuntimeError("the simulator process did not open its port within 20 s")
-            await asyncio.sleep(0.05)
+    try:
+        async with asyncio.timeout(20):
+            while not await port_accepts("127.0.0.1", port, 0.5):  # noqa: ASYNC110 - polls another process's port
+                await asyncio.sleep(0.005)
+    except TimeoutError:
+        await kill(proc)
+        raise RuntimeError("the simulator process did not open its port within 20 s") from None
     return proc
+
+
+async def kill(proc: asyncio.subprocess.Process) -> None:
+    """SIGKILL, as when a Gateway's machine loses power; a process already gone is left alone."""
+    if proc.returncode is None:
+        proc.send_signal(signal.SIGKILL)
+        await proc.wait()
 
 
 async def _api_ready_trials(trials: int) -> tuple[float, ...]:
@@ -278,11 +303,10 @@ def _rss_mb() -> float:
 # ------------------------------------------------------------------- outbox (issue 10)
 async def measure_outbox_cost(messages: int = 200) -> list[Figure]:
     """A text sent straight through PTB vs. written to the outbox and delivered by its sender."""
-    chat = 42
     with tempfile.TemporaryDirectory() as tmp:
         async with BotApiStandIn() as standin, await Repository.open(Path(tmp) / "bench.sqlite3") as repo, \
                 Bot(standin.token, base_url=standin.base_url) as bot:
-            standin.user(chat, "Bench", "bench")
+            standin.user(PERSON, "Bench", "bench")
             # No rate limit here: it would measure the 1 s spacing, not the cost of writing first.
             config = OutboxConfig(chat_interval=0, overall_per_second=10**6)
             transport = handlers.transport(bot, config)
@@ -293,10 +317,10 @@ async def measure_outbox_cost(messages: int = 200) -> list[Figure]:
                 plain, stored = [], []
                 for i in range(messages):
                     start = time.monotonic()
-                    await transport.send(chat, OutMessage.plain(f"plain {i}"))
+                    await transport.send(PERSON, OutMessage.plain(f"plain {i}"))
                     plain.append((time.monotonic() - start) * 1000)
                     start = time.monotonic()
-                    await outbox.delivered(await outbox.enqueue(chat, [OutMessage.plain(f"outbox {i}")]), 10)
+                    await outbox.delivered(await outbox.enqueue(PERSON, [OutMessage.plain(f"outbox {i}")]), 10)
                     stored.append((time.monotonic() - start) * 1000)
             finally:
                 await outbox.stop()
@@ -307,73 +331,61 @@ async def measure_outbox_cost(messages: int = 200) -> list[Figure]:
 async def measure_outage(down: float = 120.0, alerts: int = 12) -> list[Figure]:
     """The Bot API refuses connections for ``down`` seconds while a /checklist finishes and alerts
     pile up for another chat; then: time from its return to the last result / alert delivered."""
-    squad, person = -100, 42
-    with tempfile.TemporaryDirectory() as tmp:
-        async with SimulatedGateway(port=0) as gw, BotApiStandIn() as standin:
-            standin.user(person, "Bench", "bench")
-            standin.group(squad, "bench")
-            config = with_gateway(replace(_bench_config(Path(tmp), squad, person), soak=SoakConfig(
-                duration=3, heartbeat_interval=1, progress_interval=1)), host="127.0.0.1", port=gw.port,
-                reconnect_delay=0.5, heartbeat_interval=1, heartbeat_timeout=1)
-            async with serving_chat(config, standin.token, base_url=standin.base_url, poll_timeout=1,
-                                    client_options={"probe_interval": 0.05}) as services:  # polling now
-                # The alerts' chat has its sender before the checklist starts: the error matrix counts
-                # the tasks a row leaves behind, and a sender starting mid-row would look like one.
-                await services.outbox.delivered(await services.outbox.enqueue(
-                    person, [OutMessage.plain("bench: alerts follow")]), 10)
-                standin.send_text(squad, person, "/checklist")
-                # The guided reconnect step: act on the simulated Gateway as the squad would.
-                await standin.wait_for(lambda m: "Stop the Gateway now" in m.text, squad, 60)
-                await gw.stop()
-                await standin.wait_for(lambda m: "Start the Gateway again now" in m.text, squad, 60)
-                await asyncio.sleep(1)
-                # The Bot API goes away while the checklist ends (reconnect, then the error matrix).
-                await standin.refuse_connections()
-                await gw.start()
-                down_at = time.monotonic()
-                alert_ids: list[int] = []
+    async with _bench_chat(soak=3, client_options={"probe_interval": 0.05}, reconnect_delay=0.5, heartbeat_interval=1,
+                           heartbeat_timeout=1) as lab:
+        gw, standin, services = lab.gateway, lab.standin, lab.services
+        assert gw is not None  # started by the lab, not attached
+        # The alerts' chat has its sender before the checklist starts: the error matrix counts
+        # the tasks a row leaves behind, and a sender starting mid-row would look like one.
+        await services.outbox.delivered(await services.outbox.enqueue(
+            PERSON, [OutMessage.plain("bench: alerts follow")]), 10)
+        standin.send_text(SQUAD, PERSON, "/checklist")
+        # The guided reconnect step: act on the simulated Gateway as the squad would.
+        await standin.wait_for(lambda m: "Stop the Gateway now" in m.text, SQUAD, 60)
+        await gw.stop()
+        await standin.wait_for(lambda m: "Start the Gateway again now" in m.text, SQUAD, 60)
+        await asyncio.sleep(1)
+        # The Bot API goes away while the checklist ends (reconnect, then the error matrix).
+        await standin.refuse_connections()
+        await gw.start()
+        down_at = time.monotonic()
+        alert_ids: list[int] = []
 
-                async def alert_now_and_then() -> None:  # alerts (issue 9's watch) piling up meanwhile
-                    for i in range(alerts):
-                        alert_ids.extend(await services.outbox.enqueue(person, [OutMessage.plain(
-                            f"🔴 alert {i}: bench Gateway event {i}")]))
-                        await asyncio.sleep(down / alerts / 2)
-                alerting = asyncio.create_task(alert_now_and_then())
-                latest = await services.repo.latest_run()
-                assert latest is not None  # the checklist was started above
-                # The run's status is in the database, written by the run's own task: polled.
-                while (run := await services.repo.get_run(latest.id)) is not None and run.status == "running":  # noqa: ASYNC110
-                    await asyncio.sleep(0.2)
-                status = run.status if run is not None else "gone"
-                finished = time.monotonic() - down_at
-                await alerting
-                stored = -1  # the chart is drawn after the run ends: wait until nothing more comes
-                while (count := await services.outbox.store.count(squad)) != stored:
-                    stored = count
-                    await asyncio.sleep(2)
-                result_ids = [r.id for r in await services.outbox.store.pending(squad)]
-                await asyncio.sleep(max(0.0, down - (time.monotonic() - down_at)))
-                await standin.accept_connections()
-                back = time.monotonic()
-                await services.outbox.delivered(result_ids, 120)
-                results_at = time.monotonic() - back
-                await services.outbox.delivered(alert_ids, 120)
-                alerts_at = time.monotonic() - back
-                rows = [await services.outbox.store.get(i) for i in result_ids]
-    sent = [standin.message(squad, r.telegram_id) for r in rows if r is not None and r.telegram_id]
+        async def alert_now_and_then() -> None:  # alerts (issue 9's watch) piling up meanwhile
+            for i in range(alerts):
+                alert_ids.extend(await services.outbox.enqueue(PERSON, [OutMessage.plain(
+                    f"🔴 alert {i}: bench Gateway event {i}")]))
+                await asyncio.sleep(down / alerts / 2)
+        alerting = asyncio.create_task(alert_now_and_then())
+        latest = await services.repo.latest_run()
+        assert latest is not None  # the checklist was started above
+        # The run's status is in the database, written by the run's own task: polled.
+        while (run := await services.repo.get_run(latest.id)) is not None and run.status == "running":  # noqa: ASYNC110
+            await asyncio.sleep(0.2)
+        status = run.status if run is not None else "gone"
+        finished = time.monotonic() - down_at
+        await alerting
+        stored = -1  # the chart is drawn after the run ends: wait until nothing more comes
+        while (count := await services.outbox.store.count(SQUAD)) != stored:
+            stored = count
+            await asyncio.sleep(2)
+        result_ids = [r.id for r in await services.outbox.store.pending(SQUAD)]
+        await asyncio.sleep(max(0.0, down - (time.monotonic() - down_at)))
+        await standin.accept_connections()
+        back = time.monotonic()
+        await services.outbox.delivered(result_ids, 120)
+        results_at = time.monotonic() - back
+        await services.outbox.delivered(alert_ids, 120)
+        alerts_at = time.monotonic() - back
+        rows = [await services.outbox.store.get(i) for i in result_ids]
+    sent = [standin.message(SQUAD, r.telegram_id) for r in rows if r is not None and r.telegram_id]
     got = [m for m in sent if m is not None]  # in_order below still counts one that went missing
     kinds = "+".join(str(m.kind) for m in got)
     in_order = len(got) == len(result_ids) and [m.message_id for m in got] == sorted(m.message_id for m in got)
-    shown = [m.text for m in standin.messages(person)][1:]
+    shown = [m.text for m in standin.messages(PERSON)][1:]
     once = len(set(shown)) == len(shown)
     digest = "1 digest" if len(shown) == 1 and shown[0].startswith("📬") else f"{len(shown)} messages"
     return [Figure(f"API back -> checklist results ({kinds}) delivered (down {down:g} s, run {status} "
                    f"{finished:.0f} s in; order kept: {'yes' if in_order else 'NO'})", (results_at,), "s"),
             Figure(f"API back -> {alerts} alerts delivered as {digest} (each once: {'yes' if once else 'NO'})",
                    (alerts_at,), "s")]
-
-
-def _bench_config(data_dir: Path, chat: int, person: int) -> Config:
-    return Config(data_dir=data_dir, telegram=TelegramConfig(allowed_chat_ids=frozenset({chat}),
-                                                             allowed_user_ids=frozenset({person}),
-                                                             progress_interval=1))

@@ -9,8 +9,6 @@ import gc
 import logging
 import os
 import resource
-import signal
-import socket
 import statistics
 import sys
 import tempfile
@@ -20,19 +18,18 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from bot.app import serving_chat
 from bot.config import Config, GatewayConfig, SoakConfig, TelegramConfig, WatchConfig
 from bot.ibkr.client import ClientOptions, IBKRClient, port_accepts
 from bot.ibkr.errors import GatewayError
-from bot.lab.bench import Figure, _spawn_simulator
-from bot.lab.simulator import SimulatedGateway
-from bot.lab.telegram_standin import BotApiStandIn, BotMessage
+from bot.lab.bench import PERSON, Figure, LagSampler, free_ports, kill, last_id, round_trip, spawn_simulator
+from bot.lab.chat import LabChat, lab_chat
+from bot.lab.telegram_standin import BotApiStandIn, BotMessage, User
 from bot.services import Services
 from bot.stats import percentile
 from bot.watch.state import Phase
 
 log = logging.getLogger(__name__)
-PERSON = 42  # the alert chat: a private chat (Telegram: ~1 message/s, no per-minute group limit)
+# PERSON: the alert chat, a private chat (Telegram: ~1 message/s, no per-minute group limit)
 SEED_DELAY = 10.0  # the seed's fixed reconnect sleep
 POLL_EVERY = 10.0  # the baseline poller's interval (Uptime Kuma's default is 60 s; 10 s is kind to it)
 # Fifty simulated Gateways in one helper process, so one SIGKILL takes them all down at once.
@@ -49,55 +46,37 @@ asyncio.run(main([int(p) for p in sys.argv[1:]]))
 """
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def _config(data_dir: Path, ports: list[int], *, heartbeat: tuple[float, float] = (10.0, 5.0),
-            down_after: float = 0.0) -> Config:
+def _config(data_dir: Path, ports: list[int], *, heartbeat: tuple[float, float] = (10.0, 5.0)) -> Config:
     """The checklist's Gateway settings (heartbeat 10 s / 5 s), the watch with no windows."""
     gws = tuple(GatewayConfig(name=f"gw{i}" if i else "paper", port=p, client_id=1 + i * 10,
                               heartbeat_interval=heartbeat[0], heartbeat_timeout=heartbeat[1])
                 for i, p in enumerate(ports))
     return Config(data_dir=data_dir, gateways=gws,
                   soak=SoakConfig(duration=3600, heartbeat_interval=5, progress_interval=30),
-                  telegram=TelegramConfig(allowed_chat_ids=frozenset({PERSON}), allowed_user_ids=frozenset({PERSON}),
-                                          progress_interval=5),
+                  telegram=TelegramConfig(progress_interval=5),
                   # Repeated trials would otherwise count as flapping (one summary, then quiet).
-                  watch=WatchConfig(alert_chat_ids=frozenset({PERSON}), down_after=down_after, expected=(),
+                  watch=WatchConfig(alert_chat_ids=frozenset({PERSON}), down_after=0, expected=(),
                                     relogin_reminder=0, flap_count=1000))
 
 
 @asynccontextmanager
-async def _bot(config: Config) -> AsyncIterator[tuple[Services, BotApiStandIn]]:
-    async with BotApiStandIn() as standin:
-        standin.user(PERSON, "Bench", "bench")
-        async with serving_chat(config, standin.token, base_url=standin.base_url, poll_timeout=1,
-                                watch_options={}) as services:
-            yield services, standin  # polling, its command menu set
+async def _watching(ports: list[int], heartbeat: tuple[float, float] = (10.0, 5.0)) -> AsyncIterator[LabChat]:
+    """The whole bot watching Gateways on ``ports`` (first port 0: a simulated Gateway of its own)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        async with lab_chat(_config(Path(tmp), ports, heartbeat=heartbeat), [User(PERSON, "Bench", "bench")],
+                            watch_options={}, attach_port=ports[0] or None) as lab:
+            yield lab  # polling, its command menu set
 
 
-async def _up(services: Services, names: list[str] | None = None, timeout: float = 60) -> None:
+async def _up(services: Services, timeout: float = 60) -> None:
     assert services.watch is not None
     async with asyncio.timeout(timeout):
-        watchers = [services.watch.watcher(n) for n in (names or list(services.watch.watchers))]
-        while not all(w.state.phase is Phase.UP for w in watchers):  # noqa: ASYNC110 - polls the watch's state
+        while not all(w.state.phase is Phase.UP for w in services.watch.watchers.values()):  # noqa: ASYNC110 - polls the watch's state
             await asyncio.sleep(0.01)
 
 
 async def _next(standin: BotApiStandIn, mark: str, after: int, timeout: float = 60) -> BotMessage:
     return await standin.wait_for(lambda m: m.message_id > after and m.text.startswith(mark), PERSON, timeout)
-
-
-def _last(standin: BotApiStandIn) -> int:
-    return max((m.message_id for m in standin.messages(PERSON)), default=0)
 
 
 async def _seed_loop(port: int, connected: list[float]) -> None:
@@ -128,62 +107,57 @@ async def _poller(port: int, failed: list[float]) -> None:
 async def measure_kill(trials: int = 10, outage: float = 90.0, baseline_trials: int = 3) -> list[Figure]:
     """SIGKILL of the simulator's process -> 🔴 accepted; API ready again -> 🟢 accepted (the last
     trial after ``outage`` s); baselines in the first ``baseline_trials`` trials."""
-    port = _free_ports(1)[0]
+    port = free_ports(1)[0]
     red: list[float] = []
     green: list[float] = []
     long_green: list[float] = []
     seed: list[float] = []
     poll: list[float] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        sim = await _spawn_simulator(port)
-        try:
-            async with _bot(_config(Path(tmp), [port])) as (services, standin):
-                seed_at: list[float] = []
-                poll_at: list[float] = []
-                baselines = [asyncio.create_task(_seed_loop(port, seed_at)),
-                             asyncio.create_task(_poller(port, poll_at))]
-                try:
-                    for trial in range(trials):
-                        await _up(services)
-                        # Telegram takes ~1 message/s per chat (outbox.chat_interval): a 🔴 right after
-                        # the last 🟢 would measure that wait, not the watch.
-                        await asyncio.sleep(services.config.outbox.chat_interval + 0.2)
-                        measure_baseline = trial < baseline_trials
-                        if measure_baseline:
-                            while len(seed_at) <= trial:  # noqa: ASYNC110 - the seed loop is connected too
-                                await asyncio.sleep(0.05)
-                        after = _last(standin)
-                        polls = len(poll_at)
-                        killed = time.monotonic()
-                        sim.send_signal(signal.SIGKILL)
-                        await sim.wait()
-                        down = await _next(standin, "🔴", after)
-                        red.append((down.sent_at - killed) * 1000)
-                        if measure_baseline:
-                            while len(poll_at) == polls:  # noqa: ASYNC110
-                                await asyncio.sleep(0.05)
-                            poll.append((poll_at[-1] - killed) * 1000)
-                        last_trial = trial == trials - 1
-                        await asyncio.sleep(outage if last_trial else 1.0)
-                        after = _last(standin)
-                        sim = await _spawn_simulator(port, wait=False)
-                        while not await port_accepts("127.0.0.1", port, 0.5):  # noqa: ASYNC110
-                            await asyncio.sleep(0.005)
-                        ready = time.monotonic()
-                        back = await _next(standin, "🟢", after)
-                        (long_green if last_trial else green).append(back.sent_at - ready)
-                        if measure_baseline:
-                            while len(seed_at) <= trial + 1:  # noqa: ASYNC110
-                                await asyncio.sleep(0.05)
-                            seed.append(seed_at[-1] - ready)
-                finally:
-                    for t in baselines:
-                        t.cancel()
-                    await asyncio.gather(*baselines, return_exceptions=True)
-        finally:
-            if sim.returncode is None:
-                sim.send_signal(signal.SIGKILL)
-                await sim.wait()
+    sim = await spawn_simulator(port)
+    try:
+        async with _watching([port]) as lab:
+            services, standin = lab.services, lab.standin
+            seed_at: list[float] = []
+            poll_at: list[float] = []
+            baselines = [asyncio.create_task(_seed_loop(port, seed_at)),
+                         asyncio.create_task(_poller(port, poll_at))]
+            try:
+                for trial in range(trials):
+                    await _up(services)
+                    # Telegram takes ~1 message/s per chat (outbox.chat_interval): a 🔴 right after
+                    # the last 🟢 would measure that wait, not the watch.
+                    await asyncio.sleep(services.config.outbox.chat_interval + 0.2)
+                    measure_baseline = trial < baseline_trials
+                    if measure_baseline:
+                        while len(seed_at) <= trial:  # noqa: ASYNC110 - the seed loop is connected too
+                            await asyncio.sleep(0.05)
+                    after = last_id(standin, PERSON)
+                    polls = len(poll_at)
+                    killed = time.monotonic()
+                    await kill(sim)
+                    down = await _next(standin, "🔴", after)
+                    red.append((down.sent_at - killed) * 1000)
+                    if measure_baseline:
+                        while len(poll_at) == polls:  # noqa: ASYNC110
+                            await asyncio.sleep(0.05)
+                        poll.append((poll_at[-1] - killed) * 1000)
+                    last_trial = trial == trials - 1
+                    await asyncio.sleep(outage if last_trial else 1.0)
+                    after = last_id(standin, PERSON)
+                    sim = await spawn_simulator(port)
+                    ready = time.monotonic()
+                    back = await _next(standin, "🟢", after)
+                    (long_green if last_trial else green).append(back.sent_at - ready)
+                    if measure_baseline:
+                        while len(seed_at) <= trial + 1:  # noqa: ASYNC110
+                            await asyncio.sleep(0.05)
+                        seed.append(seed_at[-1] - ready)
+            finally:
+                for t in baselines:
+                    t.cancel()
+                await asyncio.gather(*baselines, return_exceptions=True)
+    finally:
+        await kill(sim)
     figures = [Figure("SIGKILL -> 🔴 accepted by the Bot API (down_after 0) [≤100 med, ≤250 worst]", tuple(red), "ms"),
                Figure(f"baseline: TCP poller every {POLL_EVERY:g} s detects the kill", tuple(poll), "ms"),
                Figure("API ready -> 🟢 accepted (1 s outage) [≤1.5 s]", tuple(green), "s"),
@@ -195,35 +169,22 @@ async def measure_kill(trials: int = 10, outage: float = 90.0, baseline_trials: 
 async def measure_frozen(trials: int = 5, heartbeat: tuple[float, float] = (2.0, 1.0)) -> list[Figure]:
     """A frozen Gateway (accepts nothing, answers nothing) -> 🔴: bounded by heartbeat interval + timeout."""
     out = []
-    with tempfile.TemporaryDirectory() as tmp:
-        async with (SimulatedGateway(port=0) as gw,
-                    _bot(_config(Path(tmp), [gw.port], heartbeat=heartbeat)) as (services, standin)):
-            for _ in range(trials):
-                await _up(services)
-                after = _last(standin)
-                frozen = time.monotonic()
-                gw.freeze()
-                down = await _next(standin, "🔴", after)
-                out.append(down.sent_at - frozen)
-                after = _last(standin)
-                gw.unfreeze()
-                await _next(standin, "🟢", after)
+    async with _watching([0], heartbeat) as lab:
+        gw, services, standin = lab.gateway, lab.services, lab.standin
+        assert gw is not None  # started by the lab
+        for _ in range(trials):
+            await _up(services)
+            after = last_id(standin, PERSON)
+            frozen = time.monotonic()
+            gw.freeze()
+            down = await _next(standin, "🔴", after)
+            out.append(down.sent_at - frozen)
+            after = last_id(standin, PERSON)
+            gw.unfreeze()
+            await _next(standin, "🟢", after)
     bound = heartbeat[0] + heartbeat[1] + 0.1
     return [Figure(f"frozen -> 🔴 accepted (heartbeat {heartbeat[0]:g} s + {heartbeat[1]:g} s) [≤{bound:g} s]",
                    tuple(out), "s")]
-
-
-class LagSampler:
-    """Every 10 ms tick's lateness: the event loop's lag, as a distribution."""
-
-    def __init__(self) -> None:
-        self.lags: list[float] = []
-
-    async def run(self) -> None:
-        while True:
-            start = time.monotonic()
-            await asyncio.sleep(0.01)
-            self.lags.append(max(0.0, time.monotonic() - start - 0.01) * 1000)
 
 
 def _cpu() -> float:
@@ -236,7 +197,7 @@ async def measure_many(gateways: int = 50, settle: float = 20.0, commands: int =
     """``gateways`` watched from this process: loop lag and CPU while all are up; a /help round
     trip while a soak runs beside them (``commands`` times); then all killed at once: every 🔴
     delivered within Telegram's limits."""
-    ports = _free_ports(gateways)
+    ports = free_ports(gateways)
     many = await asyncio.create_subprocess_exec(sys.executable, "-c", MANY_SCRIPT, *map(str, ports),
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
                                                 env=os.environ | {"GWBOT_CONFIG": ""})
@@ -244,64 +205,50 @@ async def measure_many(gateways: int = 50, settle: float = 20.0, commands: int =
     try:
         assert many.stdout is not None
         await asyncio.wait_for(many.stdout.readline(), 60)
-        with tempfile.TemporaryDirectory() as tmp:
-            async with _bot(_config(Path(tmp), ports)) as (services, standin):
-                await _up(services, timeout=120)
-                if freeze_gc:
-                    gc.collect()
-                    gc.freeze()  # start-up's objects out of every later full collection (as gwbot run could)
-                sampler = LagSampler()
-                task = asyncio.create_task(sampler.run())
+        async with _watching(ports) as lab:
+            services, standin = lab.services, lab.standin
+            await _up(services, timeout=120)
+            if freeze_gc:
+                gc.collect()
+                gc.freeze()  # start-up's objects out of every later full collection (as gwbot run could)
+            async with LagSampler(0.01).running() as sampler:
                 cpu, wall = _cpu(), time.monotonic()
                 await asyncio.sleep(settle)
                 cpu_pct = 100 * (_cpu() - cpu) / (time.monotonic() - wall)
-                idle = sampler.lags
-                sampler.lags = []
-                figures.append(Figure(f"{gateways} Gateways watched: event-loop lag [p99 ≤2 ms]", tuple(idle), "ms"))
+                figures.append(Figure(f"{gateways} Gateways watched: event-loop lag [p99 ≤2 ms]",
+                                      tuple(sampler.lags), "ms"))
                 figures.append(Figure(f"{gateways} Gateways watched: CPU % of a core over {settle:g} s [≤5]",
                                       (cpu_pct,), "%"))
                 figures.append(await _commands_during_soak(standin, commands))
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
-                after = _last(standin)
-                killed = time.monotonic()
-                many.send_signal(signal.SIGKILL)
-                await many.wait()
-                names = list(services.watch.watchers) if services.watch else []
-                seen: dict[str, float] = {}  # Gateway -> when its 🔴 (alone or in a digest) was accepted
-                async with asyncio.timeout(gateways * 3 + 60):
-                    while len(seen) < gateways:
-                        for m in standin.messages(PERSON):
-                            if m.message_id > after:
-                                for n in names:
-                                    if n not in seen and f"🔴 {n} is DOWN" in m.text:
-                                        seen[n] = m.sent_at
-                        await asyncio.sleep(0.1)
-                shown = [m for m in standin.messages(PERSON) if m.message_id > after]
-                digests = sum("📬" in m.text for m in shown)  # the outbox folds a burst into a digest
-                log.debug("after the kill: %s", [m.text[:120] for m in shown])
-                figures.append(Figure(f"all {gateways} killed at once -> every 🔴 accepted, none lost (s after the "
-                                      f"kill; {len(shown)} messages, {digests} of them digest parts)",
-                                      tuple(sorted(t - killed for t in seen.values())), "s"))
-                gc.unfreeze()
+            after = last_id(standin, PERSON)
+            killed = time.monotonic()
+            await kill(many)
+            names = list(services.watch.watchers) if services.watch else []
+            seen: dict[str, float] = {}  # Gateway -> when its 🔴 (alone or in a digest) was accepted
+            async with asyncio.timeout(gateways * 3 + 60):
+                while len(seen) < gateways:
+                    for m in standin.messages(PERSON):
+                        if m.message_id > after:
+                            for n in names:
+                                if n not in seen and f"🔴 {n} is DOWN" in m.text:
+                                    seen[n] = m.sent_at
+                    await asyncio.sleep(0.1)
+            shown = [m for m in standin.messages(PERSON) if m.message_id > after]
+            digests = sum("📬" in m.text for m in shown)  # the outbox folds a burst into a digest
+            log.debug("after the kill: %s", [m.text[:120] for m in shown])
+            figures.append(Figure(f"all {gateways} killed at once -> every 🔴 accepted, none lost (s after the "
+                                  f"kill; {len(shown)} messages, {digests} of them digest parts)",
+                                  tuple(sorted(t - killed for t in seen.values())), "s"))
+            gc.unfreeze()
     finally:
-        if many.returncode is None:
-            many.send_signal(signal.SIGKILL)
-            await many.wait()
+        await kill(many)
     return figures
 
 
 async def _commands_during_soak(standin: BotApiStandIn, commands: int) -> Figure:
-    async def round_trip(text: str, expect: str) -> float:
-        last = _last(standin)
-        start = time.monotonic()
-        standin.send_text(PERSON, PERSON, text)
-        await standin.wait_for(lambda m: m.message_id > last and expect in m.text, PERSON, 10)
-        return (time.monotonic() - start) * 1000
-
-    await round_trip("/soak 60", "started by")
-    times = [await round_trip("/help", "/checklist") for _ in range(commands)]
-    await round_trip("/cancel", "Cancelled")
+    await round_trip(standin, PERSON, PERSON, "/soak 60", "started by")
+    times = [await round_trip(standin, PERSON, PERSON, "/help", "/checklist") for _ in range(commands)]
+    await round_trip(standin, PERSON, PERSON, "/cancel", "Cancelled")
     return Figure("/help round trip, soak running + Gateways watched [p99 ≤50, worst ≤50]", tuple(times), "ms")
 
 

@@ -25,15 +25,22 @@ SERVER_VERSION = 178
 DEFAULT_ACCOUNTS = ("DUO779750",)
 MAX_FRAME = 1 << 20
 
-# Incoming message ids (client -> Gateway) that the start-up sync and heartbeat use.
-START_API, REQ_POSITIONS, REQ_OPEN_ORDERS, REQ_COMPLETED_ORDERS = 71, 61, 5, 99
-REQ_ACCOUNT_UPDATES, REQ_ACCOUNT_UPDATES_MULTI, REQ_EXECUTIONS = 6, 76, 7
-REQ_ACCOUNT_SUMMARY, REQ_CURRENT_TIME = 62, 49
+FIRST_ORDER_ID = 1  # the nextValidId sent at start-up
+# Incoming message ids (client -> Gateway) looked at outside the reply table.
+START_API, REQ_CURRENT_TIME = 71, 49
 # Outgoing message ids (Gateway -> client).
-ERR_MSG, NEXT_VALID_ID, MANAGED_ACCTS, CURRENT_TIME = 4, 9, 15, 49
-POSITION_END, OPEN_ORDER_END, COMPLETED_ORDERS_END = 62, 53, 102
-ACCT_UPDATE_TIME, ACCT_DOWNLOAD_END, ACCOUNT_UPDATE_MULTI_END = 8, 54, 74
-EXEC_DETAILS_END, ACCOUNT_SUMMARY_END = 55, 64
+ERR_MSG, NEXT_VALID_ID, MANAGED_ACCTS, CURRENT_TIME, ACCT_UPDATE_TIME, ACCT_DOWNLOAD_END = 4, 9, 15, 49, 8, 54
+# Requests answered by an end marker alone: reqPositions -> positionEnd, reqOpenOrders -> openOrderEnd,
+# reqCompletedOrders -> completedOrdersEnd (no version field).
+ENDS = {61: (62, 1), 5: (53, 1), 99: (102,)}
+# Requests answered by an end marker carrying their reqId (field 2): reqAccountUpdatesMulti,
+# reqExecutions, reqAccountSummary (ib_async sends it after 1102).
+REQ_ID_ENDS = {76: 74, 7: 55, 62: 64}
+# Requests refused as a Gateway refuses them (reqId's field, code, text): reqMktData, placeOrder,
+# reqContractDetails (the simulator knows no contracts).
+REFUSED = {1: (2, 354, "Requested market data is not subscribed."),
+           3: (1, 201, "Order rejected - reason:the simulated Gateway takes no orders"),
+           9: (2, 200, "No security definition has been found for the request")}
 
 # Real texts, as Gateways send them (IBKR's message-code docs; Gateway and IBC logs).
 NOTICE_TEXTS = {
@@ -90,16 +97,8 @@ def parse_version_range(text: str) -> tuple[int, int]:
     return int(low), int(high or low)
 
 
-@dataclass(frozen=True)
-class ClientInfo:
-    client_id: int | None
-    peer: str
-    ready: bool
-    connected_at: datetime
-
-
-class _Client:
-    """One API connection: its socket, its state, and a queue that holds requests while frozen."""
+class Client:
+    """One API connection: its socket and its state (`gateway.clients` lists the open ones)."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
@@ -109,10 +108,6 @@ class _Client:
         self.client_id: int | None = None
         self.version = 0
         self.ready = False
-        self.connected_at = datetime.now(UTC)
-
-    def info(self) -> ClientInfo:
-        return ClientInfo(self.client_id, self.peer, self.ready, self.connected_at)
 
     def close(self, reset: bool = False) -> None:
         if reset:
@@ -133,8 +128,7 @@ class Reject(enum.Enum):
 
 @dataclass(frozen=True)
 class NightlyReset:
-    """A running ``reset``: the IB link is down until ``until`` (monotonic)."""
-    until: float
+    """A running ``reset``: the IB link is down until its timer ends."""
     lost: bool
     deaf: bool
 
@@ -142,15 +136,11 @@ class NightlyReset:
 class SimulatedGateway:
     """An IB Gateway stand-in on ``host:port`` (port 0: a free one, kept across restarts)."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, accounts: Sequence[str] = DEFAULT_ACCOUNTS,
-                 server_version: int = SERVER_VERSION, next_valid_id: int = 1,
-                 connect_notices: Sequence[int] = CONNECT_NOTICES) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, accounts: Sequence[str] = DEFAULT_ACCOUNTS) -> None:
         self.host = host
         self.port = port
         self.accounts = tuple(accounts)
-        self.server_version = server_version
-        self.next_valid_id = next_valid_id
-        self.connect_notices = tuple(connect_notices)
+        self.connect_notices: tuple[int, ...] = CONNECT_NOTICES
         self.latency = 0.0
         self.ready = True
         self.reject = Reject.OFF
@@ -160,12 +150,11 @@ class SimulatedGateway:
         self.hold_id = 0.0
         self.reset: NightlyReset | None = None
         self._held: dict[int, float] = {}  # client id -> monotonic time it is free again
-        self._ready_at: float | None = None
-        self._restart_until: float | None = None
         self._server: asyncio.Server | None = None
-        self._clients: set[_Client] = set()
+        self._clients: set[Client] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._jobs: dict[str, asyncio.Task[None]] = {}  # background timers: restart, ready, reset
+        self._until: dict[str, float] = {}  # when each timer ends (monotonic), for status
         self._late: set[asyncio.Task[None]] = set()  # answers held back by `slow`
         self._thawed = asyncio.Event()
         self._thawed.set()
@@ -181,8 +170,8 @@ class SimulatedGateway:
         return not self._thawed.is_set()
 
     @property
-    def clients(self) -> list[ClientInfo]:
-        return [c.info() for c in self._clients]
+    def clients(self) -> list[Client]:
+        return list(self._clients)
 
     async def start(self) -> None:
         if self._server is not None:
@@ -210,11 +199,7 @@ class SimulatedGateway:
     async def restart(self, down_for: float = 0.0, *, ready_after: float = 0.0, reset: bool = False) -> None:
         """Port closed ``down_for`` s; then it accepts, but the API is ready only ``ready_after`` s later."""
         await self.stop(reset=reset)
-        self._restart_until = time.monotonic() + down_for
-        try:
-            await asyncio.sleep(down_for)
-        finally:
-            self._restart_until = None
+        await asyncio.sleep(down_for)
         if ready_after > 0:
             self.ready_after(ready_after)
         await self.start()
@@ -223,7 +208,7 @@ class SimulatedGateway:
         """``restart`` that returns once the port is closed; the rest runs in the background."""
         self._cancel_job("restart")
         await self.stop(reset=reset)
-        self._start_job("restart", self.restart(down_for, ready_after=ready_after))
+        self._start_job("restart", down_for, self.restart(down_for, ready_after=ready_after))
 
     def cancel_restart(self) -> None:
         """Forget a restart still counting down (an explicit stop or start overrides it)."""
@@ -232,13 +217,11 @@ class SimulatedGateway:
     def ready_after(self, seconds: float) -> None:
         """The API becomes ready ``seconds`` from now (a Gateway still logging in until then)."""
         self.set_ready(False)
-        self._ready_at = time.monotonic() + seconds
 
         async def later() -> None:
             await asyncio.sleep(seconds)
-            self._ready_at = None
             self.set_ready(True)
-        self._start_job("ready", later())
+        self._start_job("ready", seconds, later())
 
     async def __aenter__(self) -> SimulatedGateway:
         await self.start()
@@ -258,16 +241,20 @@ class SimulatedGateway:
         await self.stop()
         await self._settle()
 
-    def _start_job(self, name: str, coro: Coroutine[object, object, None]) -> None:
+    def _start_job(self, name: str, seconds: float, coro: Coroutine[object, object, None]) -> None:
         self._cancel_job(name)
         task = asyncio.create_task(coro, name=f"simulated-gateway-{name}")
-        self._jobs[name] = task
-        task.add_done_callback(lambda t: self._jobs.pop(name, None) if self._jobs.get(name) is t else None)
+        self._jobs[name], self._until[name] = task, time.monotonic() + seconds
+        task.add_done_callback(lambda t: self._cancel_job(name) if self._jobs.get(name) is t else None)
 
     def _cancel_job(self, name: str) -> None:
         task = self._jobs.pop(name, None)
+        self._until.pop(name, None)
         if task is not None and task is not asyncio.current_task():
             task.cancel()
+
+    def _left(self, name: str) -> str:
+        return f"{max(0.0, self._until[name] - time.monotonic()):.0f} s left"
 
     async def _settle(self) -> None:
         """Let client tasks observe their closed sockets and finish."""
@@ -293,7 +280,6 @@ class SimulatedGateway:
         """
         if asyncio.current_task() is not self._jobs.get("ready"):
             self._cancel_job("ready")
-            self._ready_at = None
         self.ready = ready
         log.info("simulated Gateway %s", "ready" if ready else "NOT ready (as if not logged in)")
 
@@ -337,7 +323,7 @@ class SimulatedGateway:
         """The nightly server reset: 1100 and farms broken now, 1101 (lost) / 1102 (kept) and
         farms OK after ``seconds``; with ``deaf`` heartbeats go unanswered meanwhile."""
         self._cancel_job("reset")
-        self.reset = NightlyReset(time.monotonic() + seconds, lost, deaf)
+        self.reset = NightlyReset(lost, deaf)
         n = 0
         for code in (1100, *FARMS_BROKEN):
             n = await self.send_notice(code)
@@ -347,7 +333,7 @@ class SimulatedGateway:
             self.reset = None
             for code in (1101 if lost else 1102, *FARMS_OK):
                 await self.send_notice(code)
-        self._start_job("reset", restore())
+        self._start_job("reset", seconds, restore())
         return n
 
     async def drop_clients(self, reset: bool = False) -> int:
@@ -375,20 +361,16 @@ class SimulatedGateway:
 
     async def wait_for_clients(self, count: int, timeout: float = 5.0, *, ready: bool = True) -> None:
         """Wait until exactly ``count`` clients are connected (and ready, by default)."""
-        def enough() -> bool:
-            return sum(1 for c in self._clients if c.ready or not ready) == count
-
         async with asyncio.timeout(timeout), self._changed:
-            await self._changed.wait_for(enough)
+            await self._changed.wait_for(lambda: sum(1 for c in self._clients if c.ready or not ready) == count)
 
     def faults(self) -> list[str]:
         """Every active departure from a healthy Gateway, for `status`."""
-        now = time.monotonic()
         out = []
-        if self._restart_until is not None:
-            out.append(f"restarting (port closed, {max(0.0, self._restart_until - now):.0f} s left)")
+        if "restart" in self._jobs:
+            out.append(f"restarting (port closed, {self._left('restart')})")
         if not self.ready:
-            out.append("not ready" + (f" ({max(0.0, self._ready_at - now):.0f} s left)" if self._ready_at else ""))
+            out.append("not ready" + (f" ({self._left('ready')})" if "ready" in self._jobs else ""))
         if self.frozen:
             out.append("frozen")
         if self.latency:
@@ -403,7 +385,7 @@ class SimulatedGateway:
         if self.hold_id:
             out.append(f"holdid {self.hold_id:g} s")
         if self.reset is not None:
-            out.append(f"reset {'lost' if self.reset.lost else 'kept'} ({max(0.0, self.reset.until - now):.0f} s left"
+            out.append(f"reset {'lost' if self.reset.lost else 'kept'} ({self._left('reset')}"
                        + (", deaf)" if self.reset.deaf else ")"))
         if self.connect_notices != CONNECT_NOTICES:
             out.append("connectnotices " + (",".join(map(str, self.connect_notices)) or "none"))
@@ -415,23 +397,20 @@ class SimulatedGateway:
 
     # -------------------------------------------------------------- serving
     async def _serve_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        client = _Client(reader, writer)
+        client = Client(reader, writer)
         if self._server is None:  # accepted in the instant of a stop
             writer.close()
             return
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
-        if self.reject is not Reject.OFF:
-            try:
-                await self._refuse(client, self.reject)
-            finally:
-                self._tasks.discard(task)
-            return
-        self._clients.add(client)
-        log.debug("connection from %s", client.peer)
-        await self._notify()
         try:
+            if self.reject is not Reject.OFF:
+                await self._refuse(client, self.reject)
+                return
+            self._clients.add(client)
+            log.debug("connection from %s", client.peer)
+            await self._notify()
             if await self._handshake(client):
                 while True:
                     fields = await read_frame(reader)
@@ -441,8 +420,6 @@ class SimulatedGateway:
             pass
         except ValueError as e:
             log.warning("client %s (id %s) sent a malformed message: %s; closing it", client.peer, client.client_id, e)
-        except asyncio.CancelledError:
-            raise
         except Exception:
             log.exception("client %s (id %s): unexpected error; closing it", client.peer, client.client_id)
         finally:
@@ -458,7 +435,7 @@ class SimulatedGateway:
             with contextlib.suppress(RuntimeError):
                 await self._notify()
 
-    async def _refuse(self, client: _Client, how: Reject) -> None:
+    async def _refuse(self, client: Client, how: Reject) -> None:
         """Close before the handshake, without a word, as a Gateway does to an untrusted address."""
         log.info("connection from %s rejected before the handshake (%s)", client.peer, how.value)
         if how is Reject.RST:
@@ -474,14 +451,14 @@ class SimulatedGateway:
                     pass
         client.close()
 
-    async def _handshake(self, client: _Client) -> bool:
+    async def _handshake(self, client: Client) -> bool:
         prefix = await client.reader.readexactly(4)
         if prefix != b"API\0":
             log.warning("client %s did not start with API\\0 (got %r); closing it", client.peer, prefix)
             return False
         low, high = parse_version_range((await read_payload(client.reader)).decode(errors="replace"))
         await self._thawed.wait()
-        version = min(high, self.server_version)
+        version = min(high, SERVER_VERSION)
         if version < low:
             log.warning("client %s needs API version >= %d, we speak <= %d; closing it", client.peer, low, version)
             return False
@@ -490,9 +467,9 @@ class SimulatedGateway:
         await self._send(client, frame(version, datetime.now(UTC).strftime("%Y%m%d %H:%M:%S UTC")))
         return True
 
-    async def _send(self, client: _Client, *messages: bytes) -> None:
-        if self.latency:
-            await asyncio.sleep(self.latency)
+    async def _send(self, client: Client, *messages: bytes, delay: float = 0.0) -> None:
+        if self.latency or delay:
+            await asyncio.sleep(self.latency + delay)
         if client.writer.is_closing():
             return
         for message in messages:
@@ -500,13 +477,11 @@ class SimulatedGateway:
         with contextlib.suppress(ConnectionError):
             await client.writer.drain()
 
-    def _error(self, client: _Client, req_id: int | str, code: int, text: str) -> bytes:
+    def _error(self, client: Client, req_id: int | str, code: int, text: str) -> bytes:
         # From server version 166 ib_async drops an error message without advancedOrderRejectJson.
-        if client.version >= 166:
-            return frame(ERR_MSG, 2, req_id, code, text, "")
-        return frame(ERR_MSG, 2, req_id, code, text)
+        return frame(ERR_MSG, 2, req_id, code, text, *([""] if client.version >= 166 else []))
 
-    async def _handle(self, client: _Client, fields: list[str]) -> None:
+    async def _handle(self, client: Client, fields: list[str]) -> None:
         if not fields or not fields[0].lstrip("-").isdigit():
             raise ValueError(f"message without a numeric id: {fields[:3]}")
         msg_id = int(fields[0])
@@ -522,17 +497,13 @@ class SimulatedGateway:
         reply = self._reply(client, msg_id, fields)
         delay = self.slow.get(msg_id, 0.0)
         if delay:
-            task = asyncio.create_task(self._send_late(client, delay, reply))
+            task = asyncio.create_task(self._send(client, *reply, delay=delay))
             self._late.add(task)
             task.add_done_callback(self._late.discard)
         else:
             await self._send(client, *reply)
 
-    async def _send_late(self, client: _Client, delay: float, reply: list[bytes]) -> None:
-        await asyncio.sleep(delay)
-        await self._send(client, *reply)
-
-    def _reply(self, client: _Client, msg_id: int, f: list[str]) -> list[bytes]:
+    def _reply(self, client: Client, msg_id: int, f: list[str]) -> list[bytes]:
         """What a real Gateway answers to one request; an error for those it cannot serve."""
         acct = self.accounts[0] if self.accounts else ""
 
@@ -541,48 +512,35 @@ class SimulatedGateway:
         if self.readonly and msg_id in READ_ONLY_REFUSED:
             req_id = {3: field(1), 4: field(2)}.get(msg_id) or UNSET_INTEGER
             return [self._error(client, req_id, 321, READ_ONLY_TEXT.format(tag=READ_ONLY_REFUSED[msg_id]))]
+        if msg_id in ENDS:
+            return [frame(*ENDS[msg_id])]
+        if msg_id in REQ_ID_ENDS and len(f) > 2:
+            return [frame(REQ_ID_ENDS[msg_id], 1, f[2])]
+        if msg_id in REFUSED:
+            at, code, text = REFUSED[msg_id]
+            return [self._error(client, field(at) or -1, code, text)]
         match msg_id:
             case 49:  # reqCurrentTime
                 return [frame(CURRENT_TIME, 1, int(time.time()))]
-            case 61:  # reqPositions
-                return [frame(POSITION_END, 1)]
-            case 5:  # reqOpenOrders
-                return [frame(OPEN_ORDER_END, 1)]
-            case 99:  # reqCompletedOrders
-                return [frame(COMPLETED_ORDERS_END)]
             case 6 if field(2) == "1":  # reqAccountUpdates(subscribe)
                 return [frame(ACCT_UPDATE_TIME, 1, datetime.now(UTC).strftime("%H:%M")),
                         frame(ACCT_DOWNLOAD_END, 1, field(3) or acct)]
             case _ if msg_id in UNANSWERED:
                 return []
-            case 76 if len(f) > 2:  # reqAccountUpdatesMulti
-                return [frame(ACCOUNT_UPDATE_MULTI_END, 1, f[2])]
-            case 7 if len(f) > 2:  # reqExecutions
-                return [frame(EXEC_DETAILS_END, 1, f[2])]
-            case 62 if len(f) > 2:  # reqAccountSummary (ib_async sends it after 1102)
-                return [frame(ACCOUNT_SUMMARY_END, 1, f[2])]
             case 17:  # reqManagedAccts
                 return [frame(MANAGED_ACCTS, 1, ",".join(self.accounts))]
             case 8:  # reqIds
-                return [frame(NEXT_VALID_ID, 1, self.next_valid_id)]
-            case 9:  # reqContractDetails: the simulator knows no contracts
-                return [self._error(client, field(2) or -1, 200,
-                                    "No security definition has been found for the request")]
+                return [frame(NEXT_VALID_ID, 1, FIRST_ORDER_ID)]
             case 20:  # reqHistoricalData: fields 3 symbol, 9 exchange, 19 whatToShow
                 text = (f"Historical Market Data Service error message:HMDS query returned no data: "
                         f"{field(3)}@{field(9)} {field(19).title()}")
                 return [self._error(client, field(1) or -1, 162, text)]
-            case 1:  # reqMktData
-                return [self._error(client, field(2) or -1, 354, "Requested market data is not subscribed.")]
-            case 3:  # placeOrder
-                return [self._error(client, field(1) or -1, 201,
-                                    "Order rejected - reason:the simulated Gateway takes no orders")]
         log.warning("client %s sent request %s %s, which the simulated Gateway does not serve; answering an error",
                     client.client_id, msg_id, f[1:4])
         return [self._error(client, -1, 321, f"Error validating request:-'sim' : cause - "
                                              f"the simulated Gateway does not serve message id {msg_id}.")]
 
-    async def _start_api(self, client: _Client, fields: list[str]) -> None:
+    async def _start_api(self, client: Client, fields: list[str]) -> None:
         client_id = int(fields[2]) if len(fields) > 2 and fields[2].lstrip("-").isdigit() else 0
         client.client_id = client_id
         held = self._held.get(client_id, 0.0) > time.monotonic()
@@ -599,7 +557,7 @@ class SimulatedGateway:
         await self._send(
             client,
             frame(MANAGED_ACCTS, 1, ",".join(self.accounts)),
-            frame(NEXT_VALID_ID, 1, self.next_valid_id),
+            frame(NEXT_VALID_ID, 1, FIRST_ORDER_ID),
             # During a nightly reset a newcomer hears that the link and the farms are down.
             *(self._error(client, -1, code, notice_text(code))
               for code in (self.connect_notices if self.reset is None else (1100, *FARMS_BROKEN))),
@@ -753,12 +711,9 @@ async def _run(gateway: SimulatedGateway, cmd: str, args: list[str]) -> str:
             word = args[0].lower()
             gateway.set_connect_notices(CONNECT_NOTICES if word == "default"
                                         else () if word == "none" else _codes(word))
-        case "FREEZE":
-            _no_args(args, "freeze")
-            gateway.freeze()
-        case "UNFREEZE":
-            _no_args(args, "unfreeze")
-            gateway.unfreeze()
+        case "FREEZE" | "UNFREEZE":
+            _no_args(args, cmd.lower())
+            (gateway.freeze if cmd == "FREEZE" else gateway.unfreeze)()
         case "DROP":
             if args and (len(args) > 1 or args[0].lower() not in ("reset", "rst")):
                 raise BadCommand("usage: drop [reset]")

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+
+from bot.lab.telegram_standin.params import ApiError
 
 log = logging.getLogger(__name__)
 SEND_METHODS = frozenset({"sendmessage", "senddocument", "sendphoto"})
@@ -30,15 +31,6 @@ class FaultKind(StrEnum):
 
 class Hangup(Exception):
     """Close the connection without an answer (the request was never done)."""
-
-
-@dataclass(frozen=True)
-class FaultAnswer:
-    """An error reply, as Telegram sends it: HTTP status = error_code."""
-
-    code: int
-    description: str
-    parameters: dict[str, Any] | None = field(default=None)
 
 
 @dataclass
@@ -72,29 +64,29 @@ class Faults:
     def clear(self) -> None:
         self.rules.clear()
 
-    async def apply(self, method: str, chat_id: int | None, chat_is_group: bool) -> FaultAnswer | None:
-        """The error answer of the first matching rule (None: answer normally); raises Hangup for HOLD."""
+    async def apply(self, method: str, chat_id: int | None, chat_is_group: bool) -> None:
+        """Raise the first matching rule's ApiError (none: answer normally), or Hangup for HOLD."""
         method = method.lower()
         fault = next((f for f in self.rules if f.matches(method, chat_id)), None)
         if fault is None:
-            return None
+            return
         if fault.times is not None:
             fault.times -= 1
         log.info("stand-in fault: %s on %s (chat %s)", fault.kind, method, chat_id)
         match fault.kind:
             case FaultKind.SERVER_ERROR:
-                return FaultAnswer(500, "Internal Server Error")
+                raise ApiError(500, "Internal Server Error")
             case FaultKind.HOLD:
                 await asyncio.sleep(fault.seconds)
                 raise Hangup
             case FaultKind.RETRY_AFTER:
                 after = max(1, round(fault.seconds))  # Telegram says whole seconds
-                return FaultAnswer(429, f"Too Many Requests: retry after {after}", {"retry_after": after})
+                raise ApiError(429, f"Too Many Requests: retry after {after}", {"retry_after": after})
             case FaultKind.FORBIDDEN:
-                return FaultAnswer(403, "Forbidden: bot was kicked from the group chat" if chat_is_group
+                raise ApiError(403, "Forbidden: bot was kicked from the group chat" if chat_is_group
                                else "Forbidden: bot was blocked by the user")
             case FaultKind.MIGRATE:
-                return FaultAnswer(400, "Bad Request: group chat was upgraded to a supergroup chat",
+                raise ApiError(400, "Bad Request: group chat was upgraded to a supergroup chat",
                                {"migrate_to_chat_id": fault.to_chat_id})
             case FaultKind.TOO_LONG:
-                return FaultAnswer(400, "Bad Request: message is too long")
+                raise ApiError(400, "Bad Request: message is too long")

@@ -59,8 +59,7 @@ class Chat:
 @dataclass(frozen=True)
 class Button:
     text: str
-    data: str  # callback_data ("" for a URL button)
-    url: str | None = None
+    data: str  # callback_data (gwbot sends no URL buttons)
 
 
 @dataclass(frozen=True)
@@ -93,12 +92,11 @@ class BotMessage:
 @dataclass(frozen=True)
 class CallbackAnswer:
     callback_query_id: str
-    text: str
-    show_alert: bool
-    url: str | None = None
-    chat_id: int | None = None
-    message_id: int | None = None
-    user_id: int | None = None
+    chat_id: int
+    message_id: int  # the message whose button was pressed
+    user_id: int
+    text: str = ""
+    show_alert: bool = False
 
 
 @dataclass(frozen=True)
@@ -108,8 +106,8 @@ class ChatChange:
     answer: CallbackAnswer | None = None  # set for ChangeKind.ANSWER
 
 
-@dataclass(frozen=True)
-class ApiCall:
+@dataclass
+class ApiCall:  # filled in as the request goes on
     method: str  # as the client spelled it, e.g. "editMessageText"
     params: dict[str, Any]  # as received (form values are strings); uploads shown as "<file name, N B>"
     mono: float  # time.monotonic() when the request arrived

@@ -16,7 +16,7 @@ import re
 import struct
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
@@ -42,14 +42,12 @@ from bot.lab.telegram_standin.params import (
     Params,
     bad_request,
     button,
-    button_json,
-    entity,
     not_found,
     read_params,
     reply_error,
 )
 from bot.queues import DropOldestQueue
-from handlers.telegram_html import Entity, FormatError, trim, utf16_len
+from handlers.telegram_html import Entity, FormatError, utf16_len
 
 log = logging.getLogger(__name__)
 
@@ -64,49 +62,29 @@ _TOKEN_SHAPE = re.compile(r"\d+:[\w-]+")
 _COMMAND_NAME = re.compile(r"[a-z0-9_]{1,32}")
 
 
-@dataclass(frozen=True)
-class _Query:
-    chat_id: int
-    message_id: int
-    user_id: int
-
-
-@dataclass(frozen=True)
-class _Update:
-    update_id: int
-    type: str  # "message", "edited_message", "callback_query"
-    payload: dict[str, Any]
-
-    def json(self) -> dict[str, Any]:
-        return {"update_id": self.update_id, self.type: self.payload}
-
-
 class BotApiStandIn:
-    """Serve ``/bot<token>/<method>`` on ``host:port``; point PTB's ``base_url`` at :attr:`base_url`."""
+    """Serve ``/bot<token>/<method>`` on a free loopback port; point PTB's ``base_url`` at :attr:`base_url`."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, token: str = "123456:TEST-TOKEN",
-                 bot_username: str = "gwbot_test_bot") -> None:
-        self.host = host
-        self.port = port
+    def __init__(self, token: str = "123456:TEST-TOKEN") -> None:
+        self.host = "127.0.0.1"
+        self.port = 0  # a free one, kept across refuse_connections() / accept_connections()
         self.token = token
-        self.bot_username = bot_username
         self.bot_user = {"id": int(token.split(":")[0]), "is_bot": True, "first_name": "gwbot",
-                         "username": bot_username}
+                         "username": "gwbot_test_bot"}
         self.users: dict[int, User] = {}
         self.chats: dict[int, Chat] = {}
         self.calls: list[ApiCall] = []
         self.callback_answers: list[CallbackAnswer] = []
-        self._commands: list[Command] = []  # gwbot sets one menu: no scopes, no languages
+        self.commands: list[Command] = []  # the menu setMyCommands set: gwbot sets one (no scopes, no languages)
         self._messages: dict[int, dict[int, BotMessage]] = {}
         self._user_messages: dict[int, dict[int, dict[str, Any]]] = {}  # what people sent, for replies
         self._message_ids: dict[int, itertools.count[int]] = {}
-        self._updates: list[_Update] = []
+        self._updates: list[dict[str, Any]] = []  # {"update_id": N, "message" | "callback_query" ...: payload}
         self._update_ids = itertools.count(1)
         self._callback_ids = itertools.count(1)
-        self._queries: dict[str, _Query] = {}
+        self._queries: dict[str, CallbackAnswer] = {}  # the answer, before the bot gives it
         self._poll: asyncio.Future[None] | None = None  # the pending long poll, woken by an update
         self._subscribers: list[asyncio.Queue[ChatChange]] = []
-        self._floods: dict[str, tuple[int, int]] = {}  # method (lower case) -> (retry_after, times left)
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
         self._closing = False
@@ -117,11 +95,6 @@ class BotApiStandIn:
     def base_url(self) -> str:
         """The value for PTB's ``base_url`` (PTB appends the token and the method)."""
         return f"http://{self.host}:{self.port}/bot"
-
-    @property
-    def commands(self) -> list[Command]:
-        """The default command menu, as set by setMyCommands."""
-        return list(self._commands)
 
     async def start(self) -> None:
         self._closing = False
@@ -205,7 +178,7 @@ class BotApiStandIn:
                          message_id)
             shown = self._message_json(current)
         query_id = str(next(self._callback_ids))
-        self._queries[query_id] = _Query(chat_id, message_id, user_id)
+        self._queries[query_id] = CallbackAnswer(query_id, chat_id, message_id, user_id)
         self._enqueue("callback_query", {"id": query_id, "from": person.json(), "message": shown,
                                          "chat_instance": str(chat_id), "data": data})
         return query_id
@@ -242,9 +215,8 @@ class BotApiStandIn:
             async with asyncio.timeout(timeout):
                 while True:
                     change = await queue.get()
-                    if change.kind not in (ChangeKind.NEW, ChangeKind.EDIT):
-                        continue
-                    if (chat_id is None or change.message.chat_id == chat_id) and predicate(change.message):
+                    if (change.kind is not ChangeKind.ANSWER and chat_id in (None, change.message.chat_id)
+                            and predicate(change.message)):
                         return change.message
         except TimeoutError:
             where = "any chat" if chat_id is None else f"chat {chat_id}"
@@ -263,10 +235,6 @@ class BotApiStandIn:
                 lines.append(f"  chat {cid} #{m.message_id} {m.kind}{name} (edits {m.edits}): {m.text[:300]!r}"
                              + (f" {buttons}" if buttons else ""))
         return "\n".join(lines) or "  (no messages)"
-
-    def flood(self, method: str, retry_after: int = 1, times: int = 1) -> None:
-        """The next ``times`` calls of ``method`` get 429 Too Many Requests (retry after ``retry_after`` s)."""
-        self._floods[method.lower()] = (retry_after, times)
 
     # --------------------------------------------------------------- faults
     async def refuse_connections(self) -> None:
@@ -287,14 +255,10 @@ class BotApiStandIn:
             log.info("stand-in: accepting connections on port %s again", self.port)
 
     async def _fault(self, method: str, p: Params) -> None:
-        try:
-            chat_id = int(p.text("chat_id") or "")
-        except ValueError:
-            chat_id = None
+        value = p.text("chat_id") or ""
+        chat_id = int(value) if value.lstrip("-").isdigit() else None
         chat = self.chats.get(chat_id) if chat_id is not None else None
-        answer = await self.faults.apply(method, chat_id, chat is not None and chat.type is not ChatType.PRIVATE)
-        if answer is not None:
-            raise ApiError(answer.code, answer.description, answer.parameters)
+        await self.faults.apply(method, chat_id, chat is not None and chat.type is not ChatType.PRIVATE)
 
     # ----------------------------------------------------------------- HTTP
     async def _handle(self, request: web.Request) -> web.Response:
@@ -304,43 +268,34 @@ class BotApiStandIn:
             return reply_error(ApiError(404, "Not Found"))  # Telegram: a malformed token is not a bot at all
         if token != self.token:
             return reply_error(ApiError(401, "Unauthorized"))
-        index = len(self.calls)
-        self.calls.append(ApiCall(method, {}, time.monotonic(), 0))
-        status = 500
+        call = ApiCall(method, {}, time.monotonic(), 0)
+        self.calls.append(call)
         try:
             params = await read_params(request)
-            self.calls[index] = replace(self.calls[index], params=params.shown())
+            call.params = params.shown()
             route = ROUTES.get(method.lower())
             if route is None:
                 raise ApiError(404, "Not Found")
             await self._fault(method, params)
-            self._check_flood(method)
             result = await route(self, params)
-            status = 200
+            call.status = 200
             return web.json_response({"ok": True, "result": result})
         except asyncio.CancelledError:
-            status = 499  # the client hung up (nginx's code for it)
+            call.status = 499  # the client hung up (nginx's code for it)
             raise
         except Hangup:
-            status = 444  # closed without an answer (nginx's code for it)
+            call.status = 444  # closed without an answer (nginx's code for it)
             if request.transport is not None:
                 request.transport.close()
             return web.Response(status=444)
         except ApiError as e:
-            status = e.code
+            call.status = e.code
             log.debug("stand-in %s -> %s %s", method, e.code, e.description)
             return reply_error(e)
         except Exception:
             log.exception("stand-in: %s failed", method)
+            call.status = 500
             return reply_error(ApiError(500, "Internal Server Error"))
-        finally:
-            self.calls[index] = replace(self.calls[index], status=status)
-
-    def _check_flood(self, method: str) -> None:
-        retry_after, times = self._floods.get(method.lower(), (0, 0))
-        if times > 0:
-            self._floods[method.lower()] = (retry_after, times - 1)
-            raise ApiError(429, f"Too Many Requests: retry after {retry_after}", {"retry_after": retry_after})
 
     # ------------------------------------------------------------- methods (ROUTES below)
     async def _m_getme(self, _: Params) -> dict[str, Any]:
@@ -357,10 +312,8 @@ class BotApiStandIn:
         limit = min(max(p.integer("limit") or 100, 1), 100)
         timeout = max(p.number("timeout") or 0.0, 0.0)
         self._terminate_poll()  # a newer getUpdates ends an older one, as on Telegram
-        if offset < 0:
-            self._updates = self._updates[offset:]  # the last -offset updates; earlier ones are forgotten
-        elif offset:
-            self._updates = [u for u in self._updates if u.update_id >= offset]
+        if offset:
+            self._updates = [u for u in self._updates if u["update_id"] >= offset]
         if not self._updates and timeout > 0 and not self._closing:
             waiter = self._poll = asyncio.get_running_loop().create_future()
             try:
@@ -370,23 +323,16 @@ class BotApiStandIn:
             finally:
                 if self._poll is waiter:
                     self._poll = None
-        return [u.json() for u in self._updates[:limit]]
+        return self._updates[:limit]
 
     async def _m_sendmessage(self, p: Params) -> dict[str, Any]:
         chat_id = self._chat_id(p)
-        text, entities = self._formatted(p, "text", "entities", MAX_TEXT)
-        if not text:
-            raise bad_request("message text is empty")
-        return self._store(BotMessage(self._next_message_id(chat_id), chat_id, MessageKind.TEXT, text,
-                                      self._keyboard(p), disable_notification=p.flag("disable_notification"),
-                                      sent_at=time.monotonic(), entities=entities,
-                                      reply_to_message_id=self._reply_to(p, chat_id), date=int(time.time())))
+        text, entities = self._formatted(p, "text", MAX_TEXT)
+        return self._new(p, chat_id, MessageKind.TEXT, text, entities)
 
     async def _m_editmessagetext(self, p: Params) -> dict[str, Any]:
         current = self._existing(p, "edit")
-        text, entities = self._formatted(p, "text", "entities", MAX_TEXT)
-        if not text:
-            raise bad_request("message text is empty")
+        text, entities = self._formatted(p, "text", MAX_TEXT)
         if current.kind is not MessageKind.TEXT:
             raise bad_request("there is no text in the message to edit")
         # No reply_markup in an edit removes the inline keyboard, as on Telegram.
@@ -402,8 +348,7 @@ class BotApiStandIn:
         query = self._queries.get(p.text("callback_query_id") or "")
         if query is None:
             raise bad_request(QUERY_INVALID.removeprefix("Bad Request: "))
-        answer = CallbackAnswer(p.text("callback_query_id") or "", p.text("text") or "", p.flag("show_alert"),
-                                p.text("url"), query.chat_id, query.message_id, query.user_id)
+        answer = replace(query, text=p.text("text") or "", show_alert=p.flag("show_alert"))
         self.callback_answers.append(answer)
         message = self.message(query.chat_id, query.message_id)
         if message is not None:
@@ -421,7 +366,7 @@ class BotApiStandIn:
             if not 1 <= len(str(entry.get("description", "")).strip()) <= 256:
                 raise bad_request("BOT_COMMAND_DESCRIPTION_INVALID")
             menu.append(Command(entry["command"], entry["description"]))
-        self._commands = menu
+        self.commands = menu
         return True
 
     # ------------------------------------------------------------- helpers
@@ -439,13 +384,9 @@ class BotApiStandIn:
         value = p.text("chat_id")
         if not value:
             raise bad_request("chat_id is empty")
-        try:
-            chat_id = int(value)
-        except ValueError:
-            raise bad_request("chat not found") from None
-        if chat_id not in self.chats:
+        if not value.lstrip("-").isdigit() or int(value) not in self.chats:
             raise bad_request("chat not found")
-        return chat_id
+        return int(value)
 
     def _existing(self, p: Params, action: str) -> BotMessage:
         chat_id = self._chat_id(p)
@@ -457,18 +398,16 @@ class BotApiStandIn:
             raise bad_request(f"message to {action} not found")
         return current
 
-    def _formatted(self, p: Params, field: str, entities_field: str, limit: int) -> tuple[str, tuple[Entity, ...]]:
-        raw = p.text(field) or ""
-        explicit = p.decoded(entities_field, entities_field)
+    def _formatted(self, p: Params, field: str, limit: int) -> tuple[str, tuple[Entity, ...]]:
+        # gwbot sends markup (parse_mode), never explicit entities.
         try:
-            if isinstance(explicit, list) and explicit:
-                text, entities = trim(raw, tuple(entity(e) for e in explicit))
-            else:
-                text, entities = parse(raw, p.text("parse_mode"))
+            text, entities = parse(p.text(field) or "", p.text("parse_mode"))
         except FormatError as e:
             raise bad_request(str(e)) from None
         if utf16_len(text) > limit:
             raise bad_request("message is too long" if field == "text" else "message caption is too long")
+        if field == "text" and not text:
+            raise bad_request("message text is empty")
         return text, with_detected(text, entities)
 
     def _keyboard(self, p: Params) -> tuple[tuple[Button, ...], ...]:
@@ -480,22 +419,17 @@ class BotApiStandIn:
         rows = markup.get("inline_keyboard")
         if rows is None:
             return ()  # a reply keyboard or force_reply: people see it, but it has no callback buttons
-        if not isinstance(rows, list) or not all(isinstance(row, list) for row in rows):
-            raise bad_request("can't parse inline keyboard button: InlineKeyboardButton must be an Object")
         return tuple(tuple(button(b) for b in row) for row in rows)
 
     def _reply_to(self, p: Params, chat_id: int) -> int | None:
+        # PTB sends reply_parameters only (Bot API 7.0), never the older reply_to_message_id.
         reply = p.decoded("reply_parameters", "can't parse reply parameters JSON object")
-        if isinstance(reply, dict):
-            message_id, lenient = reply.get("message_id"), bool(reply.get("allow_sending_without_reply"))
-        else:
-            message_id, lenient = p.integer("reply_to_message_id"), p.flag("allow_sending_without_reply")
-        if message_id is None:
+        if not isinstance(reply, dict) or reply.get("message_id") is None:
             return None
-        known = message_id in self._messages.get(chat_id, {}) or message_id in self._user_messages.get(chat_id, {})
-        if known:
+        message_id = reply["message_id"]
+        if message_id in self._messages.get(chat_id, {}) or message_id in self._user_messages.get(chat_id, {}):
             return int(message_id)
-        if lenient:
+        if reply.get("allow_sending_without_reply"):
             return None
         raise bad_request("message to be replied not found")
 
@@ -510,21 +444,23 @@ class BotApiStandIn:
         chat_id = self._chat_id(p)
         field = str(kind)
         upload = p.upload(field)
-        if upload is None:
-            if p.text(field):
-                raise bad_request("wrong file identifier/HTTP URL specified")  # no files are stored by id here
+        if upload is None:  # gwbot uploads its files: none are stored by file id here
             raise bad_request(f"there is no {field} in the request")
         size = None
         if kind is MessageKind.PHOTO:
             size = _png_size(upload.data)
             if size is None:
                 raise bad_request("IMAGE_PROCESS_FAILED")
-        caption, entities = self._formatted(p, "caption", "caption_entities", MAX_CAPTION)
-        return self._store(BotMessage(self._next_message_id(chat_id), chat_id, kind, caption, self._keyboard(p),
-                                      upload.name, upload.data, upload.mime,
+        caption, entities = self._formatted(p, "caption", MAX_CAPTION)
+        return self._new(p, chat_id, kind, caption, entities, file_name=upload.name, file_bytes=upload.data,
+                         mime_type=upload.mime, size=size)
+
+    def _new(self, p: Params, chat_id: int, kind: MessageKind, text: str, entities: tuple[Entity, ...],
+             **file: Any) -> dict[str, Any]:
+        return self._store(BotMessage(self._next_message_id(chat_id), chat_id, kind, text, self._keyboard(p),
                                       disable_notification=p.flag("disable_notification"), sent_at=time.monotonic(),
                                       entities=entities, reply_to_message_id=self._reply_to(p, chat_id),
-                                      date=int(time.time()), size=size))
+                                      date=int(time.time()), **file))
 
     def _store(self, message: BotMessage, *, edit: bool = False) -> dict[str, Any]:
         self._messages.setdefault(message.chat_id, {})[message.message_id] = message
@@ -541,7 +477,7 @@ class BotApiStandIn:
 
     def _enqueue(self, kind: str, payload: dict[str, Any]) -> int:
         update_id = next(self._update_ids)
-        self._updates.append(_Update(update_id, kind, payload))
+        self._updates.append({"update_id": update_id, kind: payload})
         self._wake_poll()
         return update_id
 
@@ -575,25 +511,20 @@ class BotApiStandIn:
             if out["reply_to_message"] is None:
                 del out["reply_to_message"]
         file_id = f"{m.kind}-{m.chat_id}-{m.message_id}"
-        size = len(m.file_bytes or b"")
-        if m.kind is MessageKind.TEXT:
-            out["text"] = m.text
-            if m.entities:
-                out["entities"] = [e.json() for e in m.entities]
-        else:
-            if m.kind is MessageKind.DOCUMENT:
-                out["document"] = {"file_id": file_id, "file_unique_id": file_id, "file_name": m.file_name,
-                                   "mime_type": m.mime_type, "file_size": size}
-            else:
-                width, height = m.size or (0, 0)
-                out["photo"] = [{"file_id": file_id, "file_unique_id": file_id, "width": width, "height": height,
-                                 "file_size": size}]
-            if m.text:
-                out["caption"] = m.text
-                if m.entities:
-                    out["caption_entities"] = [e.json() for e in m.entities]
+        file = {"file_id": file_id, "file_unique_id": file_id, "file_size": len(m.file_bytes or b"")}
+        if m.kind is MessageKind.DOCUMENT:
+            out["document"] = {**file, "file_name": m.file_name, "mime_type": m.mime_type}
+        elif m.kind is MessageKind.PHOTO:
+            width, height = m.size or (0, 0)
+            out["photo"] = [{**file, "width": width, "height": height}]
+        text, entities = ("text", "entities") if m.kind is MessageKind.TEXT else ("caption", "caption_entities")
+        if m.text:
+            out[text] = m.text
+        if m.entities:
+            out[entities] = [e.json() for e in m.entities]
         if m.buttons:
-            out["reply_markup"] = {"inline_keyboard": [[button_json(b) for b in row] for row in m.buttons]}
+            out["reply_markup"] = {"inline_keyboard": [[{"text": b.text, "callback_data": b.data} for b in row]
+                                                       for row in m.buttons]}
         return out
 
 
@@ -606,16 +537,7 @@ def _png_size(data: bytes) -> tuple[int, int] | None:
 
 
 Route = Callable[[BotApiStandIn, Params], Awaitable[Any]]
-# The Bot API methods gwbot calls, and those PTB's polling calls around them. Any other answers
-# 404, as Telegram does for a method it does not know.
-ROUTES: dict[str, Route] = {
-    "getme": BotApiStandIn._m_getme,
-    "deletewebhook": BotApiStandIn._m_deletewebhook,
-    "getupdates": BotApiStandIn._m_getupdates,
-    "sendmessage": BotApiStandIn._m_sendmessage,
-    "editmessagetext": BotApiStandIn._m_editmessagetext,
-    "senddocument": BotApiStandIn._m_senddocument,
-    "sendphoto": BotApiStandIn._m_sendphoto,
-    "answercallbackquery": BotApiStandIn._m_answercallbackquery,
-    "setmycommands": BotApiStandIn._m_setmycommands,
-}
+# The Bot API methods gwbot calls, and those PTB's polling calls around them (the _m_ methods,
+# by lower-case name). Any other answers 404, as Telegram does for a method it does not know.
+ROUTES: dict[str, Route] = {name.removeprefix("_m_"): method for name, method in vars(BotApiStandIn).items()
+                            if name.startswith("_m_")}

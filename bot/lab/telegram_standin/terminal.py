@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import mimetypes
 import sys
@@ -14,11 +15,12 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TextIO
 
-from bot.frontends.terminal import stdin_reader
-from bot.lab.telegram_standin.server import BotApiStandIn, BotMessage, ChangeKind, ChatChange, MessageKind
+from bot.lab.telegram_standin.model import BotMessage, ChangeKind, ChatChange, MessageKind
+from bot.lab.telegram_standin.server import BotApiStandIn
 
 log = logging.getLogger(__name__)
 INDENT = "     "  # continuation lines line up under the text after "bot: "
+MAX_LINGER = 10.0  # seconds: a bot that keeps talking does not hold the chat open for ever
 
 
 def human_size(n: int) -> str:
@@ -57,26 +59,21 @@ class TerminalChat:
     """
 
     def __init__(self, standin: BotApiStandIn, chat_id: int, user_id: int, *,
-                 files_dir: Path | None = None, show_edits: bool = True,
-                 local: Callable[[str], Awaitable[str]] | None = None, echo: bool | None = None,
-                 linger: float = 0.5, max_linger: float = 10.0) -> None:
+                 files_dir: Path | None = None, local: Callable[[str], Awaitable[str]] | None = None,
+                 echo: bool | None = None, linger: float = 0.5) -> None:
         self.standin = standin
         self.chat_id = chat_id
         self.user_id = user_id
         self.files_dir = files_dir
-        self.show_edits = show_edits
         self.local = local  # lines starting with '!' go here instead of to the bot
         self.echo = echo  # print the person's lines (None: when input is not a TTY, so a transcript reads well)
         self.linger = linger
-        self.max_linger = max_linger
         self._shown: dict[int, BotMessage] = {}  # the bot's messages as last printed, by message id
         self._printed = asyncio.Event()
 
-    async def run(self, reader: asyncio.StreamReader | None = None, out: TextIO = sys.stdout) -> None:
-        """Chat until EOF or /quit; ``reader`` defaults to standard input."""
+    async def run(self, reader: asyncio.StreamReader, out: TextIO = sys.stdout) -> None:
+        """Chat until EOF or /quit."""
         echo = self.echo if self.echo is not None else not _stdin_is_tty()
-        if reader is None:
-            reader = stdin_reader()
         changes = self.standin.subscribe()
         printer = asyncio.create_task(self._print(changes, out))
         try:
@@ -98,13 +95,10 @@ class TerminalChat:
             self.standin.unsubscribe(changes)
             self._drain(changes, out)
 
-    def latest_with_buttons(self) -> BotMessage | None:
-        """The newest message shown that still has buttons: what a number picks from."""
-        with_buttons = [m for m in self._shown.values() if m.buttons]
-        return max(with_buttons, key=lambda m: m.message_id, default=None)
-
     def _send(self, text: str, out: TextIO) -> None:
-        target = self.latest_with_buttons() if text.isdigit() else None
+        # A number picks from the newest message shown that still has buttons.
+        with_buttons = [m for m in self._shown.values() if m.buttons] if text.isdigit() else []
+        target = max(with_buttons, key=lambda m: m.message_id, default=None)
         if target is None:
             self.standin.send_text(self.chat_id, self.user_id, text)
             return
@@ -114,15 +108,12 @@ class TerminalChat:
             _say(out, f"(no button {choice}; pick 1-{len(buttons)})")
             return
         _say(out, f"you pressed: {buttons[choice - 1].text}")
-        if buttons[choice - 1].url is not None:
-            _say(out, f"(a link: {buttons[choice - 1].url})")
-            return
         self.standin.press(self.chat_id, self.user_id, target.message_id, buttons[choice - 1].data)
 
     async def _until_quiet(self) -> None:
         # Input is over (a pipe, usually): let the bot's answers to the last lines print first.
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self.max_linger):
+            async with asyncio.timeout(MAX_LINGER):
                 while True:
                     self._printed.clear()
                     try:
@@ -147,8 +138,6 @@ class TerminalChat:
             self._shown[m.message_id] = m
         if change.kind is ChangeKind.ANSWER and not (change.answer and change.answer.text):
             return  # a silent answer only stops the client's spinner
-        if change.kind is ChangeKind.EDIT and not self.show_edits and not m.buttons:
-            return
         _say(out, render(change))
         self._printed.set()
         if change.kind is ChangeKind.NEW:
@@ -179,12 +168,8 @@ def file_name(m: BotMessage) -> str:
 
 def _unused(path: Path) -> Path:
     """``path``, or report-2.md, report-3.md ... so a second file of the same name keeps the first."""
-    n = 1
-    candidate = path
-    while candidate.exists():
-        n += 1
-        candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
-    return candidate
+    numbered = (path.with_name(f"{path.stem}-{n}{path.suffix}") for n in itertools.count(2))
+    return next(p for p in itertools.chain([path], numbered) if not p.exists())
 
 
 def _stdin_is_tty() -> bool:
