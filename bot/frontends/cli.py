@@ -12,7 +12,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -232,13 +232,6 @@ def _print_result(result: CheckResult) -> None:
         print(f"     hint: {hint}", flush=True)
 
 
-@contextlib.asynccontextmanager
-async def _simulated(config: Config, gateway: str | None) -> AsyncIterator[tuple[Config, SimulatedGateway]]:
-    async with SimulatedGateway(port=0, accounts=(config.gateway(gateway).account,)) as sim:
-        print(f"Simulated IB Gateway listening on 127.0.0.1:{sim.port}", flush=True)
-        yield with_gateway(config, gateway, host="127.0.0.1", port=sim.port), sim
-
-
 async def _run_checks(config: Config, request: RunRequest, simulate: bool) -> tuple[RunOutcome, str]:
     printer = ProgressPrinter()
 
@@ -248,7 +241,10 @@ async def _run_checks(config: Config, request: RunRequest, simulate: bool) -> tu
 
     async with contextlib.AsyncExitStack() as stack:
         if simulate:
-            config, sim = await stack.enter_async_context(_simulated(config, request.gateway))
+            sim = SimulatedGateway(port=0, accounts=(config.gateway(request.gateway).account,))
+            await stack.enter_async_context(sim)
+            print(f"Simulated IB Gateway listening on 127.0.0.1:{sim.port}", flush=True)
+            config = with_gateway(config, request.gateway, host="127.0.0.1", port=sim.port)
             operator: AutoOperator | TerminalOperator = AutoOperator(sim)
         else:
             operator = TerminalOperator(stdin_reader())
