@@ -14,12 +14,12 @@ from bot.outbox import Transport
 from bot.services import Services
 from handlers import checks, commands, watch
 from handlers.access import AccessGate
-from handlers.context import KEY, ChatServices
+from handlers.context import KEY, ChatServices, Command
 from handlers.delivery import TelegramTransport
 from handlers.errors import on_error
 from handlers.operator import PREFIX
 
-COMMANDS = {
+COMMANDS: dict[str, Command] = {
     "start": commands.start,
     "help": commands.help_,
     "status": commands.status,

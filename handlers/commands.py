@@ -14,7 +14,7 @@ from bot.ibkr.errors import Layer
 from bot.jobs import Job
 from bot.watch.state import Phase
 from bot.watch.watcher import Watch, health_from_state
-from handlers.context import BadArgument, chat_services, gateway_arg, no_args, number_arg, usage, who
+from handlers.context import BadArgument, chat_services, gateway_arg, no_args, number_arg, reply, usage, who
 from handlers.results import send_logs, send_report
 
 # Shown by /help and registered with setMyCommands, in this order.
@@ -42,7 +42,7 @@ HELP: tuple[tuple[str, str], ...] = (
 async def start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     no_args(chat_services(context), "start", context.args or [])
     gw = chat_services(context).core.config.gateway()
-    await _reply(update, f"gwbot tests and watches the IB Gateway {gw.name} ({gw.host}:{gw.port}). "
+    await reply(update, f"gwbot tests and watches the IB Gateway {gw.name} ({gw.host}:{gw.port}). "
                          "Try /status, or /checklist for the whole Task 5.1 run. /help lists every command.")
 
 
@@ -52,7 +52,7 @@ async def help_(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     lines = [f"/{name} - {text}" for name, text in HELP]
     if len(names) > 1:
         lines.append(f"Commands take an optional Gateway name: {', '.join(names)} (default {names[0]}).")
-    await _reply(update, "\n".join(lines))
+    await reply(update, "\n".join(lines))
 
 
 async def status(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -68,7 +68,7 @@ async def status(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         ago = _ago(last.ended_at or last.started_at)
         lines.append(f"Last run: #{last.id} {last.kind} {report.status_mark(last.status)} {last.status.upper()} "
                      f"({last.checks_passed}/{last.checks_total} checks passed), {ago}")
-    await _reply(update, "\n".join(lines))
+    await reply(update, "\n".join(lines))
 
 
 def _watched(watch: Watch | None, gw: GatewayConfig) -> Health | None:
@@ -112,11 +112,11 @@ async def history(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     no_args(chat_services(context), "history", context.args or [])
     runs = await chat_services(context).core.repo.list_runs(limit=10)
     if not runs:
-        await _reply(update, "No runs yet. /checklist runs the whole checklist.")
+        await reply(update, "No runs yet. /checklist runs the whole checklist.")
         return
     lines = [f"#{r.id} {report.status_mark(r.status)} {r.kind} on {r.gateway}: {r.status}, "
              f"{r.checks_passed}/{r.checks_total} passed, {r.started_at:%Y-%m-%d %H:%M} UTC" for r in runs]
-    await _reply(update, "\n".join(["Recent runs (/report N for one):", *lines]))
+    await reply(update, "\n".join(["Recent runs (/report N for one):", *lines]))
 
 
 async def report_(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -131,7 +131,7 @@ async def logs(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     if run is not None:
         assert update.effective_chat is not None
         if not await send_logs(chat_services(context).core.outbox, update.effective_chat.id, run):
-            await _reply(update, f"Run #{run.id} has no log lines.")
+            await reply(update, f"Run #{run.id} has no log lines.")
 
 
 async def _run_arg(update: Update, context: ContextTypes.DEFAULT_TYPE, command: str):
@@ -159,19 +159,14 @@ async def cancel(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     services.prompts.withdraw(gw.name, f"Cancelled by {who(update)} with /cancel.")
     job = await services.core.jobs.cancel(gw.name)
     if job is None:
-        await _reply(update, f"Nothing is running on {gw.name}.")
+        await reply(update, f"Nothing is running on {gw.name}.")
     else:
-        await _reply(update, f"Cancelled {job.what} (run #{job.run_id}) started by {job.request.started_by}.")
+        await reply(update, f"Cancelled {job.what} (run #{job.run_id}) started by {job.request.started_by}.")
 
 
 async def unknown(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     text = update.effective_message.text if update.effective_message else ""
-    await _reply(update, f"Unknown command {text.split()[0] if text else ''}. /help lists what I can do.")
-
-
-async def _reply(update: Update, text: str) -> None:
-    assert update.effective_message is not None
-    await update.effective_message.reply_text(text)
+    await reply(update, f"Unknown command {text.split()[0] if text else ''}. /help lists what I can do.")
 
 
 def _ago(at: datetime) -> str:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 from telegram import Update
 from telegram.ext import ContextTypes
@@ -12,6 +14,7 @@ from bot.services import Services
 from handlers.operator import PromptBoard
 
 KEY = "gwbot"
+Command = Callable[[Update, ContextTypes.DEFAULT_TYPE], Coroutine[Any, Any, None]]  # what PTB calls
 
 
 @dataclass
@@ -31,6 +34,19 @@ def who(update: Update) -> str:
         return "unknown"
     handle = f" @{user.username}" if user.username else ""
     return f"{user.full_name}{handle} ({user.id})"
+
+
+def handle(update: Update) -> str:
+    """A person as the chat shows them: @username, else their name."""
+    user = update.effective_user
+    if user is None:
+        return "someone"
+    return f"@{user.username}" if user.username else user.full_name
+
+
+async def reply(update: Update, text: str) -> None:
+    assert update.effective_message is not None
+    await update.effective_message.reply_text(text)
 
 
 def origin(update: Update) -> str:
