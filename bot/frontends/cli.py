@@ -297,7 +297,7 @@ async def _cmd_run(config: Config, _: argparse.Namespace) -> int:
     if not config.telegram.allowed_chat_ids:
         log.warning("telegram.allowed_chat_ids is empty: the bot will refuse everyone and tell them their ids")
     # TokenRejected goes up to main: said after the watch's goodbye lines, so it is the last line.
-    await run_chat(config, token, _stop_on_signals(), base_url=config.telegram.api_base_url, watch_options={})
+    await run_chat(config, token, _stop_on_signals())
     print("gwbot: stopped", file=sys.stderr)
     return EXIT_OK
 
