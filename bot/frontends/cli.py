@@ -224,12 +224,9 @@ def _who() -> str:
 def _print_result(result: CheckResult) -> None:
     line = f"{report.status_mark(result.status)} {result.name}: {result.status}"
     print(f"{line}" + (f" - {result.error}" if result.error else ""), flush=True)
-    for finding in result.findings:
-        print(f"     {finding}", flush=True)
-    for warning in result.warnings:
-        print(f"     {WARNING_MARK} {warning}", flush=True)
-    for hint in result.hints:
-        print(f"     hint: {hint}", flush=True)
+    _print_lines([*(f"     {finding}" for finding in result.findings),
+                  *(f"     {WARNING_MARK} {warning}" for warning in result.warnings),
+                  *(f"     hint: {hint}" for hint in result.hints)])
 
 
 async def _run_checks(config: Config, request: RunRequest, simulate: bool) -> tuple[RunOutcome, str]:
