@@ -14,7 +14,7 @@ from bot.outbox import Transport
 from bot.services import Services
 from handlers import checks, commands, watch
 from handlers.access import AccessGate
-from handlers.context import KEY, ChatServices, Command
+from handlers.context import HELP, KEY, ChatServices, Command
 from handlers.delivery import TelegramTransport
 from handlers.errors import on_error
 from handlers.operator import PREFIX
@@ -54,7 +54,7 @@ def install(application: Application, services: Services) -> None:
 
 async def started(application: Application) -> None:
     """Register the command menu, so Telegram shows it when someone types '/'."""
-    await application.bot.set_my_commands([BotCommand(name, text) for name, text in commands.HELP])
+    await application.bot.set_my_commands([BotCommand(name, text) for name, _, text in HELP])
 
 
 def transport(bot: Bot, config: OutboxConfig) -> Transport:

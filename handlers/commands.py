@@ -14,42 +14,21 @@ from bot.ibkr.errors import Layer
 from bot.jobs import Job
 from bot.watch.state import Phase
 from bot.watch.watcher import Watch, health_from_state
-from handlers.context import BadArgument, chat_services, gateway_arg, no_args, number_arg, reply, usage, who
+from handlers.context import HELP, BadArgument, chat_services, gateway_arg, no_args, number_arg, reply, usage, who
 from handlers.results import send_logs, send_report
-
-# Shown by /help and registered with setMyCommands, in this order.
-HELP: tuple[tuple[str, str], ...] = (
-    ("status", "health of the Gateway, the check running now, the last result"),
-    ("connect", "test the API connection (Step 2)"),
-    ("soak", "stay connected N minutes with a heartbeat: /soak [minutes]"),
-    ("disconnect", "test a graceful disconnect"),
-    ("reconnect", "guided auto-reconnect test: stop and start the Gateway when asked"),
-    ("errors", "connection error handling matrix (Step 5)"),
-    ("checklist", "the whole Task 5.1 checklist in one run"),
-    ("cancel", "cancel the running check"),
-    ("uptime", "availability over 24 h, 7 d, 30 d and a timeline: /uptime [Gateway]"),
-    ("subscribe", "get the watch's alerts (down, back) in this chat"),
-    ("unsubscribe", "stop the watch's alerts in this chat"),
-    ("mute", "silence the watch's alerts: /mute 1h [Gateway]"),
-    ("unmute", "alerts on again: /unmute [Gateway]"),
-    ("history", "recent runs"),
-    ("report", "a run's report: /report [run]"),
-    ("logs", "a run's log as a file: /logs [run]"),
-    ("help", "this list"),
-)
 
 
 async def start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     no_args(chat_services(context), "start", context.args or [])
     gw = chat_services(context).core.config.gateway()
     await reply(update, f"gwbot tests and watches the IB Gateway {gw.name} ({gw.host}:{gw.port}). "
-                         "Try /status, or /checklist for the whole Task 5.1 run. /help lists every command.")
+                        "Try /status, or /checklist for the whole Task 5.1 run. /help lists every command.")
 
 
 async def help_(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     no_args(chat_services(context), "help", context.args or [])
     names = chat_services(context).core.config.gateway_names
-    lines = [f"/{name} - {text}" for name, text in HELP]
+    lines = [f"/{name} - {text}" for name, _, text in HELP]
     if len(names) > 1:
         lines.append(f"Commands take an optional Gateway name: {', '.join(names)} (default {names[0]}).")
     await reply(update, "\n".join(lines))

@@ -58,15 +58,28 @@ class BadArgument(ValueError):
     """A user typed something we cannot use; the message is the one-line answer."""
 
 
-# Each command's arguments, for its usage line: the one place that knows them.
-USAGE: dict[str, str] = {
-    "start": "", "help": "", "history": "",
-    "status": "[Gateway]", "connect": "[Gateway]", "disconnect": "[Gateway]", "reconnect": "[Gateway]",
-    "errors": "[Gateway]", "checklist": "[Gateway]", "cancel": "[Gateway]",
-    "soak": "[minutes] [Gateway]", "report": "[run number]", "logs": "[run number]",
-    "subscribe": "", "unsubscribe": "", "mute": "DURATION (30m, 1h, 2d) [Gateway]", "unmute": "[Gateway]",
-    "uptime": "[Gateway]",
-}
+# Each command: its arguments (for its usage line) and what /help says; registered with
+# setMyCommands, in this order. /start is left out of the menu.
+HELP: tuple[tuple[str, str, str], ...] = (
+    ("status", "[Gateway]", "health of the Gateway, the check running now, the last result"),
+    ("connect", "[Gateway]", "test the API connection (Step 2)"),
+    ("soak", "[minutes] [Gateway]", "stay connected N minutes with a heartbeat: /soak [minutes]"),
+    ("disconnect", "[Gateway]", "test a graceful disconnect"),
+    ("reconnect", "[Gateway]", "guided auto-reconnect test: stop and start the Gateway when asked"),
+    ("errors", "[Gateway]", "connection error handling matrix (Step 5)"),
+    ("checklist", "[Gateway]", "the whole Task 5.1 checklist in one run"),
+    ("cancel", "[Gateway]", "cancel the running check"),
+    ("uptime", "[Gateway]", "availability over 24 h, 7 d, 30 d and a timeline: /uptime [Gateway]"),
+    ("subscribe", "", "get the watch's alerts (down, back) in this chat"),
+    ("unsubscribe", "", "stop the watch's alerts in this chat"),
+    ("mute", "DURATION (30m, 1h, 2d) [Gateway]", "silence the watch's alerts: /mute 1h [Gateway]"),
+    ("unmute", "[Gateway]", "alerts on again: /unmute [Gateway]"),
+    ("history", "", "recent runs"),
+    ("report", "[run number]", "a run's report: /report [run]"),
+    ("logs", "[run number]", "a run's log as a file: /logs [run]"),
+    ("help", "", "this list"),
+)
+USAGE = {"start": ""} | {name: args for name, args, _ in HELP}
 
 
 def usage(services: ChatServices, command: str, example: str = "") -> BadArgument:

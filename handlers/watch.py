@@ -38,7 +38,7 @@ async def subscribe(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     assert update.effective_chat is not None
     added = await services.core.repo.subscribers.add(update.effective_chat.id, who(update))
     await reply(update, "This chat now gets the watch's alerts. /unsubscribe stops them." if added
-                 else "This chat already gets the watch's alerts. /unsubscribe stops them.")
+                else "This chat already gets the watch's alerts. /unsubscribe stops them.")
 
 
 async def unsubscribe(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -74,7 +74,7 @@ async def mute(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     watch.mute(gw.name if gw else None, until)
     log.info("%s muted the watch's alerts for %s until %s", who(update), gw.name if gw else "every Gateway", until)
     await reply(update, f"🔕 Alerts for {gw.name if gw else 'every Gateway'} muted until {until:%H:%M} UTC "
-                         f"(by {handle(update)}). /unmute ends it.")
+                        f"(by {handle(update)}). /unmute ends it.")
 
 
 async def unmute(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
