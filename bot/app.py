@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
@@ -49,23 +50,22 @@ class PerPersonUpdateProcessor(BaseUpdateProcessor):
     starts one task per update in arrival order, and asyncio.Lock lets waiters in first come, first served.
     """
 
-    def __init__(self, max_concurrent_updates: int = MAX_CONCURRENT_UPDATES) -> None:
-        super().__init__(max_concurrent_updates)
-        self._queues: dict[OrderKey, tuple[asyncio.Lock, int]] = {}  # lock, updates holding or waiting it
+    def __init__(self) -> None:
+        super().__init__(MAX_CONCURRENT_UPDATES)
+        self._locks: dict[OrderKey, asyncio.Lock] = {}
+        self._users: Counter[OrderKey] = Counter()  # updates holding or waiting for each lock
 
     async def do_process_update(self, update: object, coroutine: Awaitable[Any]) -> None:
         key = order_key(update)
-        lock, users = self._queues.get(key, (asyncio.Lock(), 0))
-        self._queues[key] = (lock, users + 1)
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        self._users[key] += 1
         try:
             async with lock:
                 await coroutine
         finally:
-            lock, users = self._queues[key]
-            if users == 1:
-                del self._queues[key]  # no lock kept for someone who has gone quiet
-            else:
-                self._queues[key] = (lock, users - 1)
+            self._users[key] -= 1
+            if not self._users[key]:
+                del self._users[key], self._locks[key]  # no lock kept for someone who has gone quiet
 
     async def initialize(self) -> None:
         return None
@@ -75,7 +75,7 @@ class PerPersonUpdateProcessor(BaseUpdateProcessor):
 
 
 class TokenRejected(Exception):
-    pass
+    """The Bot API refused the token, or cannot be reached; the message is the one line shown."""
 
 
 @contextlib.asynccontextmanager
