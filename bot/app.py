@@ -98,8 +98,7 @@ async def _telegram_bot(token: str, base_url: str | None, poll_timeout: float) -
 @contextlib.asynccontextmanager
 async def _chat_front_end(application: Application, services: Services, poll_timeout: float) -> AsyncIterator[None]:
     """The handlers, taking updates: the first part to stop, so no command starts while the rest stops."""
-    handlers.install(application, services)
-    await handlers.started(application)
+    await handlers.install(application, services)
     await application.start()
     try:
         assert application.updater is not None

@@ -14,7 +14,7 @@ import os
 import re
 import reprlib
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from datetime import time
 from pathlib import Path
 from typing import Any
@@ -363,9 +363,7 @@ class Config:
 
 # A ``gateways.NAME`` entry takes its name from the key, so ``name`` is not one of its keys.
 OVERRIDE_KEYS = {k: v for k, v in rules(GatewayConfig).items() if k != "name"}
-SECTIONS: dict[str, type] = {"telegram": TelegramConfig, "soak": SoakConfig, "checks": ChecksConfig,
-                             "logging": LoggingConfig, "watch": WatchConfig, "outbox": OutboxConfig,
-                             "selfcheck": SelfcheckConfig}
+SECTIONS: dict[str, type] = {f.name: type(f.default) for f in fields(Config) if is_dataclass(f.default)}
 SCALARS: dict[str, Validator] = {"data_dir": _text}
 TOP_KEYS = ("ibkr", "gateways", *SCALARS, *SECTIONS)
 
