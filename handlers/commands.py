@@ -16,6 +16,7 @@ from bot.watch.state import Phase
 from bot.watch.watcher import Watch, health_from_state
 from handlers.context import HELP, BadArgument, chat_services, gateway_arg, no_args, number_arg, reply, usage, who
 from handlers.results import send_logs, send_report
+from storage import RunRecord
 
 
 async def start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -100,36 +101,32 @@ async def history(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 
 async def report_(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     run = await _run_arg(update, context, "report")
-    if run is not None:
-        assert update.effective_chat is not None
-        await send_report(chat_services(context).core.outbox, update.effective_chat.id, run)
+    assert update.effective_chat is not None
+    await send_report(chat_services(context).core.outbox, update.effective_chat.id, run)
 
 
 async def logs(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     run = await _run_arg(update, context, "logs")
-    if run is not None:
-        assert update.effective_chat is not None
-        if not await send_logs(chat_services(context).core.outbox, update.effective_chat.id, run):
-            await reply(update, f"Run #{run.id} has no log lines.")
+    assert update.effective_chat is not None
+    if not await send_logs(chat_services(context).core.outbox, update.effective_chat.id, run):
+        await reply(update, f"Run #{run.id} has no log lines.")
 
 
-async def _run_arg(update: Update, context: ContextTypes.DEFAULT_TYPE, command: str):
-    """The run named by /report or /logs (default: the latest), or None after saying why."""
+async def _run_arg(update: Update, context: ContextTypes.DEFAULT_TYPE, command: str) -> RunRecord:
+    """The run named by /report or /logs (default: the latest); BadArgument says why there is none."""
     repo = chat_services(context).core.repo
     args = context.args or []
     wrong = usage(chat_services(context), command, f"/{command} 12")
     if len(args) > 1:
         raise wrong
-    if args:
-        run_id = int(number_arg(args[0], RUN_ID, str(wrong)))  # RUN_ID is an integer range
-        run = await repo.get_run(run_id)
-        if run is None:
-            raise BadArgument(f"No run #{run_id}. /history lists the runs.")
-        return run
-    latest = await repo.latest_run()
-    if latest is None:
+    latest = None if args else await repo.latest_run()
+    if not args and latest is None:
         raise BadArgument("No runs yet. /checklist runs the whole checklist.")
-    return await repo.get_run(latest.id)
+    run_id = latest.id if latest else int(number_arg(args[0], RUN_ID, str(wrong)))  # RUN_ID is an integer range
+    run = await repo.get_run(run_id)
+    if run is None:
+        raise BadArgument(f"No run #{run_id}. /history lists the runs.")
+    return run
 
 
 async def cancel(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:

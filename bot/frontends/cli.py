@@ -156,9 +156,6 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-SERVICES = ("run", "simulate")  # commands that log what they do; the others print their own progress
-
-
 @contextlib.contextmanager
 def _redacting(token: str | None) -> Iterator[None]:
     """Keep the bot token's secret out of every output (PTB's DEBUG line "Set Bot API URL" carries
@@ -200,7 +197,7 @@ def _logging(config: Config, verbose: bool, command: str) -> Iterator[None]:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per Bot API request otherwise
     console = logging.StreamHandler(sys.stderr)
     console.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
-    if not verbose and command not in SERVICES:
+    if not verbose and command not in ("run", "simulate"):  # those log what they do; others print progress
         # ib_async's errors are expected in the error matrix and stored with the run; on the
         # terminal they would drown the progress lines.
         console.setLevel(logging.ERROR)
