@@ -111,38 +111,27 @@ def _optional(allowed: Range) -> Validator:
     return check
 
 
-def _text(v: Any) -> str:
-    if not isinstance(v, str) or not v.strip():
-        raise _Bad("a non-empty string")
-    return v
+def _rule(ok: Callable[[Any], bool], expected: str, convert: Callable[[Any], Any] = lambda v: v) -> Validator:
+    """A validator: values that pass ``ok``, converted; any other is told what was ``expected``."""
+    def check(v: Any) -> Any:
+        if not ok(v):
+            raise _Bad(expected)
+        return convert(v)
+    return check
+
+
+_text = _rule(lambda v: isinstance(v, str) and bool(v.strip()), "a non-empty string")
+_optional_url = _rule(lambda v: v is None or (isinstance(v, str) and v.startswith(("http://", "https://"))
+                                              and len(v) > 8), "an http:// or https:// URL, or null")
+_boolean = _rule(lambda v: isinstance(v, bool), "true or false")
+_id_set = _rule(lambda v: isinstance(v, list) and all(_is_int(i) for i in v), "a list of integers", frozenset)
+_level = _rule(lambda v: isinstance(v, str) and v.upper() in LOG_LEVELS, f"one of {', '.join(LOG_LEVELS)}",
+               str.upper)
+_region = _rule(lambda v: v in REGIONS, f"one of {', '.join(REGIONS)}")
 
 
 def _optional_text(v: Any) -> str | None:
     return None if v is None else _text(v)
-
-
-def _optional_url(v: Any) -> str | None:
-    if v is not None and not (isinstance(v, str) and v.startswith(("http://", "https://")) and len(v) > 8):
-        raise _Bad("an http:// or https:// URL, or null")
-    return v
-
-
-def _boolean(v: Any) -> bool:
-    if not isinstance(v, bool):
-        raise _Bad("true or false")
-    return v
-
-
-def _id_set(v: Any) -> frozenset[int]:
-    if not isinstance(v, list) or not all(_is_int(i) for i in v):
-        raise _Bad("a list of integers")
-    return frozenset(v)
-
-
-def _level(v: Any) -> str:
-    if not isinstance(v, str) or v.upper() not in LOG_LEVELS:
-        raise _Bad(f"one of {', '.join(LOG_LEVELS)}")
-    return v.upper()
 
 
 def _zone_name(v: Any) -> str:
@@ -150,12 +139,6 @@ def _zone_name(v: Any) -> str:
         ZoneInfo(v if isinstance(v, str) else "")
     except (ValueError, OSError, ZoneInfoNotFoundError):
         raise _Bad("a time zone name such as America/New_York or UTC") from None
-    return v
-
-
-def _region(v: Any) -> str:
-    if v not in REGIONS:
-        raise _Bad(f"one of {', '.join(REGIONS)}")
     return v
 
 
