@@ -333,14 +333,11 @@ class Config:
 
     def public_dict(self) -> dict[str, Any]:
         """Plain JSON-able settings without secrets, stored with every run."""
-        out = asdict(self)
-        out["gateways"] = list(out["gateways"])
+        def plain(value: Any) -> Any:
+            return sorted(value) if isinstance(value, frozenset) else str(value) if isinstance(value, Path) else value
+
+        out = asdict(self, dict_factory=lambda items: {key: plain(value) for key, value in items})
         del out["telegram"]["token"]
-        out["telegram"]["allowed_chat_ids"] = sorted(self.telegram.allowed_chat_ids)
-        out["telegram"]["allowed_user_ids"] = sorted(self.telegram.allowed_user_ids)
-        out["watch"]["alert_chat_ids"] = sorted(self.watch.alert_chat_ids)
-        out["data_dir"] = str(self.data_dir)
-        out["source"] = str(self.source) if self.source else None
         return out
 
 
