@@ -63,19 +63,14 @@ def _typed(allowed: Range) -> Callable[[str], int | float]:
     return parse
 
 
-def _common() -> _Parser:
-    """--config and -v, accepted before and after the command. SUPPRESS: a command that is not given
-    them leaves the value from before the command alone."""
+def _parser() -> argparse.ArgumentParser:
+    # --config and -v, accepted before and after the command. SUPPRESS: a command that is not given
+    # them leaves the value from before the command alone.
     common = _Parser(add_help=False)
     common.add_argument("--config", default=argparse.SUPPRESS,
                         help="config file (default: $GWBOT_CONFIG, else config/config.yaml)")
     common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                         help="show log lines on the terminal")
-    return common
-
-
-def _parser() -> argparse.ArgumentParser:
-    common = _common()
     p = _Parser(prog="gwbot", description="Test and watch an IB Gateway connection.", parents=[common])
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
