@@ -66,7 +66,14 @@ async def _start(update: Update, context: ContextTypes.DEFAULT_TYPE, checks: tup
     async def done(job: Job, outcome: RunOutcome | None, error: BaseException | None) -> None:
         _watch_expects_stop(services, gw.name, checks, None)
         await progress.close()
-        await _finished(services, context, chat_id, job, error)
+        run = await services.core.repo.get_run(job.run_id)
+        if run is None:
+            return
+        first: tuple[OutMessage, ...] = ()
+        if error is not None and run.status != "cancelled":
+            first = (OutMessage.plain(f"⚠️ Run #{job.run_id} stopped with an internal error "
+                                      f"({type(error).__name__}); it is logged."),)
+        await post_results(services.core.outbox, chat_id, run, first)
 
     try:
         job = await services.core.jobs.start(request, operator, progress=progress, on_event=operator.on_event,
@@ -79,18 +86,6 @@ async def _start(update: Update, context: ContextTypes.DEFAULT_TYPE, checks: tup
     progress.run_id = job.run_id
     await reply(update, f"▶️ {request.kind} on {gw.name} ({gw.host}:{gw.port}) started by {request.started_by}: "
                         f"run #{job.run_id}. /cancel stops it.")
-
-
-async def _finished(services: ChatServices, context: ContextTypes.DEFAULT_TYPE, chat_id: int, job: Job,
-                    error: BaseException | None) -> None:
-    run = await services.core.repo.get_run(job.run_id)
-    if run is None:
-        return
-    first: tuple[OutMessage, ...] = ()
-    if error is not None and run.status not in ("cancelled",):
-        first = (OutMessage.plain(f"⚠️ Run #{job.run_id} stopped with an internal error "
-                                  f"({type(error).__name__}); it is logged."),)
-    await post_results(services.core.outbox, chat_id, run, first)
 
 
 def _stop_window(services: ChatServices, request: RunRequest) -> float:

@@ -100,19 +100,19 @@ async def history(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 
 
 async def report_(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    run = await _run_arg(update, context, "report")
+    run = await _run_arg(context, "report")
     assert update.effective_chat is not None
     await send_report(chat_services(context).core.outbox, update.effective_chat.id, run)
 
 
 async def logs(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    run = await _run_arg(update, context, "logs")
+    run = await _run_arg(context, "logs")
     assert update.effective_chat is not None
     if not await send_logs(chat_services(context).core.outbox, update.effective_chat.id, run):
         await reply(update, f"Run #{run.id} has no log lines.")
 
 
-async def _run_arg(update: Update, context: ContextTypes.DEFAULT_TYPE, command: str) -> RunRecord:
+async def _run_arg(context: ContextTypes.DEFAULT_TYPE, command: str) -> RunRecord:
     """The run named by /report or /logs (default: the latest); BadArgument says why there is none."""
     repo = chat_services(context).core.repo
     args = context.args or []
