@@ -16,7 +16,7 @@ from bot.config import SOAK_SECONDS, Range
 from bot.jobs import Busy, Job
 from bot.runner import RunOutcome, RunRequest
 from bot.watch.watcher import utc_now
-from handlers.context import BadArgument, ChatServices, chat_services, gateway_arg, number_arg, origin, reply, who
+from handlers.context import BadArgument, ChatServices, chat_services, gateway_arg, number_arg, reply, who
 from handlers.operator import ChatOperator
 from handlers.progress import ProgressMessage
 from handlers.results import post_results
@@ -58,7 +58,7 @@ async def _start(update: Update, context: ContextTypes.DEFAULT_TYPE, checks: tup
     gw = gateway_arg(services, "checklist" if checks == CHECK_NAMES else checks[0], args)
     assert update.effective_chat is not None
     chat_id = update.effective_chat.id
-    request = RunRequest(checks, started_by=who(update), origin=origin(update), gateway=gw.name,
+    request = RunRequest(checks, started_by=who(update), origin=f"telegram chat {chat_id}", gateway=gw.name,
                          options=(SoakOptions(soak_seconds),))
     progress = ProgressMessage(context.bot, chat_id, request.kind, 0, services.core.config.telegram.progress_interval)
     operator = ChatOperator(context.bot, chat_id, services.prompts, gw.name)

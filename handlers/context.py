@@ -49,11 +49,6 @@ async def reply(update: Update, text: str) -> None:
     await update.effective_message.reply_text(text)
 
 
-def origin(update: Update) -> str:
-    chat = update.effective_chat
-    return f"telegram chat {chat.id}" if chat else "telegram"
-
-
 class BadArgument(ValueError):
     """A user typed something we cannot use; the message is the one-line answer."""
 
