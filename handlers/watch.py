@@ -11,7 +11,6 @@ from datetime import timedelta
 from telegram import Update
 from telegram.ext import ContextTypes
 
-from bot.config import GatewayConfig
 from bot.watch.alerts import AlertAction
 from bot.watch.uptime import timeline_png, uptime_report
 from bot.watch.watcher import Watch, utc_now
@@ -53,7 +52,8 @@ async def unsubscribe(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Non
     await reply(update, text)
 
 
-def _mute_args(services: ChatServices, args: list[str]) -> tuple[timedelta, GatewayConfig | None]:
+def _mute_args(services: ChatServices, args: list[str]) -> tuple[timedelta, str | None]:
+    """How long, and which Gateway (None: every one)."""
     wrong = usage(services, "mute", "/mute 1h")
     if not args or len(args) > 2:
         raise wrong
@@ -63,26 +63,25 @@ def _mute_args(services: ChatServices, args: list[str]) -> tuple[timedelta, Gate
     span = timedelta(seconds=int(m.group(1)) * _UNITS[m.group(2)])
     if span > MUTE_MAX:
         raise BadArgument("At most a week: /mute 7d. For longer, take the chat out with /unsubscribe.")
-    return span, (gateway_arg(services, "mute", args[1:]) if len(args) == 2 else None)
+    return span, (gateway_arg(services, "mute", args[1:]).name if len(args) == 2 else None)
 
 
 async def mute(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     services = chat_services(context)
-    span, gw = _mute_args(services, context.args or [])
-    watch = _watch(services)
+    span, gateway = _mute_args(services, context.args or [])
     until = utc_now() + span
-    watch.mute(gw.name if gw else None, until)
-    log.info("%s muted the watch's alerts for %s until %s", who(update), gw.name if gw else "every Gateway", until)
-    await reply(update, f"🔕 Alerts for {gw.name if gw else 'every Gateway'} muted until {until:%H:%M} UTC "
+    _watch(services).mute(gateway, until)
+    log.info("%s muted the watch's alerts for %s until %s", who(update), gateway or "every Gateway", until)
+    await reply(update, f"🔕 Alerts for {gateway or 'every Gateway'} muted until {until:%H:%M} UTC "
                         f"(by {handle(update)}). /unmute ends it.")
 
 
 async def unmute(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     services = chat_services(context)
     args = context.args or []
-    gw = gateway_arg(services, "unmute", args) if args else None
-    _watch(services).mute(gw.name if gw else None, None)
-    await reply(update, f"🔔 Alerts for {gw.name if gw else 'every Gateway'} are on again.")
+    gateway = gateway_arg(services, "unmute", args).name if args else None
+    _watch(services).mute(gateway, None)
+    await reply(update, f"🔔 Alerts for {gateway or 'every Gateway'} are on again.")
 
 
 async def uptime(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
