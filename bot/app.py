@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
@@ -19,9 +20,10 @@ from telegram.ext import Application, ApplicationBuilder, BaseUpdateProcessor
 
 import handlers
 from bot.config import Config
-from bot.outbox import Outbox
 from bot.selfcheck import ping_forever
-from bot.services import Services, gateway_jobs, outbox, storage, watch
+from bot.services import Services, database_path, gateway_jobs, outbox
+from bot.watch.delivery import watching
+from storage import Repository
 
 log = logging.getLogger(__name__)
 TELEGRAM_API = "https://api.telegram.org/bot"
@@ -48,23 +50,22 @@ class PerPersonUpdateProcessor(BaseUpdateProcessor):
     starts one task per update in arrival order, and asyncio.Lock lets waiters in first come, first served.
     """
 
-    def __init__(self, max_concurrent_updates: int = MAX_CONCURRENT_UPDATES) -> None:
-        super().__init__(max_concurrent_updates)
-        self._queues: dict[OrderKey, tuple[asyncio.Lock, int]] = {}  # lock, updates holding or waiting it
+    def __init__(self) -> None:
+        super().__init__(MAX_CONCURRENT_UPDATES)
+        self._locks: dict[OrderKey, asyncio.Lock] = {}
+        self._users: Counter[OrderKey] = Counter()  # updates holding or waiting for each lock
 
     async def do_process_update(self, update: object, coroutine: Awaitable[Any]) -> None:
         key = order_key(update)
-        lock, users = self._queues.get(key, (asyncio.Lock(), 0))
-        self._queues[key] = (lock, users + 1)
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        self._users[key] += 1
         try:
             async with lock:
                 await coroutine
         finally:
-            lock, users = self._queues[key]
-            if users == 1:
-                del self._queues[key]  # no lock kept for someone who has gone quiet
-            else:
-                self._queues[key] = (lock, users - 1)
+            self._users[key] -= 1
+            if not self._users[key]:
+                del self._users[key], self._locks[key]  # no lock kept for someone who has gone quiet
 
     async def initialize(self) -> None:
         return None
@@ -74,7 +75,7 @@ class PerPersonUpdateProcessor(BaseUpdateProcessor):
 
 
 class TokenRejected(Exception):
-    pass
+    """The Bot API refused the token, or cannot be reached; the message is the one line shown."""
 
 
 @contextlib.asynccontextmanager
@@ -97,8 +98,7 @@ async def _telegram_bot(token: str, base_url: str | None, poll_timeout: float) -
 @contextlib.asynccontextmanager
 async def _chat_front_end(application: Application, services: Services, poll_timeout: float) -> AsyncIterator[None]:
     """The handlers, taking updates: the first part to stop, so no command starts while the rest stops."""
-    handlers.install(application, services)
-    await handlers.started(application)
+    await handlers.install(application, services)
     await application.start()
     try:
         assert application.updater is not None
@@ -112,26 +112,9 @@ async def _chat_front_end(application: Application, services: Services, poll_tim
         await application.stop()
 
 
-@contextlib.asynccontextmanager
-async def _sending(application: Application, box: Outbox, config: Config) -> AsyncIterator[None]:
-    """The outbox sends through this Bot; it stops before the Bot's connection closes, and what is
-    unsent waits in the database."""
-    await box.start(handlers.transport(application.bot, config.outbox))
-    try:
-        yield
-    finally:
-        await box.stop()
-
-
-@contextlib.asynccontextmanager
-async def _selfcheck(config: Config, box: Outbox) -> AsyncIterator[None]:
-    """The dead man's switch: pings while the bot runs (nothing without selfcheck.ping_url)."""
-    task = asyncio.create_task(ping_forever(config.selfcheck, box), name="selfcheck")
-    try:
-        yield
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+async def _stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 @contextlib.asynccontextmanager
@@ -146,22 +129,26 @@ async def serving_chat(config: Config, token: str, *, base_url: str | None = Non
     stop before the outbox, and the outbox before the Bot's connection closes.
     """
     async with contextlib.AsyncExitStack() as stack:
-        repo = await stack.enter_async_context(storage(config))
+        repo = await stack.enter_async_context(await Repository.open(database_path(config)))
         application = await stack.enter_async_context(_telegram_bot(token, base_url, poll_timeout))
         box = await stack.enter_async_context(outbox(config, repo))
-        await stack.enter_async_context(_sending(application, box, config))
-        watcher = await stack.enter_async_context(watch(config, repo, box, client_options, watch_options))
+        # The outbox sends through this Bot; it stops before the Bot's connection closes, and what
+        # is unsent waits in the database.
+        await box.start(handlers.transport(application.bot, config.outbox))
+        stack.push_async_callback(box.stop)
+        watcher = None if watch_options is None else await stack.enter_async_context(
+            watching(config, repo, box, client_options=client_options, **watch_options))
         services = await stack.enter_async_context(gateway_jobs(config, repo, box, watcher, client_options))
-        await stack.enter_async_context(_selfcheck(config, box))
+        # The dead man's switch pings while the bot runs (nothing without selfcheck.ping_url).
+        stack.push_async_callback(_stop, asyncio.create_task(ping_forever(config.selfcheck, box), name="selfcheck"))
         await stack.enter_async_context(_chat_front_end(application, services, poll_timeout))
         yield services
 
 
-async def run_chat(config: Config, token: str, stop: asyncio.Event, *, base_url: str | None = None,
-                   poll_timeout: float = POLL_TIMEOUT, watch_options: dict[str, Any] | None = None) -> None:
-    """python-telegram-bot inside our own loop (not run_polling's), until ``stop`` is set."""
-    async with serving_chat(config, token, base_url=base_url, poll_timeout=poll_timeout,
-                            watch_options=watch_options):
+async def run_chat(config: Config, token: str, stop: asyncio.Event) -> None:
+    """`gwbot run`: python-telegram-bot inside our own loop (not run_polling's), with the watch,
+    until ``stop`` is set."""
+    async with serving_chat(config, token, base_url=config.telegram.api_base_url, watch_options={}):
         # Start-up's objects (modules, config, the watch) out of later full collections, which
         # took 50-70 ms here and would stall every chat answer and alert meanwhile.
         gc.collect()

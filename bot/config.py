@@ -14,7 +14,7 @@ import os
 import re
 import reprlib
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from datetime import time
 from pathlib import Path
 from typing import Any
@@ -44,7 +44,8 @@ class ConfigError(Exception):
 @dataclass(frozen=True)
 class Range:
     """The numbers one setting accepts, declared once beside it and used by every edge that takes it
-    (config file, CLI flag, chat argument). ``low_open`` excludes ``low`` itself."""
+    (config file, CLI flag, chat argument). ``low_open`` excludes ``low`` itself. Called with a
+    YAML value, it is that setting's validator."""
 
     low: float
     high: float
@@ -72,20 +73,17 @@ class Range:
 
     def parse(self, text: str) -> int | float:
         """A typed number (flag or chat argument) in this range; ValueError saying what is expected."""
-        if not NUMBER.fullmatch(text):
+        if not NUMBER.fullmatch(text) or (self.integer and not re.fullmatch(r"[+-]?\d+", text)):
             raise ValueError(self.expected)
-        value = float(text)
-        if self.integer:
-            if not value.is_integer() or not re.fullmatch(r"[+-]?\d+", text):
-                raise ValueError(self.expected)
-            value = int(text)
+        value = int(text) if self.integer else float(text)
         if not self.contains(value):
             raise ValueError(self.expected)
         return value
 
-
-def _seconds(low: float, high: float, *, low_open: bool = False) -> Range:
-    return Range(low, high, low_open=low_open)
+    def __call__(self, v: Any) -> int | float:
+        if not self.contains(v):
+            raise _Bad(self.expected)
+        return v if self.integer else float(v)
 
 
 # ---------------------------------------------------------------- validators
@@ -102,59 +100,38 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)  # YAML's true is an int to Python
 
 
-def _in(allowed: Range) -> Validator:
-    def check(v: Any) -> int | float:
-        if not allowed.contains(v):
-            raise _Bad(allowed.expected)
-        return v if allowed.integer else float(v)
-    return check
-
-
 def _optional(allowed: Range) -> Validator:
-    number = _in(allowed)
-
     def check(v: Any) -> int | float | None:
         if v is None:
             return None
         try:
-            return number(v)
+            return allowed(v)
         except _Bad:
             raise _Bad(f"null or {allowed.expected}") from None
     return check
 
 
-def _text(v: Any) -> str:
-    if not isinstance(v, str) or not v.strip():
-        raise _Bad("a non-empty string")
-    return v
+def _rule(ok: Callable[[Any], bool], expected: str, convert: Callable[[Any], Any] = lambda v: v) -> Validator:
+    """A validator: values that pass ``ok``, converted; any other is told what was ``expected``."""
+    def check(v: Any) -> Any:
+        if not ok(v):
+            raise _Bad(expected)
+        return convert(v)
+    return check
+
+
+_text = _rule(lambda v: isinstance(v, str) and bool(v.strip()), "a non-empty string")
+_optional_url = _rule(lambda v: v is None or (isinstance(v, str) and v.startswith(("http://", "https://"))
+                                              and len(v) > 8), "an http:// or https:// URL, or null")
+_boolean = _rule(lambda v: isinstance(v, bool), "true or false")
+_id_set = _rule(lambda v: isinstance(v, list) and all(_is_int(i) for i in v), "a list of integers", frozenset)
+_level = _rule(lambda v: isinstance(v, str) and v.upper() in LOG_LEVELS, f"one of {', '.join(LOG_LEVELS)}",
+               str.upper)
+_region = _rule(lambda v: v in REGIONS, f"one of {', '.join(REGIONS)}")
 
 
 def _optional_text(v: Any) -> str | None:
     return None if v is None else _text(v)
-
-
-def _optional_url(v: Any) -> str | None:
-    if v is not None and not (isinstance(v, str) and v.startswith(("http://", "https://")) and len(v) > 8):
-        raise _Bad("an http:// or https:// URL, or null")
-    return v
-
-
-def _boolean(v: Any) -> bool:
-    if not isinstance(v, bool):
-        raise _Bad("true or false")
-    return v
-
-
-def _id_set(v: Any) -> frozenset[int]:
-    if not isinstance(v, list) or not all(_is_int(i) for i in v):
-        raise _Bad("a list of integers")
-    return frozenset(v)
-
-
-def _level(v: Any) -> str:
-    if not isinstance(v, str) or v.upper() not in LOG_LEVELS:
-        raise _Bad(f"one of {', '.join(LOG_LEVELS)}")
-    return v.upper()
 
 
 def _zone_name(v: Any) -> str:
@@ -162,12 +139,6 @@ def _zone_name(v: Any) -> str:
         ZoneInfo(v if isinstance(v, str) else "")
     except (ValueError, OSError, ZoneInfoNotFoundError):
         raise _Bad("a time zone name such as America/New_York or UTC") from None
-    return v
-
-
-def _region(v: Any) -> str:
-    if v not in REGIONS:
-        raise _Bad(f"one of {', '.join(REGIONS)}")
     return v
 
 
@@ -211,7 +182,7 @@ CLIENT_ID = Range(0, CLIENT_ID_MAX - max(ClientRole), integer=True)
 RUN_ID = Range(1, 2**63 - 1, integer=True, wording="a run number (gwbot history lists them)")  # SQLite's rowid
 # The checklist asks for 10+ minutes; a day is the longest that still makes sense, 3 s the shortest
 # that shows a few heartbeats.
-SOAK_SECONDS = _seconds(3, 86400)
+SOAK_SECONDS = Range(3, 86400)
 RULE = "rule"  # the field metadata key that makes a dataclass field a config key
 
 
@@ -230,10 +201,10 @@ class ClientSettings:
     """The Gateway settings an IBKRClient reads as they are (ClientOptions extends this class;
     the reconnect_* settings below become its ReconnectPolicy)."""
 
-    connect_timeout: float = setting(10.0, _in(_seconds(0, 600, low_open=True)))
+    connect_timeout: float = setting(10.0, Range(0, 600, low_open=True))
     # ib_async can leave a reqCurrentTime unanswered when sent < ~1 s after the previous one.
-    heartbeat_interval: float = setting(10.0, _in(_seconds(1, 3600)))
-    heartbeat_timeout: float = setting(5.0, _in(_seconds(0, 600, low_open=True)))
+    heartbeat_interval: float = setting(10.0, Range(1, 3600))
+    heartbeat_timeout: float = setting(5.0, Range(0, 600, low_open=True))
     allow_live: bool = setting(False, _boolean)
 
 
@@ -242,14 +213,14 @@ class GatewayConfig(ClientSettings):
     name: str = setting("paper", _text)
     account: str = setting("DUO779750", _text)
     host: str = setting("127.0.0.1", _text)
-    port: int = setting(4002, _in(PORT))
-    client_id: int = setting(1, _in(CLIENT_ID))
-    reconnect_delay: float = setting(10.0, _in(_seconds(0, 3600)))
-    max_reconnect_attempts: int = setting(5, _in(Range(0, 1000, integer=True)))
+    port: int = setting(4002, PORT)
+    client_id: int = setting(1, CLIENT_ID)
+    reconnect_delay: float = setting(10.0, Range(0, 3600))
+    max_reconnect_attempts: int = setting(5, Range(0, 1000, integer=True))
     # Reconnecting never gives up while the port refuses; this total budget (seconds from the
     # drop, None = never) is the only limit. 15 min: a daily auto-restart takes ~35-80 s and a
     # Sunday cold restart with a 2FA login minutes; beyond that a person has to act.
-    give_up_after: float | None = setting(900.0, _optional(_seconds(0, 7 * 86400, low_open=True)))
+    give_up_after: float | None = setting(900.0, _optional(Range(0, 7 * 86400, low_open=True)))
 
     def client_id_for(self, role: ClientRole) -> int:
         return client_id_for(self.client_id, role)
@@ -261,22 +232,22 @@ class TelegramConfig:
     allowed_chat_ids: frozenset[int] = setting(frozenset(), _id_set)  # groups have negative ids
     allowed_user_ids: frozenset[int] = setting(frozenset(), _id_set)
     api_base_url: str | None = setting(None, _optional_text)
-    progress_interval: float = setting(5.0, _in(_seconds(1, 3600)))  # Telegram rate-limits message edits
+    progress_interval: float = setting(5.0, Range(1, 3600))  # Telegram rate-limits message edits
 
 
 @dataclass(frozen=True)
 class SoakConfig:
-    duration: float = setting(600.0, _in(SOAK_SECONDS))
-    heartbeat_interval: float = setting(5.0, _in(_seconds(1, 3600)))
-    progress_interval: float = setting(30.0, _in(_seconds(0, 3600, low_open=True)))
+    duration: float = setting(600.0, SOAK_SECONDS)
+    heartbeat_interval: float = setting(5.0, Range(1, 3600))
+    progress_interval: float = setting(30.0, Range(0, 3600, low_open=True))
 
 
 @dataclass(frozen=True)
 class ChecksConfig:
-    reconnect_within: float = setting(30.0, _in(_seconds(0, 3600, low_open=True)))
+    reconnect_within: float = setting(30.0, Range(0, 3600, low_open=True))
     # A data farm broken at connect and OK within this many seconds is only a blip.
-    farm_grace: float = setting(5.0, _in(_seconds(0, 600)))
-    operator_timeout: float = setting(120.0, _in(_seconds(0, 86400, low_open=True)))
+    farm_grace: float = setting(5.0, Range(0, 600))
+    operator_timeout: float = setting(120.0, Range(0, 86400, low_open=True))
     stop_on_failure: bool = setting(False, _boolean)
 
 
@@ -290,16 +261,16 @@ class WatchConfig:
     """The always-on watch (bot/watch): who is told, when, and IBKR's expected windows."""
 
     alert_chat_ids: frozenset[int] = setting(frozenset(), _id_set)
-    down_after: float = setting(3.0, _in(_seconds(0, 3600)))  # a drop shorter than this sends nothing
+    down_after: float = setting(3.0, Range(0, 3600))  # a drop shorter than this sends nothing
     # "still down" reminders until someone acknowledges; Gatus' floor is 5 min, one a minute the most anyone wants.
-    remind_every: float = setting(900.0, _in(_seconds(60, 86400)))
-    flap_count: int = setting(6, _in(Range(2, 1000, integer=True)))  # more changes within flap_window: flapping
-    flap_window: float = setting(600.0, _in(_seconds(1, 86400)))
-    flap_quiet: float = setting(300.0, _in(_seconds(1, 86400)))  # flapping ends once up or down this long
-    farm_grace: float = setting(60.0, _in(_seconds(0, 3600)))  # a farm broken longer: a quiet warning
-    grace: float = setting(300.0, _in(_seconds(0, 86400)))  # still down this long after a window: an outage
-    login_timeout: float = setting(180.0, _in(_seconds(1, 3600)))  # IBC's 2FA wait (SecondFactorAuthenticationTimeout)
-    relogin_reminder: float = setting(3600.0, _in(_seconds(0, 6 * 86400)))  # before Sunday's token expiry; 0: none
+    remind_every: float = setting(900.0, Range(60, 86400))
+    flap_count: int = setting(6, Range(2, 1000, integer=True))  # more changes within flap_window: flapping
+    flap_window: float = setting(600.0, Range(1, 86400))
+    flap_quiet: float = setting(300.0, Range(1, 86400))  # flapping ends once up or down this long
+    farm_grace: float = setting(60.0, Range(0, 3600))  # a farm broken longer: a quiet warning
+    grace: float = setting(300.0, Range(0, 86400))  # still down this long after a window: an outage
+    login_timeout: float = setting(180.0, Range(1, 3600))  # IBC's 2FA wait (SecondFactorAuthenticationTimeout)
+    relogin_reminder: float = setting(3600.0, Range(0, 6 * 86400))  # before Sunday's token expiry; 0: none
     region: str = setting("north_america", _region)  # IBKR's reset windows when ``expected`` is not given
     expected: tuple[Window, ...] | None = setting(None, _windows)
     time_zone: str = setting("UTC", _zone_name)  # the zone alerts show times in
@@ -313,25 +284,25 @@ class WatchConfig:
 @dataclass(frozen=True)
 class OutboxConfig:
     # More pending than this for one chat after an outage: one digest instead.
-    digest_after: int = setting(10, _in(Range(1, 10_000, integer=True)))
+    digest_after: int = setting(10, Range(1, 10_000, integer=True))
     # The first retry's delay; it doubles up to retry_max.
-    retry_initial: float = setting(1.0, _in(_seconds(0, 3600, low_open=True)))
+    retry_initial: float = setting(1.0, Range(0, 3600, low_open=True))
     # Short: a refused connection costs nothing, and Telegram's return is seen at once.
-    retry_max: float = setting(3.0, _in(_seconds(0, 3600, low_open=True)))
+    retry_max: float = setting(3.0, Range(0, 3600, low_open=True))
     # For unexpected answers; an unreachable Telegram is retried forever.
-    max_attempts: int = setting(5, _in(Range(1, 1000, integer=True)))
-    send_timeout: float = setting(20.0, _in(_seconds(0, 600, low_open=True)))
+    max_attempts: int = setting(5, Range(1, 1000, integer=True))
+    send_timeout: float = setting(20.0, Range(0, 600, low_open=True))
     # Seconds between messages to one chat (Telegram allows about 1/s).
-    chat_interval: float = setting(1.0, _in(_seconds(0, 3600)))
-    group_per_minute: int = setting(20, _in(Range(1, 10_000, integer=True)))
-    overall_per_second: int = setting(30, _in(Range(1, 10_000, integer=True)))
+    chat_interval: float = setting(1.0, Range(0, 3600))
+    group_per_minute: int = setting(20, Range(1, 10_000, integer=True))
+    overall_per_second: int = setting(30, Range(1, 10_000, integer=True))
 
 
 @dataclass(frozen=True)
 class SelfcheckConfig:
     # A dead man's switch (e.g. Healthchecks): requested while gwbot is healthy.
     ping_url: str | None = setting(None, _optional_url)
-    every: float = setting(60.0, _in(_seconds(1, 86400)))
+    every: float = setting(60.0, Range(1, 86400))
 
 
 @dataclass(frozen=True)
@@ -362,22 +333,17 @@ class Config:
 
     def public_dict(self) -> dict[str, Any]:
         """Plain JSON-able settings without secrets, stored with every run."""
-        out = asdict(self)
-        out["gateways"] = list(out["gateways"])
+        def plain(value: Any) -> Any:
+            return sorted(value) if isinstance(value, frozenset) else str(value) if isinstance(value, Path) else value
+
+        out = asdict(self, dict_factory=lambda items: {key: plain(value) for key, value in items})
         del out["telegram"]["token"]
-        out["telegram"]["allowed_chat_ids"] = sorted(self.telegram.allowed_chat_ids)
-        out["telegram"]["allowed_user_ids"] = sorted(self.telegram.allowed_user_ids)
-        out["watch"]["alert_chat_ids"] = sorted(self.watch.alert_chat_ids)
-        out["data_dir"] = str(self.data_dir)
-        out["source"] = str(self.source) if self.source else None
         return out
 
 
 # A ``gateways.NAME`` entry takes its name from the key, so ``name`` is not one of its keys.
 OVERRIDE_KEYS = {k: v for k, v in rules(GatewayConfig).items() if k != "name"}
-SECTIONS: dict[str, type] = {"telegram": TelegramConfig, "soak": SoakConfig, "checks": ChecksConfig,
-                             "logging": LoggingConfig, "watch": WatchConfig, "outbox": OutboxConfig,
-                             "selfcheck": SelfcheckConfig}
+SECTIONS: dict[str, type] = {f.name: type(f.default) for f in fields(Config) if is_dataclass(f.default)}
 SCALARS: dict[str, Validator] = {"data_dir": _text}
 TOP_KEYS = ("ibkr", "gateways", *SCALARS, *SECTIONS)
 
@@ -516,15 +482,6 @@ def token_error(token: str) -> str | None:
             "copy it again from @BotFather")
 
 
-def resolve_path(path: str | Path | None, env: Mapping[str, str]) -> Path | None:
-    """--config wins, then $GWBOT_CONFIG, then ./config/config.yaml if present, else built-in defaults."""
-    if path:
-        return Path(path)
-    if env.get(ENV_CONFIG):
-        return Path(env[ENV_CONFIG])
-    return DEFAULT_PATH if DEFAULT_PATH.is_file() else None
-
-
 def _parse(source: Path) -> Any:
     """The file's YAML document; every failure becomes one ConfigError line."""
     try:
@@ -546,9 +503,11 @@ def _parse(source: Path) -> Any:
 
 
 def load_config(path: str | Path | None = None, *, env: Mapping[str, str] | None = None) -> Config:
-    """Load and validate the config; see resolve_path for which file. Raises ConfigError."""
+    """Load and validate the config: --config wins, then $GWBOT_CONFIG, then ./config/config.yaml if
+    present, else built-in defaults. Raises ConfigError."""
     env = os.environ if env is None else env
-    source = resolve_path(path, env)
+    given = path or env.get(ENV_CONFIG)
+    source = Path(given) if given else DEFAULT_PATH if DEFAULT_PATH.is_file() else None
     if source is None:
         return _Loader("defaults").load({}, PROJECT_DATA_DIR.parent, env, None)
     return _Loader(source.name).load(_parse(source), source.resolve().parent, env, source.resolve())

@@ -16,7 +16,6 @@ from bot.config import Config, GatewayConfig
 from bot.jobs import JobBoard
 from bot.outbox import Outbox
 from bot.runner import Runner
-from bot.watch.delivery import watching
 from bot.watch.watcher import Watch
 from storage import Repository
 
@@ -45,15 +44,6 @@ class Services:
 
 
 @contextlib.asynccontextmanager
-async def storage(config: Config) -> AsyncIterator[Repository]:
-    repo = await Repository.open(database_path(config))
-    try:
-        yield repo
-    finally:
-        await repo.close()
-
-
-@contextlib.asynccontextmanager
 async def outbox(config: Config, repo: Repository) -> AsyncIterator[Outbox]:
     """The durable outbox, its stored messages loaded; sending starts only when a front end has a Bot."""
     box = Outbox(repo.outbox, config.outbox)
@@ -62,18 +52,6 @@ async def outbox(config: Config, repo: Repository) -> AsyncIterator[Outbox]:
         yield box
     finally:
         await box.stop()  # what is unsent stays stored for the next start
-
-
-@contextlib.asynccontextmanager
-async def watch(config: Config, repo: Repository, box: Outbox, client_options: dict[str, Any] | None = None,
-                options: dict[str, Any] | None = None) -> AsyncIterator[Watch | None]:
-    """The always-on watch (issue 11) with these watcher options ({} for the defaults); None: no watch.
-    After storage and the outbox, stopped before them."""
-    if options is None:
-        yield None
-        return
-    async with watching(config, repo, box, client_options=client_options, **options) as watcher:
-        yield watcher
 
 
 @contextlib.asynccontextmanager
@@ -87,9 +65,9 @@ async def gateway_jobs(config: Config, repo: Repository, box: Outbox, watcher: W
 
 
 @contextlib.asynccontextmanager
-async def open_services(config: Config, client_options: dict[str, Any] | None = None) -> AsyncIterator[Services]:
+async def open_services(config: Config) -> AsyncIterator[Services]:
     """The core without a chat: storage, the outbox (not sending), then the Gateway jobs; closed in reverse."""
     async with contextlib.AsyncExitStack() as stack:
-        repo = await stack.enter_async_context(storage(config))
+        repo = await stack.enter_async_context(await Repository.open(database_path(config)))
         box = await stack.enter_async_context(outbox(config, repo))
-        yield await stack.enter_async_context(gateway_jobs(config, repo, box, None, client_options))
+        yield await stack.enter_async_context(gateway_jobs(config, repo, box))

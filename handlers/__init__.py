@@ -1,7 +1,7 @@
 """The chat layer: thin handlers that parse, authorize, call bot, and render.
 
-``install`` wires every handler onto a python-telegram-bot Application; bot/app.py, the
-composition root, calls it.
+``install`` wires every handler onto a python-telegram-bot Application and registers the command
+menu; bot/app.py, the composition root, calls it.
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from bot.outbox import Transport
 from bot.services import Services
 from handlers import checks, commands, watch
 from handlers.access import AccessGate
-from handlers.context import KEY, ChatServices
+from handlers.context import HELP, KEY, ChatServices, Command
 from handlers.delivery import TelegramTransport
 from handlers.errors import on_error
 from handlers.operator import PREFIX
 
-COMMANDS = {
+COMMANDS: dict[str, Command] = {
     "start": commands.start,
     "help": commands.help_,
     "status": commands.status,
@@ -41,7 +41,7 @@ COMMANDS = {
 }
 
 
-def install(application: Application, services: Services) -> None:
+async def install(application: Application, services: Services) -> None:
     application.bot_data[KEY] = ChatServices(services)
     application.add_handler(TypeHandler(Update, AccessGate().check), group=-1)
     for name, callback in COMMANDS.items():
@@ -50,11 +50,8 @@ def install(application: Application, services: Services) -> None:
     application.add_handler(CallbackQueryHandler(watch.on_alert_button, pattern=watch.BUTTON_PATTERN))
     application.add_handler(MessageHandler(filters.COMMAND, commands.unknown))
     application.add_error_handler(on_error)
-
-
-async def started(application: Application) -> None:
-    """Register the command menu, so Telegram shows it when someone types '/'."""
-    await application.bot.set_my_commands([BotCommand(name, text) for name, text in commands.HELP])
+    # The command menu, so Telegram shows it when someone types '/'.
+    await application.bot.set_my_commands([BotCommand(name, text) for name, _, text in HELP])
 
 
 def transport(bot: Bot, config: OutboxConfig) -> Transport:

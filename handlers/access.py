@@ -12,7 +12,7 @@ import time
 from telegram import Update
 from telegram.ext import ApplicationHandlerStop, ContextTypes
 
-from handlers.context import chat_services
+from handlers.context import chat_services, handle
 
 log = logging.getLogger(__name__)
 REFUSAL_QUIET = 600.0
@@ -22,28 +22,20 @@ class AccessGate:
     def __init__(self) -> None:
         self._refused: dict[tuple[int | None, int | None], float] = {}
 
-    def allowed(self, chat_id: int | None, chat_private: bool, user_id: int | None,
-                chats: frozenset[int], users: frozenset[int]) -> bool:
-        """A listed person in a listed chat (or in their own private chat); with no people
-        listed, anyone in a listed chat."""
-        if user_id is None:
-            return False
-        user_ok = user_id in users if users else True
-        chat_ok = chat_id in chats or (chat_private and bool(users) and user_id in users)
-        return user_ok and chat_ok
-
     async def check(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         if update.effective_user is None:
             raise ApplicationHandlerStop  # channel posts and the like: nobody to authorize
         services = chat_services(context)
-        tg = services.core.config.telegram
-        chat, user = update.effective_chat, update.effective_user
-        chat_id, user_id = (chat.id if chat else None), (user.id if user else None)
-        action = _action(update)
-        username = f"@{user.username}" if user and user.username else (user.full_name if user else "?")
+        users = services.core.config.telegram.allowed_user_ids
+        chat, user_id = update.effective_chat, update.effective_user.id
+        chat_id = chat.id if chat else None
+        action, username = _action(update), handle(update)
         # A listed group that became a supergroup is still the squad's chat (the outbox followed it).
-        chats = services.core.outbox.followed(tg.allowed_chat_ids)
-        if self.allowed(chat_id, bool(chat and chat.type == "private"), user_id, chats, tg.allowed_user_ids):
+        chats = services.core.outbox.followed(services.core.config.telegram.allowed_chat_ids)
+        # A listed person in a listed chat (or in their own private chat); with no people listed,
+        # anyone in a listed chat.
+        private = chat is not None and chat.type == "private"
+        if (not users or user_id in users) and (chat_id in chats or (private and user_id in users)):
             if action != "message":
                 await services.core.repo.add_audit(chat_id, user_id, username, action, True)
             return

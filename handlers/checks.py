@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from functools import partial
 
 from telegram import Update
 from telegram.ext import ContextTypes
@@ -15,7 +16,7 @@ from bot.config import SOAK_SECONDS, Range
 from bot.jobs import Busy, Job
 from bot.runner import RunOutcome, RunRequest
 from bot.watch.watcher import utc_now
-from handlers.context import BadArgument, ChatServices, chat_services, gateway_arg, number_arg, origin, who
+from handlers.context import BadArgument, ChatServices, chat_services, gateway_arg, number_arg, reply, who
 from handlers.operator import ChatOperator
 from handlers.progress import ProgressMessage
 from handlers.results import post_results
@@ -23,10 +24,6 @@ from storage import OutMessage
 
 log = logging.getLogger(__name__)
 SOAK_MINUTES = Range(SOAK_SECONDS.low / 60, SOAK_SECONDS.high / 60, unit="minutes")  # chat speaks minutes
-
-
-async def connect(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    await _start(update, context, ("connect",))
 
 
 async def soak(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -39,22 +36,6 @@ async def soak(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         raise BadArgument(usage)
     seconds = number_arg(minutes[0], SOAK_MINUTES, usage) * 60 if minutes else None
     await _start(update, context, ("soak",), soak_seconds=seconds)
-
-
-async def disconnect(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    await _start(update, context, ("disconnect",))
-
-
-async def reconnect(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    await _start(update, context, ("reconnect",))
-
-
-async def errors(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    await _start(update, context, ("errors",))
-
-
-async def checklist(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    await _start(update, context, CHECK_NAMES)
 
 
 async def on_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -75,9 +56,9 @@ async def _start(update: Update, context: ContextTypes.DEFAULT_TYPE, checks: tup
     services = chat_services(context)
     args = [a for a in (context.args or []) if a in services.core.config.gateway_names or checks != ("soak",)]
     gw = gateway_arg(services, "checklist" if checks == CHECK_NAMES else checks[0], args)
-    assert update.effective_chat is not None and update.effective_message is not None
+    assert update.effective_chat is not None
     chat_id = update.effective_chat.id
-    request = RunRequest(checks, started_by=who(update), origin=origin(update), gateway=gw.name,
+    request = RunRequest(checks, started_by=who(update), origin=f"telegram chat {chat_id}", gateway=gw.name,
                          options=(SoakOptions(soak_seconds),))
     progress = ProgressMessage(context.bot, chat_id, request.kind, 0, services.core.config.telegram.progress_interval)
     operator = ChatOperator(context.bot, chat_id, services.prompts, gw.name)
@@ -85,32 +66,26 @@ async def _start(update: Update, context: ContextTypes.DEFAULT_TYPE, checks: tup
     async def done(job: Job, outcome: RunOutcome | None, error: BaseException | None) -> None:
         _watch_expects_stop(services, gw.name, checks, None)
         await progress.close()
-        await _finished(services, context, chat_id, job, error)
+        run = await services.core.repo.get_run(job.run_id)
+        if run is None:
+            return
+        first: tuple[OutMessage, ...] = ()
+        if error is not None and run.status != "cancelled":
+            first = (OutMessage.plain(f"⚠️ Run #{job.run_id} stopped with an internal error "
+                                      f"({type(error).__name__}); it is logged."),)
+        await post_results(services.core.outbox, chat_id, run, first)
 
     try:
         job = await services.core.jobs.start(request, operator, progress=progress, on_event=operator.on_event,
                                              on_done=done)
     except Busy as busy:
-        await update.effective_message.reply_text(_busy_text(gw.name, busy.job))
+        await reply(update, _busy_text(gw.name, busy.job))
         return
     # The job's task has not run yet (no await since it was created): nothing is missed.
     _watch_expects_stop(services, gw.name, checks, _stop_window(services, request))
     progress.run_id = job.run_id
-    await update.effective_message.reply_text(
-        f"▶️ {request.kind} on {gw.name} ({gw.host}:{gw.port}) started by {request.started_by}: run #{job.run_id}. "
-        "/cancel stops it.")
-
-
-async def _finished(services: ChatServices, context: ContextTypes.DEFAULT_TYPE, chat_id: int, job: Job,
-                    error: BaseException | None) -> None:
-    run = await services.core.repo.get_run(job.run_id)
-    if run is None:
-        return
-    first: tuple[OutMessage, ...] = ()
-    if error is not None and run.status not in ("cancelled",):
-        first = (OutMessage.plain(f"⚠️ Run #{job.run_id} stopped with an internal error "
-                                  f"({type(error).__name__}); it is logged."),)
-    await post_results(services.core.outbox, chat_id, run, first)
+    await reply(update, f"▶️ {request.kind} on {gw.name} ({gw.host}:{gw.port}) started by {request.started_by}: "
+                        f"run #{job.run_id}. /cancel stops it.")
 
 
 def _stop_window(services: ChatServices, request: RunRequest) -> float:
@@ -130,6 +105,14 @@ def _watch_expects_stop(services: ChatServices, gateway: str, checks: tuple[str,
         return
     until = None if at_most is None else utc_now() + timedelta(seconds=at_most)
     watch.suppress(gateway, "reconnect check", until)
+
+
+# The commands that run one check, or the whole checklist, with no arguments of their own.
+connect = partial(_start, checks=("connect",))
+disconnect = partial(_start, checks=("disconnect",))
+reconnect = partial(_start, checks=("reconnect",))
+errors = partial(_start, checks=("errors",))
+checklist = partial(_start, checks=CHECK_NAMES)
 
 
 def _busy_text(gateway: str, job: Job | None) -> str:

@@ -14,45 +14,25 @@ from bot.ibkr.errors import Layer
 from bot.jobs import Job
 from bot.watch.state import Phase
 from bot.watch.watcher import Watch, health_from_state
-from handlers.context import BadArgument, chat_services, gateway_arg, no_args, number_arg, usage, who
+from handlers.context import HELP, BadArgument, chat_services, gateway_arg, no_args, number_arg, reply, usage, who
 from handlers.results import send_logs, send_report
-
-# Shown by /help and registered with setMyCommands, in this order.
-HELP: tuple[tuple[str, str], ...] = (
-    ("status", "health of the Gateway, the check running now, the last result"),
-    ("connect", "test the API connection (Step 2)"),
-    ("soak", "stay connected N minutes with a heartbeat: /soak [minutes]"),
-    ("disconnect", "test a graceful disconnect"),
-    ("reconnect", "guided auto-reconnect test: stop and start the Gateway when asked"),
-    ("errors", "connection error handling matrix (Step 5)"),
-    ("checklist", "the whole Task 5.1 checklist in one run"),
-    ("cancel", "cancel the running check"),
-    ("uptime", "availability over 24 h, 7 d, 30 d and a timeline: /uptime [Gateway]"),
-    ("subscribe", "get the watch's alerts (down, back) in this chat"),
-    ("unsubscribe", "stop the watch's alerts in this chat"),
-    ("mute", "silence the watch's alerts: /mute 1h [Gateway]"),
-    ("unmute", "alerts on again: /unmute [Gateway]"),
-    ("history", "recent runs"),
-    ("report", "a run's report: /report [run]"),
-    ("logs", "a run's log as a file: /logs [run]"),
-    ("help", "this list"),
-)
+from storage import RunRecord
 
 
 async def start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     no_args(chat_services(context), "start", context.args or [])
     gw = chat_services(context).core.config.gateway()
-    await _reply(update, f"gwbot tests and watches the IB Gateway {gw.name} ({gw.host}:{gw.port}). "
-                         "Try /status, or /checklist for the whole Task 5.1 run. /help lists every command.")
+    await reply(update, f"gwbot tests and watches the IB Gateway {gw.name} ({gw.host}:{gw.port}). "
+                        "Try /status, or /checklist for the whole Task 5.1 run. /help lists every command.")
 
 
 async def help_(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     no_args(chat_services(context), "help", context.args or [])
     names = chat_services(context).core.config.gateway_names
-    lines = [f"/{name} - {text}" for name, text in HELP]
+    lines = [f"/{name} - {text}" for name, _, text in HELP]
     if len(names) > 1:
         lines.append(f"Commands take an optional Gateway name: {', '.join(names)} (default {names[0]}).")
-    await _reply(update, "\n".join(lines))
+    await reply(update, "\n".join(lines))
 
 
 async def status(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -68,7 +48,7 @@ async def status(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         ago = _ago(last.ended_at or last.started_at)
         lines.append(f"Last run: #{last.id} {last.kind} {report.status_mark(last.status)} {last.status.upper()} "
                      f"({last.checks_passed}/{last.checks_total} checks passed), {ago}")
-    await _reply(update, "\n".join(lines))
+    await reply(update, "\n".join(lines))
 
 
 def _watched(watch: Watch | None, gw: GatewayConfig) -> Health | None:
@@ -112,45 +92,41 @@ async def history(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     no_args(chat_services(context), "history", context.args or [])
     runs = await chat_services(context).core.repo.list_runs(limit=10)
     if not runs:
-        await _reply(update, "No runs yet. /checklist runs the whole checklist.")
+        await reply(update, "No runs yet. /checklist runs the whole checklist.")
         return
     lines = [f"#{r.id} {report.status_mark(r.status)} {r.kind} on {r.gateway}: {r.status}, "
              f"{r.checks_passed}/{r.checks_total} passed, {r.started_at:%Y-%m-%d %H:%M} UTC" for r in runs]
-    await _reply(update, "\n".join(["Recent runs (/report N for one):", *lines]))
+    await reply(update, "\n".join(["Recent runs (/report N for one):", *lines]))
 
 
 async def report_(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    run = await _run_arg(update, context, "report")
-    if run is not None:
-        assert update.effective_chat is not None
-        await send_report(chat_services(context).core.outbox, update.effective_chat.id, run)
+    run = await _run_arg(context, "report")
+    assert update.effective_chat is not None
+    await send_report(chat_services(context).core.outbox, update.effective_chat.id, run)
 
 
 async def logs(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    run = await _run_arg(update, context, "logs")
-    if run is not None:
-        assert update.effective_chat is not None
-        if not await send_logs(chat_services(context).core.outbox, update.effective_chat.id, run):
-            await _reply(update, f"Run #{run.id} has no log lines.")
+    run = await _run_arg(context, "logs")
+    assert update.effective_chat is not None
+    if not await send_logs(chat_services(context).core.outbox, update.effective_chat.id, run):
+        await reply(update, f"Run #{run.id} has no log lines.")
 
 
-async def _run_arg(update: Update, context: ContextTypes.DEFAULT_TYPE, command: str):
-    """The run named by /report or /logs (default: the latest), or None after saying why."""
+async def _run_arg(context: ContextTypes.DEFAULT_TYPE, command: str) -> RunRecord:
+    """The run named by /report or /logs (default: the latest); BadArgument says why there is none."""
     repo = chat_services(context).core.repo
     args = context.args or []
     wrong = usage(chat_services(context), command, f"/{command} 12")
     if len(args) > 1:
         raise wrong
-    if args:
-        run_id = int(number_arg(args[0], RUN_ID, str(wrong)))  # RUN_ID is an integer range
-        run = await repo.get_run(run_id)
-        if run is None:
-            raise BadArgument(f"No run #{run_id}. /history lists the runs.")
-        return run
-    latest = await repo.latest_run()
-    if latest is None:
+    latest = None if args else await repo.latest_run()
+    if not args and latest is None:
         raise BadArgument("No runs yet. /checklist runs the whole checklist.")
-    return await repo.get_run(latest.id)
+    run_id = latest.id if latest else int(number_arg(args[0], RUN_ID, str(wrong)))  # RUN_ID is an integer range
+    run = await repo.get_run(run_id)
+    if run is None:
+        raise BadArgument(f"No run #{run_id}. /history lists the runs.")
+    return run
 
 
 async def cancel(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -159,19 +135,14 @@ async def cancel(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     services.prompts.withdraw(gw.name, f"Cancelled by {who(update)} with /cancel.")
     job = await services.core.jobs.cancel(gw.name)
     if job is None:
-        await _reply(update, f"Nothing is running on {gw.name}.")
+        await reply(update, f"Nothing is running on {gw.name}.")
     else:
-        await _reply(update, f"Cancelled {job.what} (run #{job.run_id}) started by {job.request.started_by}.")
+        await reply(update, f"Cancelled {job.what} (run #{job.run_id}) started by {job.request.started_by}.")
 
 
 async def unknown(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     text = update.effective_message.text if update.effective_message else ""
-    await _reply(update, f"Unknown command {text.split()[0] if text else ''}. /help lists what I can do.")
-
-
-async def _reply(update: Update, text: str) -> None:
-    assert update.effective_message is not None
-    await update.effective_message.reply_text(text)
+    await reply(update, f"Unknown command {text.split()[0] if text else ''}. /help lists what I can do.")
 
 
 def _ago(at: datetime) -> str:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 from telegram import Update
 from telegram.ext import ContextTypes
@@ -12,6 +14,7 @@ from bot.services import Services
 from handlers.operator import PromptBoard
 
 KEY = "gwbot"
+Command = Callable[[Update, ContextTypes.DEFAULT_TYPE], Coroutine[Any, Any, None]]  # what PTB calls
 
 
 @dataclass
@@ -33,24 +36,45 @@ def who(update: Update) -> str:
     return f"{user.full_name}{handle} ({user.id})"
 
 
-def origin(update: Update) -> str:
-    chat = update.effective_chat
-    return f"telegram chat {chat.id}" if chat else "telegram"
+def handle(update: Update) -> str:
+    """A person as the chat shows them: @username, else their name."""
+    user = update.effective_user
+    if user is None:
+        return "someone"
+    return f"@{user.username}" if user.username else user.full_name
+
+
+async def reply(update: Update, text: str) -> None:
+    assert update.effective_message is not None
+    await update.effective_message.reply_text(text)
 
 
 class BadArgument(ValueError):
     """A user typed something we cannot use; the message is the one-line answer."""
 
 
-# Each command's arguments, for its usage line: the one place that knows them.
-USAGE: dict[str, str] = {
-    "start": "", "help": "", "history": "",
-    "status": "[Gateway]", "connect": "[Gateway]", "disconnect": "[Gateway]", "reconnect": "[Gateway]",
-    "errors": "[Gateway]", "checklist": "[Gateway]", "cancel": "[Gateway]",
-    "soak": "[minutes] [Gateway]", "report": "[run number]", "logs": "[run number]",
-    "subscribe": "", "unsubscribe": "", "mute": "DURATION (30m, 1h, 2d) [Gateway]", "unmute": "[Gateway]",
-    "uptime": "[Gateway]",
-}
+# Each command: its arguments (for its usage line) and what /help says; registered with
+# setMyCommands, in this order. /start is left out of the menu.
+HELP: tuple[tuple[str, str, str], ...] = (
+    ("status", "[Gateway]", "health of the Gateway, the check running now, the last result"),
+    ("connect", "[Gateway]", "test the API connection (Step 2)"),
+    ("soak", "[minutes] [Gateway]", "stay connected N minutes with a heartbeat: /soak [minutes]"),
+    ("disconnect", "[Gateway]", "test a graceful disconnect"),
+    ("reconnect", "[Gateway]", "guided auto-reconnect test: stop and start the Gateway when asked"),
+    ("errors", "[Gateway]", "connection error handling matrix (Step 5)"),
+    ("checklist", "[Gateway]", "the whole Task 5.1 checklist in one run"),
+    ("cancel", "[Gateway]", "cancel the running check"),
+    ("uptime", "[Gateway]", "availability over 24 h, 7 d, 30 d and a timeline: /uptime [Gateway]"),
+    ("subscribe", "", "get the watch's alerts (down, back) in this chat"),
+    ("unsubscribe", "", "stop the watch's alerts in this chat"),
+    ("mute", "DURATION (30m, 1h, 2d) [Gateway]", "silence the watch's alerts: /mute 1h [Gateway]"),
+    ("unmute", "[Gateway]", "alerts on again: /unmute [Gateway]"),
+    ("history", "", "recent runs"),
+    ("report", "[run number]", "a run's report: /report [run]"),
+    ("logs", "[run number]", "a run's log as a file: /logs [run]"),
+    ("help", "", "this list"),
+)
+USAGE = {"start": ""} | {name: args for name, args, _ in HELP}
 
 
 def usage(services: ChatServices, command: str, example: str = "") -> BadArgument:

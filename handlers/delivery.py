@@ -6,7 +6,6 @@ The mapping is all here, so the outbox (bot/outbox.py) decides what to do withou
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
 from typing import TypedDict
 
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Message
@@ -14,15 +13,12 @@ from telegram.constants import ParseMode
 from telegram.error import BadRequest, ChatMigrated, Forbidden, NetworkError, RetryAfter, TelegramError
 
 from bot.outbox import Outcome, OutcomeKind
+from handlers.progress import retry_seconds
 from storage import OutKind, OutMessage
 
 log = logging.getLogger(__name__)
-METHODS = {
-    OutKind.TEXT: "sendMessage",
-    OutKind.HTML: "sendMessage",
-    OutKind.DOCUMENT: "sendDocument",
-    OutKind.PHOTO: "sendPhoto",
-}
+METHODS = {OutKind.TEXT: "sendMessage", OutKind.HTML: "sendMessage", OutKind.DOCUMENT: "sendDocument",
+           OutKind.PHOTO: "sendPhoto"}
 
 
 class _Common(TypedDict):
@@ -45,7 +41,7 @@ class TelegramTransport:
         try:
             sent = await self._call(chat_id, message)
         except RetryAfter as e:
-            return Outcome(OutcomeKind.RETRY_AFTER, f"{method}: {e.message}", retry_after=_seconds(e.retry_after))
+            return Outcome(OutcomeKind.RETRY_AFTER, f"{method}: {e.message}", retry_after=retry_seconds(e))
         except ChatMigrated as e:
             return Outcome(OutcomeKind.MIGRATED, f"{method}: {e.message}", new_chat_id=e.new_chat_id)
         except Forbidden as e:
@@ -85,7 +81,3 @@ class TelegramTransport:
                                                  caption=m.text or None, **common)
         return await self._bot.send_photo(chat_id, m.data or b"", filename=m.file_name, caption=m.text or None,
                                           **common)
-
-
-def _seconds(value: int | timedelta) -> float:
-    return value.total_seconds() if isinstance(value, timedelta) else float(value)

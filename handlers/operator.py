@@ -61,13 +61,6 @@ class PromptBoard:
         return True
 
 
-def buttons(prompt: Prompt) -> InlineKeyboardMarkup:
-    return InlineKeyboardMarkup([[
-        InlineKeyboardButton("✅ Done", callback_data=f"{PREFIX}:{prompt.id}:{Reply.DONE}"),
-        InlineKeyboardButton("✋ Abort", callback_data=f"{PREFIX}:{prompt.id}:{Reply.ABORT}"),
-    ]])
-
-
 class ChatOperator:
     """The squad, in one chat, as the checks' Operator."""
 
@@ -88,7 +81,9 @@ class ChatOperator:
     async def ask(self, action: OperatorAction, text: str) -> OperatorReply:
         prompt = self.board.open(self.chat_id, self.gateway)
         icon = "🛑" if action is OperatorAction.STOP_GATEWAY else "▶️"
-        message = await self.bot.send_message(self.chat_id, f"{icon} {text}", reply_markup=buttons(prompt))
+        buttons = InlineKeyboardMarkup([[InlineKeyboardButton(label, callback_data=f"{PREFIX}:{prompt.id}:{reply}")
+                                         for label, reply in (("✅ Done", Reply.DONE), ("✋ Abort", Reply.ABORT))]])
+        message = await self.bot.send_message(self.chat_id, f"{icon} {text}", reply_markup=buttons)
         outcome = "I saw it happen myself; moving on."
         try:
             reply = await prompt.answer

@@ -69,16 +69,12 @@ def fits_in_message(telegram_html_text: str) -> bool:
     return 0 < utf16_len(plain) <= MESSAGE_LIMIT
 
 
-def report_file_name(run: RunRecord) -> str:
-    return f"gwbot-run-{run.id}-{run.kind}.md"
-
-
 def report_message(run: RunRecord) -> OutMessage:
     text = report.markdown(run)
     formatted = telegram_html(text)
     if fits_in_message(formatted):
         return OutMessage.html(formatted)
-    return OutMessage.document(text.encode(), report_file_name(run),
+    return OutMessage.document(text.encode(), f"gwbot-run-{run.id}-{run.kind}.md",
                                f"Report for run #{run.id} ({run.kind}, {run.status})")
 
 

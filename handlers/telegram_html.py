@@ -9,7 +9,7 @@ UTF-16 code units, as in the Bot API.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from html.parser import HTMLParser
 from typing import Any
 
@@ -25,12 +25,7 @@ class Entity:
     language: str | None = None
 
     def json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"type": self.type, "offset": self.offset, "length": self.length}
-        if self.url is not None:
-            out["url"] = self.url
-        if self.language is not None:
-            out["language"] = self.language
-        return out
+        return {key: value for key, value in asdict(self).items() if value is not None}
 
 
 class FormatError(ValueError):
@@ -52,7 +47,6 @@ def trim(text: str, entities: tuple[Entity, ...]) -> tuple[str, tuple[Entity, ..
         if stop > start:
             clipped.append(Entity(e.type, start, stop - start, e.url, e.language))
     return plain, tuple(clipped)
-
 
 
 _HTML_TYPES = {"b": "bold", "strong": "bold", "i": "italic", "em": "italic", "u": "underline", "ins": "underline",

@@ -11,11 +11,10 @@ from datetime import timedelta
 from telegram import Update
 from telegram.ext import ContextTypes
 
-from bot.config import GatewayConfig
 from bot.watch.alerts import AlertAction
 from bot.watch.uptime import timeline_png, uptime_report
 from bot.watch.watcher import Watch, utc_now
-from handlers.context import BadArgument, ChatServices, chat_services, gateway_arg, no_args, usage, who
+from handlers.context import BadArgument, ChatServices, chat_services, gateway_arg, handle, no_args, reply, usage, who
 from storage import OutMessage
 
 log = logging.getLogger(__name__)
@@ -31,22 +30,14 @@ def _watch(services: ChatServices) -> Watch:
     return services.core.watch
 
 
-def _user(update: Update) -> str:
-    """Who took an alert, as the edited alert shows it."""
-    user = update.effective_user
-    if user is None:
-        return "someone"
-    return f"@{user.username}" if user.username else user.full_name
-
-
 async def subscribe(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     services = chat_services(context)
     no_args(services, "subscribe", context.args or [])
     _watch(services)
     assert update.effective_chat is not None
     added = await services.core.repo.subscribers.add(update.effective_chat.id, who(update))
-    await _reply(update, "This chat now gets the watch's alerts. /unsubscribe stops them." if added
-                 else "This chat already gets the watch's alerts. /unsubscribe stops them.")
+    await reply(update, "This chat now gets the watch's alerts. /unsubscribe stops them." if added
+                else "This chat already gets the watch's alerts. /unsubscribe stops them.")
 
 
 async def unsubscribe(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -58,10 +49,11 @@ async def unsubscribe(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Non
     text = "This chat no longer gets the watch's alerts." if removed else "This chat was not subscribed."
     if configured:
         text += " It is in watch.alert_chat_ids, so alerts still come here until the config changes."
-    await _reply(update, text)
+    await reply(update, text)
 
 
-def _mute_args(services: ChatServices, args: list[str]) -> tuple[timedelta, GatewayConfig | None]:
+def _mute_args(services: ChatServices, args: list[str]) -> tuple[timedelta, str | None]:
+    """How long, and which Gateway (None: every one)."""
     wrong = usage(services, "mute", "/mute 1h")
     if not args or len(args) > 2:
         raise wrong
@@ -71,26 +63,25 @@ def _mute_args(services: ChatServices, args: list[str]) -> tuple[timedelta, Gate
     span = timedelta(seconds=int(m.group(1)) * _UNITS[m.group(2)])
     if span > MUTE_MAX:
         raise BadArgument("At most a week: /mute 7d. For longer, take the chat out with /unsubscribe.")
-    return span, (gateway_arg(services, "mute", args[1:]) if len(args) == 2 else None)
+    return span, (gateway_arg(services, "mute", args[1:]).name if len(args) == 2 else None)
 
 
 async def mute(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     services = chat_services(context)
-    span, gw = _mute_args(services, context.args or [])
-    watch = _watch(services)
+    span, gateway = _mute_args(services, context.args or [])
     until = utc_now() + span
-    watch.mute(gw.name if gw else None, until)
-    log.info("%s muted the watch's alerts for %s until %s", who(update), gw.name if gw else "every Gateway", until)
-    await _reply(update, f"🔕 Alerts for {gw.name if gw else 'every Gateway'} muted until {until:%H:%M} UTC "
-                         f"(by {_user(update)}). /unmute ends it.")
+    _watch(services).mute(gateway, until)
+    log.info("%s muted the watch's alerts for %s until %s", who(update), gateway or "every Gateway", until)
+    await reply(update, f"🔕 Alerts for {gateway or 'every Gateway'} muted until {until:%H:%M} UTC "
+                        f"(by {handle(update)}). /unmute ends it.")
 
 
 async def unmute(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     services = chat_services(context)
     args = context.args or []
-    gw = gateway_arg(services, "unmute", args) if args else None
-    _watch(services).mute(gw.name if gw else None, None)
-    await _reply(update, f"🔔 Alerts for {gw.name if gw else 'every Gateway'} are on again.")
+    gateway = gateway_arg(services, "unmute", args).name if args else None
+    _watch(services).mute(gateway, None)
+    await reply(update, f"🔔 Alerts for {gateway or 'every Gateway'} are on again.")
 
 
 async def uptime(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -120,7 +111,7 @@ async def on_alert_button(update: Update, context: ContextTypes.DEFAULT_TYPE) ->
         watch.mute(gateway, utc_now() + timedelta(hours=1))
         await query.answer(f"Alerts for {gateway} muted for 1 h. /unmute ends it.")
         return
-    if watch.acknowledge(key, by=_user(update)):
+    if watch.acknowledge(key, by=handle(update)):
         log.info("%s acknowledged %s", who(update), key)
         await query.answer("Taken. Reminders stop; the recovery will still be posted.")
         return
@@ -129,8 +120,3 @@ async def on_alert_button(update: Update, context: ContextTypes.DEFAULT_TYPE) ->
         await query.answer(f"Already taken by {inc.acked_by}.")
     else:
         await query.answer("This outage is over.")
-
-
-async def _reply(update: Update, text: str) -> None:
-    assert update.effective_message is not None
-    await update.effective_message.reply_text(text)

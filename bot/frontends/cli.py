@@ -12,7 +12,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -32,7 +32,7 @@ from bot.lab.telegram_standin.terminal import TerminalChat
 from bot.outbox import RESCAN
 from bot.runner import RunOutcome, RunRequest, RunStatus
 from bot.services import database_path, open_services, with_gateway
-from storage import Hold, Repository, RunRecord, StorageError
+from storage import Repository, RunRecord, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -41,17 +41,10 @@ CHAT_SOAK_SECONDS = 30.0
 CHAT_USER_ID = 1001
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_SIGTERM = 128 + signal.SIGTERM
-CONTROL_PORT = Range(0, 65535, integer=True)  # 0: no control port
-TRIALS = Range(1, 1000, integer=True)
-HISTORY_LIMIT = Range(1, 100_000, integer=True)
-OUTAGE_SECONDS = Range(0, 3600, low_open=True)
-API_OUTAGE_SECONDS = Range(0, 3600)  # 0: skip the outbox's outage figure
-GATEWAYS = Range(1, 500, integer=True)
-COMMANDS_RANGE = Range(1, 100_000, integer=True)
 
 
 class UsageError(Exception):
-    """A bad command line; the message is the one line shown."""
+    """A bad command line, or a run number that is not stored; the message is the one line shown."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -70,30 +63,28 @@ def _typed(allowed: Range) -> Callable[[str], int | float]:
     return parse
 
 
-def _common() -> _Parser:
-    """--config and -v, accepted before and after the command. SUPPRESS: a command that is not given
-    them leaves the value from before the command alone."""
+def _parser() -> argparse.ArgumentParser:
+    # --config and -v, accepted before and after the command. SUPPRESS: a command that is not given
+    # them leaves the value from before the command alone.
     common = _Parser(add_help=False)
     common.add_argument("--config", default=argparse.SUPPRESS,
                         help="config file (default: $GWBOT_CONFIG, else config/config.yaml)")
     common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                         help="show log lines on the terminal")
-    return common
-
-
-def _parser() -> argparse.ArgumentParser:
-    common = _common()
     p = _Parser(prog="gwbot", description="Test and watch an IB Gateway connection.", parents=[common])
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, help: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, parents=[common], help=help)
+    def command(name: str, run: Callable[[Config, argparse.Namespace], Awaitable[int]],
+                help: str) -> argparse.ArgumentParser:
+        parser = sub.add_parser(name, parents=[common], help=help)
+        parser.set_defaults(run=run)
+        return parser
 
-    demo = command("demo", help="the whole checklist against the built-in simulated Gateway")
+    demo = command("demo", _cmd_demo, help="the whole checklist against the built-in simulated Gateway")
     demo.add_argument("--soak", type=_typed(SOAK_SECONDS), default=DEMO_SOAK_SECONDS, metavar="SECONDS",
                       help="soak length")
 
-    check = command("check", help="run one check, or all of them, against a Gateway")
+    check = command("check", _cmd_check, help="run one check, or all of them, against a Gateway")
     check.add_argument("name", choices=[*CHECK_NAMES, "all"])
     check.add_argument("--gateway", help="a Gateway name from the config (default: the first)")
     check.add_argument("--host")
@@ -105,14 +96,14 @@ def _parser() -> argparse.ArgumentParser:
                        help="start a simulated Gateway on a free port, with an automatic operator")
     check.add_argument("--stop-on-failure", action=argparse.BooleanOptionalAction, default=None)
 
-    sim = command("simulate", help="run the simulated IB Gateway until Ctrl-C")
+    sim = command("simulate", _cmd_simulate, help="run the simulated IB Gateway until Ctrl-C")
     sim.add_argument("--host", default="127.0.0.1")
     sim.add_argument("--port", type=_typed(PORT), default=4002)
     sim.add_argument("--account", action="append", help="managed account (repeatable; default DUO779750)")
-    sim.add_argument("--control-port", type=_typed(CONTROL_PORT), default=7462,
+    sim.add_argument("--control-port", type=_typed(Range(0, 65535, integer=True)), default=7462,
                      help="line-based control port (0: off)")
 
-    ctl = command("simctl", help="control a running `gwbot simulate`: stop, start, restart 10, freeze ...")
+    ctl = command("simctl", _cmd_simctl, help="control a running `gwbot simulate`: stop, start, restart 10, freeze ...")
     ctl.add_argument("words", nargs="+", metavar="COMMAND")
     ctl.add_argument("--control-host", default="127.0.0.1")
     ctl.add_argument("--control-port", type=_typed(PORT), default=7462)
@@ -120,9 +111,10 @@ def _parser() -> argparse.ArgumentParser:
         ctl.add_argument(flag, action="store_true", help=argparse.SUPPRESS)
     ctl.add_argument("--ready-after", metavar="S", help=argparse.SUPPRESS)
 
-    command("run", help="the Telegram bot (token from TELEGRAM_BOT_TOKEN) until Ctrl-C / SIGTERM")
+    command("run", _cmd_run, help="the Telegram bot (token from TELEGRAM_BOT_TOKEN) until Ctrl-C / SIGTERM")
 
-    chat = command("chat", help="try the Telegram bot in this terminal: local Bot API stand-in + simulated Gateway")
+    chat = command("chat", _cmd_chat,
+                   help="try the Telegram bot in this terminal: local Bot API stand-in + simulated Gateway")
     chat.add_argument("--soak", type=_typed(SOAK_SECONDS), default=CHAT_SOAK_SECONDS, metavar="SECONDS",
                       help="soak length for /checklist and a bare /soak")
     chat.add_argument("--attach", type=_typed(PORT), metavar="PORT",
@@ -130,70 +122,57 @@ def _parser() -> argparse.ArgumentParser:
                            "instead of a built-in one; ! lines then go to its --control-port")
     chat.add_argument("--control-port", type=_typed(PORT), default=7462, help="with --attach: its simctl port")
 
-    hist = command("history", help="list stored runs")
-    hist.add_argument("--limit", type=_typed(HISTORY_LIMIT), default=20)
+    hist = command("history", _cmd_history, help="list stored runs")
+    hist.add_argument("--limit", type=_typed(Range(1, 100_000, integer=True)), default=20)
 
-    logs = command("logs", help="print every log line of a run")
+    logs = command("logs", _cmd_logs, help="print every log line of a run")
     logs.add_argument("run_id", type=_typed(RUN_ID))
 
-    out = command("outbox", help="messages waiting to be sent: per chat, since when, last error")
+    out = command("outbox", _cmd_outbox, help="messages waiting to be sent: per chat, since when, last error")
     out.add_argument("--retry", action="store_true", help="release held chats and send everything now")
 
-    bench = command("bench", help="measure detection, reconnect and loop-latency figures (simulated Gateway)")
-    bench.add_argument("--trials", type=_typed(TRIALS), default=10)
-    bench.add_argument("--outage", type=_typed(OUTAGE_SECONDS), default=90.0, metavar="SECONDS",
+    bench = command("bench", _cmd_bench,
+                    help="measure detection, reconnect and loop-latency figures (simulated Gateway)")
+    bench.add_argument("--trials", type=_typed(Range(1, 1000, integer=True)), default=10)
+    bench.add_argument("--outage", type=_typed(Range(0, 3600, low_open=True)), default=90.0, metavar="SECONDS",
                        help="how long the simulator process stays killed for the long-outage figure (default 90)")
-    bench.add_argument("--api-outage", type=_typed(API_OUTAGE_SECONDS), default=120.0, metavar="SECONDS",
+    bench.add_argument("--api-outage", type=_typed(Range(0, 3600)), default=120.0, metavar="SECONDS",
                        help="how long the Bot API refuses connections in the outbox figure (0: skip it)")
     bench.add_argument("--watch-only", action="store_true", help="only the always-on watch's figures")
-    bench.add_argument("--gateways", type=_typed(GATEWAYS), default=50, help="Gateways watched at once (default 50)")
-    bench.add_argument("--commands", type=_typed(COMMANDS_RANGE), default=1000,
+    bench.add_argument("--gateways", type=_typed(Range(1, 500, integer=True)), default=50,
+                       help="Gateways watched at once (default 50)")
+    bench.add_argument("--commands", type=_typed(Range(1, 100_000, integer=True)), default=1000,
                        help="chat commands timed while a soak runs and the Gateways are watched (default 1000)")
     bench.add_argument("--json", action="store_true", help="one JSON object per figure instead of the table")
 
-    rep = command("report", help="print or write a run's report (markdown)")
+    rep = command("report", _cmd_report, help="print or write a run's report (markdown)")
     rep.add_argument("run_id", type=_typed(RUN_ID))
     rep.add_argument("--out", type=Path, help="write to this file instead of printing")
     return p
 
 
-SERVICES = ("run", "simulate")  # commands that log what they do; the others print their own progress
-
-
-class TokenRedactor(logging.Filter):
-    """Rewrites a record so that the bot token's secret reaches no output (PTB's DEBUG line
-    "Set Bot API URL" carries it, and so can an exception's text)."""
-
-    def __init__(self, token: str) -> None:
-        super().__init__()
-        self.secret = token.partition(":")[2] or token
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except Exception:  # a malformed call; logging reports it itself later
-            return True
-        if self.secret in message:
-            record.msg, record.args = message.replace(self.secret, "***"), ()
-        if record.exc_info and not record.exc_text:
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-        if record.exc_text and self.secret in record.exc_text:
-            record.exc_text = record.exc_text.replace(self.secret, "***")
-        return True
-
-
 @contextlib.contextmanager
 def _redacting(token: str | None) -> Iterator[None]:
-    """Redact at the record's creation, so every handler (terminal, the run journal's, any
-    other) only ever sees the redacted text."""
+    """Keep the bot token's secret out of every output (PTB's DEBUG line "Set Bot API URL" carries
+    it, and so can an exception's text). Redacted at the record's creation, so every handler
+    (terminal, the run journal's, any other) only ever sees the redacted text."""
     if not token:
         yield
         return
-    redactor, make = TokenRedactor(token), logging.getLogRecordFactory()
+    secret, make = token.partition(":")[2] or token, logging.getLogRecordFactory()
 
     def factory(*args: object, **kwargs: object) -> logging.LogRecord:
         record = make(*args, **kwargs)
-        redactor.filter(record)
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed call; logging reports it itself later
+            return record
+        if secret in message:
+            record.msg, record.args = message.replace(secret, "***"), ()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text and secret in record.exc_text:
+            record.exc_text = record.exc_text.replace(secret, "***")
         return record
 
     logging.setLogRecordFactory(factory)
@@ -213,7 +192,7 @@ def _logging(config: Config, verbose: bool, command: str) -> Iterator[None]:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per Bot API request otherwise
     console = logging.StreamHandler(sys.stderr)
     console.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
-    if not verbose and command not in SERVICES:
+    if not verbose and command not in ("run", "simulate"):  # those log what they do; others print progress
         # ib_async's errors are expected in the error matrix and stored with the run; on the
         # terminal they would drown the progress lines.
         console.setLevel(logging.ERROR)
@@ -237,19 +216,9 @@ def _who() -> str:
 def _print_result(result: CheckResult) -> None:
     line = f"{report.status_mark(result.status)} {result.name}: {result.status}"
     print(f"{line}" + (f" - {result.error}" if result.error else ""), flush=True)
-    for finding in result.findings:
-        print(f"     {finding}", flush=True)
-    for warning in result.warnings:
-        print(f"     {WARNING_MARK} {warning}", flush=True)
-    for hint in result.hints:
-        print(f"     hint: {hint}", flush=True)
-
-
-@contextlib.asynccontextmanager
-async def _simulated(config: Config, gateway: str | None) -> AsyncIterator[tuple[Config, SimulatedGateway]]:
-    async with SimulatedGateway(port=0, accounts=(config.gateway(gateway).account,)) as sim:
-        print(f"Simulated IB Gateway listening on 127.0.0.1:{sim.port}", flush=True)
-        yield with_gateway(config, gateway, host="127.0.0.1", port=sim.port), sim
+    _print_lines([*(f"     {finding}" for finding in result.findings),
+                  *(f"     {WARNING_MARK} {warning}" for warning in result.warnings),
+                  *(f"     hint: {hint}" for hint in result.hints)])
 
 
 async def _run_checks(config: Config, request: RunRequest, simulate: bool) -> tuple[RunOutcome, str]:
@@ -261,7 +230,10 @@ async def _run_checks(config: Config, request: RunRequest, simulate: bool) -> tu
 
     async with contextlib.AsyncExitStack() as stack:
         if simulate:
-            config, sim = await stack.enter_async_context(_simulated(config, request.gateway))
+            sim = SimulatedGateway(port=0, accounts=(config.gateway(request.gateway).account,))
+            await stack.enter_async_context(sim)
+            print(f"Simulated IB Gateway listening on 127.0.0.1:{sim.port}", flush=True)
+            config = with_gateway(config, request.gateway, host="127.0.0.1", port=sim.port)
             operator: AutoOperator | TerminalOperator = AutoOperator(sim)
         else:
             operator = TerminalOperator(stdin_reader())
@@ -296,30 +268,25 @@ async def _cmd_demo(config: Config, args: argparse.Namespace) -> int:
     return EXIT_OK if outcome.status is RunStatus.PASSED else EXIT_FAILED
 
 
-def _stop_on_signals(stop: asyncio.Event) -> None:
-    loop = asyncio.get_running_loop()
+def _stop_on_signals() -> asyncio.Event:
+    """An event that Ctrl-C and SIGTERM set, for a graceful stop."""
+    stop, loop = asyncio.Event(), asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):  # not on Windows
             loop.add_signal_handler(sig, stop.set)
+    return stop
 
 
 async def _cmd_run(config: Config, _: argparse.Namespace) -> int:
     token = config.telegram.token
     if not token:
-        print("gwbot: set TELEGRAM_BOT_TOKEN to your bot's token (from @BotFather); see README", file=sys.stderr)
-        return EXIT_USAGE
+        raise UsageError("gwbot: set TELEGRAM_BOT_TOKEN to your bot's token (from @BotFather); see README")
     if problem := token_error(token):
-        print(f"gwbot: {problem}", file=sys.stderr)
-        return EXIT_USAGE
+        raise UsageError(f"gwbot: {problem}")
     if not config.telegram.allowed_chat_ids:
         log.warning("telegram.allowed_chat_ids is empty: the bot will refuse everyone and tell them their ids")
-    stop = asyncio.Event()
-    _stop_on_signals(stop)
-    try:
-        await run_chat(config, token, stop, base_url=config.telegram.api_base_url, watch_options={})
-    except TokenRejected as e:  # said after the watch's goodbye lines, so it is the last line
-        print(f"gwbot: {e}", file=sys.stderr)
-        return EXIT_USAGE
+    # TokenRejected goes up to main: said after the watch's goodbye lines, so it is the last line.
+    await run_chat(config, token, _stop_on_signals())
     print("gwbot: stopped", file=sys.stderr)
     return EXIT_OK
 
@@ -330,8 +297,7 @@ CHAT_WATCH = {"knock_interval": 0.1, "max_pause": 1.0}  # ... and a !start withi
 
 async def _cmd_chat(config: Config, args: argparse.Namespace) -> int:
     """The whole bot, against the Bot API stand-in and a simulated Gateway, typed at in this terminal."""
-    stop = asyncio.Event()
-    _stop_on_signals(stop)
+    stop = _stop_on_signals()
     config = replace(config, soak=replace(config.soak, duration=args.soak, heartbeat_interval=1.0),
                      telegram=replace(config.telegram, progress_interval=2.0),
                      # The watch reports a !stop within a second here: down_after short, the terminal is the alert chat.
@@ -369,9 +335,8 @@ async def _cmd_simulate(config: Config, args: argparse.Namespace) -> int:
     print(f"Simulated IB Gateway on {args.host}:{args.port}, accounts {', '.join(accounts)}"
           + (f"; control port {args.control_port} (gwbot simctl --help)" if args.control_port else "")
           + ". Ctrl-C to quit.", flush=True)
-    stop = asyncio.Event()
-    _stop_on_signals(stop)  # SIGTERM too: clients see a clean close, as when the Gateway is quit
-    await serve(args.host, args.port, accounts, args.control_port, until=stop)
+    # SIGTERM too: clients see a clean close, as when the Gateway is quit.
+    await serve(args.host, args.port, accounts, args.control_port, until=_stop_on_signals())
     print("Simulated IB Gateway stopped", flush=True)
     return EXIT_OK
 
@@ -397,14 +362,10 @@ async def _cmd_history(config: Config, args: argparse.Namespace) -> int:
         took = f"{(r.ended_at - r.started_at).total_seconds():.0f} s" if r.ended_at else "-"
         print(f"#{r.id:<4} {r.started_at:%Y-%m-%d %H:%M} {report.status_mark(r.status)} {r.status:<11} "
               f"{r.kind:<10} {r.gateway:<10} {r.checks_passed}/{r.checks_total} passed  {took:>6}  {r.started_by}")
-    for line in _held_lines(holds):
-        print(line)
+    for h in holds:
+        print(f"⚠️ Not sending to chat {h.chat_id} since {h.since:%Y-%m-%d %H:%M} UTC ({h.reason}: {h.detail}); "
+              f"{h.pending} messages kept. Once fixed: gwbot outbox --retry")
     return EXIT_OK
-
-
-def _held_lines(holds: Sequence[Hold]) -> list[str]:
-    return [f"⚠️ Not sending to chat {h.chat_id} since {h.since:%Y-%m-%d %H:%M} UTC ({h.reason}: {h.detail}); "
-            f"{h.pending} messages kept. Once fixed: gwbot outbox --retry" for h in holds]
 
 
 async def _cmd_outbox(config: Config, args: argparse.Namespace) -> int:
@@ -430,26 +391,22 @@ async def _cmd_outbox(config: Config, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def _stored_run(config: Config, run_id: int) -> RunRecord | None:
+async def _stored_run(config: Config, run_id: int) -> RunRecord:
     async with await Repository.open(database_path(config), for_reading=True) as repo:  # works read-only too
         run = await repo.get_run(run_id)
     if run is None:
-        print(f"gwbot: no run #{run_id} (see gwbot history)", file=sys.stderr)
+        raise UsageError(f"gwbot: no run #{run_id} (see gwbot history)")
     return run
 
 
 async def _cmd_logs(config: Config, args: argparse.Namespace) -> int:
     run = await _stored_run(config, args.run_id)
-    if run is None:
-        return EXIT_USAGE
     print(report.log_text(run) or f"Run #{run.id} has no log lines.")
     return EXIT_OK
 
 
 async def _cmd_report(config: Config, args: argparse.Namespace) -> int:
     run = await _stored_run(config, args.run_id)
-    if run is None:
-        return EXIT_USAGE
     text = report.markdown(run)
     if args.out:
         args.out.write_text(text, encoding="utf-8")
@@ -459,57 +416,36 @@ async def _cmd_report(config: Config, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _print_lines(lines: Iterable[str]) -> None:
+    for line in lines:
+        print(line, flush=True)
+
+
 async def _cmd_bench(_: Config, args: argparse.Namespace) -> int:
-    if args.json or args.watch_only:
-        return await _bench_watch(args)
-    print(f"Measuring against the simulated Gateway ({args.trials} trials each) ...", flush=True)
-    for figure in await bench.measure(trials=args.trials):
-        print(figure.line(), flush=True)
-    for figure in await bench.measure_chat():
-        print(figure.line(), flush=True)
-    for figure in await bench.measure_lifecycle(trials=args.trials, outage=args.outage):
-        print(figure.line(), flush=True)
-    for figure in await bench.measure_outbox_cost():
-        print(figure.line(), flush=True)
-    if args.api_outage > 0:
-        print(f"Outbox: the Bot API refuses connections for {args.api_outage:g} s while a /checklist ends ...",
-              flush=True)
-        for figure in await bench.measure_outage(args.api_outage):
-            print(figure.line(), flush=True)
-    return await _bench_watch(args)
+    if not (args.json or args.watch_only):
+        print(f"Measuring against the simulated Gateway ({args.trials} trials each) ...", flush=True)
+        _print_lines(f.line() for f in await bench.measure(trials=args.trials))
+        _print_lines(f.line() for f in await bench.measure_chat())
+        _print_lines(f.line() for f in await bench.measure_lifecycle(trials=args.trials, outage=args.outage))
+        _print_lines(f.line() for f in await bench.measure_outbox_cost())
+        if args.api_outage > 0:
+            print(f"Outbox: the Bot API refuses connections for {args.api_outage:g} s while a /checklist ends ...",
+                  flush=True)
+            _print_lines(f.line() for f in await bench.measure_outage(args.api_outage))
 
+    # The always-on watch's figures (issue 11); with --json, every figure as one JSON line.
+    def show(figure: bench.Figure) -> str:
+        if args.json:
+            return json.dumps(bench_watch.figure_json(figure), ensure_ascii=False)
+        return bench_watch.figure_line(figure)
 
-async def _bench_watch(args: argparse.Namespace) -> int:
-    """The always-on watch's figures (issue 11); with --json, every figure as one JSON line."""
-    def show(figure: bench.Figure) -> None:
-        print(json.dumps(bench_watch.figure_json(figure), ensure_ascii=False) if args.json
-              else bench_watch.figure_line(figure),
-              flush=True)
     if not args.json:
         print(f"The watch: simulator processes SIGKILLed, {args.trials} trials, a {args.outage:g} s outage, "
               f"{args.gateways} Gateways, {args.commands} commands ...", flush=True)
-    for figure in await bench_watch.measure_kill(trials=args.trials, outage=args.outage):
-        show(figure)
-    for figure in await bench_watch.measure_frozen(trials=min(args.trials, 5)):
-        show(figure)
-    for figure in await bench_watch.measure_many(gateways=args.gateways, commands=args.commands):
-        show(figure)
+    _print_lines(map(show, await bench_watch.measure_kill(trials=args.trials, outage=args.outage)))
+    _print_lines(map(show, await bench_watch.measure_frozen(trials=min(args.trials, 5))))
+    _print_lines(map(show, await bench_watch.measure_many(gateways=args.gateways, commands=args.commands)))
     return EXIT_OK
-
-
-COMMANDS = {
-    "run": _cmd_run,
-    "chat": _cmd_chat,
-    "bench": _cmd_bench,
-    "outbox": _cmd_outbox,
-    "demo": _cmd_demo,
-    "check": _cmd_check,
-    "simulate": _cmd_simulate,
-    "simctl": _cmd_simctl,
-    "history": _cmd_history,
-    "logs": _cmd_logs,
-    "report": _cmd_report,
-}
 
 
 async def _cancelled_by_sigterm(command: Awaitable[int]) -> int:
@@ -522,25 +458,22 @@ async def _cancelled_by_sigterm(command: Awaitable[int]) -> int:
     return await command
 
 
-def _checked(args: argparse.Namespace) -> tuple[Config, argparse.Namespace]:
-    """The config, and the flags that can only be checked against it. Raises ConfigError."""
-    config = load_config(getattr(args, "config", None))
-    if getattr(args, "gateway", None) is not None:
-        config.gateway(args.gateway)
-    return config, args
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        config, args = _checked(_parser().parse_args(argv))
-    except (UsageError, ConfigError) as e:
-        print(f"gwbot: {e}" if isinstance(e, ConfigError) else e, file=sys.stderr)
-        return EXIT_USAGE
-    try:
+        args = _parser().parse_args(argv)
+        config = load_config(getattr(args, "config", None))
+        if getattr(args, "gateway", None) is not None:
+            config.gateway(args.gateway)  # a flag only the config can check
         with _logging(config, getattr(args, "verbose", False), args.command):
-            code = asyncio.run(_cancelled_by_sigterm(COMMANDS[args.command](config, args)))
+            code = asyncio.run(_cancelled_by_sigterm(args.run(config, args)))
             sys.stdout.flush()  # here, not at exit, so that a closed pipe is handled below
             return code
+    except UsageError as e:
+        print(e, file=sys.stderr)
+        return EXIT_USAGE
+    except (ConfigError, StorageError, TokenRejected) as e:  # its one line says which file or token, what to do
+        print(f"gwbot: {e}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print("\ngwbot: interrupted", file=sys.stderr)
         return 130
@@ -552,9 +485,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         # at devnull so the interpreter's last flush does not fail again, and exit quietly.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_FAILED
-    except StorageError as e:  # the database file cannot be used: its message says which and what to do
-        print(f"gwbot: {e}", file=sys.stderr)
-        return EXIT_USAGE
     except (ConnectionError, OSError) as e:
         print(f"gwbot: {e}", file=sys.stderr)
         return EXIT_FAILED

@@ -9,7 +9,7 @@ import asyncio
 import os
 import sys
 import threading
-from typing import BinaryIO, TextIO
+from typing import BinaryIO
 
 from bot.checks.base import OperatorAction, OperatorReply, Progress, Reply
 
@@ -48,16 +48,15 @@ def stdin_reader(stream: BinaryIO | None = None) -> asyncio.StreamReader:
 class TerminalOperator:
     """Asks the person at the terminal; also proceeds by itself when the check sees the event."""
 
-    def __init__(self, reader: asyncio.StreamReader, out: TextIO = sys.stdout) -> None:
+    def __init__(self, reader: asyncio.StreamReader) -> None:
         self.reader = reader
-        self.out = out
 
     async def tell(self, text: str) -> None:
-        print(f"\n>>> {text}", file=self.out, flush=True)
+        print(f"\n>>> {text}", flush=True)
 
     async def ask(self, action: OperatorAction, text: str) -> OperatorReply:
         print(f"\n>>> {text}\n    Press Enter when done, or type 'abort' and Enter. "
-              "(I also move on by myself when I see it happen.)", file=self.out, flush=True)
+              "(I also move on by myself when I see it happen.)", flush=True)
         line = await self.reader.readline()
         if not line:
             await asyncio.Event().wait()  # no input at all: wait for the event itself
@@ -68,9 +67,8 @@ class TerminalOperator:
 class ProgressPrinter:
     """A live progress line on a TTY; plain lines (never buffered) elsewhere."""
 
-    def __init__(self, out: TextIO = sys.stdout) -> None:
-        self.out = out
-        self.live = out.isatty()
+    def __init__(self) -> None:
+        self.live = sys.stdout.isatty()
 
     def __call__(self, p: Progress) -> None:
         bar = ""
@@ -79,10 +77,10 @@ class ProgressPrinter:
             bar = f"[{'#' * filled}{'.' * (20 - filled)}] {p.fraction:4.0%} "
         line = f"  {p.check:<10} {bar}{p.message}"
         if self.live:
-            print(f"\r\033[K{line}", end="", file=self.out, flush=True)
+            print(f"\r\033[K{line}", end="", flush=True)
         else:
-            print(line, file=self.out, flush=True)
+            print(line, flush=True)
 
     def done(self) -> None:
         if self.live:
-            print(file=self.out, flush=True)
+            print(flush=True)
