@@ -28,7 +28,7 @@ from bot.client_ids import ClientRole
 from bot.config import Config, GatewayConfig, WatchConfig
 from bot.health import Health
 from bot.ibkr import errors as ib
-from bot.ibkr.client import ConnectionState, IBKRClient, port_accepts
+from bot.ibkr.client import ConnectionState, IBKRClient, wait_for_port
 from bot.ibkr.events import ClientEvent, Connected, Disconnected, DisconnectReason, GatewayNotice, Heartbeat, NoticeKind
 from bot.journal import current_run
 from bot.watch.alerts import Alert
@@ -39,8 +39,6 @@ from storage import IncidentStore
 # Set in every watcher task (and so in ib_async's callbacks on its sockets): whose records these are.
 watch_gateway: contextvars.ContextVar[str | None] = contextvars.ContextVar("watch_gateway", default=None)
 
-LINK_DOWN_CODES = frozenset({1100, 2110})
-LINK_BACK_CODES = frozenset({1101, 1102})
 COVERAGE_EVERY = 60.0  # seconds between "still watching" marks in storage (uptime's monitored time)
 
 
@@ -233,10 +231,8 @@ class GatewayWatcher:
     async def _pause(self, err: ib.GatewayError, failures: int) -> None:
         """Until the next attempt: knock while nothing listens; back off while it answers badly."""
         if isinstance(err, ib.GatewayRefused):
-            knock = max(self.knock_interval * 4, 1.0)
             # Polling is the only way to see a port open: no event in this process says so.
-            while not await port_accepts(self.gw.host, self.gw.port, timeout=knock):  # noqa: ASYNC110
-                await asyncio.sleep(self.knock_interval)
+            await wait_for_port(self.gw.host, self.gw.port, self.knock_interval)
             return
         await asyncio.sleep(min(self.max_pause, 0.5 * 2 ** min(failures - 1, 8)))
 
@@ -289,12 +285,12 @@ class GatewayWatcher:
 
     def _notice(self, n: GatewayNotice) -> list[Alert]:
         # Judged by code, never by ib_async's log level (it logs 1100/1101 as errors).
-        if n.code in LINK_DOWN_CODES:
+        if n.notice.is_link_down:
             self.state = self.state.down(n.at, ib.Layer.IB_LINK, DownCause.IB_LINK, n.message)
             return self.engine.observe(WentDown(n.at, DownCause.IB_LINK, ib.Layer.IB_LINK, n.message, code=n.code))
         inc = self.engine.incident
         link_lost = inc is not None and inc.current is DownCause.IB_LINK
-        if n.code in LINK_BACK_CODES:
+        if n.notice.is_link_back:
             return self._link_back(n) if link_lost else self.engine.tick()
         if n.farm and n.notice in (NoticeKind.FARM_BROKEN, NoticeKind.FARM_OK, NoticeKind.FARM_INACTIVE):
             farm = FarmState(n.farm, n.notice is not NoticeKind.FARM_BROKEN, n.code, n.at)
