@@ -130,7 +130,7 @@ class GatewayWatcher:
         # The watcher reconnects by itself (forever), so the client's own reconnect is off.
         self.client = IBKRClient.from_config(gw, ClientRole.WATCH, **(client_options or {}), reconnect=None)
         # The live state /status shows; a new frozen object after every change, so a reader never sees half of one.
-        self.state = GatewayState(gw.name, gw.host, gw.port, self.client.client_id)
+        self.state = GatewayState()
         self._inbox: asyncio.Queue[ClientEvent | _Connected | _Failed | list[Alert]] = asyncio.Queue()
         self._dropped = asyncio.Event()
         self._attempt = 0
