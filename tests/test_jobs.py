@@ -19,13 +19,13 @@ async def test_a_running_job_feeds_its_gateways_live_view_with_no_front_end_help
             if job.live.connected is not None and job.live.last_rtt is not None:
                 break
             await asyncio.sleep(0.05)
-        assert jobs.live(job.gateway) is job.live
+        assert jobs.current(job.gateway) is job
         health = job.live.health(config_for(gateway.port).gateway(), 1.0)
         assert health.source == "live" and health.accounts == tuple(gateway.accounts)
         assert health.last_rtt is not None, "the soak's heartbeats reached the view"
     finally:
         await jobs.shutdown()
-    assert jobs.live(job.gateway) is None, "no view once nothing runs: /status probes instead"
+    assert jobs.current(job.gateway) is None, "no view once nothing runs: /status probes instead"
 
 
 def test_the_live_view_takes_2110_as_the_ib_link_down_and_a_connecting_farm_as_not_ok():
