@@ -16,7 +16,7 @@ import time
 from abc import ABC, abstractmethod
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, ClassVar, Protocol, TypeVar
@@ -155,9 +155,6 @@ class CheckContext:
         client = IBKRClient.from_config(self.gateway, **(self.client_options | overrides))
         client.events.subscribe(self.on_event)
         return client
-
-    def with_gateway(self, **changes: Any) -> CheckContext:
-        return replace(self, gateway=replace(self.gateway, **changes))
 
 
 class Recorder:
