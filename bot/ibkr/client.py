@@ -613,10 +613,3 @@ class IBKRClient:
         self.log.info("disconnected from %s:%s", self.host, self.port)
         if was_connected:
             self.events.emit(Disconnected(reason=DisconnectReason.LOCAL))
-
-    async def __aenter__(self) -> IBKRClient:
-        await self.connect()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.disconnect()
