@@ -59,7 +59,7 @@ class Health:
 
 @dataclass
 class LiveView:
-    """A Gateway's state as a running check's client reports it through events."""
+    """A Gateway's state as a client reports it through events: a running check's, or the probe's own."""
 
     connected: Connected | None = None
     connected_since: datetime | None = None

@@ -195,10 +195,8 @@ class GatewayWatcher:
         # Runs inline in the client's callbacks: only queue it; the processor judges.
         if isinstance(event, Disconnected) and event.reason is not DisconnectReason.LOCAL:
             self._dropped.set()
-        if isinstance(event, Connected):
-            self._inbox.put_nowait(_Connected(event, self._attempt))  # the try that made it
-            return
-        self._inbox.put_nowait(event)
+        # A connection is queued with the try that made it.
+        self._inbox.put_nowait(_Connected(event, self._attempt) if isinstance(event, Connected) else event)
 
     async def _connector(self) -> None:
         """Connect, wait for the drop, reconnect: forever. Nothing here gives up."""
@@ -242,11 +240,9 @@ class GatewayWatcher:
             due = self.engine.next_due()
             wait = COVERAGE_EVERY if due is None else min(COVERAGE_EVERY, (due - self.clock()).total_seconds())
             item: ClientEvent | _Failed | list[Alert] | _Connected | None = None
-            try:
+            with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(wait, 0.0)):
                     item = await self._inbox.get()
-            except TimeoutError:
-                pass
             try:
                 alerts = self._handle(item) if item is not None else self.engine.tick()
             except Exception:
