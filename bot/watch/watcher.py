@@ -334,7 +334,6 @@ class Watch:
         self.watchers = {gw.name: GatewayWatcher(gw, config.watch, sink, store=store, clock=clock,
                                                  client_options=client_options, **watcher_options)
                          for gw in config.gateways}
-        self.clock = clock
 
     def watcher(self, gateway: str | None = None) -> GatewayWatcher:
         if gateway is None:
