@@ -1,4 +1,4 @@
-"""The soak's heartbeat RTT over time as a PNG, drops and missed heartbeats marked."""
+"""The soak's heartbeat RTT over time as a PNG, drops and missed heartbeats marked; gwbot's one PNG writer."""
 
 from __future__ import annotations
 
@@ -31,6 +31,11 @@ def soak_chart(check: CheckRecord, title: str = "") -> bytes:
     ax.set_title(title or f"Soak: {check.status}")
     if answered or missed:
         ax.legend(loc="upper right")
+    return png(fig)
+
+
+def png(fig: Figure) -> bytes:
+    """The figure, laid out, as PNG bytes (the soak chart and /uptime's timeline)."""
     fig.tight_layout()
     out = io.BytesIO()
     fig.savefig(out, format="png")

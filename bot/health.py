@@ -7,7 +7,7 @@ extra connection. When nothing runs, :func:`probe` connects briefly with its own
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from bot.client_ids import ClientRole
@@ -59,7 +59,7 @@ class Health:
 
 @dataclass
 class LiveView:
-    """A Gateway's state as a running check's client reports it through events."""
+    """A Gateway's state as a client reports it through events: a running check's, or the probe's own."""
 
     connected: Connected | None = None
     connected_since: datetime | None = None
@@ -77,12 +77,11 @@ class LiveView:
                 self.connected, self.connected_since = None, None
                 if event.reason is DisconnectReason.LOCAL:
                     self.farms.clear()
-            case GatewayNotice(notice=NoticeKind.LINK_LOST):
-                self.link_ok = False
-            case GatewayNotice(notice=NoticeKind.LINK_RESTORED | NoticeKind.LINK_RESTORED_DATA_LOST):
-                self.link_ok = True
-            case GatewayNotice(notice=NoticeKind.FARM_OK | NoticeKind.FARM_INACTIVE | NoticeKind.FARM_BROKEN):
-                self.farms[event.farm] = event.notice is not NoticeKind.FARM_BROKEN
+            case GatewayNotice(notice=kind) if kind.is_link_down or kind.is_link_back:
+                self.link_ok = kind.is_link_back
+            case GatewayNotice(farm=farm) if farm:
+                # Inactive (2107/2108) is normal; broken and still connecting (2119) serve nothing yet.
+                self.farms[farm] = event.notice in (NoticeKind.FARM_OK, NoticeKind.FARM_INACTIVE)
             case Heartbeat(rtt=rtt) if rtt is not None:
                 self.last_rtt = rtt
 
@@ -106,14 +105,14 @@ async def probe(gw: GatewayConfig, live: LiveView | None = None) -> Health:
         return live.health(gw, port_ms)
     client = IBKRClient.from_config(gw, ClientRole.STATUS, reconnect=None,
                                     connect_timeout=min(gw.connect_timeout, STATUS_TIMEOUT))
+    view = LiveView()  # the probe's own client, read as a check's is
+    client.events.subscribe(view.on_event)
     try:
         await client.connect()
-        rtt = await client.ping()
-        s = client.status()
+        await client.ping()
+        health = view.health(gw, port_ms)
     except GatewayError as e:  # a ping unanswered after connecting too: a verdict, not a crash in /status
         return Health(gw, port_ms, str(e), e.layer)
     finally:
         await client.disconnect()
-    farms = [f.notice is not NoticeKind.FARM_BROKEN for f in s.farms]
-    return Health(gw, port_ms, None, None, s.server_version, s.accounts, None, s.link_ok,
-                  all(farms) if farms else None, rtt)
+    return replace(health, connected_since=None, source="probe")  # its own connection has no uptime

@@ -56,11 +56,6 @@ class JobBoard:
     def current(self, gateway: str) -> Job | None:
         return self._jobs.get(gateway)
 
-    def live(self, gateway: str) -> LiveView | None:
-        """The Gateway's live state while a run's client watches it; None when nothing runs."""
-        job = self.current(gateway)
-        return job.live if job else None
-
     async def start(self, request: RunRequest, operator: Operator, *, progress: ProgressSink | None = None,
                     on_result: Callable[[CheckResult], None] | None = None, on_event: EventSink | None = None,
                     on_done: OnDone | None = None) -> Job:

@@ -73,11 +73,10 @@ class Metric:
     unit: str
 
 
-@dataclass(frozen=True)
-class CheckRecord:
-    id: int
-    run_id: int
-    seq: int
+@dataclass(frozen=True, kw_only=True)
+class CheckResult:
+    """What a check measured and decided: what it returns, and (as a CheckRecord) what is stored."""
+
     name: str
     status: CheckStatus
     started_at: datetime
@@ -98,6 +97,13 @@ class CheckRecord:
 
     def metric(self, name: str) -> float | None:
         return next((m.value for m in self.metrics if m.name == name), None)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CheckRecord(CheckResult):
+    id: int
+    run_id: int
+    seq: int
 
 
 @dataclass(frozen=True)

@@ -129,12 +129,9 @@ class OutboxStore(Store):
     """The outbox's SQL."""
 
     # -------------------------------------------------------------- writes
-    async def enqueue(self, chat_id: int, messages: Sequence[OutMessage]) -> list[int]:
-        """All of ``messages`` or none: one statement, one commit. Returns their ids, in send order."""
-        return await self.enqueue_many([(chat_id, m) for m in messages])
-
     async def enqueue_many(self, messages: Sequence[tuple[int, OutMessage]]) -> list[int]:
-        """(chat, message) pairs for several chats (an alert's fan-out): all or none, one transaction."""
+        """(chat, message) pairs, for one chat or several (an alert's fan-out): all or none, one
+        statement, one commit. Returns their ids, in send order."""
         if not messages:
             return []
         return await self._committed(lambda: self._insert(messages))

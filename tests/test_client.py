@@ -54,10 +54,10 @@ async def test_connect_ping_and_graceful_disconnect(gateway):
     client.events.subscribe(events.append)
     await client.connect()
     assert await client.is_connected()
-    status = client.status()
-    assert status.server_version == 178
-    assert status.accounts == ("DUO779750",)
-    assert status.connection_time.endswith("UTC")
+    up = next(e for e in events if isinstance(e, Connected))
+    assert up.server_version == 178
+    assert up.accounts == ("DUO779750",)
+    assert up.connection_time.endswith("UTC")
     rtt = await client.ping()
     assert 0 < rtt < 0.5
     await client.disconnect()
@@ -76,7 +76,7 @@ async def test_farm_notices_arrive_as_typed_events(gateway):
         notices = [await next_event(q, GatewayNotice, 2) for _ in range(3)]
     assert {n.code for n in notices} == {2104, 2106, 2158}
     assert all(n.notice is NoticeKind.FARM_OK for n in notices)
-    assert {f.farm for f in client.status().farms} == {"usfarm", "ushmds", "secdefnj"}
+    assert {n.farm for n in notices} == {"usfarm", "ushmds", "secdefnj"}
     await client.disconnect()
 
 
@@ -86,11 +86,11 @@ async def test_link_lost_and_restored_notices(gateway):
     async with client.events.stream() as q:
         await gateway.send_notice(1100)
         lost = await next_event(q, GatewayNotice, 2)
-        assert lost.notice is NoticeKind.LINK_LOST and not client.status().link_ok
+        assert lost.notice is NoticeKind.LINK_LOST and lost.notice.is_link_down
         assert await client.is_connected(), "1100 keeps the socket up"
         await gateway.send_notice(1102)
         restored = await next_event(q, GatewayNotice, 2)
-        assert restored.notice is NoticeKind.LINK_RESTORED and client.status().link_ok
+        assert restored.notice is NoticeKind.LINK_RESTORED and restored.notice.is_link_back
     await client.ping()  # ib_async's reqAccountSummary after 1102 must not wedge the client
     await client.disconnect()
 
@@ -271,7 +271,7 @@ async def test_paper_guard_refuses_live_accounts_unless_allowed():
             await client_for(gw).connect()
         allowed = client_for(gw, allow_live=True)
         await allowed.connect()
-        assert allowed.status().accounts == ("U1234567",)
+        assert allowed.ib is not None and allowed.ib.managedAccounts() == ["U1234567"]
         await allowed.disconnect()
 
 
@@ -422,3 +422,15 @@ async def test_status_probe_reports_an_unanswered_heartbeat_instead_of_raising(g
     health = await asyncio.wait_for(probe(gw), 10)
     assert health.error is not None and health.failed_layer is not None, health
     assert health.server_version is None
+
+
+async def test_status_probe_counts_a_farm_still_connecting_as_not_ok(gateway):
+    """2119 'Market data farm is connecting': the farm does not serve yet (the connect check judges
+    it so too), so /status must not show the data farms layer as reached."""
+    from bot.config import GatewayConfig
+    from bot.health import probe
+
+    gateway.set_connect_notices([2106, 2119])
+    health = await asyncio.wait_for(probe(GatewayConfig(host="127.0.0.1", port=gateway.port)), 10)
+    assert health.error is None and health.server_version == 178, health
+    assert health.farms_ok is False, health

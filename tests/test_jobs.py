@@ -19,10 +19,28 @@ async def test_a_running_job_feeds_its_gateways_live_view_with_no_front_end_help
             if job.live.connected is not None and job.live.last_rtt is not None:
                 break
             await asyncio.sleep(0.05)
-        assert jobs.live(job.gateway) is job.live
+        assert jobs.current(job.gateway) is job
         health = job.live.health(config_for(gateway.port).gateway(), 1.0)
         assert health.source == "live" and health.accounts == tuple(gateway.accounts)
         assert health.last_rtt is not None, "the soak's heartbeats reached the view"
     finally:
         await jobs.shutdown()
-    assert jobs.live(job.gateway) is None, "no view once nothing runs: /status probes instead"
+    assert jobs.current(job.gateway) is None, "no view once nothing runs: /status probes instead"
+
+
+def test_the_live_view_takes_2110_as_the_ib_link_down_and_a_connecting_farm_as_not_ok():
+    """2110 'connectivity between TWS and server is broken' is the IB link down, as 1100 is;
+    2119 'farm is connecting' is a farm not serving yet (tws-api-notes: a real Gateway's day)."""
+    from bot.config import GatewayConfig
+    from bot.health import LiveView
+    from bot.ibkr.events import Connected, GatewayNotice, NoticeKind
+
+    live = LiveView()
+    live.on_event(Connected(server_version=178, accounts=("DU1",), connection_time=""))
+    live.on_event(GatewayNotice(code=2104, message="", notice=NoticeKind.FARM_OK, farm="usfarm"))
+    live.on_event(GatewayNotice(code=2110, message="", notice=NoticeKind.SERVER_BROKEN))
+    assert live.health(GatewayConfig(), 1.0).link_ok is False
+    live.on_event(GatewayNotice(code=1102, message="", notice=NoticeKind.LINK_RESTORED))
+    live.on_event(GatewayNotice(code=2119, message="", notice=NoticeKind.FARM_CONNECTING, farm="usfarm"))
+    health = live.health(GatewayConfig(), 1.0)
+    assert health.link_ok is True and health.farms_ok is False

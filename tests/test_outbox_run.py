@@ -78,8 +78,8 @@ async def _statuses(db_path, chat_id: int) -> list[str]:
 async def test_gwbot_run_killed_with_messages_pending_sends_them_after_restart_and_nothing_twice(tmp_path):
     db_path = tmp_path / "data" / "gwbot.sqlite3"
     async with await Repository.open(db_path) as repo:
-        await repo.outbox.enqueue(KAI, [OutMessage.plain(f"kai {i}") for i in range(3)])
-        await repo.outbox.enqueue(SQUAD, [OutMessage.plain(f"squad {i}") for i in range(3)])
+        await repo.outbox.enqueue_many([(KAI, OutMessage.plain(f"kai {i}")) for i in range(3)])
+        await repo.outbox.enqueue_many([(SQUAD, OutMessage.plain(f"squad {i}")) for i in range(3)])
     async with BotApiStandIn(token=RUN_TOKEN) as standin:
         standin.user(KAI, "Kai", "kai")
         standin.group(SQUAD, "squad")
@@ -150,9 +150,9 @@ async def test_dead_mans_switch_pings_while_healthy_and_stops_while_the_outbox_i
 async def test_gwbot_outbox_lists_pending_and_held_chats_and_retry_releases(tmp_path):
     cfg = str(config_file(tmp_path))
     async with await Repository.open(tmp_path / "data" / "gwbot.sqlite3") as repo:
-        [first, _] = await repo.outbox.enqueue(SQUAD, [OutMessage.plain("a"), OutMessage.plain("b")])
+        [first, _] = await repo.outbox.enqueue_many([(SQUAD, OutMessage.plain("a")), (SQUAD, OutMessage.plain("b"))])
         await repo.outbox.reschedule(first, time.time() + 30, 3, "sendMessage: NetworkError: connection refused")
-        await repo.outbox.enqueue(KAI, [OutMessage.plain("c")])
+        await repo.outbox.enqueue_many([(KAI, OutMessage.plain("c"))])
         await repo.outbox.hold(KAI, HoldReason.BLOCKED, "sendMessage: Forbidden: bot was blocked by the user")
     code, out, err = await gwbot("--config", cfg, "outbox")
     assert code == 0, err

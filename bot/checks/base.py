@@ -16,7 +16,7 @@ import time
 from abc import ABC, abstractmethod
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, ClassVar, Protocol, TypeVar
@@ -25,7 +25,7 @@ from bot.config import Config, GatewayConfig
 from bot.ibkr.client import IBKRClient
 from bot.ibkr.errors import GatewayError
 from bot.ibkr.events import ClientEvent
-from storage.models import CheckRecord, CheckStatus, Metric, RunRecord, RunStatus
+from storage.models import CheckRecord, CheckResult, CheckStatus, Metric, RunRecord, RunStatus
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -47,30 +47,6 @@ def mark(ok: bool | None) -> str:
 
 def passed(check: CheckRecord | None) -> bool | None:
     return None if check is None else check.passed
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    name: str
-    status: CheckStatus
-    started_at: datetime
-    ended_at: datetime
-    metrics: tuple[Metric, ...] = ()
-    findings: tuple[str, ...] = ()
-    error: str | None = None
-    hints: tuple[str, ...] = ()
-    # (seconds since start, RTT seconds or None for a missed heartbeat): the soak chart's data.
-    series: tuple[tuple[float, float | None], ...] = ()
-    # Passed, but with something a person should know.
-    warnings: tuple[str, ...] = ()
-    facts: dict[str, str] = field(default_factory=dict)  # non-numeric results by name, e.g. accounts
-
-    @property
-    def passed(self) -> bool:
-        return self.status is CheckStatus.PASSED
-
-    def metric(self, name: str) -> float | None:
-        return next((m.value for m in self.metrics if m.name == name), None)
 
 
 @dataclass(frozen=True)
@@ -179,9 +155,6 @@ class CheckContext:
         client = IBKRClient.from_config(self.gateway, **(self.client_options | overrides))
         client.events.subscribe(self.on_event)
         return client
-
-    def with_gateway(self, **changes: Any) -> CheckContext:
-        return replace(self, gateway=replace(self.gateway, **changes))
 
 
 class Recorder:
@@ -310,19 +283,10 @@ class Check(ABC):
 
     @staticmethod
     def _result(rec: Recorder, status: CheckStatus, started: datetime, error: str | None) -> CheckResult:
-        return CheckResult(
-            name=rec.check,
-            status=status,
-            started_at=started,
-            ended_at=datetime.now(UTC),
-            metrics=tuple(rec.metrics),
-            findings=tuple(rec.findings),
-            error=error,
-            hints=tuple(rec.hints),
-            series=tuple(rec.series),
-            warnings=tuple(rec.warnings),
-            facts=dict(rec.facts),
-        )
+        kept: dict[str, Any] = {name: tuple(getattr(rec, name)) for name in
+                                ("metrics", "findings", "hints", "series", "warnings")}
+        return CheckResult(name=rec.check, status=status, started_at=started, ended_at=datetime.now(UTC), error=error,
+                           facts=dict(rec.facts), **kept)
 
 
 class CheckCancelled(asyncio.CancelledError):

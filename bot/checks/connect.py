@@ -10,7 +10,7 @@ from typing import Any
 from bot.checks.base import Check, CheckContext, Recorder, mark, passed
 from bot.ibkr.client import IBKRClient
 from bot.ibkr.errors import GatewayError, Layer
-from bot.ibkr.events import ClientEvent, GatewayNotice, NoticeKind
+from bot.ibkr.events import ClientEvent, Connected, GatewayNotice, NoticeKind
 from storage.models import CheckRecord, RunRecord
 
 # How long each start-up request gwbot itself skips may take before we call it unanswered.
@@ -38,12 +38,15 @@ class ConnectCheck(Check):
     async def execute(self, ctx: CheckContext, rec: Recorder) -> None:
         seen: list[GatewayNotice] = []
         noticed = asyncio.Event()  # set on each notice, so the farm wait re-judges only when one arrives
+        ups: list[Connected] = []
         client = ctx.client(reconnect=None)
 
         def collect(event: ClientEvent) -> None:
             if isinstance(event, GatewayNotice):
                 seen.append(event)
                 noticed.set()
+            elif isinstance(event, Connected):
+                ups.append(event)
 
         client.events.subscribe(collect)
         rec.progress(f"Connecting to {ctx.gateway.host}:{ctx.gateway.port} as client {ctx.gateway.client_id}")
@@ -56,12 +59,12 @@ class ConnectCheck(Check):
             raise
         try:
             rec.metric(CONNECT, (time.monotonic() - start) * 1000, "ms")
-            status = client.status()
-            rec.metric(SERVER_VERSION, float(status.server_version or 0), "")
-            rec.note(f"Connected: server version {status.server_version}, connection time {status.connection_time}")
-            rec.note(f"Managed accounts: {', '.join(status.accounts)}")
-            rec.facts[ACCOUNTS] = ", ".join(status.accounts)
-            if ctx.gateway.account and ctx.gateway.account not in status.accounts:
+            up = ups[-1]  # connect() returns once it announced the session
+            rec.metric(SERVER_VERSION, float(up.server_version), "")
+            rec.note(f"Connected: server version {up.server_version}, connection time {up.connection_time}")
+            rec.note(f"Managed accounts: {', '.join(up.accounts)}")
+            rec.facts[ACCOUNTS] = ", ".join(up.accounts)
+            if ctx.gateway.account and ctx.gateway.account not in up.accounts:
                 rec.fail(f"Configured account {ctx.gateway.account} is not among the managed accounts",
                          ("Check ibkr.account in config.yaml", "Log the Gateway in to that account"))
             await self._probe_startup_requests(client, rec, seen)

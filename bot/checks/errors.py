@@ -53,19 +53,15 @@ class Row:
     endpoint: EndpointFactory
 
 
-@dataclass(frozen=True)
-class RowResult:
-    row: Row
-    got: str  # the error's class name, or "connected"
-    message: str
-    elapsed: float
-    leaked_tasks: int
-    leaked_sockets: int
-
-    @property
-    def ok(self) -> bool:
-        return (self.got == self.row.expected.__name__ and self.elapsed <= self.row.bound
-                and self.leaked_tasks == 0 and self.leaked_sockets == 0)
+def _problem(row: Row, got: str, message: str, elapsed: float, tasks: int, sockets: int) -> str | None:
+    """Why a row went wrong (the error, its time, or what it left behind); None when it behaved."""
+    if got != row.expected.__name__:
+        return f"{row.name}: expected {row.expected.__name__}, got {got}: {message}"
+    if elapsed > row.bound:
+        return f"{row.name}: took {elapsed:.2f} s, bound {row.bound:g} s"
+    if tasks or sockets:
+        return f"{row.name}: leaked {tasks} task(s) and {sockets} socket(s)"
+    return None
 
 
 async def _silent(_: asyncio.StreamReader) -> bytes:
@@ -269,24 +265,15 @@ class ErrorsCheck(Check):
                 with case_evidence() as evidence:
                     client_id = probe_id if row.expected is ClientIdInUse else probe_id + 1
                     got, message, elapsed = await self.attempt(host, port, client_id)
-                    result = RowResult(row, got, message, elapsed, *await evidence.leftovers(LEAK_GRACE))
-            rows_ok += result.ok
-            verdict = "ok" if result.ok else "WRONG"
-            rec.note(f"{verdict}: {row.name}: {result.got} in {result.elapsed:.2f} s "
-                     f"(expected {row.expected.__name__} within {row.bound:g} s) - {result.message}")
-            rec.metric(f"row_{i + 1}_seconds", result.elapsed, "s")
-            if not result.ok:
-                rec.fail(self._why(result))
+                    problem = _problem(row, got, message, elapsed, *await evidence.leftovers(LEAK_GRACE))
+            rows_ok += problem is None
+            rec.note(f"{'ok' if problem is None else 'WRONG'}: {row.name}: {got} in {elapsed:.2f} s "
+                     f"(expected {row.expected.__name__} within {row.bound:g} s) - {message}")
+            rec.metric(f"row_{i + 1}_seconds", elapsed, "s")
+            if problem is not None:
+                rec.fail(problem)
         rec.metric(ROWS_OK, float(rows_ok), "")
         rec.metric(ROWS_RUN, float(len(self.rows)), "")
-
-    @staticmethod
-    def _why(r: RowResult) -> str:
-        if r.got != r.row.expected.__name__:
-            return f"{r.row.name}: expected {r.row.expected.__name__}, got {r.got}: {r.message}"
-        if r.elapsed > r.row.bound:
-            return f"{r.row.name}: took {r.elapsed:.2f} s, bound {r.row.bound:g} s"
-        return f"{r.row.name}: leaked {r.leaked_tasks} task(s) and {r.leaked_sockets} socket(s)"
 
     @staticmethod
     async def attempt(host: str, port: int, client_id: int) -> tuple[str, str, float]:

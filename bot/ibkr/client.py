@@ -135,21 +135,6 @@ class ClientOptions(ClientSettings):
         return replace(cls(**settings, reconnect=ReconnectPolicy.from_config(gw)), **overrides)
 
 
-@dataclass(frozen=True)
-class FarmStatus:
-    farm: str
-    notice: NoticeKind
-
-
-@dataclass(frozen=True)
-class ClientStatus:
-    server_version: int | None
-    connection_time: str
-    accounts: tuple[str, ...]
-    link_ok: bool
-    farms: tuple[FarmStatus, ...]
-
-
 @dataclass
 class _HandshakeWatch:
     """Reads the first bytes the Gateway sends, to tell "no answer" from "answered" from "garbage"."""
@@ -286,8 +271,6 @@ class IBKRClient:
         self._ping_lock = asyncio.Lock()
         self._last_ping_sent = 0.0
         self._last_pong = 0.0
-        self._link_ok = True
-        self._farms: dict[str, FarmStatus] = {}
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._reconnect_task: asyncio.Task[None] | None = None
 
@@ -316,16 +299,6 @@ class IBKRClient:
     def _connected(self) -> bool:
         s = self._session
         return self._state is ConnectionState.CONNECTED and s is not None and s.ib.isConnected()
-
-    def status(self) -> ClientStatus:
-        s = self._session if self._connected() else None
-        return ClientStatus(
-            server_version=s.ib.client.serverVersion() if s else None,
-            connection_time=s.watch.connection_time if s else "",
-            accounts=tuple(s.ib.managedAccounts()) if s else (),
-            link_ok=self._link_ok,
-            farms=tuple(self._farms.values()),
-        )
 
     # ------------------------------------------------------------ connecting
     async def connect(self) -> None:
@@ -469,7 +442,6 @@ class IBKRClient:
         assert s is not None
         self._state = ConnectionState.CONNECTED
         self._last_pong = time.monotonic()
-        self._link_ok = True
         up = Connected(server_version=s.ib.client.serverVersion(), accounts=tuple(s.ib.managedAccounts()),
                        connection_time=s.watch.connection_time)
         self.log.info("connected to %s:%s as client %s, server version %s, accounts %s",
@@ -482,10 +454,6 @@ class IBKRClient:
         kind = notices.notice_kind(code, text) or NoticeKind.ERROR
         meaning = notices.explain(code, text)
         farm = notices.farm_name(code, text)
-        if farm:
-            self._farms[farm] = FarmStatus(farm, kind)
-        if kind.is_link_down or kind.is_link_back:
-            self._link_ok = kind.is_link_back
         if kind is NoticeKind.ERROR:
             # A request's error: reported as an event too, so a check can judge this client's
             # own errors without listening to the process's loggers.
@@ -645,10 +613,3 @@ class IBKRClient:
         self.log.info("disconnected from %s:%s", self.host, self.port)
         if was_connected:
             self.events.emit(Disconnected(reason=DisconnectReason.LOCAL))
-
-    async def __aenter__(self) -> IBKRClient:
-        await self.connect()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.disconnect()

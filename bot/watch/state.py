@@ -192,10 +192,6 @@ class Suppression:
 
 @dataclass(frozen=True)
 class GatewayState:
-    gateway: str
-    host: str
-    port: int
-    client_id: int
     phase: Phase = Phase.STARTING
     since: datetime | None = None          # in this phase since
     failed: Layer | None = None            # the first layer not reached

@@ -8,19 +8,13 @@ counts nowhere.
 
 from __future__ import annotations
 
-import io
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-import matplotlib
-
-matplotlib.use("Agg")  # headless: no display on a server, and never a GUI event loop
-
-from matplotlib.figure import Figure
-
+from bot.chart import Figure, png
 from bot.watch.alerts import duration
 from bot.watch.schedule import Schedule, WindowKind
 from bot.watch.state import OutageCategory
@@ -200,7 +194,4 @@ def timeline_png(report: UptimeReport) -> bytes:
     ax.set_ylim(-0.6, len(report.days) - 0.4)
     ax.grid(axis="x", alpha=0.3)
     ax.set_title(f"{report.gateway}: red = down, green = up, hatched = expected window, blank = not watched")
-    fig.tight_layout()
-    out = io.BytesIO()
-    fig.savefig(out, format="png")
-    return out.getvalue()
+    return png(fig)

@@ -28,7 +28,7 @@ from bot.client_ids import ClientRole
 from bot.config import Config, GatewayConfig, WatchConfig
 from bot.health import Health
 from bot.ibkr import errors as ib
-from bot.ibkr.client import ConnectionState, IBKRClient, port_accepts
+from bot.ibkr.client import ConnectionState, IBKRClient, wait_for_port
 from bot.ibkr.events import ClientEvent, Connected, Disconnected, DisconnectReason, GatewayNotice, Heartbeat, NoticeKind
 from bot.journal import current_run
 from bot.watch.alerts import Alert
@@ -39,8 +39,6 @@ from storage import IncidentStore
 # Set in every watcher task (and so in ib_async's callbacks on its sockets): whose records these are.
 watch_gateway: contextvars.ContextVar[str | None] = contextvars.ContextVar("watch_gateway", default=None)
 
-LINK_DOWN_CODES = frozenset({1100, 2110})
-LINK_BACK_CODES = frozenset({1101, 1102})
 COVERAGE_EVERY = 60.0  # seconds between "still watching" marks in storage (uptime's monitored time)
 
 
@@ -132,7 +130,7 @@ class GatewayWatcher:
         # The watcher reconnects by itself (forever), so the client's own reconnect is off.
         self.client = IBKRClient.from_config(gw, ClientRole.WATCH, **(client_options or {}), reconnect=None)
         # The live state /status shows; a new frozen object after every change, so a reader never sees half of one.
-        self.state = GatewayState(gw.name, gw.host, gw.port, self.client.client_id)
+        self.state = GatewayState()
         self._inbox: asyncio.Queue[ClientEvent | _Connected | _Failed | list[Alert]] = asyncio.Queue()
         self._dropped = asyncio.Event()
         self._attempt = 0
@@ -197,10 +195,8 @@ class GatewayWatcher:
         # Runs inline in the client's callbacks: only queue it; the processor judges.
         if isinstance(event, Disconnected) and event.reason is not DisconnectReason.LOCAL:
             self._dropped.set()
-        if isinstance(event, Connected):
-            self._inbox.put_nowait(_Connected(event, self._attempt))  # the try that made it
-            return
-        self._inbox.put_nowait(event)
+        # A connection is queued with the try that made it.
+        self._inbox.put_nowait(_Connected(event, self._attempt) if isinstance(event, Connected) else event)
 
     async def _connector(self) -> None:
         """Connect, wait for the drop, reconnect: forever. Nothing here gives up."""
@@ -233,10 +229,8 @@ class GatewayWatcher:
     async def _pause(self, err: ib.GatewayError, failures: int) -> None:
         """Until the next attempt: knock while nothing listens; back off while it answers badly."""
         if isinstance(err, ib.GatewayRefused):
-            knock = max(self.knock_interval * 4, 1.0)
             # Polling is the only way to see a port open: no event in this process says so.
-            while not await port_accepts(self.gw.host, self.gw.port, timeout=knock):  # noqa: ASYNC110
-                await asyncio.sleep(self.knock_interval)
+            await wait_for_port(self.gw.host, self.gw.port, self.knock_interval)
             return
         await asyncio.sleep(min(self.max_pause, 0.5 * 2 ** min(failures - 1, 8)))
 
@@ -246,11 +240,9 @@ class GatewayWatcher:
             due = self.engine.next_due()
             wait = COVERAGE_EVERY if due is None else min(COVERAGE_EVERY, (due - self.clock()).total_seconds())
             item: ClientEvent | _Failed | list[Alert] | _Connected | None = None
-            try:
+            with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(wait, 0.0)):
                     item = await self._inbox.get()
-            except TimeoutError:
-                pass
             try:
                 alerts = self._handle(item) if item is not None else self.engine.tick()
             except Exception:
@@ -289,12 +281,12 @@ class GatewayWatcher:
 
     def _notice(self, n: GatewayNotice) -> list[Alert]:
         # Judged by code, never by ib_async's log level (it logs 1100/1101 as errors).
-        if n.code in LINK_DOWN_CODES:
+        if n.notice.is_link_down:
             self.state = self.state.down(n.at, ib.Layer.IB_LINK, DownCause.IB_LINK, n.message)
             return self.engine.observe(WentDown(n.at, DownCause.IB_LINK, ib.Layer.IB_LINK, n.message, code=n.code))
         inc = self.engine.incident
         link_lost = inc is not None and inc.current is DownCause.IB_LINK
-        if n.code in LINK_BACK_CODES:
+        if n.notice.is_link_back:
             return self._link_back(n) if link_lost else self.engine.tick()
         if n.farm and n.notice in (NoticeKind.FARM_BROKEN, NoticeKind.FARM_OK, NoticeKind.FARM_INACTIVE):
             farm = FarmState(n.farm, n.notice is not NoticeKind.FARM_BROKEN, n.code, n.at)
@@ -342,7 +334,6 @@ class Watch:
         self.watchers = {gw.name: GatewayWatcher(gw, config.watch, sink, store=store, clock=clock,
                                                  client_options=client_options, **watcher_options)
                          for gw in config.gateways}
-        self.clock = clock
 
     def watcher(self, gateway: str | None = None) -> GatewayWatcher:
         if gateway is None:
