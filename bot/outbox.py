@@ -4,7 +4,8 @@ No Telegram here: a :class:`Transport` (handlers/delivery.py for PTB) sends one 
 what happened as an :class:`Outcome`; this module decides what to do about it:
 
 - unreachable (refused, timed out, 5xx): retry with backoff (tenacity's strategy, the schedule
-  persisted), forever; after the outage a backlog of more than ``digest_after`` texts becomes one digest;
+  persisted), forever; a backlog of more than ``digest_after`` texts (after an outage, or a burst of
+  alerts) becomes one digest;
 - 429: wait ``retry_after`` for that chat only (each chat has its own sender);
 - 403 / chat not found: hold the chat, keep its messages, say so in the log (``gwbot outbox --retry`` releases);
 - group upgraded to a supergroup: follow it (pending messages and the allow-list's view);
@@ -257,7 +258,6 @@ class Outbox:
 
     async def _serve(self, chat_id: int) -> None:
         """Deliver one chat's messages in order; ends only when the chat is held or has moved."""
-        troubled = await self.store.count(chat_id) > self.config.digest_after + 1  # gwbot itself was down
         while True:
             self._wake[chat_id].clear()  # before reading: an enqueue from now on wakes the pause below
             row = await self.store.head(chat_id)
@@ -275,11 +275,9 @@ class Outbox:
                 continue
             outcome = await self._send(row)
             if outcome.kind is OutcomeKind.SENT:
-                if troubled:  # Telegram is reachable again: what piled up meanwhile goes as one digest
-                    troubled = False
-                    await self._digest(chat_id)
+                # What piled up behind it (an outage, gwbot's own downtime, 50 alerts at once) goes as one digest.
+                await self._digest(chat_id)
                 continue
-            troubled = outcome.kind is OutcomeKind.UNREACHABLE
             if not await self._handle(row, outcome):
                 return
 
@@ -393,13 +391,12 @@ class Outbox:
         return self._backoff(state)
 
     async def _digest(self, chat_id: int) -> None:
-        """After an outage, many waiting texts become one message (no flood on the squad's phones)."""
+        """Many waiting texts become one message (no flood on the squad's phones)."""
         texts = [r for r in await self.store.pending(chat_id) if r.message.kind is OutKind.TEXT]
         if len(texts) <= self.config.digest_after:
             return
         since = texts[0].created_at
         lines = [f"• {r.created_at:%H:%M:%S} {first_line(r.message)}" for r in texts]
-        # Said neutrally: a backlog comes from an outage, gwbot's own downtime or a burst (50 alerts at once).
         text = (f"📬 {len(texts)} messages piled up for this chat since {since:%H:%M:%S} UTC; in short:\n"
                 + "\n".join(lines))
         await self.store.digest([r.id for r in texts], text)

@@ -226,6 +226,16 @@ async def test_a_backlog_after_an_outage_becomes_one_digest(tmp_path):
         assert statuses[:2] == [OutStatus.SENT] * 2 and set(statuses[2:]) == {OutStatus.DIGESTED}
 
 
+async def test_a_burst_while_telegram_is_reachable_becomes_one_digest_too(tmp_path):
+    async with rig(tmp_path) as r:
+        await r.outbox.delivered(await r.send(SQUAD, "before"), 10)  # the chat's sender is running
+        ids = await r.send(SQUAD, *[f"alert {i}" for i in range(FAST.digest_after + 4)])  # 50 Gateways down at once
+        await r.outbox.delivered(ids, 10)
+        before, first, digest = r.texts(SQUAD)
+        assert (before, first) == ("before", "alert 0")
+        assert digest.startswith("📬 13 messages piled up for this chat since")
+
+
 async def test_a_small_backlog_is_sent_as_it_is(tmp_path):
     async with rig(tmp_path) as r:
         await r.standin.refuse_connections()
