@@ -25,7 +25,7 @@ from telegram import Bot
 
 import handlers
 from bot.config import Config, GatewayConfig, OutboxConfig, SoakConfig, TelegramConfig
-from bot.ibkr.client import ClientOptions, IBKRClient, ReconnectPolicy, port_accepts
+from bot.ibkr.client import ClientOptions, IBKRClient, ReconnectPolicy, wait_for_port
 from bot.ibkr.errors import ConnectionRejected
 from bot.ibkr.events import Disconnected, DisconnectReason, Reconnected, ReconnectGaveUp, next_event
 from bot.lab.chat import LabChat, lab_chat
@@ -243,8 +243,7 @@ async def spawn_simulator(port: int) -> asyncio.subprocess.Process:
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, env=os.environ | {"GWBOT_CONFIG": ""})
     try:
         async with asyncio.timeout(20):
-            while not await port_accepts("127.0.0.1", port, 0.5):  # noqa: ASYNC110 - polls another process's port
-                await asyncio.sleep(0.005)
+            await wait_for_port("127.0.0.1", port, 0.005)
     except TimeoutError:
         await kill(proc)
         raise RuntimeError("the simulator process did not open its port within 20 s") from None

@@ -75,6 +75,12 @@ async def _up(services: Services, timeout: float = 60) -> None:
             await asyncio.sleep(0.01)
 
 
+async def _more_than(times: list[float], n: int) -> None:
+    """Until a baseline has recorded more than ``n`` times (polled: the baselines announce nothing)."""
+    while len(times) <= n:  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
+
+
 async def _next(standin: BotApiStandIn, mark: str, after: int, timeout: float = 60) -> BotMessage:
     return await standin.wait_for(lambda m: m.message_id > after and m.text.startswith(mark), PERSON, timeout)
 
@@ -129,8 +135,7 @@ async def measure_kill(trials: int = 10, outage: float = 90.0, baseline_trials: 
                     await asyncio.sleep(services.config.outbox.chat_interval + 0.2)
                     measure_baseline = trial < baseline_trials
                     if measure_baseline:
-                        while len(seed_at) <= trial:  # noqa: ASYNC110 - the seed loop is connected too
-                            await asyncio.sleep(0.05)
+                        await _more_than(seed_at, trial)  # the seed loop is connected too
                     after = last_id(standin, PERSON)
                     polls = len(poll_at)
                     killed = time.monotonic()
@@ -138,8 +143,7 @@ async def measure_kill(trials: int = 10, outage: float = 90.0, baseline_trials: 
                     down = await _next(standin, "🔴", after)
                     red.append((down.sent_at - killed) * 1000)
                     if measure_baseline:
-                        while len(poll_at) == polls:  # noqa: ASYNC110
-                            await asyncio.sleep(0.05)
+                        await _more_than(poll_at, polls)
                         poll.append((poll_at[-1] - killed) * 1000)
                     last_trial = trial == trials - 1
                     await asyncio.sleep(outage if last_trial else 1.0)
@@ -149,8 +153,7 @@ async def measure_kill(trials: int = 10, outage: float = 90.0, baseline_trials: 
                     back = await _next(standin, "🟢", after)
                     (long_green if last_trial else green).append(back.sent_at - ready)
                     if measure_baseline:
-                        while len(seed_at) <= trial + 1:  # noqa: ASYNC110
-                            await asyncio.sleep(0.05)
+                        await _more_than(seed_at, trial + 1)
                         seed.append(seed_at[-1] - ready)
             finally:
                 for t in baselines:
