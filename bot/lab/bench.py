@@ -55,27 +55,22 @@ class Figure:
                 f"max {s[-1]:8.2f}  (n={len(s)})")
 
 
-class LagSampler:
-    """Every tick's lateness (ms): the event loop's lag while it runs, as a distribution."""
+@asynccontextmanager
+async def loop_lags(tick: float) -> AsyncIterator[list[float]]:
+    """Every tick's lateness (ms) while the context runs: the event loop's lag, as a distribution."""
+    lags: list[float] = []
 
-    def __init__(self, tick: float) -> None:
-        self.tick = tick
-        self.lags: list[float] = []
-
-    async def _run(self) -> None:
+    async def sample() -> None:
         while True:
             start = time.monotonic()
-            await asyncio.sleep(self.tick)
-            self.lags.append(max(0.0, time.monotonic() - start - self.tick) * 1000)
-
-    @asynccontextmanager
-    async def running(self) -> AsyncIterator[LagSampler]:
-        task = asyncio.create_task(self._run())
-        try:
-            yield self
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            await asyncio.sleep(tick)
+            lags.append(max(0.0, time.monotonic() - start - tick) * 1000)
+    task = asyncio.create_task(sample())
+    try:
+        yield lags
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 def last_id(standin: BotApiStandIn, chat: int) -> int:
@@ -150,10 +145,10 @@ async def measure(trials: int = 10, pings: int = 40) -> list[Figure]:
         await pinger.disconnect()
         figures.append(Figure("heartbeat RTT (reqCurrentTime)", tuple(rtts), "ms"))
         figures.append(Figure("drop detected after Gateway stop", await _repeat(trials, stop_detection), "ms"))
-        async with LagSampler(0.005).running() as watch:
+        async with loop_lags(0.005) as lags:
             reconnects = await _repeat(trials, restart_to_reconnected)
         figures.append(Figure("Gateway back -> API reconnected", reconnects, "ms"))
-        figures.append(Figure("worst loop stall during reconnects", (max(watch.lags, default=0.0),), "ms"))
+        figures.append(Figure("worst loop stall during reconnects", (max(lags, default=0.0),), "ms"))
         figures.append(Figure("frozen Gateway detected (interval 1 s, timeout 1 s)",
                               await _repeat(max(2, trials // 3), freeze_detection), "s"))
         before = _rss_mb()
@@ -168,14 +163,14 @@ async def measure_chat(commands: int = 30) -> list[Figure]:
     async with _bench_chat(soak=600) as lab:
         await round_trip(lab.standin, SQUAD, PERSON, "/soak 10", "started by")
         await lab.standin.wait_for(lambda m: m.text.startswith("⏳ soak"), SQUAD, 10)
-        async with LagSampler(0.005).running() as watch:
+        async with loop_lags(0.005) as lags:
             status = [await round_trip(lab.standin, SQUAD, PERSON, "/status", "Running now: soak")
                       for _ in range(commands)]
             helps = [await round_trip(lab.standin, SQUAD, PERSON, "/help", "/checklist") for _ in range(commands)]
         await round_trip(lab.standin, SQUAD, PERSON, "/cancel", "Cancelled")
     return [Figure("/status round trip during a soak", tuple(status), "ms"),
             Figure("/help round trip during a soak", tuple(helps), "ms"),
-            Figure("worst loop stall while chatting during a soak", (max(watch.lags, default=0.0),), "ms")]
+            Figure("worst loop stall while chatting during a soak", (max(lags, default=0.0),), "ms")]
 
 
 @asynccontextmanager

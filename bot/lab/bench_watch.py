@@ -21,7 +21,7 @@ from typing import Any
 from bot.config import Config, GatewayConfig, SoakConfig, TelegramConfig, WatchConfig
 from bot.ibkr.client import ClientOptions, IBKRClient, port_accepts
 from bot.ibkr.errors import GatewayError
-from bot.lab.bench import PERSON, Figure, LagSampler, free_ports, kill, last_id, round_trip, spawn_simulator
+from bot.lab.bench import PERSON, Figure, free_ports, kill, last_id, loop_lags, round_trip, spawn_simulator
 from bot.lab.chat import LabChat, lab_chat
 from bot.lab.telegram_standin import BotApiStandIn, BotMessage, User
 from bot.services import Services
@@ -214,12 +214,12 @@ async def measure_many(gateways: int = 50, settle: float = 20.0, commands: int =
             if freeze_gc:
                 gc.collect()
                 gc.freeze()  # start-up's objects out of every later full collection (as gwbot run could)
-            async with LagSampler(0.01).running() as sampler:
+            async with loop_lags(0.01) as lags:
                 cpu, wall = _cpu(), time.monotonic()
                 await asyncio.sleep(settle)
                 cpu_pct = 100 * (_cpu() - cpu) / (time.monotonic() - wall)
                 figures.append(Figure(f"{gateways} Gateways watched: event-loop lag [p99 ≤2 ms]",
-                                      tuple(sampler.lags), "ms"))
+                                      tuple(lags), "ms"))
                 figures.append(Figure(f"{gateways} Gateways watched: CPU % of a core over {settle:g} s [≤5]",
                                       (cpu_pct,), "%"))
                 figures.append(await _commands_during_soak(standin, commands))
