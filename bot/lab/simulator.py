@@ -740,16 +740,16 @@ async def control(gateway: SimulatedGateway, line: str) -> str:
 class ControlServer:
     """Text lines in, one answer line out: `gwbot simctl stop` talks to it."""
 
-    def __init__(self, gateway: SimulatedGateway, host: str = "127.0.0.1", port: int = 7462) -> None:
+    def __init__(self, gateway: SimulatedGateway, port: int = 7462) -> None:
         self.gateway = gateway
-        self.host = host
         self.port = port
         self._server: asyncio.Server | None = None
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, self.host, self.port, reuse_address=True)
+        # Loopback only: whoever reaches it can stop the Gateway.
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port, reuse_address=True)
         self.port = self._server.sockets[0].getsockname()[1]
-        log.info("control port listening on %s:%s", self.host, self.port)
+        log.info("control port listening on 127.0.0.1:%s", self.port)
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -790,16 +790,13 @@ async def send_control(host: str, port: int, command: str, timeout: float = 5.0)
 
 
 async def serve(host: str, port: int, accounts: Sequence[str] = DEFAULT_ACCOUNTS, control_port: int = 7462,
-                until: asyncio.Event | None = None) -> None:
+                *, until: asyncio.Event) -> None:
     """Run a simulated Gateway (and its control port) until ``until`` is set or the task is cancelled."""
-    gateway = SimulatedGateway(host, port, accounts)
-    await gateway.start()
-    ctl = ControlServer(gateway, "127.0.0.1", control_port) if control_port else None
-    if ctl is not None:
-        await ctl.start()
-    try:
-        await (until or asyncio.Event()).wait()
-    finally:
-        if ctl is not None:
+    async with SimulatedGateway(host, port, accounts) as gateway:
+        ctl = ControlServer(gateway, control_port)
+        if control_port:  # 0: no control port
+            await ctl.start()
+        try:
+            await until.wait()
+        finally:
             await ctl.stop()
-        await gateway.close()
