@@ -227,15 +227,12 @@ async def measure_many(gateways: int = 50, settle: float = 20.0, commands: int =
             killed = time.monotonic()
             await kill(many)
             names = list(services.watch.watchers) if services.watch else []
-            seen: dict[str, float] = {}  # Gateway -> when its 🔴 (alone or in a digest) was accepted
+            seen: dict[str, float] = {}  # Gateway -> when its first 🔴 (alone or in a digest) was accepted
             async with asyncio.timeout(gateways * 3 + 60):
                 while len(seen) < gateways:
-                    for m in standin.messages(PERSON):
-                        if m.message_id > after:
-                            for n in names:
-                                if n not in seen and f"🔴 {n} is DOWN" in m.text:
-                                    seen[n] = m.sent_at
                     await asyncio.sleep(0.1)
+                    new = [m for m in standin.messages(PERSON) if m.message_id > after]
+                    seen = {n: m.sent_at for m in reversed(new) for n in names if f"🔴 {n} is DOWN" in m.text}
             shown = [m for m in standin.messages(PERSON) if m.message_id > after]
             digests = sum("📬" in m.text for m in shown)  # the outbox folds a burst into a digest
             log.debug("after the kill: %s", [m.text[:120] for m in shown])
