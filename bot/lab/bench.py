@@ -25,7 +25,7 @@ from telegram import Bot
 
 import handlers
 from bot.config import Config, GatewayConfig, OutboxConfig, SoakConfig, TelegramConfig
-from bot.ibkr.client import ClientOptions, IBKRClient, ReconnectPolicy, port_accepts
+from bot.ibkr.client import ClientOptions, IBKRClient, ReconnectPolicy, wait_for_port
 from bot.ibkr.errors import ConnectionRejected
 from bot.ibkr.events import Disconnected, DisconnectReason, Reconnected, ReconnectGaveUp, next_event
 from bot.lab.chat import LabChat, lab_chat
@@ -55,27 +55,22 @@ class Figure:
                 f"max {s[-1]:8.2f}  (n={len(s)})")
 
 
-class LagSampler:
-    """Every tick's lateness (ms): the event loop's lag while it runs, as a distribution."""
+@asynccontextmanager
+async def loop_lags(tick: float) -> AsyncIterator[list[float]]:
+    """Every tick's lateness (ms) while the context runs: the event loop's lag, as a distribution."""
+    lags: list[float] = []
 
-    def __init__(self, tick: float) -> None:
-        self.tick = tick
-        self.lags: list[float] = []
-
-    async def _run(self) -> None:
+    async def sample() -> None:
         while True:
             start = time.monotonic()
-            await asyncio.sleep(self.tick)
-            self.lags.append(max(0.0, time.monotonic() - start - self.tick) * 1000)
-
-    @asynccontextmanager
-    async def running(self) -> AsyncIterator[LagSampler]:
-        task = asyncio.create_task(self._run())
-        try:
-            yield self
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            await asyncio.sleep(tick)
+            lags.append(max(0.0, time.monotonic() - start - tick) * 1000)
+    task = asyncio.create_task(sample())
+    try:
+        yield lags
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 def last_id(standin: BotApiStandIn, chat: int) -> int:
@@ -150,10 +145,10 @@ async def measure(trials: int = 10, pings: int = 40) -> list[Figure]:
         await pinger.disconnect()
         figures.append(Figure("heartbeat RTT (reqCurrentTime)", tuple(rtts), "ms"))
         figures.append(Figure("drop detected after Gateway stop", await _repeat(trials, stop_detection), "ms"))
-        async with LagSampler(0.005).running() as watch:
+        async with loop_lags(0.005) as lags:
             reconnects = await _repeat(trials, restart_to_reconnected)
         figures.append(Figure("Gateway back -> API reconnected", reconnects, "ms"))
-        figures.append(Figure("worst loop stall during reconnects", (max(watch.lags, default=0.0),), "ms"))
+        figures.append(Figure("worst loop stall during reconnects", (max(lags, default=0.0),), "ms"))
         figures.append(Figure("frozen Gateway detected (interval 1 s, timeout 1 s)",
                               await _repeat(max(2, trials // 3), freeze_detection), "s"))
         before = _rss_mb()
@@ -168,14 +163,14 @@ async def measure_chat(commands: int = 30) -> list[Figure]:
     async with _bench_chat(soak=600) as lab:
         await round_trip(lab.standin, SQUAD, PERSON, "/soak 10", "started by")
         await lab.standin.wait_for(lambda m: m.text.startswith("⏳ soak"), SQUAD, 10)
-        async with LagSampler(0.005).running() as watch:
+        async with loop_lags(0.005) as lags:
             status = [await round_trip(lab.standin, SQUAD, PERSON, "/status", "Running now: soak")
                       for _ in range(commands)]
             helps = [await round_trip(lab.standin, SQUAD, PERSON, "/help", "/checklist") for _ in range(commands)]
         await round_trip(lab.standin, SQUAD, PERSON, "/cancel", "Cancelled")
     return [Figure("/status round trip during a soak", tuple(status), "ms"),
             Figure("/help round trip during a soak", tuple(helps), "ms"),
-            Figure("worst loop stall while chatting during a soak", (max(watch.lags, default=0.0),), "ms")]
+            Figure("worst loop stall while chatting during a soak", (max(lags, default=0.0),), "ms")]
 
 
 @asynccontextmanager
@@ -243,8 +238,7 @@ async def spawn_simulator(port: int) -> asyncio.subprocess.Process:
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, env=os.environ | {"GWBOT_CONFIG": ""})
     try:
         async with asyncio.timeout(20):
-            while not await port_accepts("127.0.0.1", port, 0.5):  # noqa: ASYNC110 - polls another process's port
-                await asyncio.sleep(0.005)
+            await wait_for_port("127.0.0.1", port, 0.005)
     except TimeoutError:
         await kill(proc)
         raise RuntimeError("the simulator process did not open its port within 20 s") from None

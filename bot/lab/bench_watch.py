@@ -21,7 +21,7 @@ from typing import Any
 from bot.config import Config, GatewayConfig, SoakConfig, TelegramConfig, WatchConfig
 from bot.ibkr.client import ClientOptions, IBKRClient, port_accepts
 from bot.ibkr.errors import GatewayError
-from bot.lab.bench import PERSON, Figure, LagSampler, free_ports, kill, last_id, round_trip, spawn_simulator
+from bot.lab.bench import PERSON, Figure, free_ports, kill, last_id, loop_lags, round_trip, spawn_simulator
 from bot.lab.chat import LabChat, lab_chat
 from bot.lab.telegram_standin import BotApiStandIn, BotMessage, User
 from bot.services import Services
@@ -73,6 +73,12 @@ async def _up(services: Services, timeout: float = 60) -> None:
     async with asyncio.timeout(timeout):
         while not all(w.state.phase is Phase.UP for w in services.watch.watchers.values()):  # noqa: ASYNC110 - polls the watch's state
             await asyncio.sleep(0.01)
+
+
+async def _more_than(times: list[float], n: int) -> None:
+    """Until a baseline has recorded more than ``n`` times (polled: the baselines announce nothing)."""
+    while len(times) <= n:  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
 
 
 async def _next(standin: BotApiStandIn, mark: str, after: int, timeout: float = 60) -> BotMessage:
@@ -129,8 +135,7 @@ async def measure_kill(trials: int = 10, outage: float = 90.0, baseline_trials: 
                     await asyncio.sleep(services.config.outbox.chat_interval + 0.2)
                     measure_baseline = trial < baseline_trials
                     if measure_baseline:
-                        while len(seed_at) <= trial:  # noqa: ASYNC110 - the seed loop is connected too
-                            await asyncio.sleep(0.05)
+                        await _more_than(seed_at, trial)  # the seed loop is connected too
                     after = last_id(standin, PERSON)
                     polls = len(poll_at)
                     killed = time.monotonic()
@@ -138,8 +143,7 @@ async def measure_kill(trials: int = 10, outage: float = 90.0, baseline_trials: 
                     down = await _next(standin, "🔴", after)
                     red.append((down.sent_at - killed) * 1000)
                     if measure_baseline:
-                        while len(poll_at) == polls:  # noqa: ASYNC110
-                            await asyncio.sleep(0.05)
+                        await _more_than(poll_at, polls)
                         poll.append((poll_at[-1] - killed) * 1000)
                     last_trial = trial == trials - 1
                     await asyncio.sleep(outage if last_trial else 1.0)
@@ -149,8 +153,7 @@ async def measure_kill(trials: int = 10, outage: float = 90.0, baseline_trials: 
                     back = await _next(standin, "🟢", after)
                     (long_green if last_trial else green).append(back.sent_at - ready)
                     if measure_baseline:
-                        while len(seed_at) <= trial + 1:  # noqa: ASYNC110
-                            await asyncio.sleep(0.05)
+                        await _more_than(seed_at, trial + 1)
                         seed.append(seed_at[-1] - ready)
             finally:
                 for t in baselines:
@@ -211,12 +214,12 @@ async def measure_many(gateways: int = 50, settle: float = 20.0, commands: int =
             if freeze_gc:
                 gc.collect()
                 gc.freeze()  # start-up's objects out of every later full collection (as gwbot run could)
-            async with LagSampler(0.01).running() as sampler:
+            async with loop_lags(0.01) as lags:
                 cpu, wall = _cpu(), time.monotonic()
                 await asyncio.sleep(settle)
                 cpu_pct = 100 * (_cpu() - cpu) / (time.monotonic() - wall)
                 figures.append(Figure(f"{gateways} Gateways watched: event-loop lag [p99 ≤2 ms]",
-                                      tuple(sampler.lags), "ms"))
+                                      tuple(lags), "ms"))
                 figures.append(Figure(f"{gateways} Gateways watched: CPU % of a core over {settle:g} s [≤5]",
                                       (cpu_pct,), "%"))
                 figures.append(await _commands_during_soak(standin, commands))
@@ -224,15 +227,12 @@ async def measure_many(gateways: int = 50, settle: float = 20.0, commands: int =
             killed = time.monotonic()
             await kill(many)
             names = list(services.watch.watchers) if services.watch else []
-            seen: dict[str, float] = {}  # Gateway -> when its 🔴 (alone or in a digest) was accepted
+            seen: dict[str, float] = {}  # Gateway -> when its first 🔴 (alone or in a digest) was accepted
             async with asyncio.timeout(gateways * 3 + 60):
                 while len(seen) < gateways:
-                    for m in standin.messages(PERSON):
-                        if m.message_id > after:
-                            for n in names:
-                                if n not in seen and f"🔴 {n} is DOWN" in m.text:
-                                    seen[n] = m.sent_at
                     await asyncio.sleep(0.1)
+                    new = [m for m in standin.messages(PERSON) if m.message_id > after]
+                    seen = {n: m.sent_at for m in reversed(new) for n in names if f"🔴 {n} is DOWN" in m.text}
             shown = [m for m in standin.messages(PERSON) if m.message_id > after]
             digests = sum("📬" in m.text for m in shown)  # the outbox folds a burst into a digest
             log.debug("after the kill: %s", [m.text[:120] for m in shown])

@@ -12,6 +12,7 @@ import contextlib
 import enum
 import logging
 import math
+import re
 import socket
 import struct
 import time
@@ -571,11 +572,30 @@ def notice_text(code: int) -> str:
 
 
 # ------------------------------------------------------------------ control
-CONTROL_HELP = ("STATUS | STOP [--rst] | START | RESTART [DOWN] [--ready-after S] [--rst] | READY on|off "
-                "| REJECT fin|rst|off | READONLY on|off | HANG MSGID[,MSGID...]|off | SLOW MSGID SECONDS "
-                "| RESET SECONDS lost|kept [--deaf] | HOLDID SECONDS | NOTICE CODE [TEXT] "
-                "| CONNECTNOTICES CODE[,CODE...]|default|none | FREEZE | UNFREEZE | DROP [reset] | LATENCY SECONDS "
-                "| GARBAGE")
+# Every command: its usage line (quoted by its errors; its [--options] are the ones it takes) and
+# how many other words it takes, fewest and most.
+COMMANDS: dict[str, tuple[str, int, float]] = {
+    "STATUS": ("status", 0, 0),
+    "STOP": ("stop [--rst]", 0, 0),
+    "START": ("start", 0, 0),
+    "RESTART": ("restart [DOWN] [--ready-after S] [--rst]", 0, 1),
+    "READY": ("ready on|off", 1, 1),
+    "REJECT": ("reject fin|rst|off", 1, 1),
+    "READONLY": ("readonly on|off", 1, 1),
+    "HANG": ("hang MSGID[,MSGID...]|off  (e.g. hang 7,99)", 1, 1),
+    "SLOW": ("slow MSGID SECONDS  (0 seconds: on time again)", 2, 2),
+    "RESET": ("reset SECONDS lost|kept [--deaf]", 2, 2),
+    "HOLDID": ("holdid SECONDS  (0: client ids are free at once)", 1, 1),
+    "NOTICE": ("notice CODE [TEXT]", 1, math.inf),
+    "CONNECTNOTICES": ("connectnotices CODE[,CODE...]|default|none", 1, 1),
+    "FREEZE": ("freeze", 0, 0),
+    "UNFREEZE": ("unfreeze", 0, 0),
+    "DROP": ("drop [reset]", 0, 1),
+    "LATENCY": ("latency SECONDS", 1, 1),
+    "GARBAGE": ("garbage", 0, 0),
+}
+# "STATUS | STOP [--rst] | ... | READY on|off | ...": each usage without its hint, the command in capitals.
+CONTROL_HELP = " | ".join(cmd + usage.split("  (")[0][len(cmd):] for cmd, (usage, _, _) in COMMANDS.items())
 MAX_SECONDS = 86_400.0
 NO_CONTROL_PORT = "ERROR no simulated Gateway control port"
 
@@ -600,35 +620,30 @@ def _integer(word: str, what: str, low: int, high: int) -> int:
     return int(word)
 
 
-def _choice(args: list[str], usage: str, choices: Sequence[str]) -> str:
-    if len(args) != 1 or args[0].lower() not in choices:
+def _choice(word: str, usage: str, choices: Sequence[str]) -> str:
+    if word.lower() not in choices:
         raise BadCommand(f"usage: {usage}")
-    return args[0].lower()
+    return word.lower()
 
 
-def _no_args(args: list[str], usage: str) -> None:
-    if args:
-        raise BadCommand(f"usage: {usage} (takes no arguments)")
-
-
-def _options(args: list[str], usage: str, flags: Sequence[str],
-             valued: Sequence[str] = ()) -> tuple[list[str], dict[str, str]]:
-    """Split ``args`` into positional words and --options; unknown or incomplete options are errors."""
+def _arguments(cmd: str, args: list[str]) -> tuple[list[str], dict[str, str]]:
+    """``args`` checked against the command's usage line: its words, and its --options with their values."""
+    usage, fewest, most = COMMANDS[cmd]
+    known = dict(re.findall(r"\[(--[a-z-]+) ?([A-Z]*)\]", usage))  # option -> the name of its value, if any
     words: list[str] = []
     opts: dict[str, str] = {}
     it = iter(args)
     for word in it:
-        name = word.lower()
-        if name in flags:
-            opts[name] = ""
-        elif name in valued:
-            opts[name] = next(it, None) or ""
-            if not opts[name]:
-                raise BadCommand(f"{word} needs a value; usage: {usage}")
-        elif word.startswith("--"):
+        if not (known and word.startswith("--")):  # a command without options takes "--" as a word (notice TEXT)
+            words.append(word)
+        elif word.lower() not in known:
             raise BadCommand(f"unknown option {word}; usage: {usage}")
         else:
-            words.append(word)
+            opts[word.lower()] = next(it, "") if known[word.lower()] else "set"
+            if not opts[word.lower()]:
+                raise BadCommand(f"{word} needs a value; usage: {usage}")
+    if not fewest <= len(words) <= most:
+        raise BadCommand(f"usage: {usage}" + (" (takes no arguments)" if not most else ""))
     return words, opts
 
 
@@ -639,96 +654,71 @@ def _msg_ids(word: str) -> list[int]:
     return ids
 
 
-def _codes(word: str) -> list[int]:
-    return [_integer(w, "a notice code", 1, 99_999) for w in word.split(",")]
-
-
 async def _run(gateway: SimulatedGateway, cmd: str, args: list[str]) -> str:
     """One command, arguments checked before anything changes; returns the OK line."""
+    if cmd not in COMMANDS:
+        return f"ERROR unknown command {cmd}; commands: {CONTROL_HELP}"
+    usage = COMMANDS[cmd][0]
+    words, opts = _arguments(cmd, args)
+    word = words[0] if words else ""
+    reset = "--rst" in opts
     match cmd:
         case "STATUS":
-            _no_args(args, "status")
             ids = ",".join(str(c.client_id) for c in gateway.clients if c.ready) or "none"
             return (f"OK {'running' if gateway.running else 'stopped'} port={gateway.port} clients={ids} "
                     f"faults={'; '.join(gateway.faults()) or 'none'}")
         case "STOP":
-            words, opts = _options(args, "stop [--rst]", ("--rst",))
-            _no_args(words, "stop [--rst]")
             gateway.cancel_restart()
-            await gateway.stop(reset="--rst" in opts)
-            return "OK stop" + (" (clients reset)" if "--rst" in opts else "")
+            await gateway.stop(reset=reset)
+            return "OK stop" + (" (clients reset)" if reset else "")
         case "START":
-            _no_args(args, "start")
             gateway.cancel_restart()
             await gateway.start()
             return "OK start"
         case "RESTART":
-            usage = "restart [DOWN] [--ready-after S] [--rst]"
-            words, opts = _options(args, usage, ("--rst",), ("--ready-after",))
-            if len(words) > 1:
-                raise BadCommand(f"usage: {usage}")
-            down = _seconds(words[0], "DOWN") if words else 0.0
+            down = _seconds(word, "DOWN") if words else 0.0
             ready_after = _seconds(opts["--ready-after"], "--ready-after") if "--ready-after" in opts else 0.0
-            await gateway.begin_restart(down, ready_after=ready_after, reset="--rst" in opts)
-            return (f"OK restart: port closed for {down:g} s" + (", clients reset" if "--rst" in opts else "")
+            await gateway.begin_restart(down, ready_after=ready_after, reset=reset)
+            return (f"OK restart: port closed for {down:g} s" + (", clients reset" if reset else "")
                     + (f", API ready {ready_after:g} s after it reopens" if ready_after else ""))
         case "READY":
-            gateway.set_ready(_choice(args, "ready on|off", ("on", "off")) == "on")
+            gateway.set_ready(_choice(word, usage, ("on", "off")) == "on")
         case "REJECT":
-            gateway.set_reject(Reject(_choice(args, "reject fin|rst|off", ("fin", "rst", "off"))))
+            gateway.set_reject(Reject(_choice(word, usage, ("fin", "rst", "off"))))
         case "READONLY":
-            gateway.set_readonly(_choice(args, "readonly on|off", ("on", "off")) == "on")
+            gateway.set_readonly(_choice(word, usage, ("on", "off")) == "on")
         case "HANG":
-            if len(args) != 1:
-                raise BadCommand("usage: hang MSGID[,MSGID...]|off  (e.g. hang 7,99)")
-            gateway.set_hang([] if args[0].lower() == "off" else _msg_ids(args[0]))
+            gateway.set_hang([] if word.lower() == "off" else _msg_ids(word))
         case "SLOW":
-            if len(args) != 2:
-                raise BadCommand("usage: slow MSGID SECONDS  (0 seconds: on time again)")
-            (msg_id,) = _msg_ids(args[0])
-            gateway.set_slow(msg_id, _seconds(args[1], "SECONDS"))
+            (msg_id,) = _msg_ids(word)
+            gateway.set_slow(msg_id, _seconds(words[1], "SECONDS"))
         case "RESET":
-            usage = "reset SECONDS lost|kept [--deaf]"
-            words, opts = _options(args, usage, ("--deaf",))
-            if len(words) != 2 or words[1].lower() not in ("lost", "kept"):
-                raise BadCommand(f"usage: {usage}")
-            seconds = _seconds(words[0], "SECONDS")
-            n = await gateway.begin_reset(seconds, lost=words[1].lower() == "lost", deaf="--deaf" in opts)
+            lost = _choice(words[1], usage, ("lost", "kept")) == "lost"
+            seconds = _seconds(word, "SECONDS")
+            n = await gateway.begin_reset(seconds, lost=lost, deaf="--deaf" in opts)
             return f"OK reset: IB link down for {seconds:g} s, {n} client(s) told"
         case "HOLDID":
-            if len(args) != 1:
-                raise BadCommand("usage: holdid SECONDS  (0: client ids are free at once)")
-            gateway.set_hold_id(_seconds(args[0], "SECONDS"))
+            gateway.set_hold_id(_seconds(word, "SECONDS"))
         case "NOTICE":
-            if not args:
-                raise BadCommand("usage: notice CODE [TEXT]")
-            code = _integer(args[0], "CODE", 1, 99_999)
-            n = await gateway.send_notice(code, " ".join(args[1:]) or None)
+            code = _integer(word, "CODE", 1, 99_999)
+            n = await gateway.send_notice(code, " ".join(words[1:]) or None)
             return f"OK notice {code} sent to {n} client(s)"
         case "CONNECTNOTICES":
-            if len(args) != 1:
-                raise BadCommand("usage: connectnotices CODE[,CODE...]|default|none")
-            word = args[0].lower()
-            gateway.set_connect_notices(CONNECT_NOTICES if word == "default"
-                                        else () if word == "none" else _codes(word))
-        case "FREEZE" | "UNFREEZE":
-            _no_args(args, cmd.lower())
-            (gateway.freeze if cmd == "FREEZE" else gateway.unfreeze)()
+            choice = word.lower()
+            gateway.set_connect_notices(CONNECT_NOTICES if choice == "default" else () if choice == "none"
+                                        else [_integer(w, "a notice code", 1, 99_999) for w in word.split(",")])
+        case "FREEZE":
+            gateway.freeze()
+        case "UNFREEZE":
+            gateway.unfreeze()
         case "DROP":
-            if args and (len(args) > 1 or args[0].lower() not in ("reset", "rst")):
-                raise BadCommand("usage: drop [reset]")
-            n = await gateway.drop_clients(reset=bool(args))
-            return f"OK dropped {n} client(s)"
+            if words:
+                _choice(word, usage, ("reset", "rst"))
+            return f"OK dropped {await gateway.drop_clients(reset=bool(words))} client(s)"
         case "LATENCY":
-            if len(args) != 1:
-                raise BadCommand("usage: latency SECONDS")
-            gateway.set_latency(_seconds(args[0], "SECONDS", high=60.0))
+            gateway.set_latency(_seconds(word, "SECONDS", high=60.0))
         case "GARBAGE":
-            _no_args(args, "garbage")
-            n = await gateway.send_garbage()
-            return f"OK garbage sent to {n} client(s)"
-        case _:
-            return f"ERROR unknown command {cmd}; commands: {CONTROL_HELP}"
+            return f"OK garbage sent to {await gateway.send_garbage()} client(s)"
     return f"OK {cmd.lower()}"
 
 
@@ -750,16 +740,16 @@ async def control(gateway: SimulatedGateway, line: str) -> str:
 class ControlServer:
     """Text lines in, one answer line out: `gwbot simctl stop` talks to it."""
 
-    def __init__(self, gateway: SimulatedGateway, host: str = "127.0.0.1", port: int = 7462) -> None:
+    def __init__(self, gateway: SimulatedGateway, port: int = 7462) -> None:
         self.gateway = gateway
-        self.host = host
         self.port = port
         self._server: asyncio.Server | None = None
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, self.host, self.port, reuse_address=True)
+        # Loopback only: whoever reaches it can stop the Gateway.
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port, reuse_address=True)
         self.port = self._server.sockets[0].getsockname()[1]
-        log.info("control port listening on %s:%s", self.host, self.port)
+        log.info("control port listening on 127.0.0.1:%s", self.port)
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -800,16 +790,13 @@ async def send_control(host: str, port: int, command: str, timeout: float = 5.0)
 
 
 async def serve(host: str, port: int, accounts: Sequence[str] = DEFAULT_ACCOUNTS, control_port: int = 7462,
-                until: asyncio.Event | None = None) -> None:
+                *, until: asyncio.Event) -> None:
     """Run a simulated Gateway (and its control port) until ``until`` is set or the task is cancelled."""
-    gateway = SimulatedGateway(host, port, accounts)
-    await gateway.start()
-    ctl = ControlServer(gateway, "127.0.0.1", control_port) if control_port else None
-    if ctl is not None:
-        await ctl.start()
-    try:
-        await (until or asyncio.Event()).wait()
-    finally:
-        if ctl is not None:
+    async with SimulatedGateway(host, port, accounts) as gateway:
+        ctl = ControlServer(gateway, control_port)
+        if control_port:  # 0: no control port
+            await ctl.start()
+        try:
+            await until.wait()
+        finally:
             await ctl.stop()
-        await gateway.close()

@@ -331,7 +331,13 @@ class BotApiStandIn:
         return self._new(p, chat_id, MessageKind.TEXT, text, entities)
 
     async def _m_editmessagetext(self, p: Params) -> dict[str, Any]:
-        current = self._existing(p, "edit")
+        chat_id = self._chat_id(p)
+        message_id = p.integer("message_id")
+        if message_id is None:
+            raise bad_request("message identifier is not specified")
+        current = self.message(chat_id, message_id)
+        if current is None:
+            raise bad_request("message to edit not found")
         text, entities = self._formatted(p, "text", MAX_TEXT)
         if current.kind is not MessageKind.TEXT:
             raise bad_request("there is no text in the message to edit")
@@ -387,16 +393,6 @@ class BotApiStandIn:
         if not value.lstrip("-").isdigit() or int(value) not in self.chats:
             raise bad_request("chat not found")
         return int(value)
-
-    def _existing(self, p: Params, action: str) -> BotMessage:
-        chat_id = self._chat_id(p)
-        message_id = p.integer("message_id")
-        if message_id is None:
-            raise bad_request("message identifier is not specified")
-        current = self.message(chat_id, message_id)
-        if current is None:
-            raise bad_request(f"message to {action} not found")
-        return current
 
     def _formatted(self, p: Params, field: str, limit: int) -> tuple[str, tuple[Entity, ...]]:
         # gwbot sends markup (parse_mode), never explicit entities.
