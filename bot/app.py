@@ -23,6 +23,7 @@ from bot.config import Config
 from bot.selfcheck import ping_forever
 from bot.services import Services, database_path, gateway_jobs, outbox
 from bot.watch.delivery import watching
+from handlers.delivery import TelegramTransport
 from storage import Repository
 
 log = logging.getLogger(__name__)
@@ -134,7 +135,7 @@ async def serving_chat(config: Config, token: str, *, base_url: str | None = Non
         box = await stack.enter_async_context(outbox(config, repo))
         # The outbox sends through this Bot; it stops before the Bot's connection closes, and what
         # is unsent waits in the database.
-        await box.start(handlers.transport(application.bot, config.outbox))
+        await box.start(TelegramTransport(application.bot, config.outbox.send_timeout))
         stack.push_async_callback(box.stop)
         watcher = None if watch_options is None else await stack.enter_async_context(
             watching(config, repo, box, client_options=client_options, **watch_options))

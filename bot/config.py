@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
-from bot.client_ids import CLIENT_ID_MAX, ClientRole, client_id_for
+from bot.client_ids import CLIENT_ID_MAX, ClientRole
 from bot.watch.schedule import REGIONS, Schedule, Window, WindowKind, default_windows, parse_days
 
 ENV_CONFIG = "GWBOT_CONFIG"
@@ -223,7 +223,7 @@ class GatewayConfig(ClientSettings):
     give_up_after: float | None = setting(900.0, _optional(Range(0, 7 * 86400, low_open=True)))
 
     def client_id_for(self, role: ClientRole) -> int:
-        return client_id_for(self.client_id, role)
+        return self.client_id + role
 
 
 @dataclass(frozen=True)
