@@ -35,15 +35,6 @@ MAX_CONCURRENT_UPDATES = 64
 OrderKey = tuple[int | None, int | None, bool]  # chat, person, button press
 
 
-def order_key(update: object) -> OrderKey:
-    """Updates with the same key are handled in the order they came: one person's commands in one
-    chat. Button presses go apart from commands, so a Done never waits behind a slow /status."""
-    if not isinstance(update, Update):
-        return None, None, False
-    chat, user = update.effective_chat, update.effective_user
-    return (chat.id if chat else None), (user.id if user else None), update.callback_query is not None
-
-
 class PerPersonUpdateProcessor(BaseUpdateProcessor):
     """Each person's updates in a chat in the order they came; everyone else's at the same time.
 
@@ -57,7 +48,12 @@ class PerPersonUpdateProcessor(BaseUpdateProcessor):
         self._users: Counter[OrderKey] = Counter()  # updates holding or waiting for each lock
 
     async def do_process_update(self, update: object, coroutine: Awaitable[Any]) -> None:
-        key = order_key(update)
+        # One person's commands in one chat go in the order they came. Button presses go apart from
+        # commands, so a Done never waits behind a slow /status.
+        key: OrderKey = (None, None, False)
+        if isinstance(update, Update):
+            chat, user = update.effective_chat, update.effective_user
+            key = (chat.id if chat else None), (user.id if user else None), update.callback_query is not None
         lock = self._locks.setdefault(key, asyncio.Lock())
         self._users[key] += 1
         try:
