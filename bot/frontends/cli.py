@@ -468,11 +468,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             code = asyncio.run(_cancelled_by_sigterm(args.run(config, args)))
             sys.stdout.flush()  # here, not at exit, so that a closed pipe is handled below
             return code
-    except UsageError as e:
-        print(e, file=sys.stderr)
-        return EXIT_USAGE
-    except (ConfigError, StorageError, TokenRejected) as e:  # its one line says which file or token, what to do
-        print(f"gwbot: {e}", file=sys.stderr)
+    except (UsageError, ConfigError, StorageError, TokenRejected) as e:  # one line: which file or token, what to do
+        print(e if isinstance(e, UsageError) else f"gwbot: {e}", file=sys.stderr)  # a UsageError names its command
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("\ngwbot: interrupted", file=sys.stderr)
