@@ -213,20 +213,16 @@ def _who() -> str:
         return "terminal"
 
 
-def _print_result(result: CheckResult) -> None:
-    line = f"{report.status_mark(result.status)} {result.name}: {result.status}"
-    print(f"{line}" + (f" - {result.error}" if result.error else ""), flush=True)
-    _print_lines([*(f"     {finding}" for finding in result.findings),
-                  *(f"     {WARNING_MARK} {warning}" for warning in result.warnings),
-                  *(f"     hint: {hint}" for hint in result.hints)])
-
-
 async def _run_checks(config: Config, request: RunRequest, simulate: bool) -> tuple[RunOutcome, str]:
     printer = ProgressPrinter()
 
     def on_result(result: CheckResult) -> None:
         printer.done()
-        _print_result(result)
+        line = f"{report.status_mark(result.status)} {result.name}: {result.status}"
+        _print_lines([line + (f" - {result.error}" if result.error else ""),
+                      *(f"     {finding}" for finding in result.findings),
+                      *(f"     {WARNING_MARK} {warning}" for warning in result.warnings),
+                      *(f"     hint: {hint}" for hint in result.hints)])
 
     async with contextlib.AsyncExitStack() as stack:
         if simulate:
