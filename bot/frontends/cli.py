@@ -237,7 +237,7 @@ async def _run_checks(config: Config, request: RunRequest, simulate: bool) -> tu
         gw = config.gateway(request.gateway)
         print(f"Running {', '.join(request.checks)} against {gw.name} ({gw.host}:{gw.port}, client id {gw.client_id})",
               flush=True)
-        outcome = await services.runner.run(request, operator, printer, on_result)
+        outcome = await services.jobs.runner.run(request, operator, printer, on_result)
         stored = await services.repo.get_run(outcome.run_id)
         assert stored is not None
         return outcome, report.markdown(stored)
