@@ -23,6 +23,7 @@ from bot.config import Config
 from bot.selfcheck import ping_forever
 from bot.services import Services, database_path, gateway_jobs, outbox
 from bot.watch.delivery import watching
+from handlers.delivery import TelegramTransport
 from storage import Repository
 
 log = logging.getLogger(__name__)
@@ -32,15 +33,6 @@ MAX_CONCURRENT_UPDATES = 64
 
 
 OrderKey = tuple[int | None, int | None, bool]  # chat, person, button press
-
-
-def order_key(update: object) -> OrderKey:
-    """Updates with the same key are handled in the order they came: one person's commands in one
-    chat. Button presses go apart from commands, so a Done never waits behind a slow /status."""
-    if not isinstance(update, Update):
-        return None, None, False
-    chat, user = update.effective_chat, update.effective_user
-    return (chat.id if chat else None), (user.id if user else None), update.callback_query is not None
 
 
 class PerPersonUpdateProcessor(BaseUpdateProcessor):
@@ -56,7 +48,12 @@ class PerPersonUpdateProcessor(BaseUpdateProcessor):
         self._users: Counter[OrderKey] = Counter()  # updates holding or waiting for each lock
 
     async def do_process_update(self, update: object, coroutine: Awaitable[Any]) -> None:
-        key = order_key(update)
+        # One person's commands in one chat go in the order they came. Button presses go apart from
+        # commands, so a Done never waits behind a slow /status.
+        key: OrderKey = (None, None, False)
+        if isinstance(update, Update):
+            chat, user = update.effective_chat, update.effective_user
+            key = (chat.id if chat else None), (user.id if user else None), update.callback_query is not None
         lock = self._locks.setdefault(key, asyncio.Lock())
         self._users[key] += 1
         try:
@@ -134,7 +131,7 @@ async def serving_chat(config: Config, token: str, *, base_url: str | None = Non
         box = await stack.enter_async_context(outbox(config, repo))
         # The outbox sends through this Bot; it stops before the Bot's connection closes, and what
         # is unsent waits in the database.
-        await box.start(handlers.transport(application.bot, config.outbox))
+        await box.start(TelegramTransport(application.bot, config.outbox.send_timeout))
         stack.push_async_callback(box.stop)
         watcher = None if watch_options is None else await stack.enter_async_context(
             watching(config, repo, box, client_options=client_options, **watch_options))

@@ -18,8 +18,3 @@ class ClientRole(IntEnum):
     WATCH = 700
     STATUS = 800
     ERRORS_MATRIX = 900
-
-
-def client_id_for(base: int, role: ClientRole) -> int:
-    """``base`` (a Gateway's configured client_id) + the role's offset."""
-    return base + role

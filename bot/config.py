@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
-from bot.client_ids import CLIENT_ID_MAX, ClientRole, client_id_for
+from bot.client_ids import CLIENT_ID_MAX, ClientRole
 from bot.watch.schedule import REGIONS, Schedule, Window, WindowKind, default_windows, parse_days
 
 ENV_CONFIG = "GWBOT_CONFIG"
@@ -100,17 +100,6 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)  # YAML's true is an int to Python
 
 
-def _optional(allowed: Range) -> Validator:
-    def check(v: Any) -> int | float | None:
-        if v is None:
-            return None
-        try:
-            return allowed(v)
-        except _Bad:
-            raise _Bad(f"null or {allowed.expected}") from None
-    return check
-
-
 def _rule(ok: Callable[[Any], bool], expected: str, convert: Callable[[Any], Any] = lambda v: v) -> Validator:
     """A validator: values that pass ``ok``, converted; any other is told what was ``expected``."""
     def check(v: Any) -> Any:
@@ -118,6 +107,11 @@ def _rule(ok: Callable[[Any], bool], expected: str, convert: Callable[[Any], Any
             raise _Bad(expected)
         return convert(v)
     return check
+
+
+def _optional(allowed: Range) -> Validator:
+    return _rule(lambda v: v is None or allowed.contains(v), f"null or {allowed.expected}",
+                 lambda v: None if v is None else allowed(v))
 
 
 _text = _rule(lambda v: isinstance(v, str) and bool(v.strip()), "a non-empty string")
@@ -223,7 +217,7 @@ class GatewayConfig(ClientSettings):
     give_up_after: float | None = setting(900.0, _optional(Range(0, 7 * 86400, low_open=True)))
 
     def client_id_for(self, role: ClientRole) -> int:
-        return client_id_for(self.client_id, role)
+        return self.client_id + role
 
 
 @dataclass(frozen=True)
@@ -324,12 +318,10 @@ class Config:
 
     def gateway(self, name: str | None = None) -> GatewayConfig:
         """A Gateway by name; None is the default (the ``ibkr`` section)."""
-        if name is None:
-            return self.gateways[0]
-        for g in self.gateways:
-            if g.name == name:
-                return g
-        raise ConfigError(f"unknown Gateway '{name}'; configured: {', '.join(self.gateway_names)}")
+        found = self.gateways[0] if name is None else next((g for g in self.gateways if g.name == name), None)
+        if found is None:
+            raise ConfigError(f"unknown Gateway '{name}'; configured: {', '.join(self.gateway_names)}")
+        return found
 
     def public_dict(self) -> dict[str, Any]:
         """Plain JSON-able settings without secrets, stored with every run."""

@@ -21,14 +21,15 @@ log = logging.getLogger(__name__)
 REQUEST_TIMEOUT = 10.0
 
 
-async def healthy(outbox: Outbox, every: float, late: float) -> tuple[bool, str]:
+async def _unhealthy(outbox: Outbox, every: float, late: float) -> str | None:
+    """Why gwbot is not healthy now; None when it is."""
     if late > every:
-        return False, f"the event loop ran {late:.1f} s late"
+        return f"the event loop ran {late:.1f} s late"
     if not outbox.running:
-        return False, "the outbox sender is not running"
+        return "the outbox sender is not running"
     if await outbox.stuck(every):
-        return False, f"a message has waited more than {every:g} s to be sent"
-    return True, ""
+        return f"a message has waited more than {every:g} s to be sent"
+    return None
 
 
 async def ping_forever(config: SelfcheckConfig, outbox: Outbox) -> None:
@@ -38,11 +39,9 @@ async def ping_forever(config: SelfcheckConfig, outbox: Outbox) -> None:
     log.info("dead man's switch: requesting %s every %g s while healthy", config.ping_url, config.every)
     timeout = aiohttp.ClientTimeout(total=min(REQUEST_TIMEOUT, config.every))
     async with aiohttp.ClientSession(timeout=timeout) as session:
-        due = time.monotonic()
-        failing = False
+        due, failing = time.monotonic(), False
         while True:
-            ok, why = await healthy(outbox, config.every, time.monotonic() - due)
-            if not ok:
+            if why := await _unhealthy(outbox, config.every, time.monotonic() - due):
                 log.warning("dead man's switch: not pinging: %s", why)
             else:
                 try:

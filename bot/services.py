@@ -37,7 +37,6 @@ def with_gateway(config: Config, name: str | None = None, **changes: Any) -> Con
 class Services:
     config: Config
     repo: Repository
-    runner: Runner
     jobs: JobBoard
     outbox: Outbox  # messages that must arrive; sending starts when the chat front end has a Bot
     watch: Watch | None = None  # the always-on watch (gwbot run / chat); None in one-shot commands
@@ -59,7 +58,7 @@ async def gateway_jobs(config: Config, repo: Repository, box: Outbox, watcher: W
                        client_options: dict[str, Any] | None = None) -> AsyncIterator[Services]:
     jobs = JobBoard(Runner(config, repo, dict(client_options or {})))
     try:
-        yield Services(config, repo, jobs.runner, jobs, box, watcher)
+        yield Services(config, repo, jobs, box, watcher)
     finally:
         await jobs.shutdown()  # a running check is cancelled and stored as cancelled
 

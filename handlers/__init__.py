@@ -6,16 +6,13 @@ menu; bot/app.py, the composition root, calls it.
 
 from __future__ import annotations
 
-from telegram import Bot, BotCommand, Update
+from telegram import BotCommand, Update
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler, MessageHandler, TypeHandler, filters
 
-from bot.config import OutboxConfig
-from bot.outbox import Transport
 from bot.services import Services
 from handlers import checks, commands, watch
 from handlers.access import AccessGate
 from handlers.context import HELP, KEY, ChatServices, Command
-from handlers.delivery import TelegramTransport
 from handlers.errors import on_error
 from handlers.operator import PREFIX
 
@@ -52,8 +49,3 @@ async def install(application: Application, services: Services) -> None:
     application.add_error_handler(on_error)
     # The command menu, so Telegram shows it when someone types '/'.
     await application.bot.set_my_commands([BotCommand(name, text) for name, _, text in HELP])
-
-
-def transport(bot: Bot, config: OutboxConfig) -> Transport:
-    """How the outbox sends: through this Bot."""
-    return TelegramTransport(bot, config.send_timeout)

@@ -15,8 +15,8 @@ from bot.jobs import Job
 from bot.watch.state import Phase
 from bot.watch.watcher import Watch, health_from_state
 from handlers.context import HELP, BadArgument, chat_services, gateway_arg, no_args, number_arg, reply, usage, who
-from handlers.results import send_logs, send_report
-from storage import RunRecord
+from handlers.results import send_report
+from storage import OutMessage, RunRecord
 
 
 async def start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -108,8 +108,12 @@ async def report_(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 async def logs(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     run = await _run_arg(context, "logs")
     assert update.effective_chat is not None
-    if not await send_logs(chat_services(context).core.outbox, update.effective_chat.id, run):
+    if not run.logs:
         await reply(update, f"Run #{run.id} has no log lines.")
+        return
+    log_file = OutMessage.document(report.log_text(run).encode(), f"gwbot-run-{run.id}.log",
+                                   f"Log of run #{run.id}: {len(run.logs)} lines")
+    await chat_services(context).core.outbox.enqueue(update.effective_chat.id, [log_file])
 
 
 async def _run_arg(context: ContextTypes.DEFAULT_TYPE, command: str) -> RunRecord:

@@ -82,14 +82,6 @@ async def send_report(outbox: Outbox, chat_id: int, run: RunRecord) -> None:
     await outbox.enqueue(chat_id, [report_message(run)])
 
 
-async def send_logs(outbox: Outbox, chat_id: int, run: RunRecord) -> bool:
-    if not run.logs:
-        return False
-    await outbox.enqueue(chat_id, [OutMessage.document(report.log_text(run).encode(), f"gwbot-run-{run.id}.log",
-                                                       f"Log of run #{run.id}: {len(run.logs)} lines")])
-    return True
-
-
 async def post_results(outbox: Outbox, chat_id: int, run: RunRecord, first: tuple[OutMessage, ...] = ()) -> None:
     """Everything about a finished run, stored in one go: it all arrives, in this order, or none is lost."""
     messages = [*first, OutMessage.plain(report.summary(run)), report_message(run)]

@@ -36,8 +36,7 @@ async def subscribe(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     _watch(services)
     assert update.effective_chat is not None
     added = await services.core.repo.subscribers.add(update.effective_chat.id, who(update))
-    await reply(update, "This chat now gets the watch's alerts. /unsubscribe stops them." if added
-                else "This chat already gets the watch's alerts. /unsubscribe stops them.")
+    await reply(update, f"This chat {'now' if added else 'already'} gets the watch's alerts. /unsubscribe stops them.")
 
 
 async def unsubscribe(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:

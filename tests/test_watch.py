@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bot.client_ids import ClientRole, client_id_for
+from bot.client_ids import ClientRole
 from bot.config import Config, GatewayConfig, WatchConfig
 from bot.ibkr import notices
 from bot.ibkr.client import IBKRClient
@@ -69,7 +69,7 @@ async def test_stop_brings_down_after_debounce_and_start_brings_recovered_with_d
         assert state.server_version == 178
         health = health_from_state(config_for(gateway).gateway(), state)
         assert health.reached(Layer.API_READY) and health.error is None and health.source == "watch"
-        assert [c.client_id for c in gateway.clients] == [client_id_for(1, ClientRole.WATCH)]
+        assert [c.client_id for c in gateway.clients] == [1 + ClientRole.WATCH]
         await gateway.stop()
         down = await sink.wait_for(AlertKind.DOWN)
         assert down.loud and down.gateway == "paper"
@@ -229,7 +229,7 @@ async def test_one_gateways_stuck_sink_never_delays_anothers_alerts():
 
 @pytest.mark.parametrize("base", [1, 2**31 - 1 - max(ClientRole)])  # config refuses higher ids
 def test_watch_client_id_is_its_own_and_valid(base):
-    ids = {client_id_for(base, role) for role in ClientRole}
+    ids = {base + role for role in ClientRole}
     assert len(ids) == len(ClientRole) and all(0 <= i <= 2**31 - 1 for i in ids)
 
 

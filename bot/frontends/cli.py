@@ -213,20 +213,16 @@ def _who() -> str:
         return "terminal"
 
 
-def _print_result(result: CheckResult) -> None:
-    line = f"{report.status_mark(result.status)} {result.name}: {result.status}"
-    print(f"{line}" + (f" - {result.error}" if result.error else ""), flush=True)
-    _print_lines([*(f"     {finding}" for finding in result.findings),
-                  *(f"     {WARNING_MARK} {warning}" for warning in result.warnings),
-                  *(f"     hint: {hint}" for hint in result.hints)])
-
-
 async def _run_checks(config: Config, request: RunRequest, simulate: bool) -> tuple[RunOutcome, str]:
     printer = ProgressPrinter()
 
     def on_result(result: CheckResult) -> None:
         printer.done()
-        _print_result(result)
+        line = f"{report.status_mark(result.status)} {result.name}: {result.status}"
+        _print_lines([line + (f" - {result.error}" if result.error else ""),
+                      *(f"     {finding}" for finding in result.findings),
+                      *(f"     {WARNING_MARK} {warning}" for warning in result.warnings),
+                      *(f"     hint: {hint}" for hint in result.hints)])
 
     async with contextlib.AsyncExitStack() as stack:
         if simulate:
@@ -241,7 +237,7 @@ async def _run_checks(config: Config, request: RunRequest, simulate: bool) -> tu
         gw = config.gateway(request.gateway)
         print(f"Running {', '.join(request.checks)} against {gw.name} ({gw.host}:{gw.port}, client id {gw.client_id})",
               flush=True)
-        outcome = await services.runner.run(request, operator, printer, on_result)
+        outcome = await services.jobs.runner.run(request, operator, printer, on_result)
         stored = await services.repo.get_run(outcome.run_id)
         assert stored is not None
         return outcome, report.markdown(stored)
@@ -468,11 +464,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             code = asyncio.run(_cancelled_by_sigterm(args.run(config, args)))
             sys.stdout.flush()  # here, not at exit, so that a closed pipe is handled below
             return code
-    except UsageError as e:
-        print(e, file=sys.stderr)
-        return EXIT_USAGE
-    except (ConfigError, StorageError, TokenRejected) as e:  # its one line says which file or token, what to do
-        print(f"gwbot: {e}", file=sys.stderr)
+    except (UsageError, ConfigError, StorageError, TokenRejected) as e:  # one line: which file or token, what to do
+        print(e if isinstance(e, UsageError) else f"gwbot: {e}", file=sys.stderr)  # a UsageError names its command
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("\ngwbot: interrupted", file=sys.stderr)

@@ -23,7 +23,6 @@ from typing import Any
 
 from telegram import Bot
 
-import handlers
 from bot.config import Config, GatewayConfig, OutboxConfig, SoakConfig, TelegramConfig
 from bot.ibkr.client import ClientOptions, IBKRClient, ReconnectPolicy, wait_for_port
 from bot.ibkr.errors import ConnectionRejected
@@ -34,6 +33,7 @@ from bot.lab.telegram_standin import BotApiStandIn, User
 from bot.outbox import Outbox
 from bot.services import with_gateway
 from bot.stats import percentile
+from handlers.delivery import TelegramTransport
 from storage import OutMessage, Repository
 
 SQUAD, PERSON = -100, 42  # the bench's group chat and its one person (PERSON's private chat: the alerts')
@@ -303,7 +303,7 @@ async def measure_outbox_cost(messages: int = 200) -> list[Figure]:
             standin.user(PERSON, "Bench", "bench")
             # No rate limit here: it would measure the 1 s spacing, not the cost of writing first.
             config = OutboxConfig(chat_interval=0, overall_per_second=10**6)
-            transport = handlers.transport(bot, config)
+            transport = TelegramTransport(bot, config.send_timeout)
             outbox = Outbox(repo.outbox, config)
             await outbox.load()
             await outbox.start(transport)
