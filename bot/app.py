@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 from telegram import Update
-from telegram.error import InvalidToken, NetworkError
+from telegram.error import InvalidToken, NetworkError, TelegramError
 from telegram.ext import Application, ApplicationBuilder, BaseUpdateProcessor
 
 import handlers
@@ -92,6 +92,11 @@ async def _telegram_bot(token: str, base_url: str | None, poll_timeout: float) -
         await application.shutdown()
 
 
+def _polling_failed(error: TelegramError) -> None:
+    """PTB retries polling by itself; its default logs a traceback per failed poll, at ERROR."""
+    log.warning("polling Telegram for updates failed (%s); PTB retries", error)
+
+
 @contextlib.asynccontextmanager
 async def _chat_front_end(application: Application, services: Services, poll_timeout: float) -> AsyncIterator[None]:
     """The handlers, taking updates: the first part to stop, so no command starts while the rest stops."""
@@ -99,7 +104,8 @@ async def _chat_front_end(application: Application, services: Services, poll_tim
     await application.start()
     try:
         assert application.updater is not None
-        await application.updater.start_polling(poll_interval=0, timeout=int(poll_timeout), drop_pending_updates=False)
+        await application.updater.start_polling(poll_interval=0, timeout=int(poll_timeout), drop_pending_updates=False,
+                                                error_callback=_polling_failed)
         log.info("chat bot @%s is polling", application.bot.username)
         yield
     finally:

@@ -4,6 +4,7 @@ with SIGKILL and restarted, the dead man's switch against a local HTTP server, `
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import time
 from collections.abc import AsyncIterator
@@ -56,6 +57,19 @@ async def test_a_soak_finishing_while_telegram_is_unreachable_posts_its_results_
     assert "soak" in got[0].text and got[1].text.startswith("Results") and got[1].entities, "the report, formatted"
     assert [m.message_id for m in got] == sorted(m.message_id for m in got), "in order"
     assert len(standin.messages(SQUAD)) == before + 3, "each once"
+
+
+async def test_telegram_unreachable_while_polling_is_one_warning_line_not_a_traceback(tmp_path, caplog):
+    caplog.set_level(logging.WARNING)
+    async with whole_bot(tmp_path) as (standin, _):
+        await standin.refuse_connections()
+
+        async def polling_failed() -> bool:
+            return any("polling" in r.getMessage() for r in caplog.records if r.name == "bot.app")
+        await until(polling_failed, 15)
+        await standin.accept_connections()
+    assert not [r for r in caplog.records if r.exc_info and r.name.startswith("telegram")], \
+        "PTB's default logs a traceback per failed poll; the console shows ERROR lines"
 
 
 async def test_after_the_squad_group_became_a_supergroup_results_and_the_allow_list_follow_it(tmp_path):
