@@ -135,10 +135,9 @@ async def serving_chat(config: Config, token: str, *, base_url: str | None = Non
         repo = await stack.enter_async_context(await Repository.open(database_path(config)))
         application = await stack.enter_async_context(_telegram_bot(token, base_url, poll_timeout))
         box = await stack.enter_async_context(outbox(config, repo))
-        # The outbox sends through this Bot; it stops before the Bot's connection closes, and what
-        # is unsent waits in the database.
+        # The outbox sends through this Bot; its step (entered after the Bot's) stops it before the
+        # Bot's connection closes, and what is unsent waits in the database.
         await box.start(TelegramTransport(application.bot, config.outbox.send_timeout))
-        stack.push_async_callback(box.stop)
         watcher = None if watch_options is None else await stack.enter_async_context(
             watching(config, repo, box, client_options=client_options, **watch_options))
         services = await stack.enter_async_context(gateway_jobs(config, repo, box, watcher, client_options))
