@@ -392,6 +392,8 @@ class Outbox:
 
     async def _digest(self, chat_id: int) -> None:
         """Many waiting texts become one message (no flood on the squad's phones)."""
+        if await self.store.count(chat_id) <= self.config.digest_after:
+            return  # the usual case after a send: a COUNT, not every pending row read back
         texts = [r for r in await self.store.pending(chat_id) if r.message.kind is OutKind.TEXT]
         if len(texts) <= self.config.digest_after:
             return
