@@ -101,6 +101,14 @@ class RateLimiter:
                 stamps.popleft()
         return now
 
+    def answered(self, chat_id: int) -> None:
+        """Telegram answered a request to ``chat_id``: the chat's gap counts from here.
+
+        Telegram sees a message when it arrives, so a slow request followed by a fast one would
+        otherwise arrive closer together than the gap.
+        """
+        self._last[chat_id] = time.monotonic()
+
     def refund(self, chat_id: int, stamp: float) -> None:
         """The message never reached Telegram (refused, no answer): it does not count against the limits.
 
@@ -316,6 +324,7 @@ class Outbox:
         assert self._transport is not None
         stamp = await self._limiter.acquire(chat_id)
         outcome = await self._transport.send(chat_id, message)
+        self._limiter.answered(chat_id)
         if outcome.kind is OutcomeKind.UNREACHABLE:
             self._limiter.refund(chat_id, stamp)
         return outcome

@@ -251,7 +251,22 @@ async def test_messages_to_one_chat_are_spaced(tmp_path):
         ids = await r.send(KAI, "1", "2", "3", "4")
         await r.outbox.delivered(ids, 10)
         sent = [m.sent_at for m in r.standin.messages(KAI)]
-        assert min(b - a for a, b in itertools.pairwise(sent)) >= 0.18
+        assert min(b - a for a, b in itertools.pairwise(sent)) >= 0.2, "as Telegram sees them arrive"
+
+
+def test_the_chat_gap_counts_from_telegrams_answer_not_from_the_request():
+    """Telegram sees a message when it arrives: a slow request followed by a fast one must not arrive
+    closer together than the gap (CI once saw 0.17 s for a 0.2 s gap)."""
+    limiter = RateLimiter(chat_interval=0.2, group_per_minute=20, overall_per_second=30)
+
+    async def two_sends() -> float:
+        await limiter.acquire(KAI)
+        await asyncio.sleep(0.1)  # the first request is still on its way
+        answered = time.monotonic()
+        limiter.answered(KAI)
+        await limiter.acquire(KAI)
+        return time.monotonic() - answered
+    assert asyncio.run(two_sends()) >= 0.2
 
 
 def test_rate_limiter_keeps_the_group_and_overall_limits():
