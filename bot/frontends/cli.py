@@ -418,29 +418,29 @@ def _print_lines(lines: Iterable[str]) -> None:
 
 
 async def _cmd_bench(_: Config, args: argparse.Namespace) -> int:
-    if not (args.json or args.watch_only):
-        print(f"Measuring against the simulated Gateway ({args.trials} trials each) ...", flush=True)
-        _print_lines(f.line() for f in await bench.measure(trials=args.trials))
-        _print_lines(f.line() for f in await bench.measure_chat())
-        _print_lines(f.line() for f in await bench.measure_lifecycle(trials=args.trials, outage=args.outage))
-        _print_lines(f.line() for f in await bench.measure_outbox_cost())
+    def say(text: str) -> None:  # what is being measured: the table's headings, not figures
+        if not args.json:
+            print(text, flush=True)
+
+    def show(figures: Iterable[bench.Figure], line: Callable[[bench.Figure], str]) -> None:
+        _print_lines(json.dumps(bench_watch.figure_json(f), ensure_ascii=False) if args.json else line(f)
+                     for f in figures)
+
+    if not args.watch_only:
+        say(f"Measuring against the simulated Gateway ({args.trials} trials each) ...")
+        show(await bench.measure(trials=args.trials), bench.Figure.line)
+        show(await bench.measure_chat(), bench.Figure.line)
+        show(await bench.measure_lifecycle(trials=args.trials, outage=args.outage), bench.Figure.line)
+        show(await bench.measure_outbox_cost(), bench.Figure.line)
         if args.api_outage > 0:
-            print(f"Outbox: the Bot API refuses connections for {args.api_outage:g} s while a /checklist ends ...",
-                  flush=True)
-            _print_lines(f.line() for f in await bench.measure_outage(args.api_outage))
-
-    # The always-on watch's figures (issue 11); with --json, every figure as one JSON line.
-    def show(figure: bench.Figure) -> str:
-        if args.json:
-            return json.dumps(bench_watch.figure_json(figure), ensure_ascii=False)
-        return bench_watch.figure_line(figure)
-
-    if not args.json:
-        print(f"The watch: simulator processes SIGKILLed, {args.trials} trials, a {args.outage:g} s outage, "
-              f"{args.gateways} Gateways, {args.commands} commands ...", flush=True)
-    _print_lines(map(show, await bench_watch.measure_kill(trials=args.trials, outage=args.outage)))
-    _print_lines(map(show, await bench_watch.measure_frozen(trials=min(args.trials, 5))))
-    _print_lines(map(show, await bench_watch.measure_many(gateways=args.gateways, commands=args.commands)))
+            say(f"Outbox: the Bot API refuses connections for {args.api_outage:g} s while a /checklist ends ...")
+            show(await bench.measure_outage(args.api_outage), bench.Figure.line)
+    # The always-on watch's figures (issue 11): its targets are p99s and worsts, hence their own line.
+    say(f"The watch: simulator processes SIGKILLed, {args.trials} trials, a {args.outage:g} s outage, "
+        f"{args.gateways} Gateways, {args.commands} commands ...")
+    show(await bench_watch.measure_kill(trials=args.trials, outage=args.outage), bench_watch.figure_line)
+    show(await bench_watch.measure_frozen(trials=min(args.trials, 5)), bench_watch.figure_line)
+    show(await bench_watch.measure_many(gateways=args.gateways, commands=args.commands), bench_watch.figure_line)
     return EXIT_OK
 
 
