@@ -12,6 +12,7 @@ from bot.config import RUN_ID, GatewayConfig
 from bot.health import Health, probe
 from bot.ibkr.errors import Layer
 from bot.jobs import Job
+from bot.watch.alerts import duration
 from bot.watch.state import Phase
 from bot.watch.watcher import Watch, health_from_state
 from handlers.context import HELP, BadArgument, chat_services, gateway_arg, no_args, number_arg, reply, usage, who
@@ -72,7 +73,7 @@ def _health_lines(h: Health) -> list[str]:
     if h.server_version is not None:
         detail = f"Server version {h.server_version}, accounts {', '.join(h.accounts)}"
         if h.uptime is not None:
-            detail += f", up {_duration(h.uptime)}"
+            detail += f", up {duration(h.uptime)}"
         if h.last_rtt is not None:
             detail += f", RTT {h.last_rtt * 1000:.1f} ms"
         lines.append(detail)
@@ -150,13 +151,4 @@ async def unknown(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 
 
 def _ago(at: datetime) -> str:
-    return f"{_duration((datetime.now(UTC) - at).total_seconds())} ago"
-
-
-def _duration(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    if seconds < 120:
-        return f"{seconds} s"
-    if seconds < 7200:
-        return f"{seconds // 60} min"
-    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+    return f"{duration((datetime.now(UTC) - at).total_seconds())} ago"

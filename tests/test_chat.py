@@ -8,17 +8,19 @@ import itertools
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bot.config import ChecksConfig, Config, SoakConfig, TelegramConfig
+from bot.config import ChecksConfig, Config, GatewayConfig, SoakConfig, TelegramConfig
+from bot.health import Health
 from bot.lab.chat import lab_chat
 from bot.lab.simulator import SimulatedGateway
 from bot.lab.telegram_standin import BotApiStandIn, BotMessage, User
 from bot.lab.telegram_standin.faults import FaultKind
 from bot.lab.telegram_standin.formatting import parse
 from bot.services import with_gateway
+from handlers.commands import _health_lines
 from handlers.results import MESSAGE_LIMIT, fits_in_message, send_report, telegram_html
 
 SQUAD, KAI, LEE, MALLORY, STRANGERS = -100, 42, 43, 666, -999
@@ -408,3 +410,9 @@ def test_message_or_file_is_decided_on_the_formatted_length():
     assert fits_in_message(telegram_html(tags))
     assert not fits_in_message(telegram_html("&" * 4097))  # 4097 characters, 20000+ once escaped
     assert fits_in_message(telegram_html("&" * 4096))
+
+
+def test_status_says_an_uptime_in_the_alerts_words():
+    since = datetime.now(UTC) - timedelta(seconds=75.4)
+    health = Health(GatewayConfig(), server_version=178, accounts=("DU1",), connected_since=since, source="live")
+    assert ", up 1 min 15 s" in "\n".join(_health_lines(health)), "the watch's alerts say '1 min 15 s' too"
