@@ -144,6 +144,12 @@ async def serving_chat(config: Config, token: str, *, base_url: str | None = Non
         # The dead man's switch pings while the bot runs (nothing without selfcheck.ping_url).
         stack.push_async_callback(_stop, asyncio.create_task(ping_forever(config.selfcheck, box), name="selfcheck"))
         await stack.enter_async_context(_chat_front_end(application, services, poll_timeout))
+        # Start-up's objects (modules, config, the watch's clients) out of later full collections,
+        # which took 50-70 ms here and stalled every chat answer and alert meanwhile; the lab and the
+        # bench serve the chat here too, so they measure what `gwbot run` does.
+        gc.collect()
+        gc.freeze()
+        stack.callback(gc.unfreeze)
         yield services
 
 
@@ -151,8 +157,4 @@ async def run_chat(config: Config, token: str, stop: asyncio.Event) -> None:
     """`gwbot run`: python-telegram-bot inside our own loop (not run_polling's), with the watch,
     until ``stop`` is set."""
     async with serving_chat(config, token, base_url=config.telegram.api_base_url, watch_options={}):
-        # Start-up's objects (modules, config, the watch) out of later full collections, which
-        # took 50-70 ms here and would stall every chat answer and alert meanwhile.
-        gc.collect()
-        gc.freeze()
         await stop.wait()

@@ -5,7 +5,6 @@ same run (a seed-style fixed-sleep reconnect loop, a fixed-interval TCP poller).
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import os
 import resource
@@ -195,8 +194,7 @@ def _cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-async def measure_many(gateways: int = 50, settle: float = 20.0, commands: int = 1000,
-                       freeze_gc: bool = True) -> list[Figure]:
+async def measure_many(gateways: int = 50, settle: float = 20.0, commands: int = 1000) -> list[Figure]:
     """``gateways`` watched from this process: loop lag and CPU while all are up; a /help round
     trip while a soak runs beside them (``commands`` times); then all killed at once: every 🔴
     delivered within Telegram's limits."""
@@ -211,9 +209,6 @@ async def measure_many(gateways: int = 50, settle: float = 20.0, commands: int =
         async with _watching(ports) as lab:
             services, standin = lab.services, lab.standin
             await _up(services, timeout=120)
-            if freeze_gc:
-                gc.collect()
-                gc.freeze()  # start-up's objects out of every later full collection (as gwbot run could)
             async with loop_lags(0.01) as lags:
                 cpu, wall = _cpu(), time.monotonic()
                 await asyncio.sleep(settle)
@@ -239,7 +234,6 @@ async def measure_many(gateways: int = 50, settle: float = 20.0, commands: int =
             figures.append(Figure(f"all {gateways} killed at once -> every 🔴 accepted, none lost (s after the "
                                   f"kill; {len(shown)} messages, {digests} of them digest parts)",
                                   tuple(sorted(t - killed for t in seen.values())), "s"))
-            gc.unfreeze()
     finally:
         await kill(many)
     return figures
