@@ -145,7 +145,7 @@ async def serving_chat(config: Config, token: str, *, base_url: str | None = Non
         stack.push_async_callback(_stop, asyncio.create_task(ping_forever(config.selfcheck, box), name="selfcheck"))
         await stack.enter_async_context(_chat_front_end(application, services, poll_timeout))
         # Start-up's objects (modules, config, the watch's clients) out of later full collections,
-        # which took 50-70 ms here and stalled every chat answer and alert meanwhile; the lab and the
+        # which took 60-80 ms here and stalled every chat answer and alert meanwhile; the lab and the
         # bench serve the chat here too, so they measure what `gwbot run` does.
         gc.collect()
         gc.freeze()
