@@ -284,6 +284,9 @@ class IBKRClient:
         """A typed error that names this client's Gateway."""
         return cls(message, host=self.host, port=self.port)
 
+    def _not_connected(self) -> NotConnected:
+        return self._error(NotConnected, f"Not connected to {self.host}:{self.port}")
+
     @property
     def state(self) -> ConnectionState:
         return self._state
@@ -552,9 +555,8 @@ class IBKRClient:
         """Round-trip time of one reqCurrentTime, in seconds. Pings never overlap."""
         async with self._ping_lock:
             s = self._session
-            not_connected = self._error(NotConnected, f"Not connected to {self.host}:{self.port}")
             if not self._connected() or s is None:
-                raise not_connected
+                raise self._not_connected()
             wait = self._last_ping_sent + self.options.min_ping_spacing - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)
@@ -566,7 +568,7 @@ class IBKRClient:
                 self.events.emit(Heartbeat(rtt=None))
                 raise self._error(PingTimeout, f"The Gateway did not answer a heartbeat within {limit:g} s") from e
             except ConnectionError as e:
-                raise not_connected from e
+                raise self._not_connected() from e
             rtt = time.monotonic() - start
             self._last_pong = time.monotonic()
             self.events.emit(Heartbeat(rtt=rtt))
