@@ -263,6 +263,8 @@ class WatchConfig:
     flap_quiet: float = setting(300.0, Range(1, 86400))  # flapping ends once up or down this long
     farm_grace: float = setting(60.0, Range(0, 3600))  # a farm broken longer: a quiet warning
     grace: float = setting(300.0, Range(0, 86400))  # still down this long after a window: an outage
+    # An API still not ready this long after a restart is a login screen (initialising takes seconds).
+    login_settle: float = setting(30.0, Range(0, 3600))
     login_timeout: float = setting(180.0, Range(1, 3600))  # IBC's 2FA wait (SecondFactorAuthenticationTimeout)
     relogin_reminder: float = setting(3600.0, Range(0, 6 * 86400))  # before Sunday's token expiry; 0: none
     region: str = setting("north_america", _region)  # IBKR's reset windows when ``expected`` is not given

@@ -233,23 +233,23 @@ def test_watch_client_id_is_its_own_and_valid(base):
     assert len(ids) == len(ClientRole) and all(0 <= i <= 2**31 - 1 for i in ids)
 
 
-async def test_a_restart_back_at_its_login_screen_needs_2fa_and_the_ack_edits_both(gateway):
+async def test_a_restart_back_at_its_login_screen_says_so_and_the_ack_edits_both(gateway):
     sink = Collect()
-    async with watch_for(config_for(gateway, login_timeout=180), sink) as watch:
+    async with watch_for(config_for(gateway, login_timeout=180, login_settle=0.5), sink) as watch:
         await until(lambda: watch.watcher().state.phase is Phase.UP)
         await gateway.stop()
         down = await sink.wait_for(AlertKind.DOWN)
-        gateway.set_ready(False)  # back, but waiting for a (2FA) login
+        gateway.set_ready(False)  # back, but waiting at its login
         await gateway.start()
-        need = await sink.wait_for(AlertKind.NEEDS_2FA)
-        assert need.loud and need.text.startswith("🔐 paper needs a 2FA login") and "IBC waits 3 min" in need.text
+        need = await sink.wait_for(AlertKind.LOGIN_WAIT)
+        assert need.loud and need.text.startswith("🔐 paper waits at its login") and "2FA" not in need.text
         state = watch.watcher().state
         assert state.failed is Layer.API_READY and state.cause is DownCause.NOT_LOGGED_IN
         assert not watch.acknowledge("paper@1", "bob"), "a stale button"
         assert watch.acknowledge(down.incident.key, "alice")
         edited = await sink.wait_for(AlertKind.DOWN, edit=True)
         assert "✋ Taken by alice" in edited.text and edited.message_key == down.message_key
-        await sink.wait_for(AlertKind.NEEDS_2FA, edit=True)
+        await sink.wait_for(AlertKind.LOGIN_WAIT, edit=True)
         gateway.set_ready(True)
         back = await sink.wait_for(AlertKind.RECOVERED)
         assert "alice had taken it" in back.text

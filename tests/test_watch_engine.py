@@ -10,6 +10,7 @@ from bot.config import WatchConfig
 from bot.ibkr.errors import Layer
 from bot.watch.alerts import Alert, AlertAction, AlertKind, duration
 from bot.watch.engine import Engine
+from bot.watch.memory import Remembered
 from bot.watch.schedule import NEW_YORK, REGIONS, Schedule, Window, WindowKind, default_windows
 from bot.watch.state import (
     CameBack,
@@ -27,20 +28,30 @@ KEPT = Recovery(RecoveryHow.LINK_RESTORED, code=1102)
 
 
 class FakeClock:
-    def __init__(self, at: datetime) -> None:
-        self.now = at
+    """Both of the watch's clocks from one true time ``now``; ``skew`` steps the wall clock alone
+    (what NTP does), leaving the monotonic clock where it was."""
 
-    def __call__(self) -> datetime:
-        return self.now
+    def __init__(self, at: datetime) -> None:
+        self.start = self.now = at
+        self.skew = timedelta(0)
+
+    def wall(self) -> datetime:
+        return self.now + self.skew
+
+    def mono(self) -> float:
+        return 1000.0 + (self.now - self.start).total_seconds()
 
     def at(self, seconds: float) -> datetime:
         return self.start + timedelta(seconds=seconds)
 
+    def true_time(self, mono: float) -> datetime:
+        return self.start + timedelta(seconds=mono - 1000.0)
 
-def make(at: datetime = WED, **settings) -> tuple[Engine, FakeClock]:
-    clock = FakeClock(at)
-    clock.start = at
-    return Engine("paper", WatchConfig(**settings), clock), clock
+
+def make(at: datetime = WED, remembered: Remembered | None = None, clock: FakeClock | None = None,
+         **settings) -> tuple[Engine, FakeClock]:
+    clock = clock or FakeClock(at)
+    return Engine("paper", WatchConfig(**settings), clock, remembered), clock
 
 
 def run(engine: Engine, clock: FakeClock, seconds: float) -> list[Alert]:
@@ -49,13 +60,13 @@ def run(engine: Engine, clock: FakeClock, seconds: float) -> list[Alert]:
     out: list[Alert] = []
     while True:
         due = engine.next_due()
-        if due is None or due > until:
+        if due is None or clock.true_time(due) > until:
             clock.now = max(clock.now, until)
             return out + engine.tick()
-        clock.now = max(clock.now, due)
+        clock.now = max(clock.now, clock.true_time(due))
         out += engine.tick()
         nxt = engine.next_due()
-        assert nxt is None or nxt > clock.now, f"due time {nxt} left in the past at {clock.now}"
+        assert nxt is None or nxt > clock.mono(), f"due time {nxt} left in the past at {clock.now}"
 
 
 def see(engine: Engine, clock: FakeClock, seconds: float, obs_factory) -> list[Alert]:
@@ -243,22 +254,47 @@ def test_a_checks_deliberate_stop_is_not_an_outage():
     assert kinds(alerts) == [(AlertKind.DOWN, False)] and alerts[0].at == clock.at(153)
 
 
-def test_a_restart_that_comes_back_to_its_login_screen_needs_2fa_with_a_countdown():
+def test_a_restart_that_waits_at_its_login_says_so_without_claiming_a_2fa():
     engine, clock = make(down_after=3, login_timeout=180)
     see(engine, clock, 0, down(DownCause.RESET))
     see(engine, clock, 0.5, still(DownCause.REFUSED, Layer.TCP_PORT))
     alerts = see(engine, clock, 40, still(DownCause.NOT_LOGGED_IN, Layer.API_READY))
-    alerts += run(engine, clock, 300)
-    assert kinds(alerts) == [(AlertKind.DOWN, False), (AlertKind.NEEDS_2FA, False), (AlertKind.NEEDS_2FA, True)]
-    need = alerts[1]
-    assert need.loud and need.at == clock.at(43) and need.deadline == clock.at(220)
-    assert need.text.startswith("🔐 paper needs a 2FA login")
-    assert "within 2 min 57 s (by 15:03:40; IBC waits 3 min)" in need.text
-    assert "ran out at 15:03:40" in alerts[2].text and not alerts[2].loud
-    # Not logged in from the start (no restart seen) is a plain 🔴, no countdown.
+    assert kinds(alerts + run(engine, clock, 69)) == [(AlertKind.DOWN, False)], \
+        "an API still initialising after a restart is not a login screen yet"
+    alerts = run(engine, clock, 600)
+    assert kinds(alerts) == [(AlertKind.LOGIN_WAIT, False)], "no countdown, no 'ran out' edit"
+    wait = alerts[0]
+    assert wait.loud and wait.at == clock.at(70) and wait.deadline is None
+    assert wait.text == ("🔐 paper waits at its login — the Gateway restarted and its API is not ready since "
+                         "15:00:40 (30 s): a login screen or a dialog waits on the Gateway.")
+    assert "2FA" not in wait.text
+    # Not logged in from the start (no restart seen) is a plain 🔴, no login alert.
     engine, clock = make(down_after=3)
     see(engine, clock, 0, down(DownCause.NOT_LOGGED_IN, Layer.API_READY))
     assert kinds(run(engine, clock, 600)) == [(AlertKind.DOWN, False)]
+
+
+def test_a_restart_after_the_weekly_token_expiry_needs_2fa_with_a_countdown():
+    sat = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)  # up since Saturday; the tokens expire Sun 06:00 UTC
+    engine, clock = make(sat, down_after=3, login_timeout=180, relogin_reminder=0)
+    see(engine, clock, 0, back())  # connected: its session predates Sunday's expiry
+    start = 22 * 3600  # Sunday 10:00 UTC
+    see(engine, clock, start, down(DownCause.RESET))
+    see(engine, clock, start + 0.5, still(DownCause.REFUSED, Layer.TCP_PORT))
+    alerts = see(engine, clock, start + 40, still(DownCause.NOT_LOGGED_IN, Layer.API_READY))
+    alerts += run(engine, clock, start + 400)
+    assert kinds(alerts) == [(AlertKind.DOWN, False), (AlertKind.NEEDS_2FA, False), (AlertKind.NEEDS_2FA, True)]
+    need = alerts[1]
+    assert need.loud and need.at == clock.at(start + 70) and need.deadline == clock.at(start + 220)
+    assert need.text.startswith("🔐 paper needs a 2FA login — the Gateway restarted after the weekly token expiry")
+    assert "within 2 min 30 s (by 10:03:40; IBC waits 3 min)" in need.text
+    assert "ran out at 10:03:40" in alerts[2].text and not alerts[2].loud
+    # Up again after someone logged in: the next restart that week needs no 2FA.
+    see(engine, clock, start + 500, back())
+    alerts = see(engine, clock, start + 3600, down(DownCause.RESET))
+    alerts += see(engine, clock, start + 3601, still(DownCause.REFUSED, Layer.TCP_PORT))
+    alerts += see(engine, clock, start + 3640, still(DownCause.NOT_LOGGED_IN, Layer.API_READY))
+    assert [a.kind for a in alerts + run(engine, clock, start + 4000)] == [AlertKind.DOWN, AlertKind.LOGIN_WAIT]
 
 
 def test_a_farm_broken_past_its_grace_is_a_quiet_warning_edited_when_ok():
@@ -297,3 +333,75 @@ def test_every_connect_failure_has_words_and_a_layer():
         cause, layer = classify(cls("x"))
         assert cause.words and cause.now_words and isinstance(layer, Layer), cls
         assert cause is not DownCause.OTHER or cls is errors.NotConnected, f"{cls.__name__} has no words of its own"
+
+
+def test_an_ntp_step_neither_fires_the_debounce_nor_the_reminder_early_nor_holds_them_back():
+    engine, clock = make(down_after=30, remind_every=900)
+    see(engine, clock, 0, down())
+    clock.skew = timedelta(hours=1)  # the wall clock jumps an hour ahead
+    assert run(engine, clock, 29) == [], "30 s of debounce are 30 s, whatever the wall clock says"
+    alerts = run(engine, clock, 30)
+    assert kinds(alerts) == [(AlertKind.DOWN, False)]
+    clock.skew = timedelta(hours=-1)  # and back, further than it went
+    assert run(engine, clock, 929) == []
+    assert kinds(run(engine, clock, 930)) == [(AlertKind.REMINDER, False)], "not an hour late"
+
+
+def test_a_mute_lasts_its_length_across_an_ntp_step():
+    engine, clock = make(down_after=3)
+    engine.mute(clock.wall() + timedelta(minutes=10))
+    clock.skew = timedelta(hours=2)
+    see(engine, clock, 10, down())
+    assert run(engine, clock, 599) == [], "still muted: ten minutes have not passed"
+    assert kinds(run(engine, clock, 601)) == [(AlertKind.DOWN, False)]
+
+
+def _flap(engine: Engine, clock: FakeClock, changes: int) -> list[Alert]:
+    alerts: list[Alert] = []
+    for i in range(changes):
+        alerts += see(engine, clock, i * 10, down())
+        alerts += see(engine, clock, i * 10 + 1, back())
+    return alerts
+
+
+def test_flapping_that_settles_into_a_checks_stop_stays_quiet():
+    engine, clock = make(down_after=3, flap_count=6, flap_window=600, flap_quiet=300)
+    assert [a.kind for a in _flap(engine, clock, 4)] == [AlertKind.FLAPPING]
+    engine.suppress("reconnect check", clock.at(2000))
+    see(engine, clock, 100, down(DownCause.RESET))  # the check stops the Gateway on purpose
+    assert run(engine, clock, 1000) == [], "a deliberate test stop is never a loud 🔴"
+    assert engine.incident.test == "reconnect check"
+
+
+def test_flapping_that_settles_inside_an_expected_window_is_the_windows_note_not_a_down():
+    at = datetime(2026, 11, 26, 5, 20, tzinfo=UTC)  # 00:20 EST
+    engine, clock = make(at, down_after=3, flap_count=6, flap_window=600, flap_quiet=300,
+                         expected=(Window("nightly reset", time(0, 21), time(1, 45), NEW_YORK),))
+    assert [a.kind for a in _flap(engine, clock, 4)] == [AlertKind.FLAPPING]  # 00:20:00-00:20:31: before it
+    alerts = see(engine, clock, 60, down(DownCause.IB_LINK, Layer.IB_LINK, code=1100))  # 00:21, in the window
+    alerts += run(engine, clock, 1200)
+    assert [a.kind for a in alerts] == [AlertKind.EXPECTED] and not alerts[0].loud
+
+
+def test_a_relogin_reminder_is_sent_at_once_when_gwbot_starts_inside_its_lead_and_never_twice():
+    sun = datetime(2026, 11, 29, 5, 30, tzinfo=UTC)  # 00:30 EST: the tokens expire in 30 min
+    engine, clock = make(sun, relogin_reminder=3600)
+    alerts = engine.tick()
+    assert kinds(alerts) == [(AlertKind.RELOGIN_REMINDER, False)]
+    assert "(in 30 min)" in alerts[0].text
+    remembered = engine.take_remembered()
+    assert remembered is not None and remembered.relogin_sent_for == datetime(2026, 11, 29, 6, 0, tzinfo=UTC)
+    # gwbot restarts ten minutes later: the reminder was sent, so not again; next week's comes.
+    clock.now = clock.at(600)
+    again, _ = make(remembered=remembered, clock=clock, relogin_reminder=3600)
+    assert run(again, clock, 3600) == []
+    week = run(again, clock, 7 * 86400)
+    assert kinds(week) == [(AlertKind.RELOGIN_REMINDER, False)]
+    assert week[0].at == datetime(2026, 12, 6, 5, 0, tzinfo=UTC)
+
+
+def test_a_muted_relogin_reminder_comes_when_the_mute_ends_if_still_in_time():
+    engine, clock = make(datetime(2026, 11, 29, 4, 0, tzinfo=UTC), relogin_reminder=3600)
+    engine.mute(clock.at(1800))  # muted over the reminder's time (05:00)
+    alerts = run(engine, clock, 7200)
+    assert kinds(alerts) == [(AlertKind.RELOGIN_REMINDER, False)] and alerts[0].at == clock.at(3600)

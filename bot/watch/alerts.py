@@ -25,6 +25,7 @@ class AlertKind(StrEnum):
     REMINDER = "reminder"
     FLAPPING = "flapping"
     NEEDS_2FA = "needs_2fa"
+    LOGIN_WAIT = "login_wait"  # waits at its login, nothing says a 2FA is due
     RELOGIN_REMINDER = "relogin_reminder"
 
 
@@ -37,7 +38,7 @@ class AlertAction(StrEnum):
 
 # Loud: a phone should ring (something needs a person). Quiet: for the record.
 LOUD = frozenset({AlertKind.DOWN, AlertKind.REMINDER, AlertKind.FLAPPING, AlertKind.NEEDS_2FA,
-                  AlertKind.RELOGIN_REMINDER})
+                  AlertKind.LOGIN_WAIT, AlertKind.RELOGIN_REMINDER})
 
 
 @dataclass(frozen=True)
@@ -72,9 +73,11 @@ class Alert:
     @property
     def actions(self) -> tuple[AlertAction, ...]:
         inc = self.incident
+        if inc is None:
+            return ()
         if self.kind is AlertKind.FLAPPING:
             return (AlertAction.MUTE_1H,)
-        if self.kind in (AlertKind.DOWN, AlertKind.REMINDER, AlertKind.NEEDS_2FA) and inc is not None \
+        if self.kind in (AlertKind.DOWN, AlertKind.REMINDER, AlertKind.NEEDS_2FA, AlertKind.LOGIN_WAIT) \
                 and inc.open and inc.acked_by is None:
             return AlertAction.ACKNOWLEDGE, AlertAction.MUTE_1H
         return ()
@@ -151,8 +154,8 @@ def render(alert: Alert) -> str:
         case AlertKind.NEEDS_2FA if inc is not None and alert.deadline is not None:
             since = inc.login_since or inc.layer_since
             timeout = duration((alert.deadline - since).total_seconds())
-            text = (f"🔐 {gw} needs a 2FA login — the Gateway restarted and waits at its login "
-                    f"(API not ready since {clock(since, tz)}).")
+            text = (f"🔐 {gw} needs a 2FA login — the Gateway restarted after the weekly token expiry and "
+                    f"waits at its login (API not ready since {clock(since, tz)}).")
             if alert.deadline > at:
                 text += (f" Approve it on IBKR Mobile within {duration((alert.deadline - at).total_seconds())} "
                          f"(by {clock(alert.deadline, tz)}; IBC waits {timeout}).")
@@ -160,6 +163,11 @@ def render(alert: Alert) -> str:
                 text += (f" IBC's {timeout} for the 2FA ran out at {clock(alert.deadline, tz)}: "
                          "log in on the Gateway by hand.")
             return text + _acked(inc, tz)
+        case AlertKind.LOGIN_WAIT if inc is not None:
+            since = inc.login_since or inc.layer_since
+            return (f"🔐 {gw} waits at its login — the Gateway restarted and its API is not ready since "
+                    f"{clock(since, tz)} ({duration((at - since).total_seconds())}): a login screen or a dialog "
+                    "waits on the Gateway." + _acked(inc, tz))
         case AlertKind.REMINDER if inc is not None:
             return (f"⏰ {gw} still down for {duration(inc.duration(at))} — {_now_failing(inc, tz)}. "
                     f"Layer: {inc.layer.label}.")

@@ -133,16 +133,6 @@ class Schedule:
                 return at
             day += timedelta(days=7)
 
-    def next_relogin_reminder(self, after: datetime) -> tuple[datetime, datetime] | None:
-        """(when to remind, the expiry it is about), the first reminder strictly after ``after``."""
-        if self.relogin_reminder <= 0:
-            return None
-        lead = timedelta(seconds=self.relogin_reminder)
-        expiry = self.next_relogin(after)
-        if expiry - lead <= after:
-            expiry = self.next_relogin(expiry)
-        return expiry - lead, expiry
-
 
 def parse_days(value: str | list[str]) -> frozenset[int]:
     """'daily', 'weekdays', 'weekends' or a list of 'mon'..'sun'; ValueError saying what is expected."""
