@@ -18,7 +18,7 @@ from handlers.context import BadArgument, ChatServices, chat_services, gateway_a
 from storage import OutMessage
 
 log = logging.getLogger(__name__)
-BUTTON_PATTERN = f"^({'|'.join(a.value for a in AlertAction)}):"  # callback data "ack:paper@1764..."
+BUTTON_PATTERN = f"^({'|'.join(a.value for a in AlertAction)}):"  # callback data "ack:<incident ref>"
 _DURATION = re.compile(r"(\d{1,4})(m|min|h|d)")
 _UNITS = {"m": 60, "min": 60, "h": 3600, "d": 86400}
 MUTE_MAX = timedelta(days=7)  # longer than a week is forgetting, not muting
@@ -100,12 +100,16 @@ async def on_alert_button(update: Update, context: ContextTypes.DEFAULT_TYPE) ->
     """[Acknowledge] takes the outage (the alert is edited to say who, by the watch); [Mute 1h] mutes its Gateway."""
     query = update.callback_query
     assert query is not None and query.data is not None
-    action, _, key = query.data.partition(":")
+    action, _, ref = query.data.partition(":")
     watch = chat_services(context).core.watch
-    gateway = key.rpartition("@")[0] or key
-    if watch is None or gateway not in watch.watchers:
+    if watch is None:
         await query.answer("The watch is not running here.")
         return
+    found = await watch.find(ref)
+    if found is None:
+        await query.answer("This alert's Gateway is not watched here any more.")
+        return
+    gateway, key = found
     if action == AlertAction.MUTE_1H:
         watch.mute(gateway, utc_now() + timedelta(hours=1))
         await query.answer(f"Alerts for {gateway} muted for 1 h. /unmute ends it.")

@@ -34,6 +34,7 @@ class IncidentRecord:
     acked_by: str | None = None
     acked_at: datetime | None = None
     recovery: str | None = None
+    ref: str | None = None  # the short reference alert buttons carry
 
 
 @dataclass(frozen=True)
@@ -52,17 +53,18 @@ _UPSERT = (f"INSERT INTO watch_incidents ({', '.join(_COLUMNS)}) VALUES ({', '.j
 class IncidentStore(Store):
     """A watch being stopped still stores its last update (a write lands even when cancelled)."""
 
-    async def watch_started(self, gateway: str, at: datetime) -> int:
-        """A new watched span; incidents a previous gwbot left open end at its last sign of life."""
-        return await self._committed(lambda: self._watch_started(gateway, at))
+    async def watch_started(self, gateway: str, at: datetime, keep: str | None = None) -> int:
+        """A new watched span; incidents a previous gwbot left open end at its last sign of life,
+        except ``keep`` (the key of the outage the watch takes up again)."""
+        return await self._committed(lambda: self._watch_started(gateway, at, keep))
 
-    async def _watch_started(self, gateway: str, at: datetime) -> int:
+    async def _watch_started(self, gateway: str, at: datetime, keep: str | None) -> int:
         row = await (await self._db.execute(
             "SELECT MAX(seen_at) FROM watch_coverage WHERE gateway = ?", (gateway,))).fetchone()
         last_seen = row[0] if row else None
         await self._db.execute(
             "UPDATE watch_incidents SET ended_at = MAX(started_at, COALESCE(?, started_at)), recovery = ? "
-            "WHERE gateway = ? AND ended_at IS NULL", (last_seen, ENDED_UNWATCHED, gateway))
+            "WHERE gateway = ? AND ended_at IS NULL AND key IS NOT ?", (last_seen, ENDED_UNWATCHED, gateway, keep))
         cur = await self._db.execute(
             "INSERT INTO watch_coverage (gateway, started_at, seen_at) VALUES (?, ?, ?)", (gateway, ts(at), ts(at)))
         return cur.lastrowid or 0
@@ -74,13 +76,33 @@ class IncidentStore(Store):
         values = [ts(v) if isinstance(v, datetime) else v for v in astuple(r)]
         await self._execute(_UPSERT, values)
 
+    async def remember(self, gateway: str, state: str, at: datetime) -> None:
+        """The watch's memory for ``gateway`` (JSON made by bot/watch/memory.py), replacing the last."""
+        await self._execute("INSERT INTO watch_memory (gateway, saved_at, state) VALUES (?, ?, ?) "
+                            "ON CONFLICT (gateway) DO UPDATE SET saved_at = excluded.saved_at, state = excluded.state",
+                            (gateway, ts(at), state))
+
+    async def recall(self, gateway: str) -> str | None:
+        rows = list(await self._db.execute_fetchall("SELECT state FROM watch_memory WHERE gateway = ?", (gateway,)))
+        return str(rows[0]["state"]) if rows else None
+
+    async def by_ref(self, ref: str) -> IncidentRecord | None:
+        """The incident a button names."""
+        rows = await self._db.execute_fetchall("SELECT * FROM watch_incidents WHERE ref = ? LIMIT 1", (ref,))
+        records = self._records(rows)
+        return records[0] if records else None
+
+    @staticmethod
+    def _records(rows: Any) -> list[IncidentRecord]:
+        values: list[dict[str, Any]] = [{c: when(r[c]) if c.endswith("_at") else r[c] for c in _COLUMNS} for r in rows]
+        return [IncidentRecord(**v | {"alerted": bool(v["alerted"])}) for v in values]
+
     async def incidents(self, gateway: str, since: datetime, until: datetime) -> list[IncidentRecord]:
         """Incidents overlapping [since, until), oldest first (open ones included)."""
         rows = await self._db.execute_fetchall(
             "SELECT * FROM watch_incidents WHERE gateway = ? AND started_at < ? AND (ended_at IS NULL OR ended_at > ?) "
             "ORDER BY started_at", (gateway, ts(until), ts(since)))
-        values: list[dict[str, Any]] = [{c: when(r[c]) if c.endswith("_at") else r[c] for c in _COLUMNS} for r in rows]
-        return [IncidentRecord(**v | {"alerted": bool(v["alerted"])}) for v in values]
+        return self._records(rows)
 
     async def coverage(self, gateway: str, since: datetime, until: datetime) -> list[CoverageRecord]:
         rows = await self._db.execute_fetchall(

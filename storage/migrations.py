@@ -163,4 +163,15 @@ MIGRATIONS: tuple[str, ...] = (
         since TEXT NOT NULL
     );
     """,
+    # 7: what the watch must not forget across a restart (the open outage, a mute, reminder times),
+    # and each incident's short reference, which alert buttons carry instead of its long key.
+    """
+    ALTER TABLE watch_incidents ADD COLUMN ref TEXT;
+    CREATE INDEX watch_incidents_ref ON watch_incidents (ref);
+    CREATE TABLE watch_memory (
+        gateway TEXT PRIMARY KEY,
+        saved_at TEXT NOT NULL,
+        state TEXT NOT NULL
+    );
+    """,
 )

@@ -5,9 +5,18 @@ from __future__ import annotations
 import socket
 
 import pytest
+from hypothesis import HealthCheck, settings
 from tenacity import stop_after_attempt, stop_after_delay, wait_fixed
 
 from bot.ibkr.client import ClientOptions, ReconnectPolicy
+
+# Model-based tests (tests/test_*_model.py): bounded in CI, as long as you like with
+# `pytest --hypothesis-profile=long tests/test_watch_model.py`.
+settings.register_profile("ci", max_examples=60, stateful_step_count=40, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("long", max_examples=5000, stateful_step_count=80, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("ci")
 
 
 def free_port() -> int:

@@ -17,8 +17,9 @@ BUTTON_LABELS = {AlertAction.ACKNOWLEDGE: "Acknowledge", AlertAction.MUTE_1H: "M
 
 def alert_message(alert: Alert) -> OutMessage:
     """The alert as the outbox stores it: quiet unless loud, its buttons, an edit when it replaces one."""
-    key = alert.incident.key if alert.incident is not None else alert.gateway
-    buttons = tuple((BUTTON_LABELS[a], f"{a}:{key}") for a in alert.actions)
+    # The incident's short reference, not its key: callback data is 64 bytes at most, whatever the name.
+    ref = alert.incident.ref if alert.incident is not None else ""
+    buttons = tuple((BUTTON_LABELS[a], f"{a}:{ref}") for a in alert.actions)
     return OutMessage(OutKind.TEXT, alert.text, silent=not alert.loud, buttons=buttons, key=alert.message_key,
                       edit=alert.edit)
 

@@ -7,6 +7,8 @@ watcher swaps in a new one on every change, so a reader never sees half an updat
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
@@ -102,6 +104,7 @@ class Incident:
     noted: bool = False              # the quiet "expected" note was sent
     login_since: datetime | None = None  # API not ready after the port came back: a login screen
     login_alerted: bool = False
+    needs_2fa: bool = False          # the login alert claimed a 2FA login (the schedule said one is due)
     acked_by: str | None = None
     acked_at: datetime | None = None
     ended_at: datetime | None = None
@@ -109,8 +112,15 @@ class Incident:
 
     @property
     def key(self) -> str:
-        """Stable and short (it rides in a button's callback data): 'paper@1764327723123'."""
+        """Stable, and unique per Gateway and start: 'paper@1764327723123'."""
         return f"{self.gateway}@{int(self.started_at.timestamp() * 1000)}"
+
+    @property
+    def ref(self) -> str:
+        """The key in 11 characters whatever the Gateway's name: what a button's callback data
+        carries (Telegram allows 64 bytes) and what storage finds the incident by."""
+        digest = hashlib.blake2b(self.key.encode(), digest_size=8).digest()
+        return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
     @property
     def open(self) -> bool:
@@ -142,7 +152,8 @@ class Incident:
         recovery = None if r is None else f"{r.how} ({r.code})" if r.code else f"{r.how}, {r.attempts} attempt(s)"
         return IncidentRecord(self.key, self.gateway, self.started_at, self.ended_at, self.cause.value,
                               self.category.value, self.layer.label, self.window.label if self.window else None,
-                              self.test, self.alerted_at is not None, self.acked_by, self.acked_at, recovery)
+                              self.test, self.alerted_at is not None, self.acked_by, self.acked_at, recovery,
+                              self.ref)
 
 
 # ------------------------------------------------------------ observations
@@ -204,10 +215,12 @@ class GatewayState:
     last_rtt: float | None = None
     incident: Incident | None = None
 
-    def up(self, at: datetime, server_version: int | None = None, accounts: tuple[str, ...] = ()) -> GatewayState:
+    def up(self, at: datetime, server_version: int | None = None, accounts: tuple[str, ...] = (), *,
+           link_ok: bool | None) -> GatewayState:
+        """Up; ``link_ok`` None: connected, and the Gateway has not said yet how its IB link is."""
         farms_failed = Layer.DATA_FARMS if any(not f.ok for f in self.farms) else None
         return replace(self, phase=Phase.UP, since=at if self.phase is not Phase.UP else self.since,
-                       failed=farms_failed, cause=None, detail="", link_ok=True,
+                       failed=farms_failed, cause=None, detail="", link_ok=link_ok,
                        server_version=server_version or self.server_version, accounts=accounts or self.accounts)
 
     def down(self, at: datetime, layer: Layer, cause: DownCause, detail: str = "") -> GatewayState:

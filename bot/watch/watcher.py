@@ -8,7 +8,10 @@ coming back is seen within that interval without loading it with API handshakes.
 
 Two tasks per Gateway: the connector (connect, wait for the drop, again) and the processor
 (client events and failures -> ``GatewayState`` + engine -> alerts to the sink, incidents to
-storage); one Gateway's trouble never waits on another's. Everything runs with
+storage); one Gateway's trouble never waits on another's. The IB link is unknown after a connect
+until the Gateway says otherwise: a 1100 heard with the connection keeps the Gateway down, and
+only 1101/1102 (or farms OK after 2110) bring it up. What the engine must remember across a
+restart of gwbot (memory.py) is stored whenever it changes and taken up again on start. Everything runs with
 ``watch_gateway`` set, so a check can tell the watcher's log records from its own
 (``from_watch()`` / ``WatchLogFilter``); the watcher's own lines go to ``gwbot.watch.<name>``.
 """
@@ -21,7 +24,7 @@ import contextvars
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from bot.client_ids import ClientRole
@@ -32,8 +35,20 @@ from bot.ibkr.client import ConnectionState, IBKRClient, wait_for_port
 from bot.ibkr.events import ClientEvent, Connected, Disconnected, DisconnectReason, GatewayNotice, Heartbeat, NoticeKind
 from bot.journal import current_run
 from bot.watch.alerts import Alert
-from bot.watch.engine import Clock, Engine
-from bot.watch.state import CameBack, DownCause, FarmState, GatewayState, Phase, Recovery, RecoveryHow, WentDown
+from bot.watch.clock import SYSTEM_CLOCK, Clock
+from bot.watch.engine import Engine
+from bot.watch.memory import from_json, to_json
+from bot.watch.state import (
+    CameBack,
+    DownCause,
+    FarmState,
+    GatewayState,
+    Incident,
+    Phase,
+    Recovery,
+    RecoveryHow,
+    WentDown,
+)
 from storage import IncidentStore
 
 # Set in every watcher task (and so in ib_async's callbacks on its sockets): whose records these are.
@@ -59,7 +74,7 @@ AlertSink = Callable[[Alert], Awaitable[None]]
 
 
 def utc_now() -> datetime:
-    return datetime.now(UTC)
+    return SYSTEM_CLOCK.wall()
 
 
 def health_from_state(gw: GatewayConfig, state: GatewayState) -> Health:
@@ -69,7 +84,8 @@ def health_from_state(gw: GatewayConfig, state: GatewayState) -> Health:
         f"{state.cause.now_words if state.cause else 'down'} since {state.since:%H:%M:%S} UTC" + \
         (f" ({state.detail})" if state.detail else "")
     return Health(gw, None, error, None if up else state.failed, state.server_version if up else None,
-                  state.accounts if up else (), state.since if up else None, state.link_ok if up else None,
+                  state.accounts if up else (), state.since if up else None,
+                  state.link_ok if up else False if state.failed is ib.Layer.IB_LINK else None,
                   all(f.ok for f in state.farms) if up and state.farms else None, state.last_rtt, "watch")
 
 
@@ -116,10 +132,11 @@ class _Connected:
 
 class GatewayWatcher:
     def __init__(self, gw: GatewayConfig, settings: WatchConfig, sink: AlertSink, *,
-                 store: IncidentStore | None = None, clock: Clock = utc_now,
+                 store: IncidentStore | None = None, clock: Clock = SYSTEM_CLOCK,
                  client_options: dict[str, Any] | None = None, knock_interval: float = 0.25,
                  max_pause: float = 5.0) -> None:
         self.gw = gw
+        self.settings = settings
         self.sink = sink
         self.store = store
         self.clock = clock
@@ -131,6 +148,10 @@ class GatewayWatcher:
         self.client = IBKRClient.from_config(gw, ClientRole.WATCH, **(client_options or {}), reconnect=None)
         # The live state /status shows; a new frozen object after every change, so a reader never sees half of one.
         self.state = GatewayState()
+        # The Gateway's last word on the current connection about its IB link (1100/2110 down;
+        # 1101/1102 or a farm OK up); None: it has said nothing yet.
+        self._link_word: GatewayNotice | None = None
+        self._api_up = False  # the current connection reached the API (its Connected was judged)
         self._inbox: asyncio.Queue[ClientEvent | _Connected | _Failed | list[Alert]] = asyncio.Queue()
         self._dropped = asyncio.Event()
         self._attempt = 0
@@ -147,8 +168,7 @@ class GatewayWatcher:
         ctx.run(watch_gateway.set, self.gw.name)
         ctx.run(current_run.set, None)  # never journalled into a check's run, whoever started us
         self._unsubscribe = self.client.events.subscribe(self._on_event)
-        if self.store is not None:
-            self._coverage = await self._stored(self.store.watch_started(self.gw.name, self.clock()))
+        await self.resume()
         self._tasks = [
             asyncio.create_task(self._connector(), name=f"watch {self.gw.name} connector", context=ctx),
             asyncio.create_task(self._processor(), name=f"watch {self.gw.name} processor", context=ctx),
@@ -167,6 +187,28 @@ class GatewayWatcher:
         await self._persist()
         await self._seen()
         self.log.info("stopped watching")
+
+    async def resume(self) -> None:
+        """Take up what the last gwbot remembered (its open outage, acknowledgement, mute) and
+        open a new watched span; the rest of what it left open ends at its last sign of life."""
+        if self.store is None:
+            return
+        await self._recall(self.store)
+        inc = self.engine.incident
+        self._coverage = await self._stored(self.store.watch_started(self.gw.name, self.clock.wall(),
+                                                                     keep=inc.key if inc else None))
+        self._sync_state()
+
+    async def _recall(self, store: IncidentStore) -> None:
+        text = await self._stored(store.recall(self.gw.name))
+        if text is None:
+            return
+        try:
+            remembered = from_json(text, self.settings.schedule)
+        except (ValueError, KeyError, TypeError) as e:
+            self.log.error("the watch's stored memory is unreadable (%s); starting afresh", e)
+            return
+        self.engine = Engine(self.gw.name, self.settings, self.clock, remembered)
 
     def acknowledge(self, by: str, key: str | None = None) -> bool:
         """Someone took the current outage (the [Acknowledge] button). False: nothing (or a
@@ -207,7 +249,7 @@ class GatewayWatcher:
                 await self.client.connect()
             except ib.GatewayError as e:
                 failures += 1
-                self._inbox.put_nowait(_Failed(self.clock(), e))
+                self._inbox.put_nowait(_Failed(self.clock.wall(), e))
                 await self._pause(e, failures)
                 continue
             except Exception:  # a bug or a surprise from ib_async: say so, and keep watching
@@ -235,41 +277,45 @@ class GatewayWatcher:
         await asyncio.sleep(min(self.max_pause, 0.5 * 2 ** min(failures - 1, 8)))
 
     async def _processor(self) -> None:
-        last_seen = self.clock()
+        last_seen = self.clock.mono()
         while True:
             due = self.engine.next_due()
-            wait = COVERAGE_EVERY if due is None else min(COVERAGE_EVERY, (due - self.clock()).total_seconds())
+            wait = COVERAGE_EVERY if due is None else min(COVERAGE_EVERY, due - self.clock.mono())
             item: ClientEvent | _Failed | list[Alert] | _Connected | None = None
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(wait, 0.0)):
                     item = await self._inbox.get()
-            try:
-                alerts = self._handle(item) if item is not None else self.engine.tick()
-            except Exception:
-                # A bug judging one event must not end the watch: say so, keep watching.
-                self.log.exception("could not judge %r; watching on", item)
-                alerts = []
-            self._sync_state()
-            for alert in alerts:
-                await self._deliver(alert)
-            await self._persist()
-            if self.clock() - last_seen >= timedelta(seconds=COVERAGE_EVERY):
-                last_seen = self.clock()
+            await self.process(item)
+            if self.clock.mono() - last_seen >= COVERAGE_EVERY:
+                last_seen = self.clock.mono()
                 await self._seen()
+
+    async def process(self, item: ClientEvent | _Failed | list[Alert] | _Connected | None) -> None:
+        """Judge one item from the inbox (None: the clock moved), hand over its alerts, store what changed."""
+        try:
+            alerts = self._handle(item) if item is not None else self.engine.tick()
+        except Exception:
+            # A bug judging one event must not end the watch: say so, keep watching.
+            self.log.exception("could not judge %r; watching on", item)
+            alerts = []
+        self._sync_state()
+        for alert in alerts:
+            await self._deliver(alert)
+        await self._persist()
 
     def _handle(self, item: Any) -> list[Alert]:
         match item:
             case list():  # from acknowledge, mute or suppress
                 return item + self.engine.tick()
             case _Connected():
-                e = item.event
-                self.state = self.state.up(e.at, e.server_version, e.accounts)
-                return self.engine.observe(CameBack(e.at, Recovery(RecoveryHow.RECONNECTED, attempts=item.attempts)))
+                return self._connected(item)
             case _Failed():
+                self._link_word, self._api_up = None, False
                 cause, layer = classify(item.error)
                 self.state = self.state.down(item.at, layer, cause, str(item.error))
                 return self.engine.observe(WentDown(item.at, cause, layer, str(item.error)))
             case Disconnected() if item.reason is not DisconnectReason.LOCAL:
+                self._link_word, self._api_up = None, False  # the next connection brings its own word
                 cause, layer = _DROPS[item.reason]
                 self.state = self.state.down(item.at, layer, cause, item.detail)
                 return self.engine.observe(WentDown(item.at, cause, layer, item.detail))
@@ -279,25 +325,59 @@ class GatewayWatcher:
                 self.state = replace(self.state, last_rtt=rtt)
         return self.engine.tick()
 
+    def _connected(self, item: _Connected) -> list[Alert]:
+        e = item.event
+        self._api_up = True
+        link = self._link_down()
+        if link is not None:
+            # The Gateway said "link lost" with this very connection: connected, but not up.
+            self.state = replace(self.state.down(link.at, ib.Layer.IB_LINK, DownCause.IB_LINK, link.message),
+                                 server_version=e.server_version, accounts=e.accounts)
+            return self.engine.observe(WentDown(e.at, DownCause.IB_LINK, ib.Layer.IB_LINK, link.message,
+                                                code=link.code))
+        self.state = self.state.up(e.at, e.server_version, e.accounts, link_ok=True if self._link_word else None)
+        return self.engine.observe(CameBack(e.at, Recovery(RecoveryHow.RECONNECTED, attempts=item.attempts)))
+
     def _notice(self, n: GatewayNotice) -> list[Alert]:
         # Judged by code, never by ib_async's log level (it logs 1100/1101 as errors).
         if n.notice.is_link_down:
+            self._link_word = n
             self.state = self.state.down(n.at, ib.Layer.IB_LINK, DownCause.IB_LINK, n.message)
             return self.engine.observe(WentDown(n.at, DownCause.IB_LINK, ib.Layer.IB_LINK, n.message, code=n.code))
         inc = self.engine.incident
-        link_lost = inc is not None and inc.current is DownCause.IB_LINK
+        down = self._link_down()
+        link_lost = down is not None or (inc is not None and inc.current is DownCause.IB_LINK)
         if n.notice.is_link_back:
-            return self._link_back(n) if link_lost else self.engine.tick()
+            return self._link_back(n) if link_lost else self._link_ok(n)
         if n.farm and n.notice in (NoticeKind.FARM_BROKEN, NoticeKind.FARM_OK, NoticeKind.FARM_INACTIVE):
             farm = FarmState(n.farm, n.notice is not NoticeKind.FARM_BROKEN, n.code, n.at)
             self.state = self.state.farm(farm)
-            # After 2110 a Gateway may announce its return only by farms coming back, no 1101/1102.
-            alerts = self._link_back(n) if n.notice is NoticeKind.FARM_OK and link_lost else []
-            return alerts + self.engine.observe(farm)
+            # After 2110 a Gateway may announce its return only by farms coming back, no 1101/1102;
+            # after 1100 only 1101/1102 say the link is back.
+            if n.notice is NoticeKind.FARM_OK and down is not None and down.notice is NoticeKind.SERVER_BROKEN:
+                return self._link_back(n) + self.engine.observe(farm)
+            if n.notice is NoticeKind.FARM_OK and not link_lost:
+                self._link_ok(n)
+            return self.engine.observe(farm)
+        return self.engine.tick()
+
+    def _link_down(self) -> GatewayNotice | None:
+        """The "link lost" notice, when that is the Gateway's last word on this connection."""
+        word = self._link_word
+        return word if word is not None and word.notice.is_link_down else None
+
+    def _link_ok(self, n: GatewayNotice) -> list[Alert]:
+        """A word that the IB link works (1101/1102, a farm OK) while nothing said otherwise."""
+        self._link_word = n
+        if self.state.phase is Phase.UP:
+            self.state = replace(self.state, link_ok=True)
         return self.engine.tick()
 
     def _link_back(self, n: GatewayNotice) -> list[Alert]:
-        self.state = self.state.up(n.at)
+        self._link_word = n
+        if not self._api_up:
+            return self.engine.tick()  # said while connecting: the connection itself decides
+        self.state = self.state.up(n.at, link_ok=True)
         return self.engine.observe(CameBack(n.at, Recovery(RecoveryHow.LINK_RESTORED, code=n.code)))
 
     async def _deliver(self, alert: Alert) -> None:
@@ -309,14 +389,19 @@ class GatewayWatcher:
             self.log.exception("could not hand over the %s alert", alert.kind)
 
     async def _persist(self) -> None:
-        for inc in self.engine.take_updates():  # taken even without a store: they must not pile up
-            if self.store is not None:
-                await self._stored(self.store.save(inc.record()))
+        # Taken even without a store: they must not pile up.
+        updates, remembered = self.engine.take_updates(), self.engine.take_remembered()
+        if self.store is None:
+            return
+        for inc in updates:
+            await self._stored(self.store.save(inc.record()))
+        if remembered is not None:
+            await self._stored(self.store.remember(self.gw.name, to_json(remembered), self.clock.wall()))
 
     async def _seen(self) -> None:
         """Mark this watched span as still watched now (uptime counts only watched time)."""
         if self.store is not None and self._coverage is not None:
-            await self._stored(self.store.watch_seen(self._coverage, self.clock()))
+            await self._stored(self.store.watch_seen(self._coverage, self.clock.wall()))
 
     async def _stored(self, write: Awaitable[Any]) -> Any:
         try:
@@ -330,7 +415,8 @@ class Watch:
     """Every configured Gateway's watcher, started and stopped together."""
 
     def __init__(self, config: Config, sink: AlertSink, *, store: IncidentStore | None = None,
-                 clock: Clock = utc_now, client_options: dict[str, Any] | None = None, **watcher_options: Any) -> None:
+                 clock: Clock = SYSTEM_CLOCK, client_options: dict[str, Any] | None = None,
+                 **watcher_options: Any) -> None:
         self.watchers = {gw.name: GatewayWatcher(gw, config.watch, sink, store=store, clock=clock,
                                                  client_options=client_options, **watcher_options)
                          for gw in config.gateways}
@@ -357,9 +443,23 @@ class Watch:
         await self.stop()
 
     def acknowledge(self, key: str, by: str) -> bool:
-        """The [Acknowledge] button: ``key`` is the alert's ``incident.key`` ('paper@1764...')."""
+        """Take the outage ``key`` ('paper@1764...'; see :meth:`find` for a button's reference)."""
         gateway = key.rpartition("@")[0]
         return gateway in self.watchers and self.watchers[gateway].acknowledge(by, key)
+
+    async def find(self, ref: str) -> tuple[str, str] | None:
+        """(Gateway, incident key) for a button's reference, or None when no watched Gateway has it.
+        Older alerts carried the key itself ('paper@1764...'): those still work."""
+        for name, w in self.watchers.items():
+            known: list[Incident | None] = [w.engine.incident, w.engine.last_incident]
+            if any(inc is not None and ref in (inc.ref, inc.key) for inc in known):
+                return name, next(inc.key for inc in known if inc is not None and ref in (inc.ref, inc.key))
+        gateway = ref.rpartition("@")[0]
+        if gateway in self.watchers:
+            return gateway, ref
+        store = next((w.store for w in self.watchers.values() if w.store is not None), None)
+        record = await store.by_ref(ref) if store is not None else None
+        return (record.gateway, record.key) if record is not None and record.gateway in self.watchers else None
 
     def mute(self, gateway: str | None, until: datetime | None) -> None:
         """Mute one Gateway, or all with ``gateway=None``; ``until=None`` unmutes."""
