@@ -8,12 +8,15 @@ coming back is seen within that interval without loading it with API handshakes.
 
 Two tasks per Gateway: the connector (connect, wait for the drop, again) and the processor
 (client events and failures -> ``GatewayState`` + engine -> alerts to the sink, incidents to
-storage); one Gateway's trouble never waits on another's. The IB link is unknown after a connect
-until the Gateway says otherwise: a 1100 heard with the connection keeps the Gateway down, and
-only 1101/1102 (or farms OK after 2110) bring it up. What the engine must remember across a
-restart of gwbot (memory.py) is stored whenever it changes and taken up again on start. Everything runs with
-``watch_gateway`` set, so a check can tell the watcher's log records from its own
-(``from_watch()`` / ``WatchLogFilter``); the watcher's own lines go to ``gwbot.watch.<name>``.
+storage); one Gateway's trouble never waits on another's.
+
+The IB link is unknown after a connect until the Gateway says otherwise: a 1100 heard with the
+connection keeps the Gateway down, and only 1101/1102 (or farms OK after 2110) bring it up. What
+the engine must remember across a restart of gwbot (memory.py) is stored whenever it changes and
+taken up again on start.
+
+Everything runs with ``watch_gateway`` set, so a check can tell the watcher's log records from
+its own (``from_watch()`` / ``WatchLogFilter``); the watcher's own lines go to ``gwbot.watch.<name>``.
 """
 
 from __future__ import annotations
@@ -43,7 +46,6 @@ from bot.watch.state import (
     DownCause,
     FarmState,
     GatewayState,
-    Incident,
     Phase,
     Recovery,
     RecoveryHow,
@@ -417,6 +419,7 @@ class Watch:
     def __init__(self, config: Config, sink: AlertSink, *, store: IncidentStore | None = None,
                  clock: Clock = SYSTEM_CLOCK, client_options: dict[str, Any] | None = None,
                  **watcher_options: Any) -> None:
+        self.store = store
         self.watchers = {gw.name: GatewayWatcher(gw, config.watch, sink, store=store, clock=clock,
                                                  client_options=client_options, **watcher_options)
                          for gw in config.gateways}
@@ -451,14 +454,13 @@ class Watch:
         """(Gateway, incident key) for a button's reference, or None when no watched Gateway has it.
         Older alerts carried the key itself ('paper@1764...'): those still work."""
         for name, w in self.watchers.items():
-            known: list[Incident | None] = [w.engine.incident, w.engine.last_incident]
-            if any(inc is not None and ref in (inc.ref, inc.key) for inc in known):
-                return name, next(inc.key for inc in known if inc is not None and ref in (inc.ref, inc.key))
+            for inc in (w.engine.incident, w.engine.last_incident):
+                if inc is not None and ref in (inc.ref, inc.key):
+                    return name, inc.key
         gateway = ref.rpartition("@")[0]
         if gateway in self.watchers:
             return gateway, ref
-        store = next((w.store for w in self.watchers.values() if w.store is not None), None)
-        record = await store.by_ref(ref) if store is not None else None
+        record = await self.store.by_ref(ref) if self.store is not None else None
         return (record.gateway, record.key) if record is not None and record.gateway in self.watchers else None
 
     def mute(self, gateway: str | None, until: datetime | None) -> None:
