@@ -3,12 +3,14 @@ stand-in (which refuses callback data over 64 bytes, as Telegram does), the real
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import replace
 
 import pytest
 
 from bot.config import WatchConfig
 from bot.lab.chat import lab_chat
+from bot.lab.simulator import SimulatedGateway
 from bot.lab.telegram_standin import User
 from bot.watch.state import Phase
 from tests.conftest import FAST
@@ -51,3 +53,36 @@ async def test_a_button_nobody_watches_is_answered_plainly(long_named):
     down = await chat.wait(lambda m: m.text.startswith("🔴"))
     chat.standin.press(SQUAD, LEE, down.message_id, "ack:AAAAAAAAAAA")
     await _until(lambda: any("not watched here" in a.text for a in chat.standin.callback_answers))
+
+
+async def test_eleven_gateways_down_while_telegram_is_away_become_a_plain_digest_and_acks_edit_their_own(tmp_path):
+    """The digest after an outage carries no Gateway's buttons, key or edit flag: acknowledging the
+    first folded Gateway afterwards must not turn the digest into its 🔴."""
+    async with contextlib.AsyncExitStack() as stack:
+        sims = [await stack.enter_async_context(SimulatedGateway(port=0)) for _ in range(11)]
+        config = chat_config(tmp_path)
+        base = config.gateway()
+        config = replace(config, gateways=tuple(replace(base, name=f"gw{i}", port=g.port, client_id=1 + 10 * i)
+                                                for i, g in enumerate(sims)),
+                         watch=WatchConfig(alert_chat_ids=frozenset({SQUAD}), down_after=0.3, expected=(),
+                                           relogin_reminder=0),
+                         outbox=replace(config.outbox, retry_initial=0.2, retry_max=0.5))
+        lab = await stack.enter_async_context(lab_chat(
+            config, [User(KAI, "Kai", "kai"), User(LEE, "Lee", "lee")], {SQUAD: "squad"}, attach_port=sims[0].port,
+            client_options={"probe_interval": FAST.probe_interval}, watch_options=WATCH_OPTIONS))
+        watch = lab.services.watch
+        await _until(lambda: all(w.state.phase is Phase.UP for w in watch.watchers.values()), timeout=30)
+        await lab.standin.refuse_connections()
+        for sim in sims:
+            await sim.stop()
+        await _until(lambda: all(w.engine.incident is not None and w.engine.incident.alerted_at is not None
+                                 for w in watch.watchers.values()), timeout=15)
+        await lab.standin.accept_connections()
+        digest = await lab.standin.wait_for(lambda m: "📬" in m.text, SQUAD, timeout=20)
+        assert digest.button_list == [], "a digest is nobody's alert: no [Acknowledge], no [Mute 1h]"
+        first = watch.watcher("gw0").engine.incident
+        assert watch.acknowledge(first.key, "lee")
+        taken = await lab.standin.wait_for(lambda m: "gw0" in m.text and "Taken by lee" in m.text, SQUAD)
+        assert taken.message_id != digest.message_id
+        now = next(m for m in lab.standin.messages(SQUAD) if m.message_id == digest.message_id)
+        assert now.edits == 0 and now.text == digest.text, "the digest is left as it was"

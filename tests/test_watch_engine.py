@@ -405,3 +405,16 @@ def test_a_muted_relogin_reminder_comes_when_the_mute_ends_if_still_in_time():
     engine.mute(clock.at(1800))  # muted over the reminder's time (05:00)
     alerts = run(engine, clock, 7200)
     assert kinds(alerts) == [(AlertKind.RELOGIN_REMINDER, False)] and alerts[0].at == clock.at(3600)
+
+
+def test_incident_keys_never_repeat_not_within_a_millisecond_nor_after_the_clock_steps_back():
+    engine, clock = make(down_after=0)
+    see(engine, clock, 0, down())
+    first = engine.incident.key
+    see(engine, clock, 0, back())
+    see(engine, clock, 0, down())  # the same millisecond
+    second = engine.incident.key
+    see(engine, clock, 1, back())
+    clock.skew = timedelta(seconds=-30)  # NTP steps the wall clock back past both starts
+    see(engine, clock, 2, down())
+    assert len({first, second, engine.incident.key}) == 3, "a repeated key would edit the old outage's 🔴"

@@ -104,6 +104,16 @@ class WatchMachine(RuleBasedStateMachine):
     def _feed(self, name: str, item: object) -> None:
         self._judged(name, lambda: self.runner.run(self.watchers[name].process(item)))  # type: ignore[arg-type]
 
+    def _act(self, name: str, act) -> None:  # type: ignore[no-untyped-def]
+        """A person's act (mute, acknowledge, a check's suppression), then what it decided, as the
+        watcher's processor takes it from the inbox."""
+        def both() -> None:
+            act()
+            inbox = self.watchers[name]._inbox
+            while not inbox.empty():
+                self.runner.run(self.watchers[name].process(inbox.get_nowait()))
+        self._judged(name, both)
+
     def _judged(self, name: str, act) -> None:  # type: ignore[no-untyped-def]
         """Run ``act`` and check what it sent against the model."""
         w, m = self.watchers[name], self.models[name]
@@ -213,8 +223,7 @@ class WatchMachine(RuleBasedStateMachine):
     @rule(name=names, minutes=st.sampled_from([None, 2, 20]))
     def check_suppresses(self, name: str, minutes: int | None) -> None:
         until = None if minutes is None else self.clock.wall() + timedelta(minutes=minutes)
-        self._judged(name, lambda: self.watchers[name].suppress("reconnect check", until))
-        self._feed(name, [])
+        self._act(name, lambda: self.watchers[name].suppress("reconnect check", until))
 
     @rule(name=names, stale=st.booleans())
     def acknowledge(self, name: str, stale: bool) -> None:
@@ -223,8 +232,12 @@ class WatchMachine(RuleBasedStateMachine):
         if inc is None:
             return
         key = f"{name}@1" if stale else inc.key
-        taken = w.acknowledge("alice", key)
-        self._feed(name, [])
+        taken = False
+
+        def act() -> None:
+            nonlocal taken
+            taken = w.acknowledge("alice", key)
+        self._act(name, act)
         if taken:
             self.models[name].acked = inc.key
         assert not (stale and taken), "a stale button took an outage"
@@ -234,8 +247,7 @@ class WatchMachine(RuleBasedStateMachine):
         m = self.models[name]
         until = None if minutes is None else self.clock.wall() + timedelta(minutes=minutes)
         m.mute_end = None if minutes is None else self.clock.mono() + minutes * 60
-        self._judged(name, lambda: self.watchers[name].mute(until))
-        self._feed(name, [])
+        self._act(name, lambda: self.watchers[name].mute(until))
 
     @rule()
     def gwbot_restarts(self) -> None:

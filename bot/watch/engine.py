@@ -82,6 +82,7 @@ class Engine:
         self._login_at: float | None = None  # the open incident's login_since, monotonic
         self._login_expired_sent = False
         self._relogin_sent_for: datetime | None = None
+        self._last_stamp = 0  # the newest incident's key stamp
         self._farms: dict[str, _Farm] = {}
         self._updates: list[Incident] = []
         self._changed = False
@@ -147,7 +148,7 @@ class Engine:
         wall = self._wall
         return Remembered(self.incident, self.muted_until if self._mute_end is not None else None,
                           wall(self._debounce_from), wall(self._reminded_at), self._login_expired_sent,
-                          self._relogin_sent_for, self.up_since)
+                          self._relogin_sent_for, self.up_since, self._last_stamp)
 
     # ------------------------------------------------------------- time
     def tick(self) -> list[Alert]:
@@ -191,6 +192,7 @@ class Engine:
         now = self.clock.mono()
         self.up_since = r.up_since
         self._relogin_sent_for = r.relogin_sent_for
+        self._last_stamp = max(r.last_stamp, r.incident.stamp if r.incident is not None else 0)
         if r.muted_until is not None and r.muted_until > self.clock.wall():
             self.muted_until, self._mute_end = r.muted_until, mono_of(self.clock, r.muted_until)
         inc = r.incident
@@ -258,8 +260,9 @@ class Engine:
             and now < self._suppress_end else None  # a check stops it on purpose
         window = self.schedule.window_at(obs.at)
         self._change(now, counted=window is None and test is None)
+        self._last_stamp = max(int(obs.at.timestamp() * 1000), self._last_stamp + 1)
         inc = Incident(self.gateway, obs.at, obs.cause, obs.layer, obs.cause, obs.at, code=obs.code,
-                       port_closed=obs.cause is DownCause.REFUSED, window=window, test=test)
+                       port_closed=obs.cause is DownCause.REFUSED, window=window, test=test, stamp=self._last_stamp)
         self._set(inc)
         self._debounce_from = now
         self._reminded_at = self._login_at = None

@@ -33,6 +33,7 @@ class Remembered:
     login_expired_sent: bool = False
     relogin_sent_for: datetime | None = None  # the weekly token expiry the last 🔑 was about
     up_since: datetime | None = None       # the start of the last span the Gateway was up
+    last_stamp: int = 0                    # the newest incident key's stamp: keys never repeat
 
 
 def _value(v: object) -> object:
@@ -76,4 +77,5 @@ def from_json(text: str, schedule: Schedule) -> Remembered:
         incident=_incident(inc, schedule) if isinstance(inc, dict) else None,
         muted_until=_time(data.get("muted_until")), debounce_from=_time(data.get("debounce_from")),
         reminded_at=_time(data.get("reminded_at")), login_expired_sent=bool(data.get("login_expired_sent")),
-        relogin_sent_for=_time(data.get("relogin_sent_for")), up_since=_time(data.get("up_since")))
+        relogin_sent_for=_time(data.get("relogin_sent_for")), up_since=_time(data.get("up_since")),
+        last_stamp=int(data.get("last_stamp") or 0))

@@ -109,11 +109,14 @@ class Incident:
     acked_at: datetime | None = None
     ended_at: datetime | None = None
     recovery: Recovery | None = None
+    # The key's stamp: the start in ms, moved on where an earlier incident of this Gateway has it
+    # (two within a millisecond, or the clock stepped back), so keys never repeat. 0: the start's.
+    stamp: int = 0
 
     @property
     def key(self) -> str:
-        """Stable, and unique per Gateway and start: 'paper@1764327723123'."""
-        return f"{self.gateway}@{int(self.started_at.timestamp() * 1000)}"
+        """Stable, and unique per Gateway: 'paper@1764327723123'."""
+        return f"{self.gateway}@{self.stamp or int(self.started_at.timestamp() * 1000)}"
 
     @property
     def ref(self) -> str:

@@ -182,6 +182,9 @@ class GatewayWatcher:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        while not self._inbox.empty():  # alerts already decided (an ack's edit, a mute's end) still go out
+            if isinstance(item := self._inbox.get_nowait(), list):
+                await self.process(item)
         if self._unsubscribe is not None:
             self._unsubscribe()
         # In the watch's context too, so the client's goodbye lines are the watch's as well.
