@@ -11,7 +11,7 @@ from tenacity import stop_after_attempt, stop_after_delay, wait_fixed
 from bot.ibkr.client import ClientOptions, ReconnectPolicy
 
 # Model-based tests (tests/test_*_model.py): bounded in CI, as long as you like with
-# `pytest --hypothesis-profile=long tests/test_watch_model.py`.
+# `pytest --timeout=0 --hypothesis-profile=long tests/test_watch_model.py` (the README has the command).
 settings.register_profile("ci", max_examples=60, stateful_step_count=40, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("long", max_examples=5000, stateful_step_count=80, deadline=None,
