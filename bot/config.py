@@ -15,15 +15,13 @@ import re
 import reprlib
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
-from datetime import time
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
 from bot.client_ids import CLIENT_ID_MAX, ClientRole
-from bot.watch.schedule import REGIONS, Schedule, Window, WindowKind, default_windows, parse_days
+from bot.watch.schedule import REGIONS, Schedule, Window, default_windows, parse_window, zone_name
 
 ENV_CONFIG = "GWBOT_CONFIG"
 ENV_TOKEN = "TELEGRAM_BOT_TOKEN"
@@ -128,38 +126,18 @@ def _optional_text(v: Any) -> str | None:
     return None if v is None else _text(v)
 
 
-def _zone_name(v: Any) -> str:
-    try:
-        ZoneInfo(v if isinstance(v, str) else "")
-    except (ValueError, OSError, ZoneInfoNotFoundError):
-        raise _Bad("a time zone name such as America/New_York or UTC") from None
-    return v
+def _parsed(parse: Callable[[Any], Any]) -> Validator:
+    """A validator from a parser that raises ValueError saying what it expects."""
+    def check(v: Any) -> Any:
+        try:
+            return parse(v)
+        except ValueError as e:
+            raise _Bad(str(e)) from None
+    return check
 
 
-WINDOW_KEYS = ("name", "days", "start", "end", "tz", "kind")
-
-
-def _hh_mm(v: Any) -> time:
-    """'HH:MM' exactly (fromisoformat alone also takes '09', '0900' and '09:00:30')."""
-    if not isinstance(v, str) or len(v) != 5:
-        raise ValueError(f"not HH:MM: {v!r}")
-    return time.fromisoformat(v)
-
-
-def _window(v: Any) -> Window:
-    """{name, days, start: 'HH:MM', end: 'HH:MM', tz, kind}; days and kind may be left out."""
-    shape = "a window {name, days, start: 'HH:MM', end: 'HH:MM', tz, kind}"
-    if not isinstance(v, dict) or not {"name", "start", "end", "tz"} <= v.keys() or not v.keys() <= set(WINDOW_KEYS):
-        raise _Bad(shape)
-    try:
-        start, end = _hh_mm(v["start"]), _hh_mm(v["end"])
-        days = parse_days(v.get("days", "daily"))
-    except ValueError:
-        raise _Bad(shape + " with days 'daily', 'weekdays' or a list of mon..sun") from None
-    kinds = [k.value for k in WindowKind]
-    if v.get("kind", "other") not in kinds:
-        raise _Bad(f"a window kind: one of {', '.join(kinds)}")
-    return Window(_text(v["name"]), start, end, _zone_name(v["tz"]), days, WindowKind(v.get("kind", "other")))
+_zone_name = _parsed(zone_name)
+_window = _parsed(parse_window)
 
 
 def _windows(v: Any) -> tuple[Window, ...] | None:
