@@ -10,6 +10,7 @@ region and IBKR changes them, so config can replace them (``watch.expected``, re
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from enum import StrEnum
@@ -170,11 +171,16 @@ def zone_name(value: Any) -> str:
     return str(value)
 
 
+# A naive local time: fromisoformat alone also takes '0900', '09.00', 'T0900' and '0900Z' (a
+# time with its own zone, which the window's other end cannot even be compared with).
+HH_MM = re.compile(r"([01]\d|2[0-3]):[0-5]\d", re.ASCII)
+TIMES = " with start and end from '00:00' to '23:59' in quotes (unquoted, YAML reads 23:45 as a number)"
+
+
 def _hh_mm(value: Any) -> time:
-    """'HH:MM' exactly (fromisoformat alone also takes '09', '0900' and '09:00:30')."""
-    if not isinstance(value, str) or len(value) != 5:
+    if not isinstance(value, str) or not HH_MM.fullmatch(value):
         raise ValueError(f"not HH:MM: {value!r}")
-    return time.fromisoformat(value)
+    return time(int(value[:2]), int(value[3:]))
 
 
 def parse_window(v: Any) -> Window:
@@ -184,6 +190,12 @@ def parse_window(v: Any) -> Window:
         raise ValueError(WINDOW_SHAPE)
     try:
         start, end = _hh_mm(v["start"]), _hh_mm(v["end"])
+    except ValueError:
+        raise ValueError(WINDOW_SHAPE + TIMES) from None
+    if start == end:  # it would be read as a whole day: every stop expected, no outage ever
+        raise ValueError(f"a window that ends at another time than it starts ({v['name']!r} starts and ends at "
+                         f"{v['start']}; one across midnight ends before it starts, e.g. start '23:00', end '03:00')")
+    try:
         days = parse_days(v.get("days", "daily"))
     except ValueError:
         raise ValueError(WINDOW_SHAPE + " with days 'daily', 'weekdays' or a list of mon..sun") from None
