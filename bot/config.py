@@ -120,6 +120,12 @@ _id_set = _rule(lambda v: isinstance(v, list) and all(_is_int(i) for i in v), "a
 _level = _rule(lambda v: isinstance(v, str) and v.upper() in LOG_LEVELS, f"one of {', '.join(LOG_LEVELS)}",
                str.upper)
 _region = _rule(lambda v: v in REGIONS, f"one of {', '.join(REGIONS)}")
+# One word in chat (PTB splits /status NAME on whitespace, and a number there is read as one) and
+# in a shell without quotes (--gateway NAME, no leading '-'); ASCII, so what is typed matches exactly.
+GATEWAY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", re.ASCII)
+_gateway_name = _rule(lambda v: isinstance(v, str) and bool(GATEWAY_NAME.fullmatch(v)) and not NUMBER.fullmatch(v),
+                      "a Gateway name: 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit, not a "
+                      "number (so that /status NAME and --gateway NAME reach it)")
 
 
 def _optional_text(v: Any) -> str | None:
@@ -182,7 +188,7 @@ class ClientSettings:
 
 @dataclass(frozen=True, kw_only=True)
 class GatewayConfig(ClientSettings):
-    name: str = setting("paper", _text)
+    name: str = setting("paper", _gateway_name)
     account: str = setting("DUO779750", _text)
     host: str = setting("127.0.0.1", _text)
     port: int = setting(4002, PORT)
@@ -326,7 +332,8 @@ def _show(value: Any) -> str:
 
 
 def _key_path(path: str, key: Any) -> str:
-    return f"{path}.{key}" if path else str(key)
+    shown = str(key) if str(key).isprintable() else _show(key)  # a key with a newline must not break the line
+    return f"{path}.{shown}" if path else shown
 
 
 def _kind(value: Any) -> str:
@@ -376,9 +383,8 @@ class _Loader:
         base = self.fields(self.mapping(doc.get("ibkr"), "ibkr"), rules(GatewayConfig), "ibkr")
         result = [GatewayConfig(**base)]
         for name, overrides in self.mapping(doc.get("gateways"), "gateways").items():
-            path = f"gateways.{name}"
-            if not isinstance(name, str) or not name.strip():
-                raise self.error(path, f"expected a Gateway name (a non-empty string), got {_show(name)}")
+            path = _key_path("gateways", name)
+            self.fields({name: name}, {name: _gateway_name}, "gateways")  # an error names gateways.NAME
             raw = self.mapping(overrides, path)
             if "name" in raw:
                 raise self.error(_key_path(path, "name"), f"not allowed here: the Gateway's name is its key, '{name}'")
