@@ -15,15 +15,13 @@ import re
 import reprlib
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
-from datetime import time
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
 from bot.client_ids import CLIENT_ID_MAX, ClientRole
-from bot.watch.schedule import REGIONS, Schedule, Window, WindowKind, default_windows, parse_days
+from bot.watch.schedule import REGIONS, Schedule, Window, default_windows, parse_window, zone_name
 
 ENV_CONFIG = "GWBOT_CONFIG"
 ENV_TOKEN = "TELEGRAM_BOT_TOKEN"
@@ -122,44 +120,30 @@ _id_set = _rule(lambda v: isinstance(v, list) and all(_is_int(i) for i in v), "a
 _level = _rule(lambda v: isinstance(v, str) and v.upper() in LOG_LEVELS, f"one of {', '.join(LOG_LEVELS)}",
                str.upper)
 _region = _rule(lambda v: v in REGIONS, f"one of {', '.join(REGIONS)}")
+# One word in chat (PTB splits /status NAME on whitespace, and a number there is read as one) and
+# in a shell without quotes (--gateway NAME, no leading '-'); ASCII, so what is typed matches exactly.
+GATEWAY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", re.ASCII)
+_gateway_name = _rule(lambda v: isinstance(v, str) and bool(GATEWAY_NAME.fullmatch(v)) and not NUMBER.fullmatch(v),
+                      "a Gateway name: 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit, not a "
+                      "number (so that /status NAME and --gateway NAME reach it)")
 
 
 def _optional_text(v: Any) -> str | None:
     return None if v is None else _text(v)
 
 
-def _zone_name(v: Any) -> str:
-    try:
-        ZoneInfo(v if isinstance(v, str) else "")
-    except (ValueError, OSError, ZoneInfoNotFoundError):
-        raise _Bad("a time zone name such as America/New_York or UTC") from None
-    return v
+def _parsed(parse: Callable[[Any], Any]) -> Validator:
+    """A validator from a parser that raises ValueError saying what it expects."""
+    def check(v: Any) -> Any:
+        try:
+            return parse(v)
+        except ValueError as e:
+            raise _Bad(str(e)) from None
+    return check
 
 
-WINDOW_KEYS = ("name", "days", "start", "end", "tz", "kind")
-
-
-def _hh_mm(v: Any) -> time:
-    """'HH:MM' exactly (fromisoformat alone also takes '09', '0900' and '09:00:30')."""
-    if not isinstance(v, str) or len(v) != 5:
-        raise ValueError(f"not HH:MM: {v!r}")
-    return time.fromisoformat(v)
-
-
-def _window(v: Any) -> Window:
-    """{name, days, start: 'HH:MM', end: 'HH:MM', tz, kind}; days and kind may be left out."""
-    shape = "a window {name, days, start: 'HH:MM', end: 'HH:MM', tz, kind}"
-    if not isinstance(v, dict) or not {"name", "start", "end", "tz"} <= v.keys() or not v.keys() <= set(WINDOW_KEYS):
-        raise _Bad(shape)
-    try:
-        start, end = _hh_mm(v["start"]), _hh_mm(v["end"])
-        days = parse_days(v.get("days", "daily"))
-    except ValueError:
-        raise _Bad(shape + " with days 'daily', 'weekdays' or a list of mon..sun") from None
-    kinds = [k.value for k in WindowKind]
-    if v.get("kind", "other") not in kinds:
-        raise _Bad(f"a window kind: one of {', '.join(kinds)}")
-    return Window(_text(v["name"]), start, end, _zone_name(v["tz"]), days, WindowKind(v.get("kind", "other")))
+_zone_name = _parsed(zone_name)
+_window = _parsed(parse_window)
 
 
 def _windows(v: Any) -> tuple[Window, ...] | None:
@@ -204,7 +188,7 @@ class ClientSettings:
 
 @dataclass(frozen=True, kw_only=True)
 class GatewayConfig(ClientSettings):
-    name: str = setting("paper", _text)
+    name: str = setting("paper", _gateway_name)
     account: str = setting("DUO779750", _text)
     host: str = setting("127.0.0.1", _text)
     port: int = setting(4002, PORT)
@@ -350,7 +334,8 @@ def _show(value: Any) -> str:
 
 
 def _key_path(path: str, key: Any) -> str:
-    return f"{path}.{key}" if path else str(key)
+    shown = str(key) if str(key).isprintable() else _show(key)  # a key with a newline must not break the line
+    return f"{path}.{shown}" if path else shown
 
 
 def _kind(value: Any) -> str:
@@ -400,9 +385,8 @@ class _Loader:
         base = self.fields(self.mapping(doc.get("ibkr"), "ibkr"), rules(GatewayConfig), "ibkr")
         result = [GatewayConfig(**base)]
         for name, overrides in self.mapping(doc.get("gateways"), "gateways").items():
-            path = f"gateways.{name}"
-            if not isinstance(name, str) or not name.strip():
-                raise self.error(path, f"expected a Gateway name (a non-empty string), got {_show(name)}")
+            path = _key_path("gateways", name)
+            self.fields({name: name}, {name: _gateway_name}, "gateways")  # an error names gateways.NAME
             raw = self.mapping(overrides, path)
             if "name" in raw:
                 raise self.error(_key_path(path, "name"), f"not allowed here: the Gateway's name is its key, '{name}'")

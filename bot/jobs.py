@@ -16,7 +16,7 @@ from bot.checks import CheckResult
 from bot.checks.base import EventSink, Operator, ProgressSink
 from bot.health import LiveView
 from bot.ibkr.events import ClientEvent
-from bot.runner import Runner, RunOutcome, RunRequest
+from bot.runner import Runner, RunOutcome, RunRequest, StepSink
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class JobBoard:
 
     async def start(self, request: RunRequest, operator: Operator, *, progress: ProgressSink | None = None,
                     on_result: Callable[[CheckResult], None] | None = None, on_event: EventSink | None = None,
-                    on_done: OnDone | None = None) -> Job:
+                    on_done: OnDone | None = None, on_step: StepSink | None = None) -> Job:
         """Start a run in the background; raise Busy when this Gateway already has one."""
         gateway = self.runner.config.gateway(request.gateway).name
         if gateway in self._jobs:
@@ -77,7 +77,7 @@ class JobBoard:
                 on_event(event)
 
         task = asyncio.create_task(
-            self.runner.run(request, operator, progress, on_result, run_id=run_id, on_event=feed),
+            self.runner.run(request, operator, progress, on_result, run_id=run_id, on_event=feed, on_step=on_step),
             name=f"run {run_id}: {request.kind} on {gateway}")
         job = Job(gateway, request, run_id, datetime.now(UTC), task, live)
         assert self._jobs[gateway] is None

@@ -7,8 +7,9 @@ operator and the progress sink they pass in.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +21,7 @@ from bot.journal import RunJournal
 from storage import Repository, RunStatus
 
 log = logging.getLogger(__name__)
-__all__ = ["RunOutcome", "RunRequest", "RunStatus", "Runner", "overall"]
+__all__ = ["RunOutcome", "RunRequest", "RunStatus", "Runner", "Step", "StepSink", "overall"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,18 @@ class RunRequest:
     @property
     def kind(self) -> str:
         return self.checks[0] if len(self.checks) == 1 else "checklist"
+
+
+@dataclass(frozen=True)
+class Step:
+    """A check of a run begins (``running``) or ends, however it ends: what a front end needs to act
+    for exactly as long as one step runs (the watch expects the reconnect step's stop, no other)."""
+
+    check: str
+    running: bool
+
+
+StepSink = Callable[[Step], None]
 
 
 @dataclass(frozen=True)
@@ -66,7 +79,7 @@ class Runner:
 
     async def run(self, request: RunRequest, operator: Operator, progress: ProgressSink | None = None,
                   on_result: Callable[[CheckResult], None] | None = None, *, run_id: int | None = None,
-                  on_event: EventSink | None = None) -> RunOutcome:
+                  on_event: EventSink | None = None, on_step: StepSink | None = None) -> RunOutcome:
         """Run the requested checks in order. Cancelling the caller's task stores the run as cancelled."""
         gateway = self.config.gateway(request.gateway)
         stop_on_failure = (self.config.checks.stop_on_failure if request.stop_on_failure is None
@@ -86,7 +99,7 @@ class Runner:
                 log.info("run %s: %s against %s (%s:%s), started by %s from %s", run_id, ", ".join(request.checks),
                          gateway.name, gateway.host, gateway.port, request.started_by, request.origin)
                 for name in request.checks:
-                    result = await self._run_one(run_id, name, ctx, request)
+                    result = await self._run_one(run_id, name, ctx, request, on_step or (lambda _: None))
                     results.append(result)
                     if on_result is not None:
                         on_result(result)
@@ -104,11 +117,13 @@ class Runner:
         log.info("run %s %s", run_id, status)
         return RunOutcome(run_id, status, tuple(results))
 
-    async def _run_one(self, run_id: int, name: str, ctx: CheckContext, request: RunRequest) -> CheckResult:
+    async def _run_one(self, run_id: int, name: str, ctx: CheckContext, request: RunRequest,
+                       on_step: StepSink) -> CheckResult:
         check = make_check(name, request.options)
         check_id = await self.repo.start_check(run_id, name)
         try:
-            result = await check.run(ctx)
+            with _step(name, on_step):
+                result = await check.run(ctx)
         except CheckCancelled as cancelled:
             await self._store(check_id, cancelled.result)
             raise
@@ -118,3 +133,13 @@ class Runner:
     async def _store(self, check_id: int, r: CheckResult) -> None:
         await self.repo.finish_check(check_id, r.status, metrics=r.metrics, findings=r.findings, error=r.error,
                                      series=r.series, hints=r.hints, warnings=r.warnings, facts=r.facts)
+
+
+@contextlib.contextmanager
+def _step(check: str, on_step: StepSink) -> Iterator[None]:
+    """Tell ``on_step`` that the check begins, and that it ended however it ends."""
+    on_step(Step(check, running=True))
+    try:
+        yield
+    finally:
+        on_step(Step(check, running=False))

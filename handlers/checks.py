@@ -11,10 +11,11 @@ from telegram.ext import ContextTypes
 
 from bot.checks import CHECK_NAMES
 from bot.checks.base import OperatorReply, Reply
+from bot.checks.reconnect import ReconnectCheck
 from bot.checks.soak import SoakOptions
-from bot.config import SOAK_SECONDS, Range
+from bot.config import SOAK_SECONDS, GatewayConfig, Range
 from bot.jobs import Busy, Job
-from bot.runner import RunOutcome, RunRequest
+from bot.runner import RunOutcome, RunRequest, Step
 from bot.watch.watcher import utc_now
 from handlers.context import BadArgument, ChatServices, chat_services, gateway_arg, number_arg, reply, who
 from handlers.operator import ChatOperator
@@ -63,8 +64,11 @@ async def _start(update: Update, context: ContextTypes.DEFAULT_TYPE, checks: tup
     progress = ProgressMessage(context.bot, chat_id, request.kind, 0, services.core.config.telegram.progress_interval)
     operator = ChatOperator(context.bot, chat_id, services.prompts, gw.name)
 
+    def on_step(step: Step) -> None:
+        if step.check == ReconnectCheck.name:
+            _watch_expects_stop(services, gw.name, _stop_window(services, gw) if step.running else None)
+
     async def done(job: Job, outcome: RunOutcome | None, error: BaseException | None) -> None:
-        _watch_expects_stop(services, gw.name, checks, None)
         await progress.close()
         run = await services.core.repo.get_run(job.run_id)
         if run is None:
@@ -77,31 +81,28 @@ async def _start(update: Update, context: ContextTypes.DEFAULT_TYPE, checks: tup
 
     try:
         job = await services.core.jobs.start(request, operator, progress=progress, on_event=operator.on_event,
-                                             on_done=done)
+                                             on_done=done, on_step=on_step)
     except Busy as busy:
         await reply(update, _busy_text(gw.name, busy.job))
         return
-    # The job's task has not run yet (no await since it was created): nothing is missed.
-    _watch_expects_stop(services, gw.name, checks, _stop_window(services, request))
     progress.run_id = job.run_id
     await reply(update, f"▶️ {request.kind} on {gw.name} ({gw.host}:{gw.port}) started by {request.started_by}: "
                         f"run #{job.run_id}. /cancel stops it.")
 
 
-def _stop_window(services: ChatServices, request: RunRequest) -> float:
-    """How long at most a run that asks the operator to stop and start the Gateway may keep it down:
-    both operator prompts, the reconnect budget, a soak before it, and a minute to spare."""
+def _stop_window(services: ChatServices, gw: GatewayConfig) -> float:
+    """How long at most the reconnect step may run: its connect, both operator prompts, the
+    reconnect budget, and a minute to spare. Only a bound: the step's end lifts the suppression."""
     c = services.core.config
-    asked = next((o.duration for o in request.options if isinstance(o, SoakOptions)), None)
-    soak = (asked or c.soak.duration) if "soak" in request.checks else 0.0
-    return 2 * c.checks.operator_timeout + c.checks.reconnect_within + soak + 60
+    return gw.connect_timeout + 2 * c.checks.operator_timeout + c.checks.reconnect_within + 60
 
 
-def _watch_expects_stop(services: ChatServices, gateway: str, checks: tuple[str, ...], at_most: float | None) -> None:
-    """A /reconnect (or /checklist's reconnect step) stops the Gateway on purpose: the watch reports
-    that as part of the test, not as an outage. ``at_most`` None: the run is over."""
+def _watch_expects_stop(services: ChatServices, gateway: str, at_most: float | None) -> None:
+    """The reconnect step (of /reconnect or /checklist) stops the Gateway on purpose: while it runs,
+    the watch reports a stop as part of the test, not as an outage; before and after it, every stop
+    is an outage. ``at_most`` None: the step is over."""
     watch = services.core.watch
-    if watch is None or "reconnect" not in checks or gateway not in watch.watchers:
+    if watch is None or gateway not in watch.watchers:
         return
     until = None if at_most is None else utc_now() + timedelta(seconds=at_most)
     watch.suppress(gateway, "reconnect check", until)

@@ -7,6 +7,7 @@ import asyncio
 import sys
 import time
 from dataclasses import replace
+from datetime import UTC, datetime
 
 import pytest
 
@@ -114,6 +115,43 @@ async def test_a_reconnect_checks_stop_sends_no_red(watched):
     assert run.logs and not any(line.logger.startswith("gwbot.watch") for line in run.logs)
     errors = next(c for c in run.checks if c.name == "reconnect")
     assert errors.status == "passed"
+
+
+async def _step(chat: Chat, run_id: int, name: str, running: bool) -> None:
+    """Until the run's check ``name`` is running (or has ended), as stored."""
+    async with asyncio.timeout(20):
+        while True:
+            run = await chat.services.repo.get_run(run_id)
+            check = run.check(name) if run is not None else None
+            if check is not None and (check.status == "running") == running:
+                return
+            await asyncio.sleep(0.02)
+
+
+async def test_a_checklist_expects_only_its_reconnect_steps_stop(watched):
+    """A real outage during the checklist's soak is an outage (🔴); the reconnect step's own stop is the test's."""
+    began = datetime.now(UTC)
+    watcher = watched.services.watch.watcher()
+    started = await watched.ask("/checklist", "checklist on paper")
+    await _step(watched, 1, "soak", running=True)
+    await watched.gateway.stop()
+    down = await watched.wait(lambda m: m.text.startswith("🔴"), started.message_id, timeout=5)
+    assert watcher.state.incident.test is None
+    await watched.gateway.start()
+    await watched.wait(lambda m: m.text.startswith("🟢"), down.message_id)
+    stop_prompt = await watched.wait(lambda m: "Stop the Gateway now" in m.text, down.message_id, timeout=20)
+    await watched.gateway.stop()
+    await watched.wait(lambda m: "Start the Gateway again now" in m.text, stop_prompt.message_id)
+    await _until(lambda: watcher.state.incident is not None)
+    assert watcher.state.incident.test == "reconnect check"
+    await watched.gateway.start()
+    await _step(watched, 1, "reconnect", running=False)
+    assert (await watched.services.repo.get_run(1)).check("reconnect").status == "passed"
+    await _until(lambda: watcher.state.phase is Phase.UP and watcher.state.incident is None)
+    stored = await watched.services.repo.incidents.incidents("paper", began, datetime.now(UTC))
+    assert [(i.test, i.alerted, i.ended_at is not None) for i in stored] == [(None, True, True),
+                                                                             ("reconnect check", False, True)]
+    assert len(alerts(watched, "🔴")) == 1
 
 
 async def test_status_answers_from_the_watch_while_the_gateway_is_frozen(watched):

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
+import functools
+import shlex
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from bot.config import ConfigError, GatewayConfig, load_config
 
@@ -60,6 +67,10 @@ def test_named_gateways_inherit_and_override(tmp_path):
         cfg.gateway("nope")
 
 
+NAME_RULE = ("a Gateway name: 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit, not a number "
+             "(so that /status NAME and --gateway NAME reach it)")
+
+
 @pytest.mark.parametrize(("text", "message"), [
     ("ibkr: {port: abc}", "config.yaml: ibkr.port: expected an integer 1-65535, got 'abc'"),
     ("ibkr: {port: true}", "config.yaml: ibkr.port: expected an integer 1-65535, got True"),
@@ -83,7 +94,19 @@ def test_named_gateways_inherit_and_override(tmp_path):
      "config.yaml: invalid YAML at line 3, column 8: mapping values are not allowed here"),
     ("gateways: {paper: {port: 1}}", "config.yaml: gateways.paper: Gateway name 'paper' is used twice"),
     ("gateways: {b: {name: c}}", "config.yaml: gateways.b.name: not allowed here: the Gateway's name is its key, 'b'"),
-    ("gateways: {7: {port: 1}}", "config.yaml: gateways.7: expected a Gateway name (a non-empty string), got 7"),
+    ("gateways: {7: {port: 1}}", f"config.yaml: gateways.7: expected {NAME_RULE}, got 7"),
+    # /status my gw reaches no Gateway: chat commands split their arguments on whitespace.
+    ("gateways: {my gw: {port: 4004}}", f"config.yaml: gateways.my gw: expected {NAME_RULE}, got 'my gw'"),
+    ("ibkr: {name: my gw}", f"config.yaml: ibkr.name: expected {NAME_RULE}, got 'my gw'"),
+    ("gateways: {\"a\\u00a0b\": {port: 4004}}",  # a no-break space: str.split splits there too
+     f"config.yaml: gateways.'a\\xa0b': expected {NAME_RULE}, got 'a\\xa0b'"),
+    ("gateways: {\"a\\nb\": {port: 4004}}", f"config.yaml: gateways.'a\\nb': expected {NAME_RULE}, got 'a\\nb'"),
+    ("gateways: {'5': {port: 4004}}", f"config.yaml: gateways.5: expected {NAME_RULE}, got '5'"),  # /status 5: a number
+    ("gateways: {-x: {port: 4004}}", f"config.yaml: gateways.-x: expected {NAME_RULE}, got '-x'"),  # a flag
+    ("gateways: {'a;b': {port: 4004}}", f"config.yaml: gateways.a;b: expected {NAME_RULE}, got 'a;b'"),
+    ("gateways: {'': {port: 4004}}", f"config.yaml: gateways.: expected {NAME_RULE}, got ''"),
+    (f"gateways: {{{'g' * 65}: {{port: 4004}}}}",
+     f"config.yaml: gateways.{'g' * 65}: expected {NAME_RULE}, got '{'g' * 27}...{'g' * 28}'"),
     ("ibkr: {reconnect_delay: .nan}",
      "config.yaml: ibkr.reconnect_delay: expected a number of seconds from 0 to 3600, got nan"),
     ("soak: {duration: .inf}", "config.yaml: soak.duration: expected a number of seconds from 3 to 86400, got inf"),
@@ -171,3 +194,42 @@ def test_a_token_that_is_not_digits_colon_letters_is_refused(token):
     assert token_error(token) == ("TELEGRAM_BOT_TOKEN does not look like a bot token (digits:letters, "
                                   "like 123456789:AAH...); copy it again from @BotFather")
     assert token_error("110201543:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw") is None
+
+
+@functools.cache
+def _cli() -> argparse.ArgumentParser:
+    from bot.frontends.cli import _parser
+
+    return _parser()
+
+
+def _reaches(cfg, name: str) -> None:
+    """``name`` is reached from chat (PTB's CommandHandler takes ``text.split()[1:]`` as the
+    arguments) and from a shell (one word shlex leaves unquoted, parsed by gwbot's own argparse)."""
+    from handlers.context import gateway_arg
+
+    services = SimpleNamespace(core=SimpleNamespace(config=cfg))
+    assert gateway_arg(services, "status", f"/status {name}".split()[1:]).name == name
+    assert shlex.quote(name) == name
+    assert _cli().parse_args(shlex.split(f"check port --gateway {name}")).gateway == name
+
+
+@pytest.mark.parametrize("name", ["g" * 60, "paper-2.backup_" + "x" * 49, "0x10", "1_000", "v1.2"])
+def test_a_name_of_up_to_64_characters_loads_and_every_edge_reaches_it(tmp_path, name):
+    cfg = load_config(write(tmp_path, f"gateways: {{'{name}': {{port: 4004}}}}"), env={})
+    assert cfg.gateway_names == ("paper", name)
+    _reaches(cfg, name)
+    assert load_config(write(tmp_path, f"ibkr: {{name: '{name}'}}"), env={}).gateway_names == (name,)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=70)
+       | st.from_regex(r"[A-Za-z0-9._+@:/ -]{1,66}", fullmatch=True))
+def test_a_name_loads_only_if_chat_and_the_shell_can_reach_it(tmp_path, name):
+    path = write(tmp_path, yaml.safe_dump({"gateways": {name: {"port": 4004}}}))
+    try:
+        cfg = load_config(path, env={})
+    except ConfigError as err:
+        assert str(err).startswith("config.yaml: gateways.") and "\n" not in str(err)  # refused, in one line
+        return
+    _reaches(cfg, name)

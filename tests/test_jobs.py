@@ -7,7 +7,7 @@ import asyncio
 from bot.checks.soak import SoakOptions
 from bot.jobs import JobBoard
 from bot.lab.operators import SilentOperator
-from bot.runner import Runner, RunRequest
+from bot.runner import Runner, RunRequest, Step
 from tests.test_checks import config_for, repo  # noqa: F401  (the repo fixture)
 
 
@@ -44,3 +44,26 @@ def test_the_live_view_takes_2110_as_the_ib_link_down_and_a_connecting_farm_as_n
     live.on_event(GatewayNotice(code=2119, message="", notice=NoticeKind.FARM_CONNECTING, farm="usfarm"))
     health = live.health(GatewayConfig(), 1.0)
     assert health.link_ok is True and health.farms_ok is False
+
+
+async def test_a_job_tells_each_step_as_it_begins_and_ends_even_when_cancelled(repo, gateway):  # noqa: F811
+    """What the chat hooks the watch's suppression to: the reconnect step has begun before the
+    operator is asked to stop the Gateway, and its end is told however it ends."""
+    steps: list[Step] = []
+    asked: list[list[Step]] = []
+
+    class Recording(SilentOperator):
+        async def ask(self, action, text):
+            asked.append(list(steps))
+            return await super().ask(action, text)
+
+    jobs = JobBoard(Runner(config_for(gateway.port), repo, {}))
+    job = await jobs.start(RunRequest(("port", "reconnect"), "tester", "pytest"), Recording(), on_step=steps.append)
+    try:
+        async with asyncio.timeout(10):
+            while not asked:
+                await asyncio.sleep(0.02)
+    finally:
+        await jobs.cancel(job.gateway)
+    assert asked[0] == [Step("port", True), Step("port", False), Step("reconnect", True)]
+    assert steps == [*asked[0], Step("reconnect", False)]

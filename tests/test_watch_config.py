@@ -42,6 +42,9 @@ watch:
     assert watch.alert_chat_ids == frozenset({-100123})
 
 
+TIMES = " with start and end from '00:00' to '23:59' in quotes (unquoted, YAML reads 23:45 as a number)"
+
+
 @pytest.mark.parametrize(("text", "message"), [
     ("watch: {down_after: -1}", "watch.down_after: expected a number of seconds from 0 to 3600, got -1"),
     ("watch: {remind_every: 5}", "watch.remind_every: expected a number of seconds from 60 to 86400, got 5"),
@@ -53,8 +56,22 @@ watch:
                                     "got 'America'"),
     ("watch: {expected: 5}", "watch.expected: expected a list of windows, or null for IBKR's defaults, got 5"),
     ("watch: {expected: [{name: x, start: '25:00', end: '01:00', tz: UTC}]}",
-     "watch.expected: expected a window {name, days, start: 'HH:MM', end: 'HH:MM', tz, kind} with days 'daily', "
-     "'weekdays' or a list of mon..sun, got [{'end': '01:00', 'name': 'x', 'start': '25:00', 'tz': 'UTC'}]"),
+     "watch.expected: expected a window {name, days, start: 'HH:MM', end: 'HH:MM', tz, kind}" + TIMES +
+     ", got [{'end': '01:00', 'name': 'x', 'start': '25:00', 'tz': 'UTC'}]"),
+    # Read as "all day" it would file every stop as expected: no 🔴 ever.
+    ("watch: {expected: [{name: maint, start: '05:00', end: '05:00', tz: UTC}]}",
+     "watch.expected: expected a window that ends at another time than it starts ('maint' starts and ends at "
+     "05:00; one across midnight ends before it starts, e.g. start '23:00', end '03:00'), "
+     "got [{'end': '05:00', 'name': 'maint', 'start': '05:00', 'tz': 'UTC'}]"),
+    # fromisoformat takes these too; '0500Z' is a time with a zone that the window's end cannot be compared with.
+    *((f"watch: {{expected: [{{name: x, start: '{start}', end: '06:00', tz: UTC}}]}}",
+       "watch.expected: expected a window {name, days, start: 'HH:MM', end: 'HH:MM', tz, kind}" + TIMES +
+       f", got [{{'end': '06:00', 'name': 'x', 'start': '{start}', 'tz': 'UTC'}}]")
+      for start in ("0500Z", "05.00", "T0500", "5:00 ")),
+    # Unquoted, YAML 1.1 reads 23:45 as the base-60 number 1425.
+    ("watch: {expected: [{name: x, start: 23:45, end: '23:55', tz: UTC}]}",
+     "watch.expected: expected a window {name, days, start: 'HH:MM', end: 'HH:MM', tz, kind}" + TIMES +
+     ", got [{'end': '23:55', 'name': 'x', 'start': 1425, 'tz': 'UTC'}]"),
     ("watch: {expected: [{name: x, start: '01:00', end: '02:00', tz: UTC, days: [funday]}]}",
      "watch.expected: expected a window {name, days, start: 'HH:MM', end: 'HH:MM', tz, kind} with days 'daily', "
      "'weekdays' or a list of mon..sun, got "

@@ -77,19 +77,45 @@ async def test_an_incident_open_when_gwbot_stopped_ends_at_its_last_sign_of_life
     assert day.watched == 3 * 3600 and day.down == 3600
 
 
-async def test_the_watch_stores_its_outages_and_uptime_reads_them(gateway, tmp_path):
+async def test_a_restart_is_told_from_a_stopped_or_killed_gateway_by_how_it_went(tmp_path):
+    """A real Gateway's restart resets its clients (RST); a stopped or SIGKILLed one closes them
+    (FIN) or is simply gone (refused). Inside the auto-restart window it is a restart whatever it looked like."""
+    async with await Repository.open(tmp_path / "gwbot.sqlite3") as repo:
+        store = repo.incidents
+        cov = await store.watch_started("paper", NOW - timedelta(days=1))
+        restart = datetime(2026, 11, 25, 4, 50, tzinfo=UTC)  # 23:50 New York: 5 min inside the 23:45-23:55 window
+        for inc in (
+            incident(NOW - timedelta(hours=5), 10, DownCause.RESET, port_closed=True),   # restart 10 min
+            incident(NOW - timedelta(hours=4), 4, DownCause.CLOSED, port_closed=True),   # stopped 4 min
+            incident(NOW - timedelta(hours=3), 3, DownCause.REFUSED, port_closed=True),  # stopped 3 min
+            incident(NOW - timedelta(hours=2), 2, DownCause.CLOSED),                     # came straight back
+            incident(restart, 10, DownCause.CLOSED, port_closed=True),  # restart 5 min, stopped 5 min
+        ):
+            await store.save(inc.record())
+        await store.watch_seen(cov, NOW - timedelta(seconds=30))
+        report = await uptime_report(repo.incidents, "paper", Schedule(), NOW)
+    assert report.periods[0].by_category == {OutageCategory.RESTART: 15 * 60, OutageCategory.STOPPED: 12 * 60,
+                                             OutageCategory.RESET_CLOSED: 2 * 60}
+    assert "Down time by cause (30 d): restart 15 min · stopped 12 min · reset/closed 2 min" in report.text
+    assert [line.rsplit(") ", 1)[1] for line in report.text.splitlines() if line.startswith("• ")] == [
+        "reset/closed", "stopped", "stopped", "restart", "stopped"]
+
+
+@pytest.mark.parametrize(("reset", "cause", "category"), [(False, "closed", OutageCategory.STOPPED),
+                                                           (True, "reset", OutageCategory.RESTART)])
+async def test_the_watch_stores_its_outages_and_uptime_reads_them(gateway, tmp_path, reset, cause, category):
     sink = Collect()
     async with await Repository.open(tmp_path / "gwbot.sqlite3") as repo:
         async with watch_for(config_for(gateway), sink, store=repo.incidents) as watch:
             await until(lambda: watch.watcher().state.phase.value == "up")
-            await gateway.stop()
+            await gateway.stop(reset=reset)
             await sink.wait_for(AlertKind.DOWN)
             await gateway.start()
             await sink.wait_for(AlertKind.RECOVERED)
         now = datetime.now(UTC)
         (stored,) = await repo.incidents.incidents("paper", now - timedelta(hours=1), now)
         report = await uptime_report(repo.incidents, "paper", Schedule(windows=()), now)
-    assert stored.alerted and stored.ended_at is not None and stored.category == OutageCategory.RESTART
-    assert stored.cause == "closed" and stored.recovery.startswith("reconnected")
+    assert stored.alerted and stored.ended_at is not None and stored.category == category
+    assert stored.cause == cause and stored.recovery.startswith("reconnected")
     assert report.periods[0].percent < 100 and report.periods[0].down == pytest.approx(
         (stored.ended_at - stored.started_at).total_seconds())

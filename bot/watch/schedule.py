@@ -4,15 +4,18 @@ Windows are local wall-clock times in their own time zone (``zoneinfo``), so the
 saving: the nightly reset stays at 00:15-01:45 New York time whether that is 05:15 or 04:15 UTC.
 A window whose end is not after its start ends the next day (Friday 23:00 - Saturday 03:00).
 Defaults come from IBKR's system-status page and "auto-restart considerations"; times vary by
-region and IBKR changes them, so config can replace them (``watch.expected``).
+region and IBKR changes them, so config can replace them (``watch.expected``, read by
+``parse_window``).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from enum import StrEnum
-from zoneinfo import ZoneInfo
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 FULL_DAY_NAMES = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
@@ -143,3 +146,52 @@ def parse_days(value: str | list[str]) -> frozenset[int]:
     if isinstance(value, list) and value and all(isinstance(d, str) and d.lower() in index for d in value):
         return frozenset(index[d.lower()] for d in value)
     raise ValueError("'daily', 'weekdays', 'weekends' or a list of day names (mon, tue, ...)")
+
+
+WINDOW_KEYS = ("name", "days", "start", "end", "tz", "kind")
+WINDOW_SHAPE = "a window {name, days, start: 'HH:MM', end: 'HH:MM', tz, kind}"
+
+
+def zone_name(value: Any) -> str:
+    """A time zone name zoneinfo knows; ValueError saying what is expected."""
+    try:
+        ZoneInfo(value if isinstance(value, str) else "")
+    except (ValueError, OSError, ZoneInfoNotFoundError):
+        raise ValueError("a time zone name such as America/New_York or UTC") from None
+    return str(value)
+
+
+# A naive local time: fromisoformat alone also takes '0900', '09.00', 'T0900' and '0900Z' (a
+# time with its own zone, which the window's other end cannot even be compared with).
+HH_MM = re.compile(r"([01]\d|2[0-3]):[0-5]\d", re.ASCII)
+TIMES = " with start and end from '00:00' to '23:59' in quotes (unquoted, YAML reads 23:45 as a number)"
+
+
+def _hh_mm(value: Any) -> time:
+    if not isinstance(value, str) or not HH_MM.fullmatch(value):
+        raise ValueError(f"not HH:MM: {value!r}")
+    return time(int(value[:2]), int(value[3:]))
+
+
+def parse_window(v: Any) -> Window:
+    """A window as a config file gives it: {name, days, start: 'HH:MM', end: 'HH:MM', tz, kind},
+    days and kind may be left out; ValueError saying what is expected."""
+    if not isinstance(v, dict) or not {"name", "start", "end", "tz"} <= v.keys() or not v.keys() <= set(WINDOW_KEYS):
+        raise ValueError(WINDOW_SHAPE)
+    try:
+        start, end = _hh_mm(v["start"]), _hh_mm(v["end"])
+    except ValueError:
+        raise ValueError(WINDOW_SHAPE + TIMES) from None
+    if start == end:  # it would be read as a whole day: every stop expected, no outage ever
+        raise ValueError(f"a window that ends at another time than it starts ({v['name']!r} starts and ends at "
+                         f"{v['start']}; one across midnight ends before it starts, e.g. start '23:00', end '03:00')")
+    try:
+        days = parse_days(v.get("days", "daily"))
+    except ValueError:
+        raise ValueError(WINDOW_SHAPE + " with days 'daily', 'weekdays' or a list of mon..sun") from None
+    kinds = [k.value for k in WindowKind]
+    if v.get("kind", "other") not in kinds:
+        raise ValueError(f"a window kind: one of {', '.join(kinds)}")
+    if not isinstance(v["name"], str) or not v["name"].strip():
+        raise ValueError("a non-empty string")
+    return Window(v["name"], start, end, zone_name(v["tz"]), days, WindowKind(v.get("kind", "other")))

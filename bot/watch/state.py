@@ -66,6 +66,7 @@ class OutageCategory(StrEnum):
 
     SCHEDULED = "scheduled"
     RESTART = "restart"
+    STOPPED = "stopped"  # the Gateway was stopped, or died: its port closed without a restart's reset
     RESET_CLOSED = "reset/closed"
     FROZEN = "frozen"
     IB_LINK = "IB link"
@@ -138,7 +139,10 @@ class Incident:
         if self.test:
             return OutageCategory.TEST
         if self.port_closed:
-            return OutageCategory.RESTART
+            # A real Gateway's restart resets its clients' sockets (RST); a stopped or killed one
+            # closes them (FIN) or is simply not there (refused). Other first signs tell neither.
+            stopped = self.cause in (DownCause.CLOSED, DownCause.REFUSED)
+            return OutageCategory.STOPPED if stopped else OutageCategory.RESTART
         return {
             DownCause.CLOSED: OutageCategory.RESET_CLOSED,
             DownCause.RESET: OutageCategory.RESET_CLOSED,
@@ -146,7 +150,7 @@ class Incident:
             DownCause.NO_HANDSHAKE: OutageCategory.FROZEN,
             DownCause.IB_LINK: OutageCategory.IB_LINK,
             DownCause.NOT_LOGGED_IN: OutageCategory.NOT_LOGGED_IN,
-            DownCause.REFUSED: OutageCategory.RESTART,
+            DownCause.REFUSED: OutageCategory.STOPPED,
         }.get(self.cause, OutageCategory.OTHER)
 
     def record(self) -> IncidentRecord:
