@@ -65,10 +65,6 @@ CLIENT_ATTR = "gw_client"
 
 _E = TypeVar("_E", bound=GatewayError)
 _DEFAULT_OPTIONS = ClientOptions()  # frozen: one shared default
-# While reconnecting: how long to wait for accounts / next id once the handshake is answered.
-# A Gateway still logging in answers the handshake and then drops that session, so a short
-# wait and a fresh try is what gets us in within about a second of the API becoming ready.
-_READY_WAIT = 1.0
 
 
 class ConnectionState(StrEnum):
@@ -355,7 +351,7 @@ class IBKRClient:
             self.events.emit(Reconnecting(attempt=outage.attempt_number + 1, max_attempts=policy.max_attempts,
                                           delay=policy.wait(outage)))
             try:
-                await self._open_session(ready_wait=min(_READY_WAIT, opts.connect_timeout))
+                await self._open_session(ready_wait=min(opts.ready_wait, opts.connect_timeout))
             except (GatewayRefused, ConnectTimeout, HostUnresolvable):
                 continue  # the port went away again between knock and connect: not an attempt
             except ApiNotReady as e:
