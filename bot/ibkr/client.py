@@ -332,8 +332,8 @@ class IBKRClient:
         An attempt is spent only when the Gateway accepted the connection and the API attempt
         failed for a reason other than "not ready yet": a refused port (Gateway restarting) and
         a Gateway still logging in cost nothing and are retried at once. ``policy.stop`` is asked
-        after each spent attempt and while knocking (its time budget bounds the whole loop);
-        ``policy.wait`` is the pause after a spent attempt.
+        after every try whatever its outcome and while knocking, so its time budget bounds the
+        whole loop; ``policy.wait`` is the pause after a spent attempt.
         """
         opts = self.options
         outage = RetryCallState(None, None, (), {})  # type: ignore[arg-type]  # no Retrying: our loop
@@ -353,29 +353,28 @@ class IBKRClient:
             try:
                 await self._open_session(ready_wait=min(opts.ready_wait, opts.connect_timeout))
             except (GatewayRefused, ConnectTimeout, HostUnresolvable):
-                continue  # the port went away again between knock and connect: not an attempt
+                pass  # the port went away again between knock and connect: not an attempt
             except ApiNotReady as e:
                 last_error = str(e)
                 self.log.info("reconnect try %s: Gateway accepts but its API is not ready yet", tries)
                 self.events.emit(ReconnectFailedAttempt(attempt=outage.attempt_number + 1, error=last_error,
                                                         gateway_starting=True))
-                continue
             except GatewayError as e:
                 outage.attempt_number += 1
                 last_error = str(e)
                 self.log.info("reconnect attempt %s/%s failed: %s", outage.attempt_number, policy.max_attempts, e)
                 self.events.emit(ReconnectFailedAttempt(attempt=outage.attempt_number, error=last_error))
-                if _stops(policy, outage):
-                    break
                 wait = policy.wait(outage)
-                continue
-            self._reconnect_task = None
-            downtime = time.monotonic() - dropped_at
-            self._on_session_up()
-            self.log.info("reconnected to %s:%s after %.2f s, %s tr%s", self.host, self.port, downtime, tries,
-                          "y" if tries == 1 else "ies")
-            self.events.emit(Reconnected(downtime=downtime, attempts=outage.attempt_number + 1))
-            return
+            else:
+                self._reconnect_task = None
+                downtime = time.monotonic() - dropped_at
+                self._on_session_up()
+                self.log.info("reconnected to %s:%s after %.2f s, %s tr%s", self.host, self.port, downtime, tries,
+                              "y" if tries == 1 else "ies")
+                self.events.emit(Reconnected(downtime=downtime, attempts=outage.attempt_number + 1))
+                return
+            if _stops(policy, outage):
+                break
         self._reconnect_task = None
         self._state = ConnectionState.DISCONNECTED
         downtime = time.monotonic() - dropped_at
