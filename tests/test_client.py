@@ -451,3 +451,20 @@ async def test_the_time_budget_bounds_reconnecting_to_a_gateway_stuck_at_its_log
     assert "not logged in" in gave_up.last_error
     assert client.state is ConnectionState.DISCONNECTED
     await client.disconnect()
+
+
+async def test_a_slow_link_reconnects_though_accounts_come_later_than_the_ready_wait(gateway):
+    # Every message takes 0.3 s: the accounts come 0.3 s after the handshake's answer, later than
+    # the 0.2 s a retry waits on a fast link (the first connect() has no such limit).
+    client = client_for(gateway, reconnect=every(0.1), ready_wait=0.2)
+    gateway.set_latency(0.3)
+    await client.connect()
+    failed: list[ReconnectFailedAttempt] = []
+    client.events.subscribe(lambda e: failed.append(e) if isinstance(e, ReconnectFailedAttempt) else None)
+    async with client.events.stream() as q:
+        await gateway.drop_clients()
+        done = await next_event(q, (Reconnected, ReconnectGaveUp), 4)
+    assert isinstance(done, Reconnected), done
+    assert not failed, "the first try waits as long as the link needs"
+    assert await client.is_connected()
+    await client.disconnect()

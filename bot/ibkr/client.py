@@ -158,7 +158,8 @@ class IBKRClient:
         gwbot places no orders and reads no positions, so it skips ib_async's start-up sync
         (positions, open/completed orders, executions): a Read-Only API or a sync request the
         Gateway never answers cannot fail or slow the connection. ``ready_wait``: give up this
-        soon once the handshake is answered without accounts (a Gateway still logging in).
+        soon once the handshake is answered without accounts (a Gateway still logging in), or
+        later on a link too slow for it (HandshakeWatch.ready_wait).
         """
         opts = self.options
         addr = await probe_port(self.host, self.port, opts.connect_timeout)
@@ -204,9 +205,9 @@ class IBKRClient:
             if not fail_fast.done():
                 fail_fast.set_result(err)
 
-        def not_ready() -> None:
+        def not_ready(waited: float) -> None:
             if not ib.client.isReady():
-                fail(self._not_ready_error(session, ready_wait or 0.0))
+                fail(self._not_ready_error(session, waited))
 
         def on_data(data: bytes) -> None:
             answered = session.watch.answered
@@ -215,7 +216,8 @@ class IBKRClient:
                 fail(self._error(NotAnApiPort, f"{self.host}:{self.port} answered, but not with the TWS API "
                                  "protocol: this is not a Gateway API port"))
             elif session.watch.answered and not answered and ready_wait is not None:
-                session.ready_timer = loop.call_later(ready_wait, not_ready)
+                wait = session.watch.ready_wait(ready_wait)
+                session.ready_timer = loop.call_later(wait, not_ready, wait)
 
         def on_error(req_id: int, code: int, text: str, _contract: Any) -> None:
             if code == 326:

@@ -13,27 +13,38 @@ import socket
 import struct
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from bot.ibkr.errors import ConnectTimeout, GatewayError, GatewayRefused, HostUnresolvable
 
 # A TWS API frame is a few hundred bytes; a "length" beyond this means we are not talking to one.
 MAX_SANE_FRAME = 1 << 20
+# The accounts come one round trip after the handshake's answer, plus the Gateway's own time:
+# waiting two handshake round trips leaves a slow link as much again to spare.
+READY_ROUND_TRIPS = 2.0
 
 
 @dataclass
 class HandshakeWatch:
-    """Reads the first bytes the Gateway sends, to tell "no answer" from "answered" from "garbage"."""
+    """Reads the first bytes the Gateway sends, to tell "no answer" from "answered" from "garbage",
+    and times the answer: the link's round trip, known before any wait for a login."""
 
     buf: bytes = b""
     server_version: int | None = None
     connection_time: str = ""
     garbage: bool = False
+    started: float = field(default_factory=time.monotonic)
+    round_trip: float = 0.0  # connect + handshake, once answered
 
     @property
     def answered(self) -> bool:
         return self.server_version is not None
+
+    def ready_wait(self, least: float) -> float:
+        """How long to wait for accounts / next id after the answer: ``least`` on a fast link,
+        longer on one whose round trip alone would use it up (a slow session is not a stuck one)."""
+        return max(least, READY_ROUND_TRIPS * self.round_trip)
 
     def feed(self, data: bytes) -> None:
         if self.answered or self.garbage:
@@ -50,6 +61,7 @@ class HandshakeWatch:
         fields = self.buf[4 : 4 + size].split(b"\0")
         if len(fields) >= 2 and fields[0].isdigit():
             self.server_version = int(fields[0])
+            self.round_trip = time.monotonic() - self.started
             self.connection_time = fields[1].decode(errors="replace")
         else:
             self.garbage = True

@@ -55,9 +55,10 @@ class ClientOptions(ClientSettings):
     probe_interval: float = 0.25
     # ib_async users report reqCurrentTime going unanswered when sent < ~1 s after the last one.
     min_ping_spacing: float = 1.0
-    # How long a retry waits for accounts / next id once the handshake is answered. A Gateway
-    # still logging in leaves that session unanswered (or drops it) and does not answer it once
-    # ready: a short wait and a fresh try join it within about a second of its API being ready.
+    # How long a retry waits for accounts / next id once the handshake is answered (at least: a
+    # slow link gets more, see HandshakeWatch.ready_wait). A Gateway still logging in leaves that
+    # session unanswered (or drops it) and does not answer it once ready: a short wait and a
+    # fresh try join it within about a second of its API being ready.
     ready_wait: float = 1.0
 
     @classmethod
