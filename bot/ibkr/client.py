@@ -139,18 +139,25 @@ class IBKRClient:
         return self._state is ConnectionState.CONNECTED and s is not None and s.ib.isConnected()
 
     # ------------------------------------------------------------ connecting
-    async def connect(self) -> None:
-        """Connect until the API is ready (accounts, next order id); raise a GatewayError subclass on failure."""
+    async def connect(self, *, retrying: bool = False) -> None:
+        """Connect until the API is ready (accounts, next order id); raise a GatewayError subclass on failure.
+
+        ``retrying``: one try of a caller's retry loop, which gives up on a Gateway not ready yet
+        as soon as a reconnect try does (ApiNotReady), so that the next try can join it.
+        """
         if self._connected():
             return
         await self._cancel_reconnect()
         self._state = ConnectionState.CONNECTING
         try:
-            await self._open_session()
+            await self._open_session(self._retry_ready_wait() if retrying else None)
         except BaseException:
             self._state = ConnectionState.DISCONNECTED
             raise
         self._on_session_up()
+
+    def _retry_ready_wait(self) -> float:
+        return min(self.options.ready_wait, self.options.connect_timeout)
 
     async def _open_session(self, ready_wait: float | None = None) -> None:
         """One API connection: TCP, handshake, accounts + next order id; nothing else.
@@ -353,7 +360,7 @@ class IBKRClient:
             self.events.emit(Reconnecting(attempt=outage.attempt_number + 1, max_attempts=policy.max_attempts,
                                           delay=policy.wait(outage)))
             try:
-                await self._open_session(ready_wait=min(opts.ready_wait, opts.connect_timeout))
+                await self._open_session(self._retry_ready_wait())
             except (GatewayRefused, ConnectTimeout, HostUnresolvable):
                 pass  # the port went away again between knock and connect: not an attempt
             except ApiNotReady as e:
