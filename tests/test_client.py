@@ -434,3 +434,37 @@ async def test_status_probe_counts_a_farm_still_connecting_as_not_ok(gateway):
     health = await asyncio.wait_for(probe(GatewayConfig(host="127.0.0.1", port=gateway.port)), 10)
     assert health.error is None and health.server_version == 178, health
     assert health.farms_ok is False, health
+
+
+async def test_the_time_budget_bounds_reconnecting_to_a_gateway_stuck_at_its_login(gateway):
+    # It answers the handshake and never gets ready: its tries spend no attempt, but time runs.
+    budget, ready_wait = 1.0, 0.2
+    policy = ReconnectPolicy(stop_after_attempt(5) | stop_after_delay(budget), wait_fixed(0.1))
+    client = client_for(gateway, reconnect=policy, ready_wait=ready_wait)
+    await client.connect()
+    async with client.events.stream() as q:
+        gateway.set_ready(False)
+        await gateway.drop_clients()
+        gave_up = await next_event(q, ReconnectGaveUp, budget + 3)
+    assert gave_up.attempts == 0
+    assert budget <= gave_up.downtime < budget + ready_wait + 0.3, "within one try of the budget"
+    assert "not logged in" in gave_up.last_error
+    assert client.state is ConnectionState.DISCONNECTED
+    await client.disconnect()
+
+
+async def test_a_slow_link_reconnects_though_accounts_come_later_than_the_ready_wait(gateway):
+    # Every message takes 0.3 s: the accounts come 0.3 s after the handshake's answer, later than
+    # the 0.2 s a retry waits on a fast link (the first connect() has no such limit).
+    client = client_for(gateway, reconnect=every(0.1), ready_wait=0.2)
+    gateway.set_latency(0.3)
+    await client.connect()
+    failed: list[ReconnectFailedAttempt] = []
+    client.events.subscribe(lambda e: failed.append(e) if isinstance(e, ReconnectFailedAttempt) else None)
+    async with client.events.stream() as q:
+        await gateway.drop_clients()
+        done = await next_event(q, (Reconnected, ReconnectGaveUp), 4)
+    assert isinstance(done, Reconnected), done
+    assert not failed, "the first try waits as long as the link needs"
+    assert await client.is_connected()
+    await client.disconnect()

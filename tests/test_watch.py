@@ -316,3 +316,23 @@ async def test_a_farm_broken_past_its_grace_is_a_quiet_warning(gateway):
         await gateway.send_notice(2104)
         ok = await sink.wait_for(AlertKind.FARM_WARNING, edit=True)
         assert "OK again since" in ok.text and watch.watcher().state.failed is None
+
+
+async def test_a_gateway_back_at_its_login_is_joined_promptly_once_its_api_is_ready(gateway):
+    # The checklist's connect timeout (10 s) and the watcher's own backoff (up to 5 s): neither
+    # may hold a watcher that keeps finding the Gateway there but still logging in.
+    ready_wait = 0.25
+    config = Config(gateways=(GatewayConfig(name="paper", port=gateway.port, heartbeat_interval=1.0,
+                                            heartbeat_timeout=0.5),),
+                    watch=WatchConfig(**(QUIET | {"down_after": 0.3})))
+    async with Watch(config, Collect(), knock_interval=0.05,
+                     client_options={"probe_interval": 0.05, "ready_wait": ready_wait}) as watch:
+        state = lambda: watch.watcher().state  # noqa: E731
+        await until(lambda: state().phase is Phase.UP)
+        await gateway.begin_restart(0.2, ready_after=1.5)
+        await until(lambda: state().phase is Phase.DOWN and not gateway.ready)  # back, logging in
+        await until(lambda: gateway.ready, 5)
+        ready_at = asyncio.get_running_loop().time()
+        await until(lambda: state().phase is Phase.UP, 5)
+        late = asyncio.get_running_loop().time() - ready_at
+    assert late < ready_wait + 0.5, f"joined {late:.2f} s after the API was ready"

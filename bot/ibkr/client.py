@@ -13,24 +13,20 @@ The seed's scripts use exactly ``IBKRClient(host, port, client_id)``, ``await co
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import socket
-import struct
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, TypeVar
 
 from ib_async import IB
-from tenacity import RetryCallState, stop_after_attempt, stop_after_delay, wait_fixed
-from tenacity.stop import StopBaseT, stop_base
-from tenacity.wait import WaitBaseT
+from tenacity import RetryCallState
 
 from bot.client_ids import ClientRole
-from bot.config import ClientSettings, GatewayConfig
+from bot.config import GatewayConfig
 from bot.ibkr import notices
+from bot.ibkr.connecting import HandshakeWatch, probe_port, wait_for_port
+from bot.ibkr.connecting import port_accepts as port_accepts  # callers knock through this module too
 from bot.ibkr.errors import (
     ApiNotReady,
     ClientIdInUse,
@@ -60,21 +56,15 @@ from bot.ibkr.events import (
     ReconnectGaveUp,
     Reconnecting,
 )
+from bot.ibkr.options import ClientOptions, ReconnectPolicy
 
 log = logging.getLogger(__name__)
 # Every log record an IBKRClient writes carries its identity under this attribute, so that a
 # check can judge its own client's lines and never another client's (see checks.disconnect).
 CLIENT_ATTR = "gw_client"
 
-# A TWS API frame is a few hundred bytes; a "length" beyond this means we are not talking to one.
-_MAX_SANE_FRAME = 1 << 20
-
-
 _E = TypeVar("_E", bound=GatewayError)
-# While reconnecting: how long to wait for accounts / next id once the handshake is answered.
-# A Gateway still logging in answers the handshake and then drops that session, so a short
-# wait and a fresh try is what gets us in within about a second of the API becoming ready.
-_READY_WAIT = 1.0
+_DEFAULT_OPTIONS = ClientOptions()  # frozen: one shared default
 
 
 class ConnectionState(StrEnum):
@@ -84,169 +74,14 @@ class ConnectionState(StrEnum):
     RECONNECTING = "reconnecting"
 
 
-@dataclass(frozen=True)
-class ReconnectPolicy:
-    """When reconnecting gives up and how long it pauses after a spent attempt, as tenacity's stop
-    and wait objects. They see ``attempt_number`` = attempts spent (the Gateway accepted and the
-    API failed) and ``seconds_since_start`` = time since the drop; refused knocks spend nothing."""
-
-    stop: StopBaseT
-    wait: WaitBaseT
-
-    @classmethod
-    def from_config(cls, gw: GatewayConfig) -> ReconnectPolicy:
-        stop: stop_base = stop_after_attempt(max(gw.max_reconnect_attempts, 1))  # 0 still allows the one try
-        if gw.give_up_after is not None:
-            stop = stop | stop_after_delay(gw.give_up_after)
-        return cls(stop, wait_fixed(gw.reconnect_delay))
-
-    @property
-    def max_attempts(self) -> int:
-        """The attempt limit inside ``stop`` (for "attempt 2/5"); 0 when it has none."""
-        todo: list[Any] = [self.stop]
-        while todo:
-            stop = todo.pop()
-            if isinstance(stop, stop_after_attempt):
-                return stop.max_attempt_number
-            todo.extend(getattr(stop, "stops", ()))
-        return 0
-
-
-# The checklist's policy (bot/config.py's defaults); frozen and stateless, so one is shared.
-_CHECKLIST_RECONNECT = ReconnectPolicy.from_config(GatewayConfig())
-
-
-@dataclass(frozen=True, kw_only=True)
-class ClientOptions(ClientSettings):
-    """How one IBKRClient behaves: the Gateway settings it reads (ClientSettings, from config.yaml),
-    its reconnect policy, and timings config does not expose (tests shorten them)."""
-
-    # None: stay down after a drop.
-    reconnect: ReconnectPolicy | None = _CHECKLIST_RECONNECT
-    # How often the reconnect loop knocks on the port while the Gateway is down.
-    probe_interval: float = 0.25
-    # ib_async users report reqCurrentTime going unanswered when sent < ~1 s after the last one.
-    min_ping_spacing: float = 1.0
-
-    @classmethod
-    def from_config(cls, gw: GatewayConfig, **overrides: Any) -> ClientOptions:
-        """``gw``'s settings and reconnect policy; ``overrides`` replace fields of the result."""
-        settings = {f.name: getattr(gw, f.name) for f in fields(ClientSettings)}
-        return replace(cls(**settings, reconnect=ReconnectPolicy.from_config(gw)), **overrides)
-
-
-@dataclass
-class _HandshakeWatch:
-    """Reads the first bytes the Gateway sends, to tell "no answer" from "answered" from "garbage"."""
-
-    buf: bytes = b""
-    server_version: int | None = None
-    connection_time: str = ""
-    garbage: bool = False
-
-    @property
-    def answered(self) -> bool:
-        return self.server_version is not None
-
-    def feed(self, data: bytes) -> None:
-        if self.answered or self.garbage:
-            return
-        self.buf += data
-        if len(self.buf) < 4:
-            return
-        (size,) = struct.unpack(">I", self.buf[:4])
-        if size == 0 or size > _MAX_SANE_FRAME:
-            self.garbage = True
-            return
-        if len(self.buf) < 4 + size:
-            return
-        fields = self.buf[4 : 4 + size].split(b"\0")
-        if len(fields) >= 2 and fields[0].isdigit():
-            self.server_version = int(fields[0])
-            self.connection_time = fields[1].decode(errors="replace")
-        else:
-            self.garbage = True
-
-
 @dataclass
 class _Session:
     """One ib_async connection and what we learned on it."""
 
     ib: IB
-    watch: _HandshakeWatch = field(default_factory=_HandshakeWatch)
+    watch: HandshakeWatch = field(default_factory=HandshakeWatch)
     last_socket_error: str = ""
     ready_timer: asyncio.TimerHandle | None = None
-
-
-async def probe_port(host: str, port: int, timeout: float) -> tuple[Any, ...]:
-    """Open and close a TCP connection, trying every resolved address (IPv6 and IPv4) in order,
-    as asyncio's own connect does; return the address that accepted, or raise the typed error
-    for why none did (the first address's reason when they all failed)."""
-    loop = asyncio.get_running_loop()
-    try:
-        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as e:
-        raise HostUnresolvable(f"Cannot resolve host '{host}': {e.strerror}", host=host, port=port) from e
-    first: GatewayError | None = None
-    for family, _, _, _, addr in infos:
-        try:
-            await _knock(family, addr, host, port, timeout)
-        except GatewayError as e:
-            first = first or e
-            continue
-        return addr
-    assert first is not None  # getaddrinfo never returns an empty list without raising
-    raise first
-
-
-async def _knock(family: int, addr: tuple[Any, ...], host: str, port: int, timeout: float) -> None:
-    try:
-        async with asyncio.timeout(timeout):
-            _, writer = await asyncio.open_connection(addr[0], port, family=family)
-    except ConnectionRefusedError as e:
-        raise GatewayRefused(
-            f"Connection refused on {host}:{port}: the Gateway is not running or not listening on that port",
-            host=host, port=port,
-        ) from e
-    except TimeoutError as e:
-        raise ConnectTimeout(
-            f"Connection to {host}:{port} timed out after {timeout:g} s: firewall or wrong host",
-            host=host, port=port,
-        ) from e
-    except OSError as e:
-        raise GatewayRefused(f"Cannot connect to {host}:{port}: {e.strerror or e}", host=host, port=port) from e
-    writer.close()
-    with contextlib.suppress(OSError):
-        await writer.wait_closed()
-
-
-async def port_accepts(host: str, port: int, timeout: float) -> bool:
-    try:
-        await probe_port(host, port, timeout)
-    except GatewayError:
-        return False
-    return True
-
-
-async def wait_for_port(host: str, port: int, interval: float, *, at_least: float = 0.0, after_down: bool = False,
-                        give_up: Callable[[], bool] = lambda: False) -> float | None:
-    """Knock every ``interval`` s until the port accepts; return when it did (time.monotonic()).
-
-    It counts at once unless ``after_down`` (then only once it has been seen closed) or ``at_least``
-    (then only after that many seconds, or once it went down and came back meanwhile: a restart).
-    None when ``give_up()`` says so first.
-    """
-    until = time.monotonic() + at_least
-    seen_down = False
-    while True:
-        up = await port_accepts(host, port, timeout=max(interval * 4, 1.0))
-        now = time.monotonic()
-        if up and (seen_down or (now >= until and not after_down)):
-            return now
-        seen_down = seen_down or not up
-        if give_up():
-            return None
-        await asyncio.sleep(min(interval, until - now) if up and now < until else interval)
 
 
 def _stops(policy: ReconnectPolicy, outage: RetryCallState) -> bool:
@@ -258,7 +93,7 @@ def _stops(policy: ReconnectPolicy, outage: RetryCallState) -> bool:
 class IBKRClient:
     """Connection to one IB Gateway. Subscribe to :attr:`events` for typed lifecycle events."""
 
-    def __init__(self, host: str, port: int, client_id: int, options: ClientOptions = ClientOptions()) -> None:
+    def __init__(self, host: str, port: int, client_id: int, options: ClientOptions = _DEFAULT_OPTIONS) -> None:
         self.host = host
         self.port = int(port)
         self.client_id = int(client_id)
@@ -304,18 +139,25 @@ class IBKRClient:
         return self._state is ConnectionState.CONNECTED and s is not None and s.ib.isConnected()
 
     # ------------------------------------------------------------ connecting
-    async def connect(self) -> None:
-        """Connect until the API is ready (accounts, next order id); raise a GatewayError subclass on failure."""
+    async def connect(self, *, retrying: bool = False) -> None:
+        """Connect until the API is ready (accounts, next order id); raise a GatewayError subclass on failure.
+
+        ``retrying``: one try of a caller's retry loop, which gives up on a Gateway not ready yet
+        as soon as a reconnect try does (ApiNotReady), so that the next try can join it.
+        """
         if self._connected():
             return
         await self._cancel_reconnect()
         self._state = ConnectionState.CONNECTING
         try:
-            await self._open_session()
+            await self._open_session(self._retry_ready_wait() if retrying else None)
         except BaseException:
             self._state = ConnectionState.DISCONNECTED
             raise
         self._on_session_up()
+
+    def _retry_ready_wait(self) -> float:
+        return min(self.options.ready_wait, self.options.connect_timeout)
 
     async def _open_session(self, ready_wait: float | None = None) -> None:
         """One API connection: TCP, handshake, accounts + next order id; nothing else.
@@ -323,7 +165,8 @@ class IBKRClient:
         gwbot places no orders and reads no positions, so it skips ib_async's start-up sync
         (positions, open/completed orders, executions): a Read-Only API or a sync request the
         Gateway never answers cannot fail or slow the connection. ``ready_wait``: give up this
-        soon once the handshake is answered without accounts (a Gateway still logging in).
+        soon once the handshake is answered without accounts (a Gateway still logging in), or
+        later on a link too slow for it (HandshakeWatch.ready_wait).
         """
         opts = self.options
         addr = await probe_port(self.host, self.port, opts.connect_timeout)
@@ -369,9 +212,9 @@ class IBKRClient:
             if not fail_fast.done():
                 fail_fast.set_result(err)
 
-        def not_ready() -> None:
+        def not_ready(waited: float) -> None:
             if not ib.client.isReady():
-                fail(self._not_ready_error(session, ready_wait or 0.0))
+                fail(self._not_ready_error(session, waited))
 
         def on_data(data: bytes) -> None:
             answered = session.watch.answered
@@ -380,7 +223,8 @@ class IBKRClient:
                 fail(self._error(NotAnApiPort, f"{self.host}:{self.port} answered, but not with the TWS API "
                                  "protocol: this is not a Gateway API port"))
             elif session.watch.answered and not answered and ready_wait is not None:
-                session.ready_timer = loop.call_later(ready_wait, not_ready)
+                wait = session.watch.ready_wait(ready_wait)
+                session.ready_timer = loop.call_later(wait, not_ready, wait)
 
         def on_error(req_id: int, code: int, text: str, _contract: Any) -> None:
             if code == 326:
@@ -497,8 +341,8 @@ class IBKRClient:
         An attempt is spent only when the Gateway accepted the connection and the API attempt
         failed for a reason other than "not ready yet": a refused port (Gateway restarting) and
         a Gateway still logging in cost nothing and are retried at once. ``policy.stop`` is asked
-        after each spent attempt and while knocking (its time budget bounds the whole loop);
-        ``policy.wait`` is the pause after a spent attempt.
+        after every try whatever its outcome and while knocking, so its time budget bounds the
+        whole loop; ``policy.wait`` is the pause after a spent attempt.
         """
         opts = self.options
         outage = RetryCallState(None, None, (), {})  # type: ignore[arg-type]  # no Retrying: our loop
@@ -516,31 +360,30 @@ class IBKRClient:
             self.events.emit(Reconnecting(attempt=outage.attempt_number + 1, max_attempts=policy.max_attempts,
                                           delay=policy.wait(outage)))
             try:
-                await self._open_session(ready_wait=min(_READY_WAIT, opts.connect_timeout))
+                await self._open_session(self._retry_ready_wait())
             except (GatewayRefused, ConnectTimeout, HostUnresolvable):
-                continue  # the port went away again between knock and connect: not an attempt
+                pass  # the port went away again between knock and connect: not an attempt
             except ApiNotReady as e:
                 last_error = str(e)
                 self.log.info("reconnect try %s: Gateway accepts but its API is not ready yet", tries)
                 self.events.emit(ReconnectFailedAttempt(attempt=outage.attempt_number + 1, error=last_error,
                                                         gateway_starting=True))
-                continue
             except GatewayError as e:
                 outage.attempt_number += 1
                 last_error = str(e)
                 self.log.info("reconnect attempt %s/%s failed: %s", outage.attempt_number, policy.max_attempts, e)
                 self.events.emit(ReconnectFailedAttempt(attempt=outage.attempt_number, error=last_error))
-                if _stops(policy, outage):
-                    break
                 wait = policy.wait(outage)
-                continue
-            self._reconnect_task = None
-            downtime = time.monotonic() - dropped_at
-            self._on_session_up()
-            self.log.info("reconnected to %s:%s after %.2f s, %s tr%s", self.host, self.port, downtime, tries,
-                          "y" if tries == 1 else "ies")
-            self.events.emit(Reconnected(downtime=downtime, attempts=outage.attempt_number + 1))
-            return
+            else:
+                self._reconnect_task = None
+                downtime = time.monotonic() - dropped_at
+                self._on_session_up()
+                self.log.info("reconnected to %s:%s after %.2f s, %s tr%s", self.host, self.port, downtime, tries,
+                              "y" if tries == 1 else "ies")
+                self.events.emit(Reconnected(downtime=downtime, attempts=outage.attempt_number + 1))
+                return
+            if _stops(policy, outage):
+                break
         self._reconnect_task = None
         self._state = ConnectionState.DISCONNECTED
         downtime = time.monotonic() - dropped_at

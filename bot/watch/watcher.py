@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import contextvars
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -247,15 +248,16 @@ class GatewayWatcher:
 
     async def _connector(self) -> None:
         """Connect, wait for the drop, reconnect: forever. Nothing here gives up."""
-        failures = 0
+        failures = 0  # in a row, not counting a Gateway still logging in: it is on its way back
         while True:
             self._attempt += 1
+            tried_at = time.monotonic()
             try:
-                await self.client.connect()
+                await self.client.connect(retrying=True)
             except ib.GatewayError as e:
-                failures += 1
+                failures = 0 if isinstance(e, ib.ApiNotReady) else failures + 1
                 self._inbox.put_nowait(_Failed(self.clock.wall(), e))
-                await self._pause(e, failures)
+                await self._pause(e, failures, tried_at)
                 continue
             except Exception:  # a bug or a surprise from ib_async: say so, and keep watching
                 self.log.exception("connecting failed unexpectedly; retrying")
@@ -273,11 +275,18 @@ class GatewayWatcher:
                 async with asyncio.timeout(5.0):
                     await self._dropped.wait()
 
-    async def _pause(self, err: ib.GatewayError, failures: int) -> None:
-        """Until the next attempt: knock while nothing listens; back off while it answers badly."""
+    async def _pause(self, err: ib.GatewayError, failures: int, tried_at: float) -> None:
+        """Until the next attempt: knock while nothing listens; try again at the client's ready
+        cadence while the Gateway is there but logging in; back off while it answers badly."""
         if isinstance(err, ib.GatewayRefused):
             # Polling is the only way to see a port open: no event in this process says so.
             await wait_for_port(self.gw.host, self.gw.port, self.knock_interval)
+            return
+        if isinstance(err, ib.ApiNotReady):
+            # Its API answers no session opened before it was ready, so only a fresh try joins it.
+            # Each try already waited the ready wait (about a second): go again at that steady
+            # pace, never faster, and the Gateway is joined within about a second of being ready.
+            await asyncio.sleep(max(0.0, tried_at + self.client.options.ready_wait - time.monotonic()))
             return
         await asyncio.sleep(min(self.max_pause, 0.5 * 2 ** min(failures - 1, 8)))
 
