@@ -291,8 +291,11 @@ class Outbox:
 
     async def _send(self, row: OutboxRow) -> Outcome:
         """Send one stored message (a split text part by part, each part's progress stored)."""
+        edited = False
         if not row.split:
-            outcome = await self._deliver(row.chat_id, await self._target(row))
+            message = await self._target(row)
+            edited = message.edit_of is not None
+            outcome = await self._deliver(row.chat_id, message)
         else:
             parts = split_text(row.message.text)
             outcome = Outcome(OutcomeKind.SENT)  # all parts out already: the mark was all that was missing
@@ -303,8 +306,9 @@ class Outbox:
                     return outcome
                 await self.store.update(row.id, parts_sent=number + 1)
         if outcome.kind is OutcomeKind.SENT:
+            # An edit that went out new (its message never went out, or is gone) is its key's message from now on.
             await self.store.update(row.id, status=OutStatus.SENT, sent_at=datetime.now(UTC).isoformat(),
-                                    telegram_id=outcome.message_id, last_error=None)
+                                    telegram_id=outcome.message_id, last_error=None, edit=int(edited))
             if row.attempts:
                 log.info("outbox: message %d to chat %s delivered after %d failed attempts", row.id, row.chat_id,
                          row.attempts)
@@ -403,7 +407,8 @@ class Outbox:
         """Many waiting texts become one message (no flood on the squad's phones)."""
         if await self.store.count(chat_id) <= self.config.digest_after:
             return  # the usual case after a send: a COUNT, not every pending row read back
-        texts = [r for r in await self.store.pending(chat_id) if r.message.kind is OutKind.TEXT]
+        # An edit changes its own alert's message: folded, it would make the digest an edit of that message.
+        texts = [r for r in await self.store.pending(chat_id) if r.message.kind is OutKind.TEXT and not r.message.edit]
         if len(texts) <= self.config.digest_after:
             return
         since = texts[0].created_at

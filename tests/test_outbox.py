@@ -19,7 +19,7 @@ from bot.lab.telegram_standin import BotApiStandIn
 from bot.lab.telegram_standin.faults import FaultKind
 from bot.outbox import Outbox, RateLimiter, split_text
 from handlers.delivery import TelegramTransport
-from storage import HoldReason, OutMessage, OutStatus, Repository
+from storage import HoldReason, OutKind, OutMessage, OutStatus, Repository
 
 SQUAD, SUPER, KAI, NOBODY = -100, -1001234567890, 42, 777
 FAST = OutboxConfig(digest_after=10, retry_initial=0.05, retry_max=0.3, max_attempts=3, send_timeout=2,
@@ -332,3 +332,40 @@ async def test_an_idle_outbox_starts_no_tasks(tmp_path):
         before = asyncio.all_tasks()
         await asyncio.sleep(2.5)  # longer than a sender's and the scanner's wait
         assert {t.get_name() for t in asyncio.all_tasks() - before} == set()
+
+
+def alert(gateway: str, text: str, *, edit: bool = False) -> OutMessage:
+    """A watch alert as the outbox stores it: keyed by its Gateway's outage, with its buttons."""
+    buttons = () if edit else (("Acknowledge", f"ack:{gateway}@1"), ("Mute 1h", f"mute1h:{gateway}@1"))
+    return OutMessage(OutKind.TEXT, text, buttons=buttons, key=f"down:{gateway}@1", edit=edit)
+
+
+async def test_a_digest_has_no_buttons_and_a_later_edit_never_lands_on_it(tmp_path):
+    burst = [alert(f"gw{i}", f"🔴 gw{i} is DOWN") for i in range(FAST.digest_after + 2)]
+    async with rig(tmp_path) as r:
+        ids = await r.outbox.enqueue(SQUAD, [OutMessage.plain("before"), *burst])  # 12 Gateways down at once
+        await r.outbox.delivered(ids, 10)
+        [_, digest] = r.standin.messages(SQUAD)
+        assert digest.text.startswith("📬 12 messages piled up") and digest.buttons == ()
+        taken = await r.outbox.enqueue(SQUAD, [alert("gw0", "🔴 gw0 is DOWN — taken by kai", edit=True)])
+        await r.outbox.delivered(taken, 10)
+        assert [m.text for m in r.standin.messages(SQUAD)] == ["before", digest.text, "🔴 gw0 is DOWN — taken by kai"]
+        assert r.standin.message(SQUAD, digest.message_id).edits == 0, "the digest is nobody's alert"
+        again = await r.outbox.enqueue(SQUAD, [alert("gw0", "🔴 gw0 is DOWN — taken by kai; 5 min", edit=True)])
+        await r.outbox.delivered(again, 10)
+        assert [m.text for m in r.standin.messages(SQUAD)][2:] == ["🔴 gw0 is DOWN — taken by kai; 5 min"], \
+            "the edit that went out new is gw0's message now: the next edit changes it"
+
+
+async def test_an_edit_is_never_folded_into_a_digest_nor_a_digest_sent_as_an_edit(tmp_path):
+    async with rig(tmp_path) as r:
+        await r.outbox.delivered(await r.outbox.enqueue(SQUAD, [alert("paper", "🔴 paper is DOWN")]), 10)
+        [paper] = r.standin.messages(SQUAD)
+        burst = [alert(f"gw{i}", f"🔴 gw{i} is DOWN") for i in range(FAST.digest_after + 2)]
+        ids = await r.outbox.enqueue(SQUAD, [OutMessage.plain("before"),
+                                             alert("paper", "🔴 paper is DOWN — taken by kai", edit=True), *burst])
+        await r.outbox.delivered(ids, 10)
+        assert r.standin.message(SQUAD, paper.message_id).text == "🔴 paper is DOWN — taken by kai"
+        digest = r.standin.messages(SQUAD)[-1]
+        assert digest.text.startswith("📬 12 messages piled up") and digest.buttons == () and digest.edits == 0
+        assert len(r.standin.messages(SQUAD)) == 3
