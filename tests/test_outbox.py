@@ -369,3 +369,38 @@ async def test_an_edit_is_never_folded_into_a_digest_nor_a_digest_sent_as_an_edi
         digest = r.standin.messages(SQUAD)[-1]
         assert digest.text.startswith("📬 12 messages piled up") and digest.buttons == () and digest.edits == 0
         assert len(r.standin.messages(SQUAD)) == 3
+
+
+async def test_an_alert_whose_buttons_telegram_refuses_goes_at_once_without_them(tmp_path, caplog):
+    caplog.set_level(logging.WARNING, "bot.outbox")
+    name = "g" * 60  # callback data over Telegram's 64 bytes: 400 BUTTON_DATA_INVALID
+    async with rig(tmp_path) as r:
+        ids = await r.outbox.enqueue(KAI, [alert(name, f"🔴 {name} is DOWN"), OutMessage.plain("next")])
+        await r.outbox.delivered(ids, 10)
+        [down, after] = r.standin.messages(KAI)
+        assert (down.text, down.buttons, after.text) == (f"🔴 {name} is DOWN", (), "next")
+        assert r.calls() == [400, 200, 200], "refused once, not retried into a dead letter"
+        assert (await r.repo.outbox.get(ids[0])).status == OutStatus.SENT
+        assert any(f"buttons of message {ids[0]}" in m and "button_data_invalid" in m.lower()
+                   for m in caplog.messages)
+
+
+async def test_an_edit_of_a_message_that_is_gone_is_sent_as_a_new_one(tmp_path):
+    async with rig(tmp_path) as r:
+        [gone] = await r.repo.outbox.enqueue_many([(KAI, alert("paper", "🔴 paper is DOWN"))])
+        await r.repo.outbox.update(gone, status=OutStatus.SENT, telegram_id=999)  # deleted in the chat since
+        ids = await r.outbox.enqueue(KAI, [alert("paper", "🔴 paper is DOWN — taken by kai", edit=True)])
+        await r.outbox.delivered(ids, 10)
+        assert [m.text for m in r.standin.messages(KAI)] == ["🔴 paper is DOWN — taken by kai"]
+        edits = [c.status for c in r.standin.calls if c.method == "editMessageText"]
+        assert edits == [400] and (await r.repo.outbox.get(ids[0])).status == OutStatus.SENT
+
+
+async def test_an_edit_telegram_already_has_counts_as_sent(tmp_path):
+    """A retried edit whose first try landed (its answer lost) is answered "message is not modified"."""
+    async with rig(tmp_path) as r:
+        down = alert("paper", "🔴 paper is DOWN")
+        ids = await r.outbox.enqueue(KAI, [down, replace(down, edit=True)])
+        await r.outbox.delivered(ids, 10)
+        assert [c.status for c in r.standin.calls if c.method == "editMessageText"] == [400]
+        assert (await r.repo.outbox.get(ids[1])).status == OutStatus.SENT
