@@ -271,8 +271,10 @@ class OutboxStore(Store):
         return [Hold(r["chat_id"], HoldReason(r["reason"]), r["detail"], datetime.fromisoformat(r["since"]), r["n"])
                 for r in rows]
 
-    async def failed(self, limit: int = 20) -> list[OutboxRow]:
-        return await self._rows("status = 'failed' ORDER BY id DESC LIMIT ?", (limit,))
+    async def failed(self, limit: int = 20) -> tuple[int, list[OutboxRow]]:
+        """The dead letters: how many there are, and the latest ``limit`` of them."""
+        rows = list(await self._db.execute_fetchall("SELECT COUNT(*) AS n FROM outbox WHERE status = 'failed'"))
+        return int(rows[0]["n"]), await self._rows("status = 'failed' ORDER BY id DESC LIMIT ?", (limit,))
 
     async def moves(self) -> dict[int, int]:
         rows = await self._db.execute_fetchall("SELECT old_chat_id, new_chat_id FROM chat_moves")
