@@ -10,6 +10,8 @@ what happened as an :class:`Outcome`; this module decides what to do about it:
 - 403 / chat not found: hold the chat, keep its messages, say so in the log (``gwbot outbox --retry`` releases);
 - group upgraded to a supergroup: follow it (pending messages and the allow-list's view);
 - too long: send the text in parts (or as a file), shorten a caption;
+- buttons refused: send the message without them (an alert must not die of its buttons);
+- the message an edit changes is gone: send the edit as a new message;
 - anything else: a log line naming the method and chat, and a bounded number of retries (then a dead letter).
 
 Telegram's limits are kept before it enforces them by :class:`RateLimiter`.
@@ -48,6 +50,8 @@ class OutcomeKind(StrEnum):
     CHAT_NOT_FOUND = "chat not found"
     MIGRATED = "migrated"  # the group is now a supergroup with another id
     TOO_LONG = "too long"
+    BAD_BUTTONS = "buttons refused"  # a 400 about the inline keyboard: the message goes without it
+    EDIT_GONE = "nothing to edit"  # the message an edit changes is gone (deleted) or cannot be edited
     FAILED = "failed"  # any other answer
 
 
@@ -291,8 +295,11 @@ class Outbox:
 
     async def _send(self, row: OutboxRow) -> Outcome:
         """Send one stored message (a split text part by part, each part's progress stored)."""
+        edited = False
         if not row.split:
-            outcome = await self._deliver(row.chat_id, await self._target(row))
+            message = await self._target(row)
+            edited = message.edit_of is not None
+            outcome = await self._deliver(row.chat_id, message)
         else:
             parts = split_text(row.message.text)
             outcome = Outcome(OutcomeKind.SENT)  # all parts out already: the mark was all that was missing
@@ -303,8 +310,9 @@ class Outbox:
                     return outcome
                 await self.store.update(row.id, parts_sent=number + 1)
         if outcome.kind is OutcomeKind.SENT:
+            # An edit that went out new (its message never went out, or is gone) is its key's message from now on.
             await self.store.update(row.id, status=OutStatus.SENT, sent_at=datetime.now(UTC).isoformat(),
-                                    telegram_id=outcome.message_id, last_error=None)
+                                    telegram_id=outcome.message_id, last_error=None, edit=int(edited))
             if row.attempts:
                 log.info("outbox: message %d to chat %s delivered after %d failed attempts", row.id, row.chat_id,
                          row.attempts)
@@ -360,6 +368,17 @@ class Outbox:
             return False
         if kind is OutcomeKind.TOO_LONG:
             return await self._too_long(row)
+        if kind is OutcomeKind.BAD_BUTTONS and row.message.buttons:
+            # Retrying would only be refused again: the text matters, the buttons are a convenience.
+            log.warning("outbox: Telegram refused the buttons of message %d to chat %s (%s); sending it without "
+                        "them: %s", row.id, chat_id, outcome.detail, first_line(row.message))
+            await self.store.update(row.id, buttons=None)
+            return True
+        if kind is OutcomeKind.EDIT_GONE and row.message.edit:
+            log.info("outbox: message %d edits a message that is gone (%s); sending it as a new one", row.id,
+                     outcome.detail)
+            await self.store.update(row.id, edit=0)
+            return True
         attempts = row.attempts + 1
         if kind is not OutcomeKind.UNREACHABLE and attempts >= self.config.max_attempts:
             log.error("outbox: gave up on message %d after %d attempts: %s", row.id, attempts, outcome.detail)
@@ -403,7 +422,8 @@ class Outbox:
         """Many waiting texts become one message (no flood on the squad's phones)."""
         if await self.store.count(chat_id) <= self.config.digest_after:
             return  # the usual case after a send: a COUNT, not every pending row read back
-        texts = [r for r in await self.store.pending(chat_id) if r.message.kind is OutKind.TEXT]
+        # An edit changes its own alert's message: folded, it would make the digest an edit of that message.
+        texts = [r for r in await self.store.pending(chat_id) if r.message.kind is OutKind.TEXT and not r.message.edit]
         if len(texts) <= self.config.digest_after:
             return
         since = texts[0].created_at

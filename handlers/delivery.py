@@ -52,8 +52,12 @@ class TelegramTransport:
                 return Outcome(OutcomeKind.CHAT_NOT_FOUND, f"{method}: {e.message}")
             if "message is not modified" in said:  # the same edit twice (a retry after a lost answer)
                 return Outcome(OutcomeKind.SENT, message_id=message.edit_of)
-            if "too long" in said:
+            if "too long" in said and "markup" not in said:
                 return Outcome(OutcomeKind.TOO_LONG, f"{method}: {e.message}")
+            if any(word in said for word in ("button", "keyboard", "reply markup")):  # e.g. BUTTON_DATA_INVALID
+                return Outcome(OutcomeKind.BAD_BUTTONS, f"{method} to chat {chat_id}: {e.message}")
+            if "message to edit not found" in said or "message can't be edited" in said:
+                return Outcome(OutcomeKind.EDIT_GONE, f"{method} to chat {chat_id}: {e.message}")
             return Outcome(OutcomeKind.FAILED, f"{method} to chat {chat_id}: {e.message}")
         except NetworkError as e:  # refused, reset, timed out (TimedOut), HTTP 5xx
             return Outcome(OutcomeKind.UNREACHABLE, f"{method}: {type(e).__name__}: {e.message}")

@@ -148,10 +148,15 @@ class OutboxStore(Store):
         return sorted(r["id"] for r in rows)
 
     async def sent_id(self, chat_id: int, key: str) -> int | None:
-        """The Telegram message id of the first message sent to the chat under ``key`` (what an edit changes)."""
+        """The Telegram message id an edit under ``key`` changes: the latest message sent new under it.
+
+        The latest, not the first: when the first was gone (deleted in the chat, or folded into a
+        digest and never sent itself), an edit went out new and is the one people see now.
+        A digest has no key, so it is never an alert's message.
+        """
         rows = list(await self._db.execute_fetchall(
             "SELECT telegram_id FROM outbox WHERE chat_id = ? AND message_key = ? AND edit = 0 AND status = 'sent' "
-            "AND telegram_id IS NOT NULL ORDER BY id LIMIT 1", (chat_id, key)))
+            "AND telegram_id IS NOT NULL ORDER BY id DESC LIMIT 1", (chat_id, key)))
         return int(rows[0]["telegram_id"]) if rows else None
 
     async def update(self, row_id: int, **columns: object) -> None:
@@ -170,21 +175,24 @@ class OutboxStore(Store):
     async def digest(self, ids: Sequence[int], text: str) -> list[int]:
         """Fold the chat's pending texts into one message, sent where the first of them stood.
 
-        The first row becomes the digest (its id keeps the place in the queue) after a copy of it
-        is kept as digested, so no text is lost. ``ids`` are pending texts of one chat, oldest
-        first; returns the ids now digested (the copy and the rest). Files stay queued as they were.
+        The digest is a fresh message: it takes the first row's place in the queue (its id) but none
+        of its identity (no key, buttons, edit flag or failed attempts), so no later edit can find it
+        as an alert's message. A full copy of the first row is kept as digested, so no text is lost.
+        ``ids`` are pending texts of one chat, oldest first, none an edit (an edit changes its own
+        message); returns the ids now digested (the copy and the rest). Files stay queued as they were.
         """
         first, rest = ids[0], list(ids[1:])
 
         async def fold() -> list[int]:
             copy = await self._db.execute_fetchall(
-                "INSERT INTO outbox (chat_id, kind, text, silent, status, created_at, attempts, last_error) "
-                "SELECT chat_id, kind, text, silent, 'digested', created_at, attempts, last_error FROM outbox "
-                "WHERE id = ? RETURNING id", (first,))
+                "INSERT INTO outbox (chat_id, kind, text, silent, buttons, message_key, edit, status, created_at, "
+                "attempts, last_error) SELECT chat_id, kind, text, silent, buttons, message_key, edit, 'digested', "
+                "created_at, attempts, last_error FROM outbox WHERE id = ? RETURNING id", (first,))
             marks = ",".join("?" * len(rest))
             await self._db.execute(f"UPDATE outbox SET status = 'digested' WHERE id IN ({marks})", rest)
-            await self._db.execute("UPDATE outbox SET text = ?, split = 0, parts_sent = 0, silent = 0 WHERE id = ?",
-                                   (text, first))
+            await self._db.execute(
+                "UPDATE outbox SET text = ?, split = 0, parts_sent = 0, silent = 0, buttons = NULL, "
+                "message_key = NULL, edit = 0, attempts = 0, last_error = NULL WHERE id = ?", (text, first))
             return [next(iter(copy))["id"], *rest]
         return await self._committed(fold)
 
@@ -263,8 +271,10 @@ class OutboxStore(Store):
         return [Hold(r["chat_id"], HoldReason(r["reason"]), r["detail"], datetime.fromisoformat(r["since"]), r["n"])
                 for r in rows]
 
-    async def failed(self, limit: int = 20) -> list[OutboxRow]:
-        return await self._rows("status = 'failed' ORDER BY id DESC LIMIT ?", (limit,))
+    async def failed(self, limit: int = 20) -> tuple[int, list[OutboxRow]]:
+        """The dead letters: how many there are, and the latest ``limit`` of them."""
+        rows = list(await self._db.execute_fetchall("SELECT COUNT(*) AS n FROM outbox WHERE status = 'failed'"))
+        return int(rows[0]["n"]), await self._rows("status = 'failed' ORDER BY id DESC LIMIT ?", (limit,))
 
     async def moves(self) -> dict[int, int]:
         rows = await self._db.execute_fetchall("SELECT old_chat_id, new_chat_id FROM chat_moves")

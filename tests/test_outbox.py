@@ -19,7 +19,7 @@ from bot.lab.telegram_standin import BotApiStandIn
 from bot.lab.telegram_standin.faults import FaultKind
 from bot.outbox import Outbox, RateLimiter, split_text
 from handlers.delivery import TelegramTransport
-from storage import HoldReason, OutMessage, OutStatus, Repository
+from storage import HoldReason, OutKind, OutMessage, OutStatus, Repository
 
 SQUAD, SUPER, KAI, NOBODY = -100, -1001234567890, 42, 777
 FAST = OutboxConfig(digest_after=10, retry_initial=0.05, retry_max=0.3, max_attempts=3, send_timeout=2,
@@ -332,3 +332,75 @@ async def test_an_idle_outbox_starts_no_tasks(tmp_path):
         before = asyncio.all_tasks()
         await asyncio.sleep(2.5)  # longer than a sender's and the scanner's wait
         assert {t.get_name() for t in asyncio.all_tasks() - before} == set()
+
+
+def alert(gateway: str, text: str, *, edit: bool = False) -> OutMessage:
+    """A watch alert as the outbox stores it: keyed by its Gateway's outage, with its buttons."""
+    buttons = () if edit else (("Acknowledge", f"ack:{gateway}@1"), ("Mute 1h", f"mute1h:{gateway}@1"))
+    return OutMessage(OutKind.TEXT, text, buttons=buttons, key=f"down:{gateway}@1", edit=edit)
+
+
+async def test_a_digest_has_no_buttons_and_a_later_edit_never_lands_on_it(tmp_path):
+    burst = [alert(f"gw{i}", f"🔴 gw{i} is DOWN") for i in range(FAST.digest_after + 2)]
+    async with rig(tmp_path) as r:
+        ids = await r.outbox.enqueue(SQUAD, [OutMessage.plain("before"), *burst])  # 12 Gateways down at once
+        await r.outbox.delivered(ids, 10)
+        [_, digest] = r.standin.messages(SQUAD)
+        assert digest.text.startswith("📬 12 messages piled up") and digest.buttons == ()
+        taken = await r.outbox.enqueue(SQUAD, [alert("gw0", "🔴 gw0 is DOWN — taken by kai", edit=True)])
+        await r.outbox.delivered(taken, 10)
+        assert [m.text for m in r.standin.messages(SQUAD)] == ["before", digest.text, "🔴 gw0 is DOWN — taken by kai"]
+        assert r.standin.message(SQUAD, digest.message_id).edits == 0, "the digest is nobody's alert"
+        again = await r.outbox.enqueue(SQUAD, [alert("gw0", "🔴 gw0 is DOWN — taken by kai; 5 min", edit=True)])
+        await r.outbox.delivered(again, 10)
+        assert [m.text for m in r.standin.messages(SQUAD)][2:] == ["🔴 gw0 is DOWN — taken by kai; 5 min"], \
+            "the edit that went out new is gw0's message now: the next edit changes it"
+
+
+async def test_an_edit_is_never_folded_into_a_digest_nor_a_digest_sent_as_an_edit(tmp_path):
+    async with rig(tmp_path) as r:
+        await r.outbox.delivered(await r.outbox.enqueue(SQUAD, [alert("paper", "🔴 paper is DOWN")]), 10)
+        [paper] = r.standin.messages(SQUAD)
+        burst = [alert(f"gw{i}", f"🔴 gw{i} is DOWN") for i in range(FAST.digest_after + 2)]
+        ids = await r.outbox.enqueue(SQUAD, [OutMessage.plain("before"),
+                                             alert("paper", "🔴 paper is DOWN — taken by kai", edit=True), *burst])
+        await r.outbox.delivered(ids, 10)
+        assert r.standin.message(SQUAD, paper.message_id).text == "🔴 paper is DOWN — taken by kai"
+        digest = r.standin.messages(SQUAD)[-1]
+        assert digest.text.startswith("📬 12 messages piled up") and digest.buttons == () and digest.edits == 0
+        assert len(r.standin.messages(SQUAD)) == 3
+
+
+async def test_an_alert_whose_buttons_telegram_refuses_goes_at_once_without_them(tmp_path, caplog):
+    caplog.set_level(logging.WARNING, "bot.outbox")
+    name = "g" * 60  # callback data over Telegram's 64 bytes: 400 BUTTON_DATA_INVALID
+    async with rig(tmp_path) as r:
+        ids = await r.outbox.enqueue(KAI, [alert(name, f"🔴 {name} is DOWN"), OutMessage.plain("next")])
+        await r.outbox.delivered(ids, 10)
+        [down, after] = r.standin.messages(KAI)
+        assert (down.text, down.buttons, after.text) == (f"🔴 {name} is DOWN", (), "next")
+        assert r.calls() == [400, 200, 200], "refused once, not retried into a dead letter"
+        assert (await r.repo.outbox.get(ids[0])).status == OutStatus.SENT
+        assert any(f"buttons of message {ids[0]}" in m and "button_data_invalid" in m.lower()
+                   for m in caplog.messages)
+
+
+async def test_an_edit_of_a_message_that_is_gone_is_sent_as_a_new_one(tmp_path):
+    async with rig(tmp_path) as r:
+        [gone] = await r.repo.outbox.enqueue_many([(KAI, alert("paper", "🔴 paper is DOWN"))])
+        await r.repo.outbox.update(gone, status=OutStatus.SENT, telegram_id=999)  # deleted in the chat since
+        ids = await r.outbox.enqueue(KAI, [alert("paper", "🔴 paper is DOWN — taken by kai", edit=True)])
+        await r.outbox.delivered(ids, 10)
+        assert [m.text for m in r.standin.messages(KAI)] == ["🔴 paper is DOWN — taken by kai"]
+        edits = [c.status for c in r.standin.calls if c.method == "editMessageText"]
+        assert edits == [400] and (await r.repo.outbox.get(ids[0])).status == OutStatus.SENT
+
+
+async def test_an_edit_telegram_already_has_counts_as_sent(tmp_path):
+    """A retried edit whose first try landed (its answer lost) is answered "message is not modified"."""
+    async with rig(tmp_path) as r:
+        down = alert("paper", "🔴 paper is DOWN")
+        ids = await r.outbox.enqueue(KAI, [down, replace(down, edit=True)])
+        await r.outbox.delivered(ids, 10)
+        assert [c.status for c in r.standin.calls if c.method == "editMessageText"] == [400]
+        assert (await r.repo.outbox.get(ids[1])).status == OutStatus.SENT

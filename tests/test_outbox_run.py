@@ -20,7 +20,7 @@ from bot.lab.telegram_standin import BotApiStandIn, User
 from bot.lab.telegram_standin.faults import FaultKind
 from bot.selfcheck import ping_forever
 from bot.services import Services
-from storage import HoldReason, OutMessage, Repository
+from storage import HoldReason, OutMessage, OutStatus, Repository
 from tests.test_chat import chat_config
 from tests.test_cli import config_file, gwbot
 from tests.test_outbox import FAST, KAI, SQUAD, SUPER, rig, until
@@ -180,3 +180,22 @@ async def test_gwbot_outbox_lists_pending_and_held_chats_and_retry_releases(tmp_
     async with await Repository.open(tmp_path / "data" / "gwbot.sqlite3") as repo:
         assert await repo.outbox.holds() == []
         assert all(b.next_attempt_at == 0 for b in await repo.outbox.backlog())
+
+
+async def test_gwbot_outbox_says_plainly_what_could_not_be_delivered(tmp_path):
+    cfg = str(config_file(tmp_path))
+    code, out, err = await gwbot("--config", cfg, "outbox")
+    assert (code, out) == (0, "Outbox empty: every message was delivered.\n"), err
+    async with await Repository.open(tmp_path / "data" / "gwbot.sqlite3") as repo:
+        [sent, dead] = await repo.outbox.enqueue_many([(KAI, OutMessage.plain("hello")),
+                                                       (SQUAD, OutMessage.plain("🔴 paper is DOWN\ndetails"))])
+        await repo.outbox.update(sent, status=OutStatus.SENT, telegram_id=1)
+        await repo.outbox.update(dead, status=OutStatus.FAILED, last_error="sendPhoto to chat -100: Bad thing")
+    code, out, err = await gwbot("--config", cfg, "outbox")
+    assert code == 0, err
+    assert "every message was delivered" not in out
+    nothing, header, letter = out.splitlines()
+    assert nothing == "Nothing is waiting to be sent."
+    assert header.startswith("1 message could not be delivered")
+    assert letter.startswith(f"  #{dead} to chat -100, written ") and letter.endswith(
+        'UTC: "🔴 paper is DOWN"; Telegram said: sendPhoto to chat -100: Bad thing')

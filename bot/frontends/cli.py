@@ -29,7 +29,7 @@ from bot.lab.operators import AutoOperator
 from bot.lab.simulator import CONTROL_HELP, NO_CONTROL_PORT, SimulatedGateway, control, send_control, serve
 from bot.lab.telegram_standin import User
 from bot.lab.telegram_standin.terminal import TerminalChat
-from bot.outbox import RESCAN
+from bot.outbox import RESCAN, first_line
 from bot.runner import RunOutcome, RunRequest, RunStatus
 from bot.services import database_path, open_services, with_gateway
 from storage import Repository, RunRecord, StorageError
@@ -373,7 +373,7 @@ async def _cmd_outbox(config: Config, args: argparse.Namespace) -> int:
             print(f"Released {len(holds)} held chats; {due} messages are due now. A running `gwbot run` sends them "
                   f"within {RESCAN:g} s, else they go when it starts.")
             return EXIT_OK
-        backlog, failed = await store.backlog(), await store.failed()
+        backlog, (dead, failed) = await store.backlog(), await store.failed()
     now = time.time()
     for b in backlog:
         state = (f"HELD since {b.held_since:%H:%M:%S} ({b.held}: {b.held_detail})" if b.held
@@ -381,9 +381,14 @@ async def _cmd_outbox(config: Config, args: argparse.Namespace) -> int:
         print(f"chat {b.chat_id}: {b.pending} pending since {b.oldest:%Y-%m-%d %H:%M:%S} UTC, {state}"
               + (f"; last error: {b.last_error}" if b.last_error else ""))
     if not backlog:
-        print("Outbox empty: every message was delivered.")
+        print("Nothing is waiting to be sent." if dead else "Outbox empty: every message was delivered.")
+    if dead:
+        latest = f"; the latest {len(failed)}" if dead > len(failed) else ""
+        print(f"{dead} message{'s' * (dead > 1)} could not be delivered (Telegram refused each of them again and "
+              f"again; kept in the database, not sent again){latest}:")
     for row in failed:
-        print(f"dead letter #{row.id} to chat {row.chat_id} ({row.created_at:%Y-%m-%d %H:%M} UTC): {row.last_error}")
+        print(f"  #{row.id} to chat {row.chat_id}, written {row.created_at:%Y-%m-%d %H:%M} UTC: "
+              f"\"{first_line(row.message)}\"; Telegram said: {row.last_error}")
     return EXIT_OK
 
 
