@@ -7,13 +7,16 @@ its own): one definition for the checks, the runner, the repository and the repo
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
 import aiosqlite
+from aiosqlite.context import Result
+
+Params = Sequence[Any] | Mapping[str, Any]
 
 
 def ts(at: datetime) -> str:
@@ -32,13 +35,41 @@ def when(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text) if text else None
 
 
-class Store:
-    """A part of the repository on its connection (one writer). Every write is one transaction of
-    the repository's (``committed``): it never commits another task's half-way, and it lands even
-    if its caller is cancelled meanwhile."""
+class Database:
+    """The repository's connections, as each of its parts runs statements on them.
 
-    def __init__(self, db: aiosqlite.Connection,
-                 committed: Callable[[Callable[[], Awaitable[Any]]], Awaitable[Any]]) -> None:
+    One connection writes, one transaction at a time (the repository's lock). A task inside its
+    transaction (``in_transaction``) runs every statement there, and reads its own writes. Every
+    other read goes to a second, read-only connection which, under WAL, sees only committed data:
+    no read anywhere sees another task's open transaction, and no read waits for a writer.
+    """
+
+    def __init__(self, writer: aiosqlite.Connection, in_transaction: Callable[[], bool]) -> None:
+        self.writer = writer
+        self.reader: aiosqlite.Connection | None = None  # None: all on the writer (opening; a read-only file)
+        self._in_transaction = in_transaction
+
+    def _here(self) -> aiosqlite.Connection:
+        return self.writer if self.reader is None or self._in_transaction() else self.reader
+
+    def execute(self, sql: str, params: Params = ()) -> Result[aiosqlite.Cursor]:
+        return self._here().execute(sql, params)
+
+    async def execute_fetchall(self, sql: str, params: Params = ()) -> Iterable[aiosqlite.Row]:
+        return await self._here().execute_fetchall(sql, params)
+
+    async def close(self) -> None:
+        if self.reader is not None:
+            await self.reader.close()
+        await self.writer.close()
+
+
+class Store:
+    """A part of the repository on its connections (one writer). Every write is one transaction of
+    the repository's (``committed``): it never commits another task's half-way, and it lands even
+    if its caller is cancelled meanwhile. Its reads see only what is committed."""
+
+    def __init__(self, db: Database, committed: Callable[[Callable[[], Awaitable[Any]]], Awaitable[Any]]) -> None:
         self._db = db
         self._committed = committed
 

@@ -4,7 +4,9 @@ Every write commits at once, so a crash leaves a readable partial run; a write o
 statements is one transaction (``async with repo.transaction():``), all or nothing. A run
 records its owner (host, pid, process start) and renews a lease while it runs; a run still
 marked running whose owner is provably gone is marked interrupted, ended at its last stored
-sign of life. WAL lets readers (a /report, `gwbot history` during a soak) run beside the writer.
+sign of life. WAL lets readers (a /report, `gwbot history` during a soak) run beside the writer,
+and reads in this process go to a read-only connection of their own (``Database``): they see only
+committed data, never another task's transaction half-way.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from storage.models import (
     AuditRecord,
     CheckRecord,
     CheckStatus,
+    Database,
     EventRecord,
     LogRecord,
     Metric,
@@ -149,6 +152,18 @@ def _access(path: Path, *, for_reading: bool) -> str:
     return "ro" if Path(f"{path}-wal").exists() else "immutable"
 
 
+async def _connect(target: Path | str) -> aiosqlite.Connection:
+    """A connection to a file, or to a ``file:`` URI (read-only opens)."""
+    db = await aiosqlite.connect(target, uri=isinstance(target, str))
+    db.row_factory = aiosqlite.Row
+    try:
+        await db.execute("PRAGMA busy_timeout=5000")
+    except BaseException:
+        await db.close()
+        raise
+    return db
+
+
 @contextlib.contextmanager
 def _translated(path: Path) -> Iterator[None]:
     try:
@@ -161,20 +176,21 @@ class Repository:
     """Open with ``await Repository.open(path)``; close with ``await repo.close()`` or ``async with``."""
 
     def __init__(self, db: aiosqlite.Connection, path: Path, *, read_only: bool = False) -> None:
-        self._db = db
+        self._db = db  # the writer
+        self.db = Database(db, self._in_transaction)
         self.path = path
         self.read_only = read_only
         self.owner = Owner.current()
         self.recovered_runs: tuple[int, ...] = ()
-        self.outbox = OutboxStore(db, self.committed)  # the outbox's rows share this connection (one writer)
+        self.outbox = OutboxStore(self.db, self.committed)  # the outbox's rows share these connections
         self._version = len(MIGRATIONS)
         self._owned: set[int] = set()  # runs this repository created and has not finished
         self._lease_task: asyncio.Task[None] | None = None
         # One connection serves every task: a transaction keeps the others' writes out until it ends.
         self._lock = asyncio.Lock()
         self._tx_task: asyncio.Task[Any] | None = None
-        self.incidents = IncidentStore(db, self.committed)  # the watch's outages share this connection
-        self.subscribers = SubscriberStore(db, self.committed)  # chats that /subscribe to the watch's alerts
+        self.incidents = IncidentStore(self.db, self.committed)  # the watch's outages share these connections
+        self.subscribers = SubscriberStore(self.db, self.committed)  # chats that /subscribe to the watch's alerts
 
     @classmethod
     async def open(cls, path: Path, *, for_reading: bool = False) -> Repository:
@@ -184,15 +200,12 @@ class Repository:
         mode = _access(path, for_reading=for_reading)
         with _translated(path):
             if mode == "rw":
-                db = await aiosqlite.connect(path)
+                db = await _connect(path)
             else:
-                uri = path.resolve().as_uri() + ("?mode=ro" if mode == "ro" else "?mode=ro&immutable=1")
-                db = await aiosqlite.connect(uri, uri=True)
-        db.row_factory = aiosqlite.Row
+                db = await _connect(path.resolve().as_uri() + ("?mode=ro" if mode == "ro" else "?mode=ro&immutable=1"))
         repo = cls(db, path, read_only=mode != "rw")
         try:
             with _translated(path):
-                await db.execute("PRAGMA busy_timeout=5000")
                 # Read before any write: a file that is not ours, or too new, is left as it was.
                 repo._version = await repo._value("PRAGMA user_version")
                 if repo._version > len(MIGRATIONS):
@@ -204,9 +217,11 @@ class Repository:
                     await db.execute("PRAGMA foreign_keys=ON")
                     await repo._migrate()
                     repo.recovered_runs = await repo._recover()
+                    # From here on reads see only committed data (a read-only open has no writer beside it).
+                    repo.db.reader = await _connect(path.resolve().as_uri() + "?mode=ro")
                     repo._lease_task = asyncio.create_task(repo._keep_leases(), name=f"leases {path.name}")
         except BaseException:
-            await db.close()
+            await repo.db.close()
             raise
         return repo
 
@@ -220,7 +235,7 @@ class Repository:
         except StorageError as e:
             log.warning("could not mark runs %s interrupted in %s: %s", sorted(self._owned), self.path, e)
         finally:
-            await self._db.close()
+            await self.db.close()
 
     async def __aenter__(self) -> Repository:
         return self
@@ -280,7 +295,7 @@ class Repository:
 
     async def _one(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> aiosqlite.Row | None:
         with _translated(self.path):
-            async with self._db.execute(sql, params) as cur:
+            async with self.db.execute(sql, params) as cur:
                 return await cur.fetchone()
 
     async def _value(self, sql: str, params: Sequence[Any] = ()) -> Any:
@@ -291,16 +306,21 @@ class Repository:
 
     async def _all(self, sql: str, params: Sequence[Any] = ()) -> Iterable[aiosqlite.Row]:
         with _translated(self.path):
-            return await self._db.execute_fetchall(sql, params)
+            return await self.db.execute_fetchall(sql, params)
+
+    def _in_transaction(self) -> bool:
+        """The calling task holds the open transaction (its statements belong on the writer)."""
+        return self._tx_task is not None and self._tx_task is asyncio.current_task()
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[None]:
         """The writes inside land together or not at all; nested in the same task, joins the outer one."""
-        if self._tx_task is not None and self._tx_task is asyncio.current_task():
+        if self._in_transaction():
             yield
             return
         async with self._lock:
             self._tx_task = asyncio.current_task()
+            owned = set(self._owned)
             try:
                 # Inside the try: a task cancelled while BEGIN is queued still gets it rolled back
                 # (aiosqlite runs a queued statement even when its caller has stopped waiting).
@@ -311,6 +331,7 @@ class Repository:
                     await self._db.commit()
             except BaseException:
                 await self._db.rollback()  # a failed write leaves nothing half-done behind
+                self._owned = owned  # a run created in it never existed; one finished in it still runs
                 raise
             finally:
                 self._tx_task = None

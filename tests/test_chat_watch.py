@@ -154,6 +154,19 @@ async def test_a_checklist_expects_only_its_reconnect_steps_stop(watched):
     assert len(alerts(watched, "🔴")) == 1
 
 
+async def test_a_gateway_named_with_60_characters_is_reached_by_status(tmp_path):
+    name = "paper-" + "x" * 54
+    config = chat_config(tmp_path)
+    config = replace(config, gateways=(replace(config.gateway(), name=name),),
+                     watch=WatchConfig(expected=(), relogin_reminder=0))
+    async with lab_chat(config, [User(KAI, "Kai", "kai")], {SQUAD: "squad"},
+                        client_options={"probe_interval": FAST.probe_interval}, watch_options=WATCH_OPTIONS) as lab:
+        chat = Chat(lab.standin, lab.gateway, lab.services)
+        await _until(lambda: lab.services.watch.watcher(name).state.phase is Phase.UP)
+        reply = await chat.ask(f"/status {name}", name)
+        assert reply.text.startswith("🟢") and "(from the watch)" in reply.text
+
+
 async def test_status_answers_from_the_watch_while_the_gateway_is_frozen(watched):
     watched.gateway.freeze()
     await _until(lambda: watched.services.watch.watcher().state.phase is Phase.DOWN, timeout=10)

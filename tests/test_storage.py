@@ -414,3 +414,40 @@ async def test_a_transaction_is_all_or_nothing_and_keeps_other_tasks_writes_out(
     stored = await repo.get_run(run)
     assert stored.checks[0].status == "running" and stored.checks[0].metrics == ()
     assert [e.message for e in stored.events] == ["from another task"]
+
+
+async def test_no_read_sees_another_tasks_open_transaction_nor_waits_for_it(tmp_path):
+    """A writer inserts and then waits inside its transaction; meanwhile every reader (the runs,
+    the outbox's and the watch's stores) sees only what is committed, at once; the writer then
+    fails, and the rows it rolled back were never seen by anyone."""
+    written, finish = asyncio.Event(), asyncio.Event()
+    nothing = ([], None, [], [], [])
+    # Closing finds no run of its own to interrupt: the rolled-back one never existed.
+    async with await Repository.open(tmp_path / "gwbot.sqlite3") as repo:
+        async def writer() -> None:
+            async with repo.transaction():
+                await repo.create_run("connect", "paper", "x", "terminal", {})
+                at = datetime.now(UTC).isoformat()
+                await repo._db.execute("INSERT INTO watch_subscribers (chat_id, by, since) VALUES (-100, 'x', ?)",
+                                       (at,))
+                await repo._db.execute("INSERT INTO outbox (chat_id, kind, text, created_at) "
+                                       "VALUES (-100, 'text', 'hi', ?)", (at,))
+                written.set()
+                await finish.wait()
+                raise RuntimeError("the writer fails: its transaction is rolled back")
+
+        async def seen() -> tuple:
+            return (await repo.list_runs(), await repo.get_run(1), await repo.subscribers.chat_ids(),
+                    await repo.outbox.pending(-100), await repo.outbox.sendable_chats())
+
+        task = asyncio.create_task(writer())
+        try:
+            await written.wait()
+            async with asyncio.timeout(2):  # reads never wait for the writer's transaction to end
+                assert await seen() == nothing
+        finally:
+            finish.set()  # however the reads went, the writer lets go (else closing would wait for it)
+            await asyncio.gather(task, return_exceptions=True)
+        assert isinstance(task.exception(), RuntimeError)
+        assert await seen() == nothing
+        assert await repo.subscribers.add(-200, "y") and await repo.subscribers.chat_ids() == [-200], "committed"
