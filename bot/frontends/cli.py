@@ -138,6 +138,10 @@ def _parser() -> argparse.ArgumentParser:
                        help="how long the simulator process stays killed for the long-outage figure (default 90)")
     bench.add_argument("--api-outage", type=_typed(Range(0, 3600)), default=120.0, metavar="SECONDS",
                        help="how long the Bot API refuses connections in the outbox figure (0: skip it)")
+    bench.add_argument("--restart", type=_typed(Range(0, 3600)), default=60.0, metavar="SECONDS",
+                       help="how long the port stays closed in the watch's restart figure (default 60)")
+    bench.add_argument("--ready-after", type=_typed(Range(0, 3600, low_open=True)), default=15.0, metavar="SECONDS",
+                       help="then how long until its API is ready, as if logging in (default 15)")
     bench.add_argument("--watch-only", action="store_true", help="only the always-on watch's figures")
     bench.add_argument("--gateways", type=_typed(Range(1, 500, integer=True)), default=50,
                        help="Gateways watched at once (default 50)")
@@ -444,6 +448,9 @@ async def _cmd_bench(_: Config, args: argparse.Namespace) -> int:
     say(f"The watch: simulator processes SIGKILLed, {args.trials} trials, a {args.outage:g} s outage, "
         f"{args.gateways} Gateways, {args.commands} commands ...")
     show(await bench_watch.measure_kill(trials=args.trials, outage=args.outage), bench_watch.figure_line)
+    restarts = min(args.trials, 3)  # each takes restart + ready-after seconds (75 s by default)
+    say(f"The watch: {restarts} restarts, port closed {args.restart:g} s, API ready {args.ready_after:g} s later ...")
+    show(await bench_watch.measure_restart(restarts, args.restart, args.ready_after), bench_watch.figure_line)
     show(await bench_watch.measure_frozen(trials=min(args.trials, 5)), bench_watch.figure_line)
     show(await bench_watch.measure_many(gateways=args.gateways, commands=args.commands), bench_watch.figure_line)
     return EXIT_OK

@@ -231,11 +231,13 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
-async def spawn_simulator(port: int) -> asyncio.subprocess.Process:
-    """`gwbot simulate` in its own process; returns as soon as its port accepts connections."""
+async def spawn_simulator(port: int, control_port: int = 0, *, logs: bool = False) -> asyncio.subprocess.Process:
+    """`gwbot simulate` in its own process; returns as soon as its port accepts connections.
+    ``logs``: its log lines on ``proc.stderr`` (the caller must keep reading them)."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", "simulate", "--port", str(port), "--control-port", "0",
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, env=os.environ | {"GWBOT_CONFIG": ""})
+        sys.executable, "-m", "bot", "simulate", "--port", str(port), "--control-port", str(control_port),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE if logs else asyncio.subprocess.DEVNULL,
+        env=os.environ | {"GWBOT_CONFIG": ""})
     try:
         async with asyncio.timeout(20):
             await wait_for_port("127.0.0.1", port, 0.005)

@@ -23,6 +23,7 @@ from bot.ibkr.client import ClientOptions, IBKRClient, port_accepts
 from bot.ibkr.errors import GatewayError
 from bot.lab.bench import PERSON, Figure, free_ports, kill, last_id, loop_lags, round_trip, spawn_simulator
 from bot.lab.chat import LabChat, lab_chat
+from bot.lab.simulator import send_control
 from bot.lab.telegram_standin import BotApiStandIn, BotMessage, User
 from bot.services import Services
 from bot.stats import percentile
@@ -167,6 +168,48 @@ async def measure_kill(trials: int = 10, outage: float = 90.0, baseline_trials: 
                Figure(f"API ready -> 🟢 accepted after a {outage:g} s outage [≤1.5 s]", tuple(long_green), "s"),
                Figure(f"baseline: seed loop (fixed {SEED_DELAY:g} s sleep) reconnects", tuple(seed), "s")]
     return [f for f in figures if f.samples]
+
+
+async def measure_restart(trials: int = 2, down: float = 60.0, ready_after: float = 15.0) -> list[Figure]:
+    """`simctl restart DOWN --ready-after S` on a simulator in its own process, through its control
+    port, as a real Gateway's daily restart: port closed ``down`` s, then open but logging in for
+    ``ready_after`` s. Seconds from its API being ready (its log line says when) to 🟢 accepted."""
+    port, control = free_ports(2)
+    ready: asyncio.Queue[float] = asyncio.Queue()
+    sim = await spawn_simulator(port, control, logs=True)
+    assert sim.stderr is not None  # logs=True
+    reading = asyncio.create_task(_ready_lines(sim.stderr, ready))
+    green: list[float] = []
+    try:
+        async with _watching([port]) as lab:
+            services, standin = lab.services, lab.standin
+            for trial in range(trials):
+                await _up(services)
+                await asyncio.sleep(services.config.outbox.chat_interval + 0.2)  # as in measure_kill
+                after = last_id(standin, PERSON)
+                # The watcher tries about once a second while the Gateway logs in: spread the moment
+                # its API becomes ready over that cycle, or every trial would land on the same phase.
+                logging_in = ready_after + trial / trials
+                answer = await send_control("127.0.0.1", control, f"restart {down:g} --ready-after {logging_in:.3f}")
+                if not answer.startswith("OK"):
+                    raise RuntimeError(f"the simulator refused the restart: {answer}")
+                ready_at = await asyncio.wait_for(ready.get(), down + ready_after + 30)
+                back = await _next(standin, "🟢", after)
+                green.append(back.sent_at - ready_at)
+    finally:
+        reading.cancel()
+        await asyncio.gather(reading, return_exceptions=True)
+        await kill(sim)
+    return [Figure(f"restart: port closed {down:g} s, API ready {ready_after:g}-{ready_after + 1:g} s later -> "
+                   "🟢 accepted [≤1.5 s]", tuple(green), "s")]
+
+
+async def _ready_lines(log_lines: asyncio.StreamReader, ready: asyncio.Queue[float]) -> None:
+    """Reads the simulator's log to its end (a full pipe would stall it); queues the moment of
+    every "ready" line, on this process's clock."""
+    while line := await log_lines.readline():
+        if line.rstrip().endswith(b"bot.lab.simulator: simulated Gateway ready"):
+            ready.put_nowait(time.monotonic())
 
 
 async def measure_frozen(trials: int = 5, heartbeat: tuple[float, float] = (2.0, 1.0)) -> list[Figure]:
