@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 PART_LIMIT = 4000  # a part of a split text, with room for the "(2/3)" mark
 MAX_PARTS = 5  # a longer text goes as a file: five screens of chat is already a lot
 CAPTION_LIMIT = 1024
+STOP_GRACE = 10.0  # seconds a stop waits for requests already on their way to Telegram
 RESCAN = 2.0  # seconds: how often senders look at the database for changes made elsewhere (gwbot outbox --retry)
 
 
@@ -181,6 +182,8 @@ class Outbox:
         self._waiters: dict[int, asyncio.Future[None]] = {}
         self._scanner: asyncio.Task[None] | None = None
         self._rescan = asyncio.Event()
+        self._sending: set[int] = set()  # chats whose request is out and whose answer is not stored yet
+        self._stopping = False
 
     # ------------------------------------------------------------ lifecycle
     async def load(self) -> None:
@@ -192,14 +195,27 @@ class Outbox:
         self._scanner = asyncio.create_task(self._scan(), name="outbox scanner")
 
     async def stop(self) -> None:
-        """Stop sending; what is not sent yet stays in the database for the next start."""
+        """Stop sending; what is not sent yet stays in the database for the next start.
+
+        A request already on its way to Telegram is let finish (up to ``STOP_GRACE``) and its answer
+        stored: cut off, Telegram may have shown the message while the database still says pending,
+        and the next start would send it again.
+        """
+        self._stopping = True
         tasks = [t for t in (self._scanner, *self._senders.values()) if t is not None]
+        busy = [self._senders[c] for c in self._sending if c in self._senders]
         self._scanner = None
         self._senders.clear()
         for task in tasks:
-            task.cancel()
+            if task not in busy:  # waiting or pacing: nothing is out, nothing to lose
+                task.cancel()
+        if busy:
+            await asyncio.wait(busy, timeout=STOP_GRACE)  # each ends once its answer is stored
+            for task in busy:
+                task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._transport = None
+        self._stopping = False
 
     @property
     def running(self) -> bool:
@@ -270,7 +286,7 @@ class Outbox:
 
     async def _serve(self, chat_id: int) -> None:
         """Deliver one chat's messages in order; ends only when the chat is held or has moved."""
-        while True:
+        while not self._stopping:
             self._wake[chat_id].clear()  # before reading: an enqueue from now on wakes the pause below
             row = await self.store.head(chat_id)
             wait = RESCAN if row is None else row.next_attempt_at - time.time()
@@ -281,16 +297,19 @@ class Outbox:
                     async with asyncio.timeout(min(wait, RESCAN)):
                         await self._wake[chat_id].wait()
                 continue
+            # What piled up (an outage, gwbot's own downtime, 50 alerts at once) goes as one digest, the
+            # head included: its own failed tries say nothing about the Gateways folded behind it.
+            if await self._digest(chat_id):
+                continue
             if row.split and len(split_text(row.message.text)) > MAX_PARTS:
                 log.info("outbox: message %d too long even in parts; sending it as a file", row.id)
                 await self.store.as_file(row.id, "message.txt", first_line(row.message, 200))
                 continue
-            outcome = await self._send(row)
-            if outcome.kind is OutcomeKind.SENT:
-                # What piled up behind it (an outage, gwbot's own downtime, 50 alerts at once) goes as one digest.
-                await self._digest(chat_id)
-                continue
-            if not await self._handle(row, outcome):
+            try:
+                outcome = await self._send(row)
+            finally:
+                self._sending.discard(chat_id)
+            if outcome.kind is not OutcomeKind.SENT and not await self._handle(row, outcome):
                 return
 
     async def _send(self, row: OutboxRow) -> Outcome:
@@ -331,6 +350,7 @@ class Outbox:
         """One request to Telegram, within the rate limits."""
         assert self._transport is not None
         stamp = await self._limiter.acquire(chat_id)
+        self._sending.add(chat_id)  # from here a stop waits for the answer (see stop)
         outcome = await self._transport.send(chat_id, message)
         self._limiter.answered(chat_id)
         if outcome.kind is OutcomeKind.UNREACHABLE:
@@ -418,14 +438,16 @@ class Outbox:
         state.attempt_number = attempt
         return self._backoff(state)
 
-    async def _digest(self, chat_id: int) -> None:
-        """Many waiting texts become one message (no flood on the squad's phones)."""
+    async def _digest(self, chat_id: int) -> bool:
+        """Many waiting texts become one message (no flood on the squad's phones); True if they did."""
         if await self.store.count(chat_id) <= self.config.digest_after:
-            return  # the usual case after a send: a COUNT, not every pending row read back
+            return False  # the usual case: a COUNT, not every pending row read back
         # An edit changes its own alert's message: folded, it would make the digest an edit of that message.
-        texts = [r for r in await self.store.pending(chat_id) if r.message.kind is OutKind.TEXT and not r.message.edit]
+        # A text already going out in parts finishes as it started.
+        texts = [r for r in await self.store.pending(chat_id)
+                 if r.message.kind is OutKind.TEXT and not r.message.edit and not r.parts_sent]
         if len(texts) <= self.config.digest_after:
-            return
+            return False
         since = texts[0].created_at
         lines = [f"• {r.created_at:%H:%M:%S} {first_line(r.message)}" for r in texts]
         text = (f"📬 {len(texts)} messages piled up for this chat since {since:%H:%M:%S} UTC; in short:\n"
@@ -433,3 +455,4 @@ class Outbox:
         await self.store.digest([r.id for r in texts], text)
         log.warning("outbox: %d messages to chat %s folded into one digest", len(texts), chat_id)
         self._settle(r.id for r in texts[1:])
+        return True

@@ -27,6 +27,7 @@ class FaultKind(StrEnum):
     FORBIDDEN = "403"
     MIGRATE = "migrate"
     TOO_LONG = "too long"
+    LATE = "late"  # do the request at once, answer it ``seconds`` later (a slow link back)
 
 
 class Hangup(Exception):
@@ -39,7 +40,7 @@ class Fault:
     methods: frozenset[str] = SEND_METHODS  # lower case; empty: every method
     chat_id: int | None = None
     times: int | None = 1  # None: until cleared
-    seconds: float = 1.0  # retry_after for 429, how long to hold for HOLD
+    seconds: float = 1.0  # retry_after for 429, how long to hold for HOLD, to answer late for LATE
     to_chat_id: int | None = None  # for MIGRATE
 
     def matches(self, method: str, chat_id: int | None) -> bool:
@@ -64,12 +65,12 @@ class Faults:
     def clear(self) -> None:
         self.rules.clear()
 
-    async def apply(self, method: str, chat_id: int | None, chat_is_group: bool) -> None:
-        """Raise the first matching rule's ApiError (none: answer normally), or Hangup for HOLD."""
+    async def apply(self, method: str, chat_id: int | None, chat_is_group: bool) -> float:
+        """Raise the first matching rule's ApiError, or Hangup for HOLD; returns how late to answer."""
         method = method.lower()
         fault = next((f for f in self.rules if f.matches(method, chat_id)), None)
         if fault is None:
-            return
+            return 0.0
         if fault.times is not None:
             fault.times -= 1
         log.info("stand-in fault: %s on %s (chat %s)", fault.kind, method, chat_id)
@@ -90,3 +91,6 @@ class Faults:
                                {"migrate_to_chat_id": fault.to_chat_id})
             case FaultKind.TOO_LONG:
                 raise ApiError(400, "Bad Request: message is too long")
+            case FaultKind.LATE:
+                return fault.seconds
+        return 0.0

@@ -254,11 +254,11 @@ class BotApiStandIn:
             await self._site.start()
             log.info("stand-in: accepting connections on port %s again", self.port)
 
-    async def _fault(self, method: str, p: Params) -> None:
+    async def _fault(self, method: str, p: Params) -> float:
         value = p.text("chat_id") or ""
         chat_id = int(value) if value.lstrip("-").isdigit() else None
         chat = self.chats.get(chat_id) if chat_id is not None else None
-        await self.faults.apply(method, chat_id, chat is not None and chat.type is not ChatType.PRIVATE)
+        return await self.faults.apply(method, chat_id, chat is not None and chat.type is not ChatType.PRIVATE)
 
     # ----------------------------------------------------------------- HTTP
     async def _handle(self, request: web.Request) -> web.Response:
@@ -276,8 +276,9 @@ class BotApiStandIn:
             route = ROUTES.get(method.lower())
             if route is None:
                 raise ApiError(404, "Not Found")
-            await self._fault(method, params)
+            late = await self._fault(method, params)
             result = await route(self, params)
+            await asyncio.sleep(late)
             call.status = 200
             return web.json_response({"ok": True, "result": result})
         except asyncio.CancelledError:
