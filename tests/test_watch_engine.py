@@ -252,6 +252,20 @@ def test_a_checks_deliberate_stop_is_not_an_outage():
     engine.suppress("reconnect check", None)
     alerts += run(engine, clock, 300)
     assert kinds(alerts) == [(AlertKind.DOWN, False)] and alerts[0].at == clock.at(153)
+    assert alerts[0].incident.test is None, "the 🔴 is a real outage's"
+
+
+def test_a_gateway_the_watch_sees_back_just_after_the_check_let_go_stays_the_checks_stop():
+    """The check's own client reconnects first and ends the step; the watch's rejoins a moment later."""
+    engine, clock = make(down_after=3)
+    engine.suppress("reconnect check", clock.at(600))
+    see(engine, clock, 1, down(DownCause.RESET))
+    run(engine, clock, 50)
+    engine.suppress("reconnect check", None)
+    alerts = see(engine, clock, 51.5, back()) + run(engine, clock, 100)
+    assert alerts == []
+    [closed] = [i for i in engine.take_updates() if not i.open]
+    assert closed.test == "reconnect check" and closed.category is OutageCategory.TEST
 
 
 def test_a_restart_that_waits_at_its_login_says_so_without_claiming_a_2fa():

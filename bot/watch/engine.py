@@ -226,10 +226,10 @@ class Engine:
             self._changed = True
         if self._suppress_end is not None and now >= self._suppress_end:
             self.suppression = self._suppress_end = None
-            inc = self.incident
-            if inc is not None and inc.test:
-                # Still down after the check let go: from now on it is an outage like any other.
-                self._set(replace(inc, test=None))
+            if self.incident is not None and self.incident.test:
+                # Still down after the check let go: debounced from now like any outage. It keeps the
+                # check's name unless it outlasts the debounce (our own client may just rejoin later
+                # than the check's did).
                 self._debounce_from = now
 
     def _change(self, now: float, counted: bool) -> None:
@@ -344,7 +344,7 @@ class Engine:
 
     def _outage_steps(self, inc: Incident) -> list[tuple[float, str]]:
         """The open incident's timed decisions, (when, which), in the order ``_outage`` takes them."""
-        if inc.test is not None:
+        if inc.test is not None and self.suppression is not None:
             return []  # the suppression's end is already a due time
         steps = []
         if inc.alerted_at is None and inc.window is not None:
@@ -368,7 +368,7 @@ class Engine:
         for step in [step for at, step in self._outage_steps(inc) if now >= at]:
             match step:
                 case "down":  # after the debounce, or not back by the end of its expected window + grace
-                    inc = self._set(replace(inc, alerted_at=self.clock.wall()))
+                    inc = self._set(replace(inc, alerted_at=self.clock.wall(), test=None))
                     self._reminded_at = now
                     if inc.window is None:
                         self.log.warning("DOWN: %s", inc.cause.words)
