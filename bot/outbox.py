@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 PART_LIMIT = 4000  # a part of a split text, with room for the "(2/3)" mark
 MAX_PARTS = 5  # a longer text goes as a file: five screens of chat is already a lot
 CAPTION_LIMIT = 1024
+DIGEST_MARK = "📬 "
 STOP_GRACE = 10.0  # seconds a stop waits for requests already on their way to Telegram
 RESCAN = 2.0  # seconds: how often senders look at the database for changes made elsewhere (gwbot outbox --retry)
 
@@ -157,6 +158,10 @@ def _cut(text: str, limit: int) -> str:
     while _utf16(text[:end]) > limit:
         end -= 1
     return text[:end]
+
+
+def _is_digest(message: OutMessage) -> bool:
+    return message.kind is OutKind.TEXT and message.key is None and message.text.startswith(DIGEST_MARK)
 
 
 def first_line(message: OutMessage, width: int = 120) -> str:
@@ -449,8 +454,10 @@ class Outbox:
         if len(texts) <= self.config.digest_after:
             return False
         since = texts[0].created_at
-        lines = [f"• {r.created_at:%H:%M:%S} {first_line(r.message)}" for r in texts]
-        text = (f"📬 {len(texts)} messages piled up for this chat since {since:%H:%M:%S} UTC; in short:\n"
+        # A digest still waiting (Telegram went away again) is unpacked: its own first line says nothing.
+        lines = [line for r in texts for line in (r.message.text.splitlines()[1:] if _is_digest(r.message)
+                                                  else [f"• {r.created_at:%H:%M:%S} {first_line(r.message)}"])]
+        text = (f"{DIGEST_MARK}{len(lines)} messages piled up for this chat since {since:%H:%M:%S} UTC; in short:\n"
                 + "\n".join(lines))
         await self.store.digest([r.id for r in texts], text)
         log.warning("outbox: %d messages to chat %s folded into one digest", len(texts), chat_id)

@@ -418,3 +418,21 @@ async def test_a_stop_lets_a_request_telegram_already_took_finish_so_a_restart_d
         await r.outbox.start(TelegramTransport(r.bot, FAST.send_timeout))
         await r.outbox.delivered(await r.send(SQUAD, "next"), 10)
         assert r.texts(SQUAD) == ["🔴 paper is DOWN", "next"]
+
+
+async def test_a_digest_still_waiting_when_more_pile_up_is_unpacked_into_the_next_one(tmp_path):
+    async with rig(tmp_path) as r:
+        await r.standin.refuse_connections()
+        ids = await r.send(SQUAD, *[f"alert {i}" for i in range(FAST.digest_after + 1)])
+        await until(lambda: _digested(r, ids[1]))
+        ids += await r.send(SQUAD, *[f"later {i}" for i in range(FAST.digest_after + 1)])
+        await r.standin.accept_connections()
+        await r.outbox.delivered(ids, 10)
+        [digest] = r.texts(SQUAD)
+        assert digest.startswith(f"📬 {2 * (FAST.digest_after + 1)} messages piled up")
+        assert all(f"alert {i}" in digest and f"later {i}" in digest for i in range(FAST.digest_after + 1))
+
+
+async def _digested(r: Rig, row_id: int) -> bool:
+    row = await r.repo.outbox.get(row_id)
+    return row is not None and row.status == OutStatus.DIGESTED
