@@ -255,9 +255,12 @@ class Outbox:
         """Wait until these messages are sent, digested or failed (tests and the bench)."""
         futures = []
         for row_id in ids:
+            # Waiting before reading: a row settled while the read is on its way still wakes us.
+            future = self._waiters.setdefault(row_id, asyncio.get_running_loop().create_future())
             row = await self.store.get(row_id)
-            if row is not None and row.status == "pending":
-                futures.append(self._waiters.setdefault(row_id, asyncio.get_running_loop().create_future()))
+            if row is None or row.status != "pending":
+                self._settle([row_id])
+            futures.append(future)
         if futures:
             async with asyncio.timeout(timeout):
                 await asyncio.gather(*futures)
