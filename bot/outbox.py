@@ -187,7 +187,7 @@ class Outbox:
         self._waiters: dict[int, asyncio.Future[None]] = {}
         self._scanner: asyncio.Task[None] | None = None
         self._rescan = asyncio.Event()
-        self._sending: set[int] = set()  # chats whose request is out and whose answer is not stored yet
+        self._busy: set[int] = set()  # chats with a request out or a fold under way, not stored yet
         self._stopping = False
 
     # ------------------------------------------------------------ lifecycle
@@ -208,7 +208,7 @@ class Outbox:
         """
         self._stopping = True
         tasks = [t for t in (self._scanner, *self._senders.values()) if t is not None]
-        busy = [self._senders[c] for c in self._sending if c in self._senders]
+        busy = [self._senders[c] for c in self._busy if c in self._senders]
         self._scanner = None
         self._senders.clear()
         for task in tasks:
@@ -307,7 +307,7 @@ class Outbox:
                 continue
             # What piled up (an outage, gwbot's own downtime, 50 alerts at once) goes as one digest, the
             # head included: its own failed tries say nothing about the Gateways folded behind it.
-            if await self._digest(chat_id):
+            if await self._digest(chat_id, row):
                 continue
             if row.split and len(split_text(row.message.text)) > MAX_PARTS:
                 log.info("outbox: message %d too long even in parts; sending it as a file", row.id)
@@ -316,7 +316,7 @@ class Outbox:
             try:
                 outcome = await self._send(row)
             finally:
-                self._sending.discard(chat_id)
+                self._busy.discard(chat_id)
             if outcome.kind is not OutcomeKind.SENT and not await self._handle(row, outcome):
                 return
 
@@ -358,7 +358,7 @@ class Outbox:
         """One request to Telegram, within the rate limits."""
         assert self._transport is not None
         stamp = await self._limiter.acquire(chat_id)
-        self._sending.add(chat_id)  # from here a stop waits for the answer (see stop)
+        self._busy.add(chat_id)  # from here a stop waits for the answer (see stop)
         outcome = await self._transport.send(chat_id, message)
         self._limiter.answered(chat_id)
         if outcome.kind is OutcomeKind.UNREACHABLE:
@@ -446,15 +446,17 @@ class Outbox:
         state.attempt_number = attempt
         return self._backoff(state)
 
-    async def _digest(self, chat_id: int) -> bool:
-        """Many waiting texts become one message (no flood on the squad's phones); True if they did."""
-        if await self.store.count(chat_id) <= self.config.digest_after:
+    async def _digest(self, chat_id: int, head: OutboxRow) -> bool:
+        """Many waiting texts become one message (no flood on the squad's phones); True if they did.
+        A digest still waiting takes in whatever piles up behind it."""
+        least = 2 if _is_digest(head.message) else self.config.digest_after + 1
+        if await self.store.count(chat_id) < least:
             return False  # the usual case: a COUNT, not every pending row read back
         # An edit changes its own alert's message: folded, it would make the digest an edit of that message.
         # A text already going out in parts finishes as it started.
         texts = [r for r in await self.store.pending(chat_id)
                  if r.message.kind is OutKind.TEXT and not r.message.edit and not r.parts_sent]
-        if len(texts) <= self.config.digest_after:
+        if len(texts) < least:
             return False
         since = texts[0].created_at
         # A digest still waiting (Telegram went away again) is unpacked: its own first line says nothing.
@@ -462,7 +464,12 @@ class Outbox:
                                                   else [f"• {r.created_at:%H:%M:%S} {first_line(r.message)}"])]
         text = (f"{DIGEST_MARK}{len(lines)} messages piled up for this chat since {since:%H:%M:%S} UTC; in short:\n"
                 + "\n".join(lines))
-        await self.store.digest([r.id for r in texts], text)
+        self._busy.add(chat_id)  # a stop waits for the fold too: a new start must not read around it
+        try:
+            if not await self.store.digest([r.id for r in texts], text):
+                return False  # sent or folded meanwhile: look again
+        finally:
+            self._busy.discard(chat_id)
         log.warning("outbox: %d messages to chat %s folded into one digest", len(texts), chat_id)
         self._settle(r.id for r in texts[1:])
         return True

@@ -179,17 +179,22 @@ class OutboxStore(Store):
         of its identity (no key, buttons, edit flag or failed attempts), so no later edit can find it
         as an alert's message. A full copy of the first row is kept as digested, so no text is lost.
         ``ids`` are pending texts of one chat, oldest first, none an edit (an edit changes its own
-        message); returns the ids now digested (the copy and the rest). Files stay queued as they were.
+        message); returns the ids now digested (the copy and the rest), or none if any of ``ids`` is
+        no longer pending (the caller read before another writer sent or folded it). Files stay queued.
         """
         first, rest = ids[0], list(ids[1:])
 
         async def fold() -> list[int]:
+            marks = ",".join("?" * len(ids))
+            still = await self._db.execute_fetchall(
+                f"SELECT COUNT(*) AS n FROM outbox WHERE id IN ({marks}) AND status = 'pending'", ids)
+            if next(iter(still))["n"] != len(ids):
+                return []
             copy = await self._db.execute_fetchall(
                 "INSERT INTO outbox (chat_id, kind, text, silent, buttons, message_key, edit, status, created_at, "
                 "attempts, last_error) SELECT chat_id, kind, text, silent, buttons, message_key, edit, 'digested', "
                 "created_at, attempts, last_error FROM outbox WHERE id = ? RETURNING id", (first,))
-            marks = ",".join("?" * len(rest))
-            await self._db.execute(f"UPDATE outbox SET status = 'digested' WHERE id IN ({marks})", rest)
+            await self._db.execute(f"UPDATE outbox SET status = 'digested' WHERE id IN ({marks[2:]})", rest)
             await self._db.execute(
                 "UPDATE outbox SET text = ?, split = 0, parts_sent = 0, silent = 0, buttons = NULL, "
                 "message_key = NULL, edit = 0, attempts = 0, last_error = NULL WHERE id = ?", (text, first))

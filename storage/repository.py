@@ -235,7 +235,8 @@ class Repository:
         except StorageError as e:
             log.warning("could not mark runs %s interrupted in %s: %s", sorted(self._owned), self.path, e)
         finally:
-            await self.db.close()
+            async with self._lock:  # a shielded write whose caller was cancelled finishes first
+                await self.db.close()
 
     async def __aenter__(self) -> Repository:
         return self
