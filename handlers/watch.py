@@ -1,4 +1,4 @@
-"""The watch's commands (issue 11): /subscribe, /unsubscribe, /mute, /unmute, /uptime and the
+"""The watch's commands: /subscribe, /unsubscribe, /mute, /unmute, /uptime and the
 [Acknowledge] / [Mute 1h] buttons under an alert. One small async function each."""
 
 from __future__ import annotations

@@ -149,7 +149,7 @@ async def test_audit_round_trip(repo):
     assert audit[1].detail == "not on the allow-list" and audit[1].at.tzinfo is not None
 
 
-# ----------------------------------------------------------- owners (issue 8 item 3, item 4)
+# ----------------------------------------------------------- owners
 def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "bot", *args]
 
@@ -236,7 +236,7 @@ async def test_only_runs_whose_owner_is_gone_are_interrupted(tmp_path):
         await repo.close()
 
 
-# ------------------------------------------------- unusable database files (issue 8 item 9)
+# ------------------------------------------------- unusable database files
 def data_config(tmp_path: Path) -> str:
     cfg = tmp_path / "config.yaml"
     cfg.write_text("data_dir: data\n", encoding="utf-8")
@@ -370,7 +370,7 @@ async def test_a_full_disk_is_one_line_and_writes_nothing(tmp_path):
         assert (await repo.get_run(run)).logs == ()
 
 
-# ------------------------------------------------- one typed contract (issue 9 item 4)
+# ------------------------------------------------- one typed contract
 async def test_hints_warnings_and_facts_are_columns_and_older_rows_are_split_into_them(tmp_path):
     """A check stored before the hints column kept its hints, warnings and accounts as prose among
     its findings; the migration moves them to their columns, and new checks store them there."""

@@ -10,7 +10,6 @@ import pytest
 
 from bot.client_ids import ClientRole
 from bot.config import Config, GatewayConfig, WatchConfig
-from bot.ibkr import notices
 from bot.ibkr.client import IBKRClient
 from bot.ibkr.errors import Layer
 from bot.lab.simulator import SimulatedGateway
@@ -255,7 +254,6 @@ async def test_a_restart_back_at_its_login_screen_says_so_and_the_ack_edits_both
         assert "alice had taken it" in back.text
 
 
-@pytest.mark.skipif(notices.notice_kind(2110) is None, reason="2110 is parsed by the client from issue 7 on")
 async def test_2110_is_a_link_loss_and_farms_coming_back_end_it(gateway):
     sink = Collect()
     async with watch_for(config_for(gateway), sink) as watch:

@@ -444,7 +444,7 @@ async def _cmd_bench(_: Config, args: argparse.Namespace) -> int:
         if args.api_outage > 0:
             say(f"Outbox: the Bot API refuses connections for {args.api_outage:g} s while a /checklist ends ...")
             show(await bench.measure_outage(args.api_outage), bench.Figure.line)
-    # The always-on watch's figures (issue 11): its targets are p99s and worsts, hence their own line.
+    # The always-on watch's figures: its targets are p99s and worsts, hence their own line.
     say(f"The watch: simulator processes SIGKILLed, {args.trials} trials, a {args.outage:g} s outage, "
         f"{args.gateways} Gateways, {args.commands} commands ...")
     show(await bench_watch.measure_kill(trials=args.trials, outage=args.outage), bench_watch.figure_line)

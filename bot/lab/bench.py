@@ -296,7 +296,7 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-# ------------------------------------------------------------------- outbox (issue 10)
+# ------------------------------------------------------------------- outbox
 async def measure_outbox_cost(messages: int = 200) -> list[Figure]:
     """A text sent straight through PTB vs. written to the outbox and delivered by its sender."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -347,7 +347,7 @@ async def measure_outage(down: float = 120.0, alerts: int = 12) -> list[Figure]:
         down_at = time.monotonic()
         alert_ids: list[int] = []
 
-        async def alert_now_and_then() -> None:  # alerts (issue 9's watch) piling up meanwhile
+        async def alert_now_and_then() -> None:  # alerts (the watch's) piling up meanwhile
             for i in range(alerts):
                 alert_ids.extend(await services.outbox.enqueue(PERSON, [OutMessage.plain(
                     f"🔴 alert {i}: bench Gateway event {i}")]))

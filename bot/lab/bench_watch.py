@@ -1,4 +1,4 @@
-"""`gwbot bench` figures for the always-on watch (issue 11): the whole bot (watch -> outbox -> PTB ->
+"""`gwbot bench` figures for the always-on watch: the whole bot (watch -> outbox -> PTB ->
 Bot API stand-in), simulated Gateways in their own processes, SIGKILLed; baselines measured in the
 same run (a seed-style fixed-sleep reconnect loop, a fixed-interval TCP poller)."""
 
