@@ -329,10 +329,13 @@ async def test_soak_fails_when_the_link_is_lost_and_never_restored(repo, gateway
 
 async def test_a_soak_that_dropped_does_not_say_it_stayed_connected_and_counts_agree(repo, gateway):
     async def freeze_then_thaw():
-        await asyncio.sleep(0.5)
+        await gateway.wait_for_clients(1)
+        [soaking] = gateway.clients
         gateway.freeze()
-        await asyncio.sleep(2.5)
-        gateway.unfreeze()
+        # The frozen Gateway keeps the old socket; a new one is the soak reconnecting after its drop.
+        while all(c is soaking for c in gateway.clients):
+            await asyncio.sleep(0.05)
+        gateway.unfreeze()  # at once: a later thaw could leave the reconnect after the soak's end
 
     freezer = asyncio.create_task(freeze_then_thaw())
     outcome, _ = await run(repo, gateway.port, ["soak"], options=(SoakOptions(5),))
