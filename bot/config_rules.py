@@ -152,9 +152,15 @@ GATEWAY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", re.ASCII)
 gateway_name = rule(lambda v: isinstance(v, str) and bool(GATEWAY_NAME.fullmatch(v)) and not NUMBER.fullmatch(v),
                     "a Gateway name: 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit, not a "
                     "number (so that /status NAME and --gateway NAME reach it)")
-# Where files go; resolved (and checked to be a folder) against the config file's folder at load.
-folder = rule(lambda v: isinstance(v, str) and bool(v.strip()) and "\0" not in v,
-              "a folder path (a non-empty string without NUL characters)")
+
+
+def _path(what: str) -> Validator:
+    return rule(lambda v: isinstance(v, str) and bool(v.strip()) and "\0" not in v,
+                f"{what} (a non-empty string without NUL characters)")
+
+
+# data_dir is resolved (and checked to be a folder) against the config file's folder at load.
+folder, file_path = _path("a folder path"), _path("a file path")
 
 
 def _http_url(v: Any, query: bool) -> bool:
