@@ -8,8 +8,9 @@ instead of minutes of parsing or a RecursionError. The events are counted with l
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
@@ -22,6 +23,7 @@ MAX_DEPTH = 20  # the config's deepest value (watch.expected[i].start) is 3 leve
 
 # libyaml if PyYAML was built with it; the pure-Python parser is ~20x slower but the limits hold.
 _Base: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_INT, _FLOAT = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
 
 
 class FileError(Exception):
@@ -29,12 +31,27 @@ class FileError(Exception):
 
 
 class _SafeLoader(_Base):
+    """YAML 1.1 reads 04002 as octal (2050), 1:6:40 as base 60 (4000) and 1_0 as 10: a mistyped
+    number would load as another one. Numbers here are decimal, as in YAML 1.2; others stay text,
+    which the key's rule then refuses (and 23:45 is the time it looks like)."""
+
+    yaml_implicit_resolvers: ClassVar[dict[Any, list[Any]]] = {
+        first: [(tag, rx) for tag, rx in resolvers if tag not in (_INT, _FLOAT)]
+        for first, resolvers in _Base.yaml_implicit_resolvers.items()
+    }
+
     def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
         # Some scalars fail as Python values (an int of 5000 digits, the date 2020-13-45): said with their place.
         try:
             return super().construct_object(node, deep)
         except (ValueError, OverflowError) as e:
             raise yaml.constructor.ConstructorError(None, None, str(e), node.start_mark) from None
+
+
+_SafeLoader.add_implicit_resolver(_INT, re.compile(r"[-+]?(0|[1-9][0-9]*)\Z"), list("-+0123456789"))
+_SafeLoader.add_implicit_resolver(_FLOAT, re.compile(r"[-+]?(\.[0-9]+|(0|[1-9][0-9]*)(\.[0-9]*)?)([eE][-+]?[0-9]+)?\Z"
+                                                     r"|[-+]?\.(inf|Inf|INF)\Z|\.(nan|NaN|NAN)\Z"),
+                                  list("-+0123456789."))
 
 
 def _line(event: yaml.Event) -> str:

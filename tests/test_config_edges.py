@@ -60,6 +60,10 @@ IDS = "a list of Telegram ids (non-zero integers; groups are negative)"
      f"watch.alert_chat_ids: expected {IDS}, got [100000000000000000000]"),
     ('data_dir: "a\\0b"', "data_dir: expected a folder path (a non-empty string without NUL characters), "
                           "got 'a\\x00b'"),
+    # YAML 1.1 would read these as 2050 (octal), 4000 (base 60) and 10: a mistyped number, not another one.
+    ("ibkr: {port: 04002}", "ibkr.port: expected an integer 1-65535, got '04002'"),
+    ("ibkr: {port: 1:6:40}", "ibkr.port: expected an integer 1-65535, got '1:6:40'"),
+    ("ibkr: {client_id: 1_0}", "ibkr.client_id: expected an integer 0-2147482747, got '1_0'"),
     ("ibkr: {port: 2020-13-45}", "invalid YAML at line 1, column 14: month must be in 1..12"),
     ("a: &a [*a]", "line 1: alias *a is inside its own anchor &a (a recursive value); write the values out"),
     (f"{'k' * 500}: 1", f"'{'k' * 27}...{'k' * 28}': unknown key"),
@@ -71,6 +75,14 @@ def test_a_wrong_value_is_refused_at_load_naming_its_key(tmp_path, text, message
 def test_an_integer_python_cannot_read_is_one_line(tmp_path):
     assert refusal(write(tmp_path, f"ibkr: {{port: {'1' * 5000}}}\n")).startswith(
         "config.yaml: invalid YAML at line 1, column 14: Exceeds the limit (4300 digits)")
+
+
+def test_numbers_are_decimal_as_in_yaml_1_2(tmp_path):
+    cfg = load_config(write(tmp_path, "ibkr: {port: +4002, connect_timeout: 1e1, heartbeat_timeout: .5, client_id: 0}\n"
+                                      "telegram: {allowed_chat_ids: [-1001234567890]}\n"), env={})
+    gw = cfg.gateway()
+    assert (gw.port, gw.connect_timeout, gw.heartbeat_timeout, gw.client_id) == (4002, 10.0, 0.5, 0)
+    assert cfg.telegram.allowed_chat_ids == frozenset({-1001234567890})
 
 
 def test_an_alias_used_as_the_yaml_spec_means_still_loads(tmp_path):
