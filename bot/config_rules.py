@@ -142,8 +142,9 @@ telegram_ids = rule(lambda v: isinstance(v, list) and all(is_int(i) and 0 < abs(
 log_level = rule(lambda v: isinstance(v, str) and v.upper() in LOG_LEVELS, f"one of {', '.join(LOG_LEVELS)}",
                  str.upper)
 region = rule(lambda v: v in REGIONS, f"one of {', '.join(REGIONS)}")
-# A name or address to connect to: an IPv6 address has 2+ colons, so one colon is a "host:port".
-host = rule(lambda v: _one_word(v, 253) and not re.search(r"[/\\@?#]", v) and v.count(":") != 1,
+# A name or address to connect to: an IPv6 address has 2+ colons, so one colon is a "host:port";
+# brackets belong to a URL's [::1], not to what getaddrinfo takes.
+host = rule(lambda v: _one_word(v, 253) and not re.search(r"[/\\@?#\[\]]", v) and v.count(":") != 1,
             "a host name or IP address, like 127.0.0.1 (no spaces, port or URL parts)")
 account = rule(lambda v: _one_word(v, 64), "an IBKR account id without spaces, like DU1234567")
 # One word in chat (PTB splits /status NAME on whitespace, and a number there is read as one) and

@@ -52,6 +52,7 @@ IDS = "a list of Telegram ids (non-zero integers; groups are negative)"
     ("ibkr: {host: 'gw host'}", f"ibkr.host: expected {HOST}, got 'gw host'"),
     ("gateways: {b: {host: 'localhost:4002'}}", f"gateways.b.host: expected {HOST}, got 'localhost:4002'"),
     ("ibkr: {host: 'http://gw'}", f"ibkr.host: expected {HOST}, got 'http://gw'"),
+    ("ibkr: {host: '[::1]'}", f"ibkr.host: expected {HOST}, got '[::1]'"),
     ("ibkr: {account: 'DU 123'}", "ibkr.account: expected an IBKR account id without spaces, like DU1234567, "
                                   "got 'DU 123'"),
     ("telegram: {allowed_chat_ids: [0]}", f"telegram.allowed_chat_ids: expected {IDS}, got [0]"),
@@ -139,3 +140,8 @@ def test_deep_nesting_is_refused_without_a_recursion_error(tmp_path):
     assert refused_fast(write(tmp_path, "a: " + "[" * 30 + "]" * 30 + "\n")) == (
         "config.yaml: line 1: nested more than 20 levels deep; a gwbot config needs 3")
     assert refused_fast(write(tmp_path, "a: " + "[" * 5000 + "]" * 5000 + "\n")).startswith("config.yaml: ")
+
+
+@pytest.mark.parametrize("host", ["::1", "127.0.0.1", "gw-1.example.com", "fe80::1%eth0", "localhost"])
+def test_a_host_getaddrinfo_takes_loads(tmp_path, host):
+    assert load_config(write(tmp_path, f"ibkr: {{host: '{host}'}}\n"), env={}).gateway().host == host
