@@ -9,158 +9,42 @@ The Telegram token comes only from the TELEGRAM_BOT_TOKEN environment variable.
 from __future__ import annotations
 
 import difflib
-import math
+import operator
 import os
 import re
-import reprlib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from bot.client_ids import CLIENT_ID_MAX, ClientRole
-from bot.watch.schedule import REGIONS, Schedule, Window, default_windows, parse_window, zone_name
+from bot import config_rules as valid
+from bot.client_ids import ClientRole
+from bot.config_file import FileError, read_yaml
+from bot.config_rules import (  # noqa: F401 -- re-exported: every edge imports the rules from here
+    CLIENT_ID,
+    NUMBER,
+    PORT,
+    RUN_ID,
+    SOAK_SECONDS,
+    Invalid,
+    Range,
+    Validator,
+    key_path,
+    show,
+)
+from bot.watch.schedule import Schedule, Window, default_windows
 
 ENV_CONFIG = "GWBOT_CONFIG"
 ENV_TOKEN = "TELEGRAM_BOT_TOKEN"
 DEFAULT_PATH = Path("config") / "config.yaml"
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 # Where the database lives unless a config file says otherwise: the project's data/ beside config/.
 PROJECT_DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 # Telegram's documented shape (bot id, colon, secret); Telegram promises nothing stricter.
 TOKEN_SHAPE = re.compile(r"\d+:[A-Za-z0-9_-]{30,}")
-# What a typed number may look like: plain ASCII decimals (int()/float() also take '1_0', '٣', 'nan').
-NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", re.ASCII)
-
-
 class ConfigError(Exception):
     """One line that says which file, which key, and what is wrong."""
 
 
-@dataclass(frozen=True)
-class Range:
-    """The numbers one setting accepts, declared once beside it and used by every edge that takes it
-    (config file, CLI flag, chat argument). ``low_open`` excludes ``low`` itself. Called with a
-    YAML value, it is that setting's validator."""
-
-    low: float
-    high: float
-    integer: bool = False
-    low_open: bool = False
-    unit: str = "seconds"
-    wording: str | None = None  # says it better than the bounds (a run number's bound is 2**63 - 1)
-
-    @property
-    def expected(self) -> str:
-        if self.wording:
-            return self.wording
-        if self.integer:
-            return f"an integer {self.low}-{self.high}"
-        if self.low_open:
-            return f"a number of {self.unit} > {self.low:g}, at most {self.high:g}"
-        return f"a number of {self.unit} from {self.low:g} to {self.high:g}"
-
-    def contains(self, v: Any) -> bool:
-        if self.integer:
-            return _is_int(v) and self.low <= v <= self.high
-        # .nan / .inf are valid YAML floats but would make sleeps and timeouts meaningless.
-        return ((_is_int(v) or isinstance(v, float)) and math.isfinite(v)
-                and (self.low < v if self.low_open else self.low <= v) and v <= self.high)
-
-    def parse(self, text: str) -> int | float:
-        """A typed number (flag or chat argument) in this range; ValueError saying what is expected."""
-        if not NUMBER.fullmatch(text) or (self.integer and not re.fullmatch(r"[+-]?\d+", text)):
-            raise ValueError(self.expected)
-        value = int(text) if self.integer else float(text)
-        if not self.contains(value):
-            raise ValueError(self.expected)
-        return value
-
-    def __call__(self, v: Any) -> int | float:
-        if not self.contains(v):
-            raise _Bad(self.expected)
-        return v if self.integer else float(v)
-
-
-# ---------------------------------------------------------------- validators
-# Each takes the raw YAML value and returns the typed value, or raises _Bad saying what was expected.
-Validator = Callable[[Any], Any]
-
-
-class _Bad(Exception):
-    def __init__(self, expected: str) -> None:
-        self.expected = expected
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)  # YAML's true is an int to Python
-
-
-def _rule(ok: Callable[[Any], bool], expected: str, convert: Callable[[Any], Any] = lambda v: v) -> Validator:
-    """A validator: values that pass ``ok``, converted; any other is told what was ``expected``."""
-    def check(v: Any) -> Any:
-        if not ok(v):
-            raise _Bad(expected)
-        return convert(v)
-    return check
-
-
-def _optional(allowed: Range) -> Validator:
-    return _rule(lambda v: v is None or allowed.contains(v), f"null or {allowed.expected}",
-                 lambda v: None if v is None else allowed(v))
-
-
-_text = _rule(lambda v: isinstance(v, str) and bool(v.strip()), "a non-empty string")
-_optional_url = _rule(lambda v: v is None or (isinstance(v, str) and v.startswith(("http://", "https://"))
-                                              and len(v) > 8), "an http:// or https:// URL, or null")
-_boolean = _rule(lambda v: isinstance(v, bool), "true or false")
-_id_set = _rule(lambda v: isinstance(v, list) and all(_is_int(i) for i in v), "a list of integers", frozenset)
-_level = _rule(lambda v: isinstance(v, str) and v.upper() in LOG_LEVELS, f"one of {', '.join(LOG_LEVELS)}",
-               str.upper)
-_region = _rule(lambda v: v in REGIONS, f"one of {', '.join(REGIONS)}")
-# One word in chat (PTB splits /status NAME on whitespace, and a number there is read as one) and
-# in a shell without quotes (--gateway NAME, no leading '-'); ASCII, so what is typed matches exactly.
-GATEWAY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", re.ASCII)
-_gateway_name = _rule(lambda v: isinstance(v, str) and bool(GATEWAY_NAME.fullmatch(v)) and not NUMBER.fullmatch(v),
-                      "a Gateway name: 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit, not a "
-                      "number (so that /status NAME and --gateway NAME reach it)")
-
-
-def _optional_text(v: Any) -> str | None:
-    return None if v is None else _text(v)
-
-
-def _parsed(parse: Callable[[Any], Any]) -> Validator:
-    """A validator from a parser that raises ValueError saying what it expects."""
-    def check(v: Any) -> Any:
-        try:
-            return parse(v)
-        except ValueError as e:
-            raise _Bad(str(e)) from None
-    return check
-
-
-_zone_name = _parsed(zone_name)
-_window = _parsed(parse_window)
-
-
-def _windows(v: Any) -> tuple[Window, ...] | None:
-    if v is None:
-        return None  # IBKR's published windows for watch.region
-    if not isinstance(v, list):
-        raise _Bad("a list of windows, or null for IBKR's defaults")
-    return tuple(_window(w) for w in v)
-
-
-PORT = Range(1, 65535, integer=True)
-# Every role's id (configured id + its offset, bot/client_ids.py) must still be a valid client id.
-CLIENT_ID = Range(0, CLIENT_ID_MAX - max(ClientRole), integer=True)
-RUN_ID = Range(1, 2**63 - 1, integer=True, wording="a run number (gwbot history lists them)")  # SQLite's rowid
-# The checklist asks for 10+ minutes; a day is the longest that still makes sense, 3 s the shortest
-# that shows a few heartbeats.
-SOAK_SECONDS = Range(3, 86400)
 RULE = "rule"  # the field metadata key that makes a dataclass field a config key
 
 
@@ -183,14 +67,14 @@ class ClientSettings:
     # ib_async can leave a reqCurrentTime unanswered when sent < ~1 s after the previous one.
     heartbeat_interval: float = setting(10.0, Range(1, 3600))
     heartbeat_timeout: float = setting(5.0, Range(0, 600, low_open=True))
-    allow_live: bool = setting(False, _boolean)
+    allow_live: bool = setting(False, valid.boolean)
 
 
 @dataclass(frozen=True, kw_only=True)
 class GatewayConfig(ClientSettings):
-    name: str = setting("paper", _gateway_name)
-    account: str = setting("DUO779750", _text)
-    host: str = setting("127.0.0.1", _text)
+    name: str = setting("paper", valid.gateway_name)
+    account: str = setting("DUO779750", valid.account)
+    host: str = setting("127.0.0.1", valid.host)
     port: int = setting(4002, PORT)
     client_id: int = setting(1, CLIENT_ID)
     reconnect_delay: float = setting(10.0, Range(0, 3600))
@@ -198,7 +82,7 @@ class GatewayConfig(ClientSettings):
     # Reconnecting never gives up while the port refuses; this total budget (seconds from the
     # drop, None = never) is the only limit. 15 min: a daily auto-restart takes ~35-80 s and a
     # Sunday cold restart with a 2FA login minutes; beyond that a person has to act.
-    give_up_after: float | None = setting(900.0, _optional(Range(0, 7 * 86400, low_open=True)))
+    give_up_after: float | None = setting(900.0, valid.optional_range(Range(0, 7 * 86400, low_open=True)))
 
     def client_id_for(self, role: ClientRole) -> int:
         return self.client_id + role
@@ -207,9 +91,9 @@ class GatewayConfig(ClientSettings):
 @dataclass(frozen=True)
 class TelegramConfig:
     token: str | None = field(default=None, repr=False)  # a secret: kept out of logs and reprs
-    allowed_chat_ids: frozenset[int] = setting(frozenset(), _id_set)  # groups have negative ids
-    allowed_user_ids: frozenset[int] = setting(frozenset(), _id_set)
-    api_base_url: str | None = setting(None, _optional_text)
+    allowed_chat_ids: frozenset[int] = setting(frozenset(), valid.telegram_ids)  # groups have negative ids
+    allowed_user_ids: frozenset[int] = setting(frozenset(), valid.telegram_ids)
+    api_base_url: str | None = setting(None, valid.api_base_url)
     progress_interval: float = setting(5.0, Range(1, 3600))  # Telegram rate-limits message edits
 
 
@@ -226,19 +110,19 @@ class ChecksConfig:
     # A data farm broken at connect and OK within this many seconds is only a blip.
     farm_grace: float = setting(5.0, Range(0, 600))
     operator_timeout: float = setting(120.0, Range(0, 86400, low_open=True))
-    stop_on_failure: bool = setting(False, _boolean)
+    stop_on_failure: bool = setting(False, valid.boolean)
 
 
 @dataclass(frozen=True)
 class LoggingConfig:
-    level: str = setting("INFO", _level)
+    level: str = setting("INFO", valid.log_level)
 
 
 @dataclass(frozen=True)
 class WatchConfig:
     """The always-on watch (bot/watch): who is told, when, and IBKR's expected windows."""
 
-    alert_chat_ids: frozenset[int] = setting(frozenset(), _id_set)
+    alert_chat_ids: frozenset[int] = setting(frozenset(), valid.telegram_ids)
     down_after: float = setting(3.0, Range(0, 3600))  # a drop shorter than this sends nothing
     # "still down" reminders until someone acknowledges; Gatus' floor is 5 min, one a minute the most anyone wants.
     remind_every: float = setting(900.0, Range(60, 86400))
@@ -251,9 +135,9 @@ class WatchConfig:
     login_settle: float = setting(30.0, Range(0, 3600))
     login_timeout: float = setting(180.0, Range(1, 3600))  # IBC's 2FA wait (SecondFactorAuthenticationTimeout)
     relogin_reminder: float = setting(3600.0, Range(0, 6 * 86400))  # before Sunday's token expiry; 0: none
-    region: str = setting("north_america", _region)  # IBKR's reset windows when ``expected`` is not given
-    expected: tuple[Window, ...] | None = setting(None, _windows)
-    time_zone: str = setting("UTC", _zone_name)  # the zone alerts show times in
+    region: str = setting("north_america", valid.region)  # IBKR's reset windows when ``expected`` is not given
+    expected: tuple[Window, ...] | None = setting(None, valid.windows)
+    time_zone: str = setting("UTC", valid.zone)  # the zone alerts show times in
 
     @property
     def schedule(self) -> Schedule:
@@ -281,7 +165,7 @@ class OutboxConfig:
 @dataclass(frozen=True)
 class SelfcheckConfig:
     # A dead man's switch (e.g. Healthchecks): requested while gwbot is healthy.
-    ping_url: str | None = setting(None, _optional_url)
+    ping_url: str | None = setting(None, valid.ping_url)
     every: float = setting(60.0, Range(1, 86400))
 
 
@@ -319,23 +203,17 @@ class Config:
         return out
 
 
+# Keys of one section whose values must keep an order: (section, lower key, strictly, upper key).
+IN_ORDER = (
+    ("outbox", "retry_initial", False, "retry_max"),  # the backoff doubles from the first delay up to the most
+    ("watch", "login_settle", True, "login_timeout"),  # a 2FA alert after IBC stopped waiting is no use
+)
+
 # A ``gateways.NAME`` entry takes its name from the key, so ``name`` is not one of its keys.
 OVERRIDE_KEYS = {k: v for k, v in rules(GatewayConfig).items() if k != "name"}
 SECTIONS: dict[str, type] = {f.name: type(f.default) for f in fields(Config) if is_dataclass(f.default)}
-SCALARS: dict[str, Validator] = {"data_dir": _text}
+SCALARS: dict[str, Validator] = {"data_dir": valid.folder}
 TOP_KEYS = ("ibkr", "gateways", *SCALARS, *SECTIONS)
-
-
-def _show(value: Any) -> str:
-    """A short one-line repr of a bad value (a pasted blob must not flood the error line)."""
-    short = reprlib.Repr()
-    short.maxstring, short.maxother, short.maxlist = 60, 60, 6
-    return short.repr(value)
-
-
-def _key_path(path: str, key: Any) -> str:
-    shown = str(key) if str(key).isprintable() else _show(key)  # a key with a newline must not break the line
-    return f"{path}.{shown}" if path else shown
 
 
 def _kind(value: Any) -> str:
@@ -363,7 +241,7 @@ class _Loader:
 
     def known(self, raw: Mapping[Any, Any], allowed: tuple[str, ...] | Mapping[str, Any], path: str) -> None:
         for key in raw:
-            at = _key_path(path, key)
+            at = key_path(path, key)
             if key == "token" and path == "telegram":
                 raise self.error(at, f"never put the bot token in a file; set {ENV_TOKEN} instead")
             if key not in allowed:
@@ -377,19 +255,19 @@ class _Loader:
         for key, value in raw.items():
             try:
                 out[key] = spec[key](value)
-            except _Bad as bad:
-                raise self.error(_key_path(path, key), f"expected {bad.expected}, got {_show(value)}") from None
+            except Invalid as bad:
+                raise self.error(key_path(path, key), f"expected {bad.expected}, got {show(value)}") from None
         return out
 
     def gateways(self, doc: Mapping[Any, Any]) -> tuple[GatewayConfig, ...]:
         base = self.fields(self.mapping(doc.get("ibkr"), "ibkr"), rules(GatewayConfig), "ibkr")
         result = [GatewayConfig(**base)]
         for name, overrides in self.mapping(doc.get("gateways"), "gateways").items():
-            path = _key_path("gateways", name)
-            self.fields({name: name}, {name: _gateway_name}, "gateways")  # an error names gateways.NAME
+            path = key_path("gateways", name)
+            self.fields({name: name}, {name: valid.gateway_name}, "gateways")  # an error names gateways.NAME
             raw = self.mapping(overrides, path)
             if "name" in raw:
-                raise self.error(_key_path(path, "name"), f"not allowed here: the Gateway's name is its key, '{name}'")
+                raise self.error(key_path(path, "name"), f"not allowed here: the Gateway's name is its key, '{name}'")
             if name in (g.name for g in result):
                 raise self.error(path, f"Gateway name '{name}' is used twice")
             gw = GatewayConfig(**(base | self.fields(raw, OVERRIDE_KEYS, path) | {"name": name}))
@@ -416,9 +294,24 @@ class _Loader:
         sections = {name: cls(**self.fields(self.mapping(doc.get(name), name), rules(cls), name))
                     for name, cls in SECTIONS.items()}
         sections["telegram"] = replace(sections["telegram"], token=env.get(ENV_TOKEN, "").strip() or None)
+        self.in_order(doc, sections)
         scalars = self.fields({k: v for k, v in doc.items() if k in SCALARS}, SCALARS, "")
         data_dir = self.data_dir(scalars.get("data_dir"), base_dir)
         return Config(gateways=self.gateways(doc), data_dir=data_dir, source=source, **sections)
+
+    def in_order(self, doc: Mapping[Any, Any], sections: Mapping[str, Any]) -> None:
+        """The error names the key the file gives (the upper one if it gives both)."""
+        for name, low, strictly, high in IN_ORDER:
+            values = sections[name]
+            lo, hi = getattr(values, low), getattr(values, high)
+            if (operator.lt if strictly else operator.le)(lo, hi):
+                continue
+            given = self.mapping(doc.get(name), name)
+            if high in given or low not in given:
+                bound = f"{'more than' if strictly else 'at least'} {name}.{low} ({lo:g})"
+                raise self.error(f"{name}.{high}", f"expected {bound}, got {hi:g}")
+            bound = f"{'less than' if strictly else 'at most'} {name}.{high} ({hi:g})"
+            raise self.error(f"{name}.{low}", f"expected {bound}, got {lo:g}")
 
     def data_dir(self, given: str | None, base_dir: Path) -> Path:
         """Not set: the project's data/, wherever gwbot runs from and whichever file configures it.
@@ -426,30 +319,21 @@ class _Loader:
         mistyped path is an error instead of a new tree (or a folder at the filesystem root)."""
         if given is None:
             return PROJECT_DATA_DIR
-        path = (base_dir / Path(given).expanduser()).resolve()
-        if not path.exists() and not path.parent.is_dir():
+        try:
+            path = (base_dir / Path(given).expanduser()).resolve()
+            is_file, parent_missing = path.exists() and not path.is_dir(), not path.parent.is_dir()
+        except RuntimeError:  # ~someone with no such user or home, or a symlink loop
+            raise self.error("data_dir", f"cannot find the folder {show(given)} (no such user, home or a symlink "
+                                         "loop); write the path out") from None
+        except OSError as e:  # a name too long, a parent gwbot may not enter
+            raise self.error("data_dir", f"cannot use {show(given)}: {e.strerror}; set data_dir to a folder "
+                                         "gwbot can use") from None
+        if is_file:
+            raise self.error("data_dir", f"{path} is a file, not a folder; set data_dir to a folder")
+        if parent_missing and not path.exists():
             raise self.error("data_dir", f"{path.parent} does not exist; create it, or set data_dir to a folder "
                                          "that exists")
         return path
-
-
-def _check_unique_keys(node: yaml.Node | None, where: str, path: str = "") -> None:
-    """YAML lets a key appear twice and keeps the last; in a config that hides a mistake."""
-    if isinstance(node, yaml.MappingNode):
-        first_line: dict[str, int] = {}
-        for key, value in node.value:
-            if not isinstance(key, yaml.ScalarNode):
-                continue
-            at = _key_path(path, key.value)
-            line = key.start_mark.line + 1
-            if key.value in first_line:
-                raise ConfigError(f"{where}: {at}: given twice, at lines {first_line[key.value]} and {line} "
-                                  "(keep one)")
-            first_line[key.value] = line
-            _check_unique_keys(value, where, at)
-    elif isinstance(node, yaml.SequenceNode):
-        for item in node.value:
-            _check_unique_keys(item, where, path)
 
 
 def token_error(token: str) -> str | None:
@@ -461,23 +345,10 @@ def token_error(token: str) -> str | None:
 
 
 def _parse(source: Path) -> Any:
-    """The file's YAML document; every failure becomes one ConfigError line."""
     try:
-        text = source.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{source.name}: file not found ({source.resolve()})") from None
-    except OSError as e:
-        raise ConfigError(f"{source.name}: cannot read: {e.strerror}") from None
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{source.name}: not UTF-8 text (byte {e.start})") from None
-    try:
-        _check_unique_keys(yaml.compose(text, Loader=yaml.SafeLoader), source.name)
-        return yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = " ".join(str(getattr(e, "problem", None) or e).split())  # some are multi-line
-        raise ConfigError(f"{source.name}: invalid YAML{at}: {problem}") from None
+        return read_yaml(source)
+    except FileError as e:
+        raise ConfigError(f"{source.name}: {e}") from None
 
 
 def load_config(path: str | Path | None = None, *, env: Mapping[str, str] | None = None) -> Config:

@@ -154,7 +154,14 @@ def _access(path: Path, *, for_reading: bool) -> str:
 
 async def _connect(target: Path | str) -> aiosqlite.Connection:
     """A connection to a file, or to a ``file:`` URI (read-only opens)."""
-    db = await aiosqlite.connect(target, uri=isinstance(target, str))
+    connecting = aiosqlite.connect(target, uri=isinstance(target, str))
+    try:
+        db = await connecting
+    except BaseException:
+        # aiosqlite tells its thread to stop without waiting for it; a command that ends at once
+        # would close its loop first, and the thread's last answer prints a traceback.
+        await asyncio.to_thread(connecting._thread.join)
+        raise
     db.row_factory = aiosqlite.Row
     try:
         await db.execute("PRAGMA busy_timeout=5000")

@@ -146,6 +146,16 @@ async def test_simctl_errors_are_explained(gateway):
     ["bench", "--trials", "0"],
     ["history", "--limit", "0"],
     ["frobnicate"],
+    # A flag that overrides a config key passes the key's own rule (the file refuses these too).
+    ["check", "soak", "--host", ""],
+    ["check", "port", "--host", " "],
+    ["check", "port", "--host", "gw host"],
+    ["check", "port", "--host", "localhost:4002"],
+    ["simulate", "--host", ""],  # '' would listen on every interface
+    ["simulate", "--account", "DU 1"],
+    ["simctl", "status", "--control-host", ""],
+    ["--config", "", "history"],  # not the default config file
+    ["report", "1", "--out", ""],
 ])
 def test_a_bad_flag_is_one_line_exit_2_and_nothing_stored(tmp_path, capsys, argv):
     from bot.frontends.cli import main
@@ -156,6 +166,21 @@ def test_a_bad_flag_is_one_line_exit_2_and_nothing_stored(tmp_path, capsys, argv
     assert out == "" and len(err.strip().splitlines()) == 1 and err.startswith("gwbot"), err
     assert "Traceback" not in err
     assert not (tmp_path / "data" / "gwbot.sqlite3").exists(), "nothing stored"
+
+
+def test_a_report_that_cannot_be_written_is_one_line_exit_2(tmp_path, capsys):
+    from bot.frontends.cli import main
+    from storage import Repository
+
+    async def stored_run() -> int:
+        async with await Repository.open(tmp_path / "data" / "gwbot.sqlite3") as repo:
+            return await repo.create_run("soak", "paper", "test", "terminal", {})
+
+    cfg, run_id = config_file(tmp_path), asyncio.run(stored_run())
+    out = tmp_path / "missing" / "r.md"
+    code = main(["--config", str(cfg), "report", str(run_id), "--out", str(out)])
+    assert (code, capsys.readouterr().err) == (2, f"gwbot: cannot write {out}: No such file or directory; give "
+                                                  "--out a file in a folder that exists\n")
 
 
 def test_config_and_verbose_work_after_the_subcommand_too(tmp_path, capsys):

@@ -87,11 +87,12 @@ NAME_RULE = ("a Gateway name: 1-64 letters, digits, '.', '_' or '-', starting wi
     ("zzz: 1", "config.yaml: zzz: unknown key"),
     ("soak: {duraton: 5}", "config.yaml: soak.duraton: unknown key (did you mean 'duration'?)"),
     ("telegram: {allowed_chat_ids: abc}",
-     "config.yaml: telegram.allowed_chat_ids: expected a list of integers, got 'abc'"),
+     "config.yaml: telegram.allowed_chat_ids: expected a list of Telegram ids (non-zero integers; groups are "
+     "negative), got 'abc'"),
     ("logging: {level: LOUD}", "config.yaml: logging.level: expected one of DEBUG, INFO, WARNING, ERROR, got 'LOUD'"),
     ("- a\n- b", "config.yaml: expected a mapping at the top level, got list"),
     ("ibkr:\n  port: 4002\n   host: x",
-     "config.yaml: invalid YAML at line 3, column 8: mapping values are not allowed here"),
+     "config.yaml: invalid YAML at line 3, column 8: mapping values are not allowed in this context"),
     ("gateways: {paper: {port: 1}}", "config.yaml: gateways.paper: Gateway name 'paper' is used twice"),
     ("gateways: {b: {name: c}}", "config.yaml: gateways.b.name: not allowed here: the Gateway's name is its key, 'b'"),
     ("gateways: {7: {port: 1}}", f"config.yaml: gateways.7: expected {NAME_RULE}, got 7"),
@@ -110,7 +111,8 @@ NAME_RULE = ("a Gateway name: 1-64 letters, digits, '.', '_' or '-', starting wi
     ("ibkr: {reconnect_delay: .nan}",
      "config.yaml: ibkr.reconnect_delay: expected a number of seconds from 0 to 3600, got nan"),
     ("soak: {duration: .inf}", "config.yaml: soak.duration: expected a number of seconds from 3 to 86400, got inf"),
-    ("data_dir: 5", "config.yaml: data_dir: expected a non-empty string, got 5"),
+    ("data_dir: 5", "config.yaml: data_dir: expected a folder path (a non-empty string without NUL characters), "
+     "got 5"),
     # Every role's id (client_id + up to 900) must be a valid client id: 2**31 - 1 at most.
     ("ibkr: {client_id: 2147482748}", "config.yaml: ibkr.client_id: expected an integer 0-2147482747, got 2147482748"),
     ("gateways: {b: {account: X}}", "config.yaml: gateways.b.client_id: 1 collides with Gateway 'paper' on "

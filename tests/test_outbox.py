@@ -292,7 +292,8 @@ def test_split_text_keeps_every_character_within_the_limit(limit):
 
 
 @pytest.mark.parametrize(("text", "error"), [
-    ("selfcheck: {ping_url: hc-ping.com/abc}", "selfcheck.ping_url: expected an http:// or https:// URL, or null"),
+    ("selfcheck: {ping_url: hc-ping.com/abc}",
+     "selfcheck.ping_url: expected an http:// or https:// URL, like https://hc-ping.com/UUID (no spaces), or null"),
     ("selfcheck: {every: 0}", "selfcheck.every: expected a number of seconds from 1 to 86400"),
     ("outbox: {digest_after: 0}", "outbox.digest_after: expected an integer 1-10000"),
     ("outbox: {retry_max: -1}", "outbox.retry_max: expected a number of seconds > 0, at most 3600"),

@@ -11,12 +11,13 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from storage import CheckStatus, Metric, Repository, SchemaTooNew, StorageFull
+from storage import CheckStatus, Metric, Repository, SchemaTooNew, StorageError, StorageFull
 from storage.migrations import MIGRATIONS
 from storage.repository import COLUMNS_SINCE
 
@@ -299,6 +300,19 @@ def test_an_unusable_database_is_one_line_and_left_alone(tmp_path, capsys, kind)
         assert err.startswith(f"gwbot: {db} ") and err.count("\n") == 1, (args, err)
         assert says in err and ("move it away" in err or "upgrade gwbot" in err), err
         assert snapshot(tmp_path / "data") == before, f"{args} changed the data folder"
+
+
+async def test_a_database_that_cannot_be_opened_leaves_no_sqlite_thread_behind(tmp_path):
+    # A command ends right after the error; a thread still answering then meets a closed loop
+    # and prints its traceback after gwbot's one line.
+    link = tmp_path / "gwbot.sqlite3"
+    link.symlink_to(tmp_path / "missing" / "gwbot.sqlite3")
+    before = set(threading.enumerate())
+    for _ in range(3):
+        with pytest.raises(StorageError, match="unable to open database file"):
+            await Repository.open(link)
+        workers = [t.name for t in set(threading.enumerate()) - before if "connection_worker" in t.name]
+        assert workers == [], "aiosqlite's thread outlives the failed open"
 
 
 def as_ordinary_user() -> list[str]:

@@ -31,8 +31,8 @@ watch:
   alert_chat_ids: [-100123]
   expected:
     - {name: nightly reset, days: [sat, Sunday], start: "00:15", end: "01:45", tz: America/New_York, kind: reset}
-    - {name: lunch, start: "12:00", end: "12:30", tz: Europe/London}
-"""
+    - {name: lunch, start: 12:00, end: 12:30, tz: Europe/London}
+"""  # unquoted times are text: numbers in a config are decimal
     watch = load_config(write(tmp_path, text), env={}).watch
     reset, lunch = watch.schedule.windows
     assert reset.days == frozenset({5, 6}) and reset.kind is WindowKind.RESET and reset.start == time(0, 15)
@@ -42,7 +42,7 @@ watch:
     assert watch.alert_chat_ids == frozenset({-100123})
 
 
-TIMES = " with start and end from '00:00' to '23:59' in quotes (unquoted, YAML reads 23:45 as a number)"
+TIMES = " with start and end from '00:00' to '23:59'"
 
 
 @pytest.mark.parametrize(("text", "message"), [
@@ -68,10 +68,10 @@ TIMES = " with start and end from '00:00' to '23:59' in quotes (unquoted, YAML r
        "watch.expected: expected a window {name, days, start: 'HH:MM', end: 'HH:MM', tz, kind}" + TIMES +
        f", got [{{'end': '06:00', 'name': 'x', 'start': '{start}', 'tz': 'UTC'}}]")
       for start in ("0500Z", "05.00", "T0500", "5:00 ")),
-    # Unquoted, YAML 1.1 reads 23:45 as the base-60 number 1425.
-    ("watch: {expected: [{name: x, start: 23:45, end: '23:55', tz: UTC}]}",
+    # Numbers are decimal: unquoted 9:30 is text (YAML 1.1 read it as the base-60 number 570).
+    ("watch: {expected: [{name: x, start: 9:30, end: '23:55', tz: UTC}]}",
      "watch.expected: expected a window {name, days, start: 'HH:MM', end: 'HH:MM', tz, kind}" + TIMES +
-     ", got [{'end': '23:55', 'name': 'x', 'start': 1425, 'tz': 'UTC'}]"),
+     ", got [{'end': '23:55', 'name': 'x', 'start': '9:30', 'tz': 'UTC'}]"),
     ("watch: {expected: [{name: x, start: '01:00', end: '02:00', tz: UTC, days: [funday]}]}",
      "watch.expected: expected a window {name, days, start: 'HH:MM', end: 'HH:MM', tz, kind} with days 'daily', "
      "'weekdays' or a list of mon..sun, got "

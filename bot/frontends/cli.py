@@ -15,13 +15,28 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
+from bot import config_rules as valid
 from bot import report
 from bot.app import TokenRejected, run_chat
 from bot.checks import CHECK_NAMES, CheckResult
 from bot.checks.base import WARNING_MARK
 from bot.checks.soak import SoakOptions
-from bot.config import CLIENT_ID, PORT, RUN_ID, SOAK_SECONDS, Config, ConfigError, Range, load_config, token_error
+from bot.config import (
+    PORT,
+    RUN_ID,
+    SOAK_SECONDS,
+    Config,
+    ConfigError,
+    GatewayConfig,
+    Range,
+    Validator,
+    load_config,
+    rules,
+    token_error,
+)
+from bot.frontends.redaction import redacting
 from bot.frontends.terminal import ProgressPrinter, TerminalOperator, stdin_reader
 from bot.lab import bench, bench_watch
 from bot.lab.chat import lab_chat
@@ -53,21 +68,24 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
 
 
-def _typed(allowed: Range) -> Callable[[str], int | float]:
-    """An argparse ``type=`` that takes only numbers in ``allowed`` (the range declared beside the setting)."""
-    def parse(text: str) -> int | float:
+def _typed(rule: Validator, convert: Callable[[Any], Any] = lambda v: v) -> Callable[[str], Any]:
+    """An argparse ``type=`` through the rule of the config key the flag stands for (declared beside it)."""
+    def parse(text: str) -> Any:
         try:
-            return allowed.parse(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {allowed.expected}, got {text[:40]!r}") from None
+            return convert(valid.from_text(rule, text))
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(f"expected {e}, got {text[:40]!r}") from None
     return parse
+
+
+GATEWAY = rules(GatewayConfig)  # --host, --port, --client-id and --account stand for these keys
 
 
 def _parser() -> argparse.ArgumentParser:
     # --config and -v, accepted before and after the command. SUPPRESS: a command that is not given
     # them leaves the value from before the command alone.
     common = _Parser(add_help=False)
-    common.add_argument("--config", default=argparse.SUPPRESS,
+    common.add_argument("--config", type=_typed(valid.file_path), default=argparse.SUPPRESS,
                         help="config file (default: $GWBOT_CONFIG, else config/config.yaml)")
     common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                         help="show log lines on the terminal")
@@ -87,9 +105,9 @@ def _parser() -> argparse.ArgumentParser:
     check = command("check", _cmd_check, help="run one check, or all of them, against a Gateway")
     check.add_argument("name", choices=[*CHECK_NAMES, "all"])
     check.add_argument("--gateway", help="a Gateway name from the config (default: the first)")
-    check.add_argument("--host")
-    check.add_argument("--port", type=_typed(PORT))
-    check.add_argument("--client-id", type=_typed(CLIENT_ID))
+    check.add_argument("--host", type=_typed(GATEWAY["host"]))
+    check.add_argument("--port", type=_typed(GATEWAY["port"]))
+    check.add_argument("--client-id", type=_typed(GATEWAY["client_id"]))
     check.add_argument("--duration", type=_typed(SOAK_SECONDS), metavar="SECONDS",
                        help="soak length (default: config)")
     check.add_argument("--simulate", action="store_true",
@@ -97,15 +115,16 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--stop-on-failure", action=argparse.BooleanOptionalAction, default=None)
 
     sim = command("simulate", _cmd_simulate, help="run the simulated IB Gateway until Ctrl-C")
-    sim.add_argument("--host", default="127.0.0.1")
-    sim.add_argument("--port", type=_typed(PORT), default=4002)
-    sim.add_argument("--account", action="append", help="managed account (repeatable; default DUO779750)")
+    sim.add_argument("--host", type=_typed(GATEWAY["host"]), default="127.0.0.1")
+    sim.add_argument("--port", type=_typed(GATEWAY["port"]), default=4002)
+    sim.add_argument("--account", type=_typed(GATEWAY["account"]), action="append",
+                     help="managed account (repeatable; default DUO779750)")
     sim.add_argument("--control-port", type=_typed(Range(0, 65535, integer=True)), default=7462,
                      help="line-based control port (0: off)")
 
     ctl = command("simctl", _cmd_simctl, help="control a running `gwbot simulate`: stop, start, restart 10, freeze ...")
     ctl.add_argument("words", nargs="+", metavar="COMMAND")
-    ctl.add_argument("--control-host", default="127.0.0.1")
+    ctl.add_argument("--control-host", type=_typed(GATEWAY["host"]), default="127.0.0.1")
     ctl.add_argument("--control-port", type=_typed(PORT), default=7462)
     for flag in ("--rst", "--deaf"):  # simctl's own options, passed through: stop --rst, reset 20 lost --deaf
         ctl.add_argument(flag, action="store_true", help=argparse.SUPPRESS)
@@ -151,39 +170,8 @@ def _parser() -> argparse.ArgumentParser:
 
     rep = command("report", _cmd_report, help="print or write a run's report (markdown)")
     rep.add_argument("run_id", type=_typed(RUN_ID))
-    rep.add_argument("--out", type=Path, help="write to this file instead of printing")
+    rep.add_argument("--out", type=_typed(valid.file_path, Path), help="write to this file instead of printing")
     return p
-
-
-@contextlib.contextmanager
-def _redacting(token: str | None) -> Iterator[None]:
-    """Keep the bot token's secret out of every output (PTB's DEBUG line "Set Bot API URL" carries
-    it, and so can an exception's text). Redacted at the record's creation, so every handler
-    (terminal, the run journal's, any other) only ever sees the redacted text."""
-    if not token:
-        yield
-        return
-    secret, make = token.partition(":")[2] or token, logging.getLogRecordFactory()
-
-    def factory(*args: object, **kwargs: object) -> logging.LogRecord:
-        record = make(*args, **kwargs)
-        try:
-            message = record.getMessage()
-        except Exception:  # a malformed call; logging reports it itself later
-            return record
-        if secret in message:
-            record.msg, record.args = message.replace(secret, "***"), ()
-        if record.exc_info and not record.exc_text:
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-        if record.exc_text and secret in record.exc_text:
-            record.exc_text = record.exc_text.replace(secret, "***")
-        return record
-
-    logging.setLogRecordFactory(factory)
-    try:
-        yield
-    finally:
-        logging.setLogRecordFactory(make)
 
 
 @contextlib.contextmanager
@@ -203,7 +191,7 @@ def _logging(config: Config, verbose: bool, command: str) -> Iterator[None]:
         console.addFilter(lambda record: not record.name.startswith("ib_async"))
     root.addHandler(console)
     try:
-        with _redacting(config.telegram.token):
+        with redacting(config.telegram.token):
             yield
     finally:
         root.removeHandler(console)
@@ -414,7 +402,11 @@ async def _cmd_report(config: Config, args: argparse.Namespace) -> int:
     run = await _stored_run(config, args.run_id)
     text = report.markdown(run)
     if args.out:
-        args.out.write_text(text, encoding="utf-8")
+        try:
+            args.out.write_text(text, encoding="utf-8")
+        except OSError as e:
+            raise UsageError(f"gwbot: cannot write {args.out}: {e.strerror}; give --out a file in a folder that "
+                             "exists") from None
         print(f"Report for run #{run.id} written to {args.out}")
     else:
         print(text)

@@ -164,7 +164,7 @@ def zone_name(value: Any) -> str:
 # A naive local time: fromisoformat alone also takes '0900', '09.00', 'T0900' and '0900Z' (a
 # time with its own zone, which the window's other end cannot even be compared with).
 HH_MM = re.compile(r"([01]\d|2[0-3]):[0-5]\d", re.ASCII)
-TIMES = " with start and end from '00:00' to '23:59' in quotes (unquoted, YAML reads 23:45 as a number)"
+TIMES = " with start and end from '00:00' to '23:59'"
 
 
 def _hh_mm(value: Any) -> time:
