@@ -103,7 +103,7 @@ async def test_check_reconnect_walks_a_person_through_a_real_simulate_process(tm
 
 async def test_simctl_errors_are_explained(gateway):
     """Against a running control port: each bad argument is one ERROR line, exit 2, nothing changed."""
-    from bot.lab.simulator import ControlServer
+    from bot.lab.simctl import ControlServer
     ctl = ControlServer(gateway, port=0)
     await ctl.start()
     try:

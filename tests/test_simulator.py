@@ -9,15 +9,9 @@ import time
 import pytest
 from ib_async import IB
 
-from bot.lab.simulator import (
-    NOTICE_TEXTS,
-    ControlServer,
-    Reject,
-    control,
-    frame,
-    read_frame,
-    send_control,
-)
+from bot.lab.simctl import ControlServer, control, send_control
+from bot.lab.simulator import Reject
+from bot.lab.wire import NOTICE_TEXTS, frame, read_frame
 
 
 async def until(condition, timeout: float = 5.0) -> None:

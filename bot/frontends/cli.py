@@ -26,7 +26,8 @@ from bot.frontends.terminal import ProgressPrinter, TerminalOperator, stdin_read
 from bot.lab import bench, bench_watch
 from bot.lab.chat import lab_chat
 from bot.lab.operators import AutoOperator
-from bot.lab.simulator import CONTROL_HELP, NO_CONTROL_PORT, SimulatedGateway, control, send_control, serve
+from bot.lab.simctl import CONTROL_HELP, NO_CONTROL_PORT, control, send_control, serve
+from bot.lab.simulator import SimulatedGateway
 from bot.lab.telegram_standin import User
 from bot.lab.telegram_standin.terminal import TerminalChat
 from bot.outbox import RESCAN, first_line
