@@ -12,6 +12,7 @@ import math
 import re
 from collections.abc import Sequence
 
+from bot.config import Range
 from bot.lab.simulator import Reject, SimulatedGateway
 from bot.lab.wire import CONNECT_NOTICES, DEFAULT_ACCOUNTS, START_API
 
@@ -42,6 +43,7 @@ COMMANDS: dict[str, tuple[str, int, float]] = {
 # "STATUS | STOP [--rst] | ... | READY on|off | ...": each usage without its hint, the command in capitals.
 CONTROL_HELP = " | ".join(cmd + usage.split("  (")[0][len(cmd):] for cmd, (usage, _, _) in COMMANDS.items())
 MAX_SECONDS = 86_400.0
+MAX_LINE = 4096  # bytes: the longest command (a notice with its own text) is far shorter
 NO_CONTROL_PORT = "ERROR no simulated Gateway control port"
 
 
@@ -50,19 +52,17 @@ class BadCommand(ValueError):
 
 
 def _seconds(word: str, what: str, *, low: float = 0.0, high: float = MAX_SECONDS) -> float:
-    try:
-        value = float(word)
+    try:  # the same number rule as every other edge: plain ASCII decimals ('١', '1_0' and 'nan' are not)
+        return float(Range(low, high).parse(word))
     except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or not low <= value <= high:
-        raise BadCommand(f"{what} must be a number of seconds from {low:g} to {high:g}, not {word!r}")
-    return value
+        raise BadCommand(f"{what} must be a number of seconds from {low:g} to {high:g}, not {word[:40]!r}") from None
 
 
 def _integer(word: str, what: str, low: int, high: int) -> int:
-    if not word.isdigit() or not low <= int(word) <= high:
-        raise BadCommand(f"{what} must be a whole number from {low} to {high}, not {word!r}")
-    return int(word)
+    try:
+        return int(Range(low, high, integer=True).parse(word))
+    except ValueError:
+        raise BadCommand(f"{what} must be a whole number from {low} to {high}, not {word[:40]!r}") from None
 
 
 def _choice(word: str, usage: str, choices: Sequence[str]) -> str:
@@ -135,7 +135,10 @@ async def _run(gateway: SimulatedGateway, cmd: str, args: list[str]) -> str:
         case "HANG":
             gateway.set_hang([] if word.lower() == "off" else _msg_ids(word))
         case "SLOW":
-            (msg_id,) = _msg_ids(word)
+            msg_ids = _msg_ids(word)
+            if len(msg_ids) != 1:
+                raise BadCommand(f"one MSGID at a time, not {word[:40]!r}; usage: {usage}")
+            msg_id = msg_ids[0]
             gateway.set_slow(msg_id, _seconds(words[1], "SECONDS"))
         case "RESET":
             lost = _choice(words[1], usage, ("lost", "kept")) == "lost"
@@ -180,6 +183,11 @@ async def control(gateway: SimulatedGateway, line: str) -> str:
         return await _run(gateway, cmd, args)
     except BadCommand as e:
         return f"ERROR {cmd.lower()}: {e}"
+    except OSError as e:  # start / restart: the port is taken meanwhile, say
+        return f"ERROR {cmd.lower()}: {e}"
+    except Exception as e:  # a bug: the control port must answer anyway, and keep serving
+        log.exception("control command %r failed", line[:200])
+        return f"ERROR {cmd.lower()}: the simulator failed ({type(e).__name__}: {str(e)[:100]}); see its log"
 
 
 class ControlServer:
@@ -192,7 +200,8 @@ class ControlServer:
 
     async def start(self) -> None:
         # Loopback only: whoever reaches it can stop the Gateway.
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port, reuse_address=True)
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port, reuse_address=True,
+                                                  limit=MAX_LINE)
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("control port listening on 127.0.0.1:%s", self.port)
 
@@ -204,9 +213,17 @@ class ControlServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            while line := await reader.readline():
-                answer = await control(self.gateway, line.decode(errors="replace"))
-                log.info("control: %s -> %s", line.decode(errors="replace").strip(), answer)
+            while True:
+                try:
+                    line = (await reader.readline()).decode(errors="replace")
+                except ValueError:  # over the reader's limit: what follows is that line's tail, not a command
+                    writer.write(f"ERROR line longer than {MAX_LINE} bytes; one short command per line\n".encode())
+                    await writer.drain()
+                    return
+                if not line:
+                    return
+                answer = await control(self.gateway, line)
+                log.info("control: %s -> %s", line.strip()[:200], answer)
                 writer.write(answer.encode() + b"\n")
                 await writer.drain()
         except ConnectionError:

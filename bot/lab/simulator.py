@@ -172,7 +172,13 @@ class SimulatedGateway:
         self._cancel_job(name)
         task = asyncio.create_task(coro, name=f"simulated-gateway-{name}")
         self._jobs[name], self._until[name] = task, time.monotonic() + seconds
-        task.add_done_callback(lambda t: self._cancel_job(name) if self._jobs.get(name) is t else None)
+        task.add_done_callback(lambda t: self._job_done(name, t))
+
+    def _job_done(self, name: str, task: asyncio.Task[None]) -> None:
+        if self._jobs.get(name) is task:
+            self._cancel_job(name)
+        if not task.cancelled() and (e := task.exception()) is not None:  # else nobody would ever hear of it
+            log.error("simulated Gateway: %s failed: %s", name, e)
 
     def _cancel_job(self, name: str) -> None:
         task = self._jobs.pop(name, None)
