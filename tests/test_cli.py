@@ -125,6 +125,23 @@ async def test_simctl_errors_are_explained(gateway):
         await ctl.stop()
 
 
+async def test_simctl_against_a_web_server_says_it_is_not_the_simulator():
+    async def web(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readline()
+        writer.write(b"<!DOCTYPE HTML>\n<html><body>Bad request</body></html>\n")
+        writer.close()
+    server = await asyncio.start_server(web, "127.0.0.1", 0)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        code, out, err = await gwbot("simctl", "status", "--control-port", str(port))
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert (code, err) == (1, ""), err
+    assert out == (f"ERROR no simulated Gateway control port at 127.0.0.1:{port}: it answered '<!DOCTYPE HTML>', "
+                   "which the simulator never says\n")
+
+
 # ------------------------------------------------------------------ bad flags: one line, exit 2
 @pytest.mark.parametrize("argv", [
     ["check", "soak", "--duration", "-5"],

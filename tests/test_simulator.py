@@ -456,9 +456,33 @@ async def test_send_control_closes_its_socket_on_timeout():
         writer.close()
     server = await asyncio.start_server(silent, "127.0.0.1", 0)
     try:
-        answer = await send_control("127.0.0.1", server.sockets[0].getsockname()[1], "status", timeout=0.3)
-        assert answer.startswith("ERROR no simulated Gateway control port")
+        port = server.sockets[0].getsockname()[1]
+        answer = await send_control("127.0.0.1", port, "status", timeout=0.3)
+        assert answer == f"ERROR no simulated Gateway control port at 127.0.0.1:{port}: no answer within 0.3 s", answer
         await asyncio.wait_for(closed.wait(), 2)
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+@pytest.mark.parametrize(("reply", "says"), [
+    (b"<!DOCTYPE HTML>\n<html>", "it answered '<!DOCTYPE HTML>', which the simulator never says"),
+    (b"HTTP/1.0 400 Bad request\r\n\r\n", "it answered 'HTTP/1.0 400 Bad request', which the simulator never says"),
+    (b"\xff\xfe\x00garbage\n", "it answered '\\ufffd\\ufffd\\x00garbage', which the simulator never says"),
+    (b"O" * 70_000, "it answered 'OOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOO', which the simulator never says"),
+    (b"", "it hung up without answering"),
+])
+async def test_send_control_to_something_else_says_so_in_one_line(reply, says):
+    async def other(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readline()
+        writer.write(reply)
+        await writer.drain()
+        writer.close()
+    server = await asyncio.start_server(other, "127.0.0.1", 0)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        answer = await send_control("127.0.0.1", port, "status", timeout=2)
+        assert answer == f"ERROR no simulated Gateway control port at 127.0.0.1:{port}: {says}", answer
     finally:
         server.close()
         await server.wait_closed()

@@ -45,6 +45,7 @@ CONTROL_HELP = " | ".join(cmd + usage.split("  (")[0][len(cmd):] for cmd, (usage
 MAX_SECONDS = 86_400.0
 MAX_LINE = 4096  # bytes: the longest command (a notice with its own text) is far shorter
 NO_CONTROL_PORT = "ERROR no simulated Gateway control port"
+ANSWER = re.compile(r"(OK|ERROR)( |$)")  # how every answer of the control port starts
 
 
 class BadCommand(ValueError):
@@ -233,22 +234,33 @@ class ControlServer:
 
 
 async def send_control(host: str, port: int, command: str, timeout: float = 5.0) -> str:
-    """Send one command to a ControlServer and return its answer line."""
+    """Send one command to a ControlServer and return its answer line; whatever else is there
+    (nothing, a silent peer, a web server) is one ``NO_CONTROL_PORT`` line naming the address."""
+    where = f"{NO_CONTROL_PORT} at {host}:{port}"
     writer: asyncio.StreamWriter | None = None
+    data = b""
     try:
         async with asyncio.timeout(timeout):
             reader, writer = await asyncio.open_connection(host, port)
             writer.write(command.strip().encode() + b"\n")
             await writer.drain()
-            answer = (await reader.readline()).decode().strip()
-    except (OSError, TimeoutError) as e:
-        return f"{NO_CONTROL_PORT} at {host}:{port} ({e or type(e).__name__})"
+            while b"\n" not in data and len(data) < MAX_LINE and (chunk := await reader.read(MAX_LINE)):
+                data += chunk
+    except TimeoutError:
+        return f"{where}: no answer within {timeout:g} s"
+    except OSError as e:
+        return f"{where} ({e.strerror or e})"
     finally:
         if writer is not None:  # on every path, a timeout included: no socket left behind
             writer.close()
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
-    return answer or "ERROR no answer"
+    answer = data.split(b"\n", 1)[0].decode(errors="replace").strip()
+    if not data:
+        return f"{where}: it hung up without answering"
+    if not ANSWER.match(answer):
+        return f"{where}: it answered {answer[:40]!a}, which the simulator never says"
+    return answer
 
 
 async def serve(host: str, port: int, accounts: Sequence[str] = DEFAULT_ACCOUNTS, control_port: int = 7462,
