@@ -12,7 +12,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,6 +22,7 @@ from bot.checks import CHECK_NAMES, CheckResult
 from bot.checks.base import WARNING_MARK
 from bot.checks.soak import SoakOptions
 from bot.config import CLIENT_ID, PORT, RUN_ID, SOAK_SECONDS, Config, ConfigError, Range, load_config, token_error
+from bot.frontends.logs import terminal_logging
 from bot.frontends.terminal import ProgressPrinter, TerminalOperator, stdin_reader
 from bot.lab import bench, bench_watch
 from bot.lab.chat import lab_chat
@@ -154,61 +155,6 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("run_id", type=_typed(RUN_ID))
     rep.add_argument("--out", type=Path, help="write to this file instead of printing")
     return p
-
-
-@contextlib.contextmanager
-def _redacting(token: str | None) -> Iterator[None]:
-    """Keep the bot token's secret out of every output (PTB's DEBUG line "Set Bot API URL" carries
-    it, and so can an exception's text). Redacted at the record's creation, so every handler
-    (terminal, the run journal's, any other) only ever sees the redacted text."""
-    if not token:
-        yield
-        return
-    secret, make = token.partition(":")[2] or token, logging.getLogRecordFactory()
-
-    def factory(*args: object, **kwargs: object) -> logging.LogRecord:
-        record = make(*args, **kwargs)
-        try:
-            message = record.getMessage()
-        except Exception:  # a malformed call; logging reports it itself later
-            return record
-        if secret in message:
-            record.msg, record.args = message.replace(secret, "***"), ()
-        if record.exc_info and not record.exc_text:
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-        if record.exc_text and secret in record.exc_text:
-            record.exc_text = record.exc_text.replace(secret, "***")
-        return record
-
-    logging.setLogRecordFactory(factory)
-    try:
-        yield
-    finally:
-        logging.setLogRecordFactory(make)
-
-
-@contextlib.contextmanager
-def _logging(config: Config, verbose: bool, command: str) -> Iterator[None]:
-    """Records are always made at the configured level (runs store them, checks judge them);
-    only what the terminal shows is filtered."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.DEBUG if verbose else config.logging.level)
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per Bot API request otherwise
-    console = logging.StreamHandler(sys.stderr)
-    console.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
-    if not verbose and command not in ("run", "simulate"):  # those log what they do; others print progress
-        # ib_async's errors are expected in the error matrix and stored with the run; on the
-        # terminal they would drown the progress lines.
-        console.setLevel(logging.ERROR)
-        console.addFilter(lambda record: not record.name.startswith("ib_async"))
-    root.addHandler(console)
-    try:
-        with _redacting(config.telegram.token):
-            yield
-    finally:
-        root.removeHandler(console)
-        root.setLevel(level)
 
 
 def _who() -> str:
@@ -473,7 +419,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config(getattr(args, "config", None))
         if getattr(args, "gateway", None) is not None:
             config.gateway(args.gateway)  # a flag only the config can check
-        with _logging(config, getattr(args, "verbose", False), args.command):
+        with terminal_logging(config, getattr(args, "verbose", False), args.command):
             code = asyncio.run(_cancelled_by_sigterm(args.run(config, args)))
             sys.stdout.flush()  # here, not at exit, so that a closed pipe is handled below
             return code
