@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import sys
 from pathlib import Path
 
@@ -65,13 +66,11 @@ async def test_check_reconnect_walks_a_person_through_a_real_simulate_process(tm
         sys.executable, "-m", "bot", "simulate", "--port", str(port), "--control-port", str(control),
         cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     try:
-        assert b"Simulated IB Gateway" in await asyncio.wait_for(sim.stdout.readline(), 10)
-        for _ in range(50):
-            code, out, _ = await gwbot("simctl", "status", "--control-port", str(control))
-            if code == 0:
-                break
-            await asyncio.sleep(0.1)
-        assert out.startswith("OK running")
+        async with asyncio.timeout(10):  # said once both ports listen
+            while not (await sim.stdout.readline()).startswith(b"Simulated IB Gateway on"):
+                pass
+        code, out, _ = await gwbot("simctl", "status", "--control-port", str(control))
+        assert code == 0 and out.startswith("OK running")
 
         check = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bot", "--config", str(config_file(tmp_path)), "check", "reconnect",
@@ -140,6 +139,22 @@ async def test_simctl_against_a_web_server_says_it_is_not_the_simulator():
     assert (code, err) == (1, ""), err
     assert out == (f"ERROR no simulated Gateway control port at 127.0.0.1:{port}: it answered '<!DOCTYPE HTML>', "
                    "which the simulator never says\n")
+
+
+async def test_simulate_on_a_port_in_use_is_one_line_exit_2_and_claims_nothing():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for flags, flag in ((["--port", str(port), "--control-port", "0"], "--port"),
+                            (["--port", str(free_port()), "--control-port", str(port)], "--control-port")):
+            code, out, err = await gwbot("simulate", *flags, timeout=30)
+            assert (code, out) == (2, ""), (out, err)
+            assert err == f"gwbot simulate: cannot listen on 127.0.0.1:{port}: address already in use; " \
+                          f"pick another {flag}\n", err
+    code, out, err = await gwbot("simulate", "--host", "no.such.host.invalid", "--port", str(free_port()), timeout=30)
+    assert (code, out, err.count("\n")) == (2, "", 1) and err.startswith("gwbot simulate: cannot listen on no.such")
+    assert err.endswith("; pick another --host\n"), err
 
 
 # ------------------------------------------------------------------ bad flags: one line, exit 2

@@ -27,7 +27,7 @@ from bot.frontends.terminal import ProgressPrinter, TerminalOperator, stdin_read
 from bot.lab import bench, bench_watch
 from bot.lab.chat import lab_chat
 from bot.lab.operators import AutoOperator
-from bot.lab.simctl import CONTROL_HELP, NO_CONTROL_PORT, control, send_control, serve
+from bot.lab.simctl import CONTROL_HELP, NO_CONTROL_PORT, CannotListen, control, send_control, serve
 from bot.lab.simulator import SimulatedGateway
 from bot.lab.telegram_standin import User
 from bot.lab.telegram_standin.terminal import TerminalChat
@@ -279,11 +279,16 @@ async def _cmd_chat(config: Config, args: argparse.Namespace) -> int:
 
 async def _cmd_simulate(config: Config, args: argparse.Namespace) -> int:
     accounts = tuple(args.account or (config.gateway().account,))
-    print(f"Simulated IB Gateway on {args.host}:{args.port}, accounts {', '.join(accounts)}"
-          + (f"; control port {args.control_port} (gwbot simctl --help)" if args.control_port else "")
-          + ". Ctrl-C to quit.", flush=True)
-    # SIGTERM too: clients see a clean close, as when the Gateway is quit.
-    await serve(args.host, args.port, accounts, args.control_port, until=_stop_on_signals())
+
+    def listening() -> None:  # said once it is true: both ports are bound
+        print(f"Simulated IB Gateway on {args.host}:{args.port}, accounts {', '.join(accounts)}"
+              + (f"; control port {args.control_port} (gwbot simctl --help)" if args.control_port else "")
+              + ". Ctrl-C to quit.", flush=True)
+    try:
+        # SIGTERM too: clients see a clean close, as when the Gateway is quit.
+        await serve(args.host, args.port, accounts, args.control_port, until=_stop_on_signals(), listening=listening)
+    except CannotListen as e:
+        raise UsageError(f"gwbot simulate: {e}") from None
     print("Simulated IB Gateway stopped", flush=True)
     return EXIT_OK
 

@@ -10,7 +10,8 @@ import contextlib
 import logging
 import math
 import re
-from collections.abc import Sequence
+import socket
+from collections.abc import Awaitable, Callable, Sequence
 
 from bot.config import Range
 from bot.lab.simulator import Reject, SimulatedGateway
@@ -204,7 +205,7 @@ class ControlServer:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port, reuse_address=True,
                                                   limit=MAX_LINE)
         self.port = self._server.sockets[0].getsockname()[1]
-        log.info("control port listening on 127.0.0.1:%s", self.port)
+        log.debug("control port listening on 127.0.0.1:%s", self.port)  # `gwbot simulate` says it on stdout
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -263,14 +264,34 @@ async def send_control(host: str, port: int, command: str, timeout: float = 5.0)
     return answer
 
 
+class CannotListen(Exception):
+    """A port `serve` cannot listen on; the message is one line naming it, the reason and the flag to change."""
+
+
+async def _listen(start: Awaitable[None], host: str, port: int, flag: str) -> None:
+    try:
+        await start
+    except OSError as e:  # asyncio's bind error repeats the address before the reason: keep the reason
+        reason = str(e.strerror or e).rsplit(": ", 1)[-1]
+        flag = "--host" if isinstance(e, socket.gaierror) else flag  # a name that does not resolve
+        raise CannotListen(f"cannot listen on {host}:{port}: {reason}; pick another {flag}") from None
+
+
 async def serve(host: str, port: int, accounts: Sequence[str] = DEFAULT_ACCOUNTS, control_port: int = 7462,
-                *, until: asyncio.Event) -> None:
-    """Run a simulated Gateway (and its control port) until ``until`` is set or the task is cancelled."""
-    async with SimulatedGateway(host, port, accounts) as gateway:
-        ctl = ControlServer(gateway, control_port)
+                *, until: asyncio.Event, listening: Callable[[], None] = lambda: None) -> None:
+    """Run a simulated Gateway (and its control port) until ``until`` is set or the task is cancelled.
+
+    ``listening`` is called once both ports are bound; a port that cannot be raises CannotListen.
+    """
+    gateway = SimulatedGateway(host, port, accounts)
+    ctl = ControlServer(gateway, control_port)
+    try:
+        # The control port first: it starts without a word, so a port that fails leaves one line, its error.
         if control_port:  # 0: no control port
-            await ctl.start()
-        try:
-            await until.wait()
-        finally:
-            await ctl.stop()
+            await _listen(ctl.start(), "127.0.0.1", control_port, "--control-port")
+        await _listen(gateway.start(), host, port, "--port")
+        listening()
+        await until.wait()
+    finally:
+        await ctl.stop()
+        await gateway.close()

@@ -202,8 +202,9 @@ class SimulatedGateway:
         log.info("simulated Gateway frozen")
 
     def unfreeze(self) -> None:
+        if self.frozen:  # close() unfreezes every Gateway: only a real thaw is news
+            log.info("simulated Gateway unfrozen")
         self._thawed.set()
-        log.info("simulated Gateway unfrozen")
 
     def set_ready(self, ready: bool) -> None:
         """False: answer the handshake but never send accounts / next id (not logged in, dialog open).
