@@ -190,6 +190,18 @@ def test_a_bad_flag_is_one_line_exit_2_and_nothing_stored(tmp_path, capsys, argv
     assert not (tmp_path / "data" / "gwbot.sqlite3").exists(), "nothing stored"
 
 
+@pytest.mark.parametrize("argv", [["check", "port", "--simulate"], ["demo", "--soak", "3"]])
+def test_a_bad_database_is_the_only_line_a_simulated_run_prints(tmp_path, capsys, argv):
+    from bot.frontends.cli import main
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "gwbot.sqlite3").write_bytes(b"not a database")
+    code = main(["--config", str(config_file(tmp_path)), *argv])
+    out, err = capsys.readouterr()
+    assert (code, out) == (2, ""), out
+    assert err.startswith("gwbot: ") and "is not a gwbot database" in err and err.count("\n") == 1, err
+
+
 def test_config_and_verbose_work_after_the_subcommand_too(tmp_path, capsys):
     from bot.frontends.cli import main
 

@@ -179,12 +179,13 @@ async def _run_checks(config: Config, request: RunRequest, simulate: bool) -> tu
         if simulate:
             sim = SimulatedGateway(port=0, accounts=(config.gateway(request.gateway).account,))
             await stack.enter_async_context(sim)
-            print(f"Simulated IB Gateway listening on 127.0.0.1:{sim.port}", flush=True)
             config = with_gateway(config, request.gateway, host="127.0.0.1", port=sim.port)
             operator: AutoOperator | TerminalOperator = AutoOperator(sim)
         else:
             operator = TerminalOperator(stdin_reader())
         services = await stack.enter_async_context(open_services(config))
+        if simulate:  # said once nothing can stop the run from starting (a bad database is one line, alone)
+            print(f"Simulated IB Gateway listening on 127.0.0.1:{config.gateway(request.gateway).port}", flush=True)
         gw = config.gateway(request.gateway)
         print(f"Running {', '.join(request.checks)} against {gw.name} ({gw.host}:{gw.port}, client id {gw.client_id})",
               flush=True)
