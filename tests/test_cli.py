@@ -202,6 +202,28 @@ def test_a_bad_database_is_the_only_line_a_simulated_run_prints(tmp_path, capsys
     assert err.startswith("gwbot: ") and "is not a gwbot database" in err and err.count("\n") == 1, err
 
 
+@pytest.mark.parametrize("folder", ["empty", "missing"])
+def test_reading_commands_never_create_the_database(tmp_path, capsys, folder):
+    from bot.frontends.cli import main
+
+    data = tmp_path / "data"
+    if folder == "empty":
+        data.mkdir()
+    cfg = str(config_file(tmp_path))
+    assert main(["--config", cfg, "history"]) == 0
+    assert "No runs yet" in capsys.readouterr().out
+    assert main(["--config", cfg, "outbox"]) == 0
+    assert "Outbox empty" in capsys.readouterr().out
+    for argv in (["logs", "1"], ["report", "1"]):
+        assert main(["--config", cfg, *argv]) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and err == f"gwbot: no run #1: no history yet ({data / 'gwbot.sqlite3'} does not exist; " \
+                                     "try gwbot demo)\n", err
+    assert main(["--config", cfg, "outbox", "--retry"]) == 0
+    assert "Nothing is held" in capsys.readouterr().out
+    assert list(data.iterdir()) == [] if folder == "empty" else not data.exists(), "nothing created"
+
+
 def test_config_and_verbose_work_after_the_subcommand_too(tmp_path, capsys):
     from bot.frontends.cli import main
 

@@ -12,7 +12,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -304,11 +304,25 @@ async def _cmd_simctl(_: Config, args: argparse.Namespace) -> int:
     return EXIT_FAILED if answer.startswith(NO_CONTROL_PORT) else EXIT_USAGE  # the simulator refused our words
 
 
+@contextlib.asynccontextmanager
+async def _stored(config: Config, *, for_reading: bool = True) -> AsyncIterator[Repository | None]:
+    """The database; None when there is none yet: only a command that stores something creates it."""
+    try:
+        missing = not database_path(config).exists()
+    except OSError:  # cannot even look: opening it says why, in one line
+        missing = False
+    if missing:
+        yield None
+        return
+    async with await Repository.open(database_path(config), for_reading=for_reading) as repo:  # works read-only too
+        yield repo
+
+
 async def _cmd_history(config: Config, args: argparse.Namespace) -> int:
-    async with await Repository.open(database_path(config), for_reading=True) as repo:
-        runs = await repo.list_runs(limit=args.limit)
-        holds = await repo.outbox.holds()
-    print(f"Database: {database_path(config)}")
+    async with _stored(config) as repo:
+        runs = await repo.list_runs(limit=args.limit) if repo else []
+        holds = await repo.outbox.holds() if repo else []
+    print(f"Database: {database_path(config)}" + ("" if repo else " (none yet)"))
     if not runs:
         print("No runs yet. Try: gwbot demo")
     for r in runs:
@@ -322,7 +336,10 @@ async def _cmd_history(config: Config, args: argparse.Namespace) -> int:
 
 
 async def _cmd_outbox(config: Config, args: argparse.Namespace) -> int:
-    async with await Repository.open(database_path(config), for_reading=not args.retry) as repo:
+    async with _stored(config, for_reading=not args.retry) as repo:
+        if repo is None:
+            print("Nothing is held: no message was ever stored." if args.retry else "Outbox empty: nothing stored yet.")
+            return EXIT_OK
         store = repo.outbox
         if args.retry:
             holds = await store.holds()
@@ -350,7 +367,10 @@ async def _cmd_outbox(config: Config, args: argparse.Namespace) -> int:
 
 
 async def _stored_run(config: Config, run_id: int) -> RunRecord:
-    async with await Repository.open(database_path(config), for_reading=True) as repo:  # works read-only too
+    async with _stored(config) as repo:
+        if repo is None:
+            raise UsageError(f"gwbot: no run #{run_id}: no history yet ({database_path(config)} does not exist; "
+                             "try gwbot demo)")
         run = await repo.get_run(run_id)
     if run is None:
         raise UsageError(f"gwbot: no run #{run_id} (see gwbot history)")
