@@ -224,6 +224,18 @@ def test_reading_commands_never_create_the_database(tmp_path, capsys, folder):
     assert list(data.iterdir()) == [] if folder == "empty" else not data.exists(), "nothing created"
 
 
+def test_simctl_help_lists_every_command(capsys):
+    from bot.frontends.cli import main
+    from bot.lab.simctl import COMMANDS
+
+    with pytest.raises(SystemExit) as done:
+        main(["simctl", "--help"])
+    out = capsys.readouterr().out
+    assert done.value.code == 0
+    for usage, _, _ in COMMANDS.values():
+        assert f"\n  {usage}\n" in out, usage
+
+
 def test_config_and_verbose_work_after_the_subcommand_too(tmp_path, capsys):
     from bot.frontends.cli import main
 

@@ -27,7 +27,7 @@ from bot.frontends.terminal import ProgressPrinter, TerminalOperator, stdin_read
 from bot.lab import bench, bench_watch
 from bot.lab.chat import lab_chat
 from bot.lab.operators import AutoOperator
-from bot.lab.simctl import CONTROL_HELP, NO_CONTROL_PORT, CannotListen, control, send_control, serve
+from bot.lab.simctl import COMMANDS, CONTROL_HELP, NO_CONTROL_PORT, CannotListen, control, send_control, serve
 from bot.lab.simulator import SimulatedGateway
 from bot.lab.telegram_standin import User
 from bot.lab.telegram_standin.terminal import TerminalChat
@@ -106,9 +106,11 @@ def _parser() -> argparse.ArgumentParser:
                      help="line-based control port (0: off)")
 
     ctl = command("simctl", _cmd_simctl, help="control a running `gwbot simulate`: stop, start, restart 10, freeze ...")
-    ctl.add_argument("words", nargs="+", metavar="COMMAND")
-    ctl.add_argument("--control-host", default="127.0.0.1")
-    ctl.add_argument("--control-port", type=_typed(PORT), default=7462)
+    ctl.formatter_class = argparse.RawDescriptionHelpFormatter  # the command list, one per line as written
+    ctl.epilog = "commands (COMMAND and its words):\n" + "\n".join(f"  {usage}" for usage, _, _ in COMMANDS.values())
+    ctl.add_argument("words", nargs="+", metavar="COMMAND", help="one of the commands below, with its words")
+    ctl.add_argument("--control-host", default="127.0.0.1", help="where `gwbot simulate` runs (default 127.0.0.1)")
+    ctl.add_argument("--control-port", type=_typed(PORT), default=7462, help="its --control-port (default 7462)")
     for flag in ("--rst", "--deaf"):  # simctl's own options, passed through: stop --rst, reset 20 lost --deaf
         ctl.add_argument(flag, action="store_true", help=argparse.SUPPRESS)
     ctl.add_argument("--ready-after", metavar="S", help=argparse.SUPPRESS)
