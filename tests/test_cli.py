@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -124,36 +125,40 @@ async def test_simctl_errors_are_explained(gateway):
         await ctl.stop()
 
 
-async def test_simctl_against_a_web_server_says_it_is_not_the_simulator():
-    async def web(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readline()
-        writer.write(b"<!DOCTYPE HTML>\n<html><body>Bad request</body></html>\n")
-        writer.close()
-    server = await asyncio.start_server(web, "127.0.0.1", 0)
-    try:
-        port = server.sockets[0].getsockname()[1]
-        code, out, err = await gwbot("simctl", "status", "--control-port", str(port))
-    finally:
-        server.close()
-        await server.wait_closed()
+def test_simctl_against_a_web_server_says_it_is_not_the_simulator(capsys):
+    from bot.frontends.cli import main
+
+    with socket.create_server(("127.0.0.1", 0)) as web:
+        def answer() -> None:
+            conn, _ = web.accept()
+            with conn:
+                conn.recv(100)
+                conn.sendall(b"<!DOCTYPE HTML>\n<html><body>Bad request</body></html>\n")
+        server = threading.Thread(target=answer, daemon=True)
+        server.start()
+        port = web.getsockname()[1]
+        code = main(["simctl", "status", "--control-port", str(port)])
+        server.join(5)
+    out, err = capsys.readouterr()
     assert (code, err) == (1, ""), err
     assert out == (f"ERROR no simulated Gateway control port at 127.0.0.1:{port}: it answered '<!DOCTYPE HTML>', "
                    "which the simulator never says\n")
 
 
-async def test_simulate_on_a_port_in_use_is_one_line_exit_2_and_claims_nothing():
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
+def test_simulate_on_a_port_in_use_is_one_line_exit_2_and_claims_nothing(capsys):
+    from bot.frontends.cli import main
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
         for flags, flag in ((["--port", str(port), "--control-port", "0"], "--port"),
                             (["--port", str(free_port()), "--control-port", str(port)], "--control-port")):
-            code, out, err = await gwbot("simulate", *flags, timeout=30)
-            assert (code, out) == (2, ""), (out, err)
-            assert err == f"gwbot simulate: cannot listen on 127.0.0.1:{port}: address already in use; " \
-                          f"pick another {flag}\n", err
-    code, out, err = await gwbot("simulate", "--host", "no.such.host.invalid", "--port", str(free_port()), timeout=30)
-    assert (code, out, err.count("\n")) == (2, "", 1) and err.startswith("gwbot simulate: cannot listen on no.such")
+            assert main(["simulate", *flags]) == 2
+            out, err = capsys.readouterr()
+            assert out == "" and err == f"gwbot simulate: cannot listen on 127.0.0.1:{port}: address already in use; " \
+                                        f"pick another {flag}\n", err
+    assert main(["simulate", "--host", "no.such.host.invalid", "--port", str(free_port())]) == 2
+    out, err = capsys.readouterr()
+    assert (out, err.count("\n")) == ("", 1) and err.startswith("gwbot simulate: cannot listen on no.such"), err
     assert err.endswith("; pick another --host\n"), err
 
 
