@@ -1,8 +1,8 @@
 """A simulated IB Gateway: a real TCP server speaking the TWS API wire protocol.
 
-The unmodified ib_async client connects to it with default arguments. It can be stopped,
-restarted, frozen and made to misbehave the way real Gateways do, from tests (async methods)
-or from another terminal (bot.lab.simctl: a line-based control port modelled on IBC's command server).
+The unmodified ib_async client connects to it with default arguments. It can be stopped, restarted, frozen
+and made to misbehave the way real Gateways do, from tests (async methods) or from another terminal
+(bot.lab.simctl: a line-based control port modelled on IBC's command server; bot.lab.wire: its framing).
 """
 
 from __future__ import annotations
@@ -11,8 +11,6 @@ import asyncio
 import contextlib
 import enum
 import logging
-import socket
-import struct
 import time
 from collections.abc import Coroutine, Iterable, Sequence
 from dataclasses import dataclass
@@ -22,28 +20,6 @@ from bot.lab import wire
 
 log = logging.getLogger(__name__)
 
-
-
-class Client:
-    """One API connection: its socket and its state (`gateway.clients` lists the open ones)."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-        peer = writer.get_extra_info("peername") or ("?", 0)
-        self.peer = f"{peer[0]}:{peer[1]}"
-        self.client_id: int | None = None
-        self.version = 0
-        self.ready = False
-
-    def close(self, reset: bool = False) -> None:
-        if reset:
-            sock = self.writer.get_extra_info("socket")
-            if sock is not None:
-                # SO_LINGER 0: close() sends RST instead of FIN, like a crashed process.
-                with contextlib.suppress(OSError):
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        self.writer.close()
 
 
 class Reject(enum.Enum):
@@ -78,7 +54,7 @@ class SimulatedGateway:
         self.reset: NightlyReset | None = None
         self._held: dict[int, float] = {}  # client id -> monotonic time it is free again
         self._server: asyncio.Server | None = None
-        self._clients: set[Client] = set()
+        self._clients: set[wire.Client] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._jobs: dict[str, asyncio.Task[None]] = {}  # background timers: restart, ready, reset
         self._until: dict[str, float] = {}  # when each timer ends (monotonic), for status
@@ -97,7 +73,7 @@ class SimulatedGateway:
         return not self._thawed.is_set()
 
     @property
-    def clients(self) -> list[Client]:
+    def clients(self) -> list[wire.Client]:
         return list(self._clients)
 
     async def start(self) -> None:
@@ -331,7 +307,7 @@ class SimulatedGateway:
 
     # -------------------------------------------------------------- serving
     async def _serve_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        client = Client(reader, writer)
+        client = wire.Client(reader, writer)
         if self._server is None:  # accepted in the instant of a stop
             writer.close()
             return
@@ -369,7 +345,7 @@ class SimulatedGateway:
             with contextlib.suppress(RuntimeError):
                 await self._notify()
 
-    async def _refuse(self, client: Client, how: Reject) -> None:
+    async def _refuse(self, client: wire.Client, how: Reject) -> None:
         """Close before the handshake, without a word, as a Gateway does to an untrusted address."""
         log.info("connection from %s rejected before the handshake (%s)", client.peer, how.value)
         if how is Reject.RST:
@@ -385,7 +361,7 @@ class SimulatedGateway:
                     pass
         client.close()
 
-    async def _handshake(self, client: Client) -> bool:
+    async def _handshake(self, client: wire.Client) -> bool:
         prefix = await client.reader.readexactly(4)
         if prefix != b"API\0":
             log.warning("client %s did not start with API\\0 (got %r); closing it", client.peer, prefix)
@@ -401,7 +377,7 @@ class SimulatedGateway:
         await self._send(client, wire.frame(version, datetime.now(UTC).strftime("%Y%m%d %H:%M:%S UTC")))
         return True
 
-    async def _send(self, client: Client, *messages: bytes, delay: float = 0.0) -> None:
+    async def _send(self, client: wire.Client, *messages: bytes, delay: float = 0.0) -> None:
         if self.latency or delay:
             await asyncio.sleep(self.latency + delay)
         if client.writer.is_closing():
@@ -411,11 +387,11 @@ class SimulatedGateway:
         with contextlib.suppress(ConnectionError):
             await client.writer.drain()
 
-    def _error(self, client: Client, req_id: int | str, code: int, text: str) -> bytes:
+    def _error(self, client: wire.Client, req_id: int | str, code: int, text: str) -> bytes:
         # From server version 166 ib_async drops an error message without advancedOrderRejectJson.
         return wire.frame(wire.ERR_MSG, 2, req_id, code, text, *([""] if client.version >= 166 else []))
 
-    async def _handle(self, client: Client, fields: list[str]) -> None:
+    async def _handle(self, client: wire.Client, fields: list[str]) -> None:
         if not fields or not fields[0].lstrip("-").isdigit():
             raise ValueError(f"message without a numeric id: {fields[:3]}")
         msg_id = int(fields[0])
@@ -437,7 +413,7 @@ class SimulatedGateway:
         else:
             await self._send(client, *reply)
 
-    def _reply(self, client: Client, msg_id: int, f: list[str]) -> list[bytes]:
+    def _reply(self, client: wire.Client, msg_id: int, f: list[str]) -> list[bytes]:
         """What a real Gateway answers to one request; an error for those it cannot serve."""
         acct = self.accounts[0] if self.accounts else ""
 
@@ -474,7 +450,7 @@ class SimulatedGateway:
         return [self._error(client, -1, 321, f"Error validating request:-'sim' : cause - "
                                              f"the simulated Gateway does not serve message id {msg_id}.")]
 
-    async def _start_api(self, client: Client, fields: list[str]) -> None:
+    async def _start_api(self, client: wire.Client, fields: list[str]) -> None:
         client_id = int(fields[2]) if len(fields) > 2 and fields[2].lstrip("-").isdigit() else 0
         client.client_id = client_id
         held = self._held.get(client_id, 0.0) > time.monotonic()

@@ -1,8 +1,11 @@
-"""The TWS API wire protocol as the simulated Gateway speaks it: framing, message ids, real notice texts."""
+"""The TWS API wire protocol as the simulated Gateway speaks it: framing, message ids, real notice texts,
+one connection."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import struct
 
 SERVER_VERSION = 178
@@ -83,3 +86,25 @@ def parse_version_range(text: str) -> tuple[int, int]:
 
 def notice_text(code: int) -> str:
     return NOTICE_TEXTS.get(code, f"notice {code}")
+
+
+class Client:
+    """One API connection: its socket and its state (`gateway.clients` lists the open ones)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        peer = writer.get_extra_info("peername") or ("?", 0)
+        self.peer = f"{peer[0]}:{peer[1]}"
+        self.client_id: int | None = None
+        self.version = 0
+        self.ready = False
+
+    def close(self, reset: bool = False) -> None:
+        if reset:
+            sock = self.writer.get_extra_info("socket")
+            if sock is not None:
+                # SO_LINGER 0: close() sends RST instead of FIN, like a crashed process.
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.writer.close()
