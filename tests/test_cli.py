@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -65,13 +67,11 @@ async def test_check_reconnect_walks_a_person_through_a_real_simulate_process(tm
         sys.executable, "-m", "bot", "simulate", "--port", str(port), "--control-port", str(control),
         cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     try:
-        assert b"Simulated IB Gateway" in await asyncio.wait_for(sim.stdout.readline(), 10)
-        for _ in range(50):
-            code, out, _ = await gwbot("simctl", "status", "--control-port", str(control))
-            if code == 0:
-                break
-            await asyncio.sleep(0.1)
-        assert out.startswith("OK running")
+        async with asyncio.timeout(10):  # said once both ports listen
+            while not (await sim.stdout.readline()).startswith(b"Simulated IB Gateway on"):
+                pass
+        code, out, _ = await gwbot("simctl", "status", "--control-port", str(control))
+        assert code == 0 and out.startswith("OK running")
 
         check = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bot", "--config", str(config_file(tmp_path)), "check", "reconnect",
@@ -103,7 +103,7 @@ async def test_check_reconnect_walks_a_person_through_a_real_simulate_process(tm
 
 async def test_simctl_errors_are_explained(gateway):
     """Against a running control port: each bad argument is one ERROR line, exit 2, nothing changed."""
-    from bot.lab.simulator import ControlServer
+    from bot.lab.simctl import ControlServer
     ctl = ControlServer(gateway, port=0)
     await ctl.start()
     try:
@@ -123,6 +123,43 @@ async def test_simctl_errors_are_explained(gateway):
         assert code == 1 and out.startswith("ERROR no simulated Gateway control port")
     finally:
         await ctl.stop()
+
+
+def test_simctl_against_a_web_server_says_it_is_not_the_simulator(capsys):
+    from bot.frontends.cli import main
+
+    with socket.create_server(("127.0.0.1", 0)) as web:
+        def answer() -> None:
+            conn, _ = web.accept()
+            with conn:
+                conn.recv(100)
+                conn.sendall(b"<!DOCTYPE HTML>\n<html><body>Bad request</body></html>\n")
+        server = threading.Thread(target=answer, daemon=True)
+        server.start()
+        port = web.getsockname()[1]
+        code = main(["simctl", "status", "--control-port", str(port)])
+        server.join(5)
+    out, err = capsys.readouterr()
+    assert (code, err) == (1, ""), err
+    assert out == (f"ERROR no simulated Gateway control port at 127.0.0.1:{port}: it answered '<!DOCTYPE HTML>', "
+                   "which the simulator never says\n")
+
+
+def test_simulate_on_a_port_in_use_is_one_line_exit_2_and_claims_nothing(capsys):
+    from bot.frontends.cli import main
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        for flags, flag in ((["--port", str(port), "--control-port", "0"], "--port"),
+                            (["--port", str(free_port()), "--control-port", str(port)], "--control-port")):
+            assert main(["simulate", *flags]) == 2
+            out, err = capsys.readouterr()
+            assert out == "" and err == f"gwbot simulate: cannot listen on 127.0.0.1:{port}: address already in use; " \
+                                        f"pick another {flag}\n", err
+    assert main(["simulate", "--host", "no.such.host.invalid", "--port", str(free_port())]) == 2
+    out, err = capsys.readouterr()
+    assert (out, err.count("\n")) == ("", 1) and err.startswith("gwbot simulate: cannot listen on no.such"), err
+    assert err.endswith("; pick another --host\n"), err
 
 
 # ------------------------------------------------------------------ bad flags: one line, exit 2
@@ -181,6 +218,52 @@ def test_a_report_that_cannot_be_written_is_one_line_exit_2(tmp_path, capsys):
     code = main(["--config", str(cfg), "report", str(run_id), "--out", str(out)])
     assert (code, capsys.readouterr().err) == (2, f"gwbot: cannot write {out}: No such file or directory; give "
                                                   "--out a file in a folder that exists\n")
+
+
+@pytest.mark.parametrize("argv", [["check", "port", "--simulate"], ["demo", "--soak", "3"]])
+def test_a_bad_database_is_the_only_line_a_simulated_run_prints(tmp_path, capsys, argv):
+    from bot.frontends.cli import main
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "gwbot.sqlite3").write_bytes(b"not a database")
+    code = main(["--config", str(config_file(tmp_path)), *argv])
+    out, err = capsys.readouterr()
+    assert (code, out) == (2, ""), out
+    assert err.startswith("gwbot: ") and "is not a gwbot database" in err and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("folder", ["empty", "missing"])
+def test_reading_commands_never_create_the_database(tmp_path, capsys, folder):
+    from bot.frontends.cli import main
+
+    data = tmp_path / "data"
+    if folder == "empty":
+        data.mkdir()
+    cfg = str(config_file(tmp_path))
+    assert main(["--config", cfg, "history"]) == 0
+    assert "No runs yet" in capsys.readouterr().out
+    assert main(["--config", cfg, "outbox"]) == 0
+    assert "Outbox empty" in capsys.readouterr().out
+    for argv in (["logs", "1"], ["report", "1"]):
+        assert main(["--config", cfg, *argv]) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and err == f"gwbot: no run #1: no history yet ({data / 'gwbot.sqlite3'} does not exist; " \
+                                     "try gwbot demo)\n", err
+    assert main(["--config", cfg, "outbox", "--retry"]) == 0
+    assert "Nothing is held" in capsys.readouterr().out
+    assert list(data.iterdir()) == [] if folder == "empty" else not data.exists(), "nothing created"
+
+
+def test_simctl_help_lists_every_command(capsys):
+    from bot.frontends.cli import main
+    from bot.lab.simctl import COMMANDS
+
+    with pytest.raises(SystemExit) as done:
+        main(["simctl", "--help"])
+    out = capsys.readouterr().out
+    assert done.value.code == 0
+    for usage, _, _ in COMMANDS.values():
+        assert f"\n  {usage}\n" in out, usage
 
 
 def test_config_and_verbose_work_after_the_subcommand_too(tmp_path, capsys):

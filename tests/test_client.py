@@ -365,7 +365,7 @@ async def test_read_only_api_and_hung_sync_requests_do_not_fail_the_connection(g
 
 async def test_real_notice_texts_are_understood():
     from bot.ibkr import notices
-    from bot.lab.simulator import NOTICE_TEXTS
+    from bot.lab.wire import NOTICE_TEXTS
 
     def kind(code):
         return notices.notice_kind(code, NOTICE_TEXTS[code])

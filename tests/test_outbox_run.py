@@ -185,6 +185,10 @@ async def test_gwbot_outbox_lists_pending_and_held_chats_and_retry_releases(tmp_
 async def test_gwbot_outbox_says_plainly_what_could_not_be_delivered(tmp_path):
     cfg = str(config_file(tmp_path))
     code, out, err = await gwbot("--config", cfg, "outbox")
+    assert (code, out) == (0, "Outbox empty: nothing stored yet.\n"), err
+    async with await Repository.open(tmp_path / "data" / "gwbot.sqlite3") as repo:
+        assert await repo.outbox.backlog() == []
+    code, out, err = await gwbot("--config", cfg, "outbox")
     assert (code, out) == (0, "Outbox empty: every message was delivered.\n"), err
     async with await Repository.open(tmp_path / "data" / "gwbot.sqlite3") as repo:
         [sent, dead] = await repo.outbox.enqueue_many([(KAI, OutMessage.plain("hello")),

@@ -117,3 +117,15 @@ async def test_ctrl_c_ends_gwbot_chat_while_it_waits_for_input(tmp_path):
         async with asyncio.timeout(30):
             while b"/checklist - the whole" not in (line := await proc.stdout.readline()):
                 assert line, "gwbot chat ended early"
+
+
+async def test_a_local_typo_in_gwbot_chat_is_one_line_and_the_chat_reads_on(tmp_path):
+    async with gwbot_chat(tmp_path) as proc:
+        proc.stdin.write("!notice ²\n!slow 1,2 5\n!status\n".encode())
+        await proc.stdin.drain()
+        answers = []
+        async with asyncio.timeout(30):
+            while not (line := await proc.stdout.readline()).startswith(b"local: OK running"):
+                assert line, f"gwbot chat ended early after {answers}"
+                answers += [line.decode()] if line.startswith(b"local: ") else []
+        assert [a.split(":")[1].strip() for a in answers] == ["ERROR notice", "ERROR slow"], answers

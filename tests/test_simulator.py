@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import struct
 import time
 
 import pytest
 from ib_async import IB
 
-from bot.lab.simulator import (
-    NOTICE_TEXTS,
-    ControlServer,
-    Reject,
-    control,
-    frame,
-    read_frame,
-    send_control,
-)
+from bot.lab.simctl import COMMANDS, ControlServer, control, send_control
+from bot.lab.simulator import Reject
+from bot.lab.wire import NOTICE_TEXTS, frame, read_frame
 
 
 async def until(condition, timeout: float = 5.0) -> None:
@@ -396,7 +391,10 @@ BAD = ["ready maybe", "ready", "ready on off", "latency -1", "latency nan", "lat
        "hang", "hang 7,x", "hang 71", "hang 0", "hang 7 99", "slow 7", "slow 7 -1", "slow x 1", "slow 7 inf",
        "reset 10", "reset 10 gone", "reset -1 lost", "reset 10 lost --loud", "holdid", "holdid -3", "holdid abc",
        "notice", "notice abc", "notice -5", "connectnotices", "connectnotices 2107,abc", "drop everything",
-       "freeze now", "status please", "garbage lots"]
+       "freeze now", "status please", "garbage lots",
+       # Words that int() / float() take or choke on but that are not plain ASCII numbers.
+       "slow 1,2 5", "slow 7,8 1", "notice ²", "notice ١٢ hello", "connectnotices ²", "connectnotices 2107,²",
+       "hang ²", "latency ١", "latency 1_0", "holdid ٣", "restart ²", "reset ١ lost", "slow ٧ 1"]
 
 
 @pytest.mark.parametrize("command", BAD)
@@ -408,6 +406,47 @@ async def test_every_bad_argument_is_an_error_that_changes_nothing(gateway, comm
     assert (gateway.running, gateway.ready, gateway.faults(), gateway.latency, gateway.slow, gateway.hang) == before
 
 
+ODD_WORDS = ["²", "١٢", "1,2", "1_0", "--", "--rst", "-", "0x10", "1e999", "\u00a0", "x" * 300, "7,", ",", "on,off"]
+
+
+async def test_no_command_raises_whatever_its_words(gateway):
+    """The control port's rule: every line gets one OK or ERROR line back, never an exception."""
+    for cmd in COMMANDS:
+        for word in ODD_WORDS:
+            for line in (f"{cmd} {word}", f"{cmd} {word} {word}", f"{cmd} 1 {word}"):
+                answer = await control(gateway, line)
+                assert answer.startswith(("OK", "ERROR")) and "\n" not in answer, (line, answer)
+        gateway.unfreeze()
+
+
+async def test_the_control_port_refuses_an_overlong_line_in_one_line_and_keeps_serving(gateway):
+    ctl = ControlServer(gateway, port=0)
+    await ctl.start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", ctl.port)
+        writer.write(b"notice 2110 " + b"x" * 70_000 + b"\n")
+        answer = await asyncio.wait_for(reader.readline(), 2)
+        assert answer.startswith(b"ERROR line longer than") and answer.count(b"\n") == 1, answer[:200]
+        assert await asyncio.wait_for(reader.read(), 2) == b"", "then it hangs up: the rest of that line is no command"
+        writer.close()
+        assert (await send_control("127.0.0.1", ctl.port, "status")).startswith("OK running")
+    finally:
+        await ctl.stop()
+
+
+async def test_start_and_restart_onto_a_port_taken_meanwhile_say_so(gateway, caplog):
+    assert await control(gateway, "stop") == "OK stop"
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", gateway.port))
+        squatter.listen()
+        answer = await control(gateway, "start")
+        assert answer.startswith("ERROR start:") and "address already in use" in answer, answer
+        assert (await control(gateway, "restart 0")).startswith("OK restart")
+        await until(lambda: not any(f.startswith("restarting") for f in gateway.faults()))
+        assert not gateway.running and "restart failed: " in caplog.text
+    assert await control(gateway, "start") == "OK start"
+
+
 async def test_send_control_closes_its_socket_on_timeout():
     closed = asyncio.Event()
 
@@ -417,9 +456,33 @@ async def test_send_control_closes_its_socket_on_timeout():
         writer.close()
     server = await asyncio.start_server(silent, "127.0.0.1", 0)
     try:
-        answer = await send_control("127.0.0.1", server.sockets[0].getsockname()[1], "status", timeout=0.3)
-        assert answer.startswith("ERROR no simulated Gateway control port")
+        port = server.sockets[0].getsockname()[1]
+        answer = await send_control("127.0.0.1", port, "status", timeout=0.3)
+        assert answer == f"ERROR no simulated Gateway control port at 127.0.0.1:{port}: no answer within 0.3 s", answer
         await asyncio.wait_for(closed.wait(), 2)
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+@pytest.mark.parametrize(("reply", "says"), [
+    (b"<!DOCTYPE HTML>\n<html>", "it answered '<!DOCTYPE HTML>', which the simulator never says"),
+    (b"HTTP/1.0 400 Bad request\r\n\r\n", "it answered 'HTTP/1.0 400 Bad request', which the simulator never says"),
+    (b"\xff\xfe\x00garbage\n", "it answered '\\ufffd\\ufffd\\x00garbage', which the simulator never says"),
+    (b"O" * 70_000, "it answered 'OOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOO', which the simulator never says"),
+    (b"", "it hung up without answering"),
+])
+async def test_send_control_to_something_else_says_so_in_one_line(reply, says):
+    async def other(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readline()
+        writer.write(reply)
+        await writer.drain()
+        writer.close()
+    server = await asyncio.start_server(other, "127.0.0.1", 0)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        answer = await send_control("127.0.0.1", port, "status", timeout=2)
+        assert answer == f"ERROR no simulated Gateway control port at 127.0.0.1:{port}: {says}", answer
     finally:
         server.close()
         await server.wait_closed()

@@ -195,8 +195,10 @@ async def test_bad_requests_read_like_telegrams(standin, bot):
         await bot.answer_callback_query("no-such-query")
     assert await api(standin, "sendMessage", data={"text": "x"}) == (
         400, {"ok": False, "error_code": 400, "description": "Bad Request: chat_id is empty"})
+    assert await api(standin, "sendMessage", data={"chat_id": "²", "text": "x"}) == (  # not a number: no such chat
+        400, {"ok": False, "error_code": 400, "description": "Bad Request: chat not found"})
     assert standin.messages(KAI) == []
-    assert [c.status for c in standin.calls if c.method == "sendMessage"] == [400, 400, 400, 400, 400]
+    assert [c.status for c in standin.calls if c.method == "sendMessage"] == [400, 400, 400, 400, 400, 400]
 
 
 async def test_files_round_trip(standin, bot):

@@ -25,7 +25,7 @@ from bot.config import Config, GatewayConfig, WatchConfig
 from bot.ibkr import errors as ib
 from bot.ibkr import notices
 from bot.ibkr.events import Connected, Disconnected, DisconnectReason, GatewayNotice
-from bot.lab.simulator import NOTICE_TEXTS
+from bot.lab.wire import NOTICE_TEXTS
 from bot.watch.alerts import Alert, AlertKind
 from bot.watch.schedule import Window
 from bot.watch.state import Phase

@@ -12,7 +12,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -36,12 +36,13 @@ from bot.config import (
     rules,
     token_error,
 )
-from bot.frontends.redaction import redacting
+from bot.frontends.logs import terminal_logging
 from bot.frontends.terminal import ProgressPrinter, TerminalOperator, stdin_reader
 from bot.lab import bench, bench_watch
 from bot.lab.chat import lab_chat
 from bot.lab.operators import AutoOperator
-from bot.lab.simulator import CONTROL_HELP, NO_CONTROL_PORT, SimulatedGateway, control, send_control, serve
+from bot.lab.simctl import COMMANDS, CONTROL_HELP, NO_CONTROL_PORT, CannotListen, control, send_control, serve
+from bot.lab.simulator import SimulatedGateway
 from bot.lab.telegram_standin import User
 from bot.lab.telegram_standin.terminal import TerminalChat
 from bot.outbox import RESCAN, first_line
@@ -123,9 +124,12 @@ def _parser() -> argparse.ArgumentParser:
                      help="line-based control port (0: off)")
 
     ctl = command("simctl", _cmd_simctl, help="control a running `gwbot simulate`: stop, start, restart 10, freeze ...")
-    ctl.add_argument("words", nargs="+", metavar="COMMAND")
-    ctl.add_argument("--control-host", type=_typed(GATEWAY["host"]), default="127.0.0.1")
-    ctl.add_argument("--control-port", type=_typed(PORT), default=7462)
+    ctl.formatter_class = argparse.RawDescriptionHelpFormatter  # the command list, one per line as written
+    ctl.epilog = "commands (COMMAND and its words):\n" + "\n".join(f"  {usage}" for usage, _, _ in COMMANDS.values())
+    ctl.add_argument("words", nargs="+", metavar="COMMAND", help="one of the commands below, with its words")
+    ctl.add_argument("--control-host", type=_typed(GATEWAY["host"]), default="127.0.0.1",
+                     help="where `gwbot simulate` runs (default 127.0.0.1)")
+    ctl.add_argument("--control-port", type=_typed(PORT), default=7462, help="its --control-port (default 7462)")
     for flag in ("--rst", "--deaf"):  # simctl's own options, passed through: stop --rst, reset 20 lost --deaf
         ctl.add_argument(flag, action="store_true", help=argparse.SUPPRESS)
     ctl.add_argument("--ready-after", metavar="S", help=argparse.SUPPRESS)
@@ -174,30 +178,6 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-@contextlib.contextmanager
-def _logging(config: Config, verbose: bool, command: str) -> Iterator[None]:
-    """Records are always made at the configured level (runs store them, checks judge them);
-    only what the terminal shows is filtered."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.DEBUG if verbose else config.logging.level)
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per Bot API request otherwise
-    console = logging.StreamHandler(sys.stderr)
-    console.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
-    if not verbose and command not in ("run", "simulate"):  # those log what they do; others print progress
-        # ib_async's errors are expected in the error matrix and stored with the run; on the
-        # terminal they would drown the progress lines.
-        console.setLevel(logging.ERROR)
-        console.addFilter(lambda record: not record.name.startswith("ib_async"))
-    root.addHandler(console)
-    try:
-        with redacting(config.telegram.token):
-            yield
-    finally:
-        root.removeHandler(console)
-        root.setLevel(level)
-
-
 def _who() -> str:
     try:
         return f"{getpass.getuser()} (terminal)"
@@ -220,12 +200,13 @@ async def _run_checks(config: Config, request: RunRequest, simulate: bool) -> tu
         if simulate:
             sim = SimulatedGateway(port=0, accounts=(config.gateway(request.gateway).account,))
             await stack.enter_async_context(sim)
-            print(f"Simulated IB Gateway listening on 127.0.0.1:{sim.port}", flush=True)
             config = with_gateway(config, request.gateway, host="127.0.0.1", port=sim.port)
             operator: AutoOperator | TerminalOperator = AutoOperator(sim)
         else:
             operator = TerminalOperator(stdin_reader())
         services = await stack.enter_async_context(open_services(config))
+        if simulate:  # said once nothing can stop the run from starting (a bad database is one line, alone)
+            print(f"Simulated IB Gateway listening on 127.0.0.1:{config.gateway(request.gateway).port}", flush=True)
         gw = config.gateway(request.gateway)
         print(f"Running {', '.join(request.checks)} against {gw.name} ({gw.host}:{gw.port}, client id {gw.client_id})",
               flush=True)
@@ -320,11 +301,16 @@ async def _cmd_chat(config: Config, args: argparse.Namespace) -> int:
 
 async def _cmd_simulate(config: Config, args: argparse.Namespace) -> int:
     accounts = tuple(args.account or (config.gateway().account,))
-    print(f"Simulated IB Gateway on {args.host}:{args.port}, accounts {', '.join(accounts)}"
-          + (f"; control port {args.control_port} (gwbot simctl --help)" if args.control_port else "")
-          + ". Ctrl-C to quit.", flush=True)
-    # SIGTERM too: clients see a clean close, as when the Gateway is quit.
-    await serve(args.host, args.port, accounts, args.control_port, until=_stop_on_signals())
+
+    def listening() -> None:  # said once it is true: both ports are bound
+        print(f"Simulated IB Gateway on {args.host}:{args.port}, accounts {', '.join(accounts)}"
+              + (f"; control port {args.control_port} (gwbot simctl --help)" if args.control_port else "")
+              + ". Ctrl-C to quit.", flush=True)
+    try:
+        # SIGTERM too: clients see a clean close, as when the Gateway is quit.
+        await serve(args.host, args.port, accounts, args.control_port, until=_stop_on_signals(), listening=listening)
+    except CannotListen as e:
+        raise UsageError(f"gwbot simulate: {e}") from None
     print("Simulated IB Gateway stopped", flush=True)
     return EXIT_OK
 
@@ -339,11 +325,25 @@ async def _cmd_simctl(_: Config, args: argparse.Namespace) -> int:
     return EXIT_FAILED if answer.startswith(NO_CONTROL_PORT) else EXIT_USAGE  # the simulator refused our words
 
 
+@contextlib.asynccontextmanager
+async def _stored(config: Config, *, for_reading: bool = True) -> AsyncIterator[Repository | None]:
+    """The database; None when there is none yet: only a command that stores something creates it."""
+    try:
+        missing = not database_path(config).exists()
+    except OSError:  # cannot even look: opening it says why, in one line
+        missing = False
+    if missing:
+        yield None
+        return
+    async with await Repository.open(database_path(config), for_reading=for_reading) as repo:  # works read-only too
+        yield repo
+
+
 async def _cmd_history(config: Config, args: argparse.Namespace) -> int:
-    async with await Repository.open(database_path(config), for_reading=True) as repo:
-        runs = await repo.list_runs(limit=args.limit)
-        holds = await repo.outbox.holds()
-    print(f"Database: {database_path(config)}")
+    async with _stored(config) as repo:
+        runs = await repo.list_runs(limit=args.limit) if repo else []
+        holds = await repo.outbox.holds() if repo else []
+    print(f"Database: {database_path(config)}" + ("" if repo else " (none yet)"))
     if not runs:
         print("No runs yet. Try: gwbot demo")
     for r in runs:
@@ -357,7 +357,10 @@ async def _cmd_history(config: Config, args: argparse.Namespace) -> int:
 
 
 async def _cmd_outbox(config: Config, args: argparse.Namespace) -> int:
-    async with await Repository.open(database_path(config), for_reading=not args.retry) as repo:
+    async with _stored(config, for_reading=not args.retry) as repo:
+        if repo is None:
+            print("Nothing is held: no message was ever stored." if args.retry else "Outbox empty: nothing stored yet.")
+            return EXIT_OK
         store = repo.outbox
         if args.retry:
             holds = await store.holds()
@@ -385,7 +388,10 @@ async def _cmd_outbox(config: Config, args: argparse.Namespace) -> int:
 
 
 async def _stored_run(config: Config, run_id: int) -> RunRecord:
-    async with await Repository.open(database_path(config), for_reading=True) as repo:  # works read-only too
+    async with _stored(config) as repo:
+        if repo is None:
+            raise UsageError(f"gwbot: no run #{run_id}: no history yet ({database_path(config)} does not exist; "
+                             "try gwbot demo)")
         run = await repo.get_run(run_id)
     if run is None:
         raise UsageError(f"gwbot: no run #{run_id} (see gwbot history)")
@@ -464,7 +470,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config(getattr(args, "config", None))
         if getattr(args, "gateway", None) is not None:
             config.gateway(args.gateway)  # a flag only the config can check
-        with _logging(config, getattr(args, "verbose", False), args.command):
+        with terminal_logging(config, getattr(args, "verbose", False), args.command):
             code = asyncio.run(_cancelled_by_sigterm(args.run(config, args)))
             sys.stdout.flush()  # here, not at exit, so that a closed pipe is handled below
             return code

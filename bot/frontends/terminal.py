@@ -45,6 +45,29 @@ def stdin_reader(stream: BinaryIO | None = None) -> asyncio.StreamReader:
     return reader
 
 
+async def read_line(reader: asyncio.StreamReader) -> bytes | None:
+    """The next line (b"" at EOF); None for a line over the reader's limit, skipped to its end:
+    too long to be anything typed, and no reason for a front end to stop reading."""
+    try:
+        return await reader.readuntil(b"\n")
+    except asyncio.IncompleteReadError as e:  # EOF: the last line may lack its newline
+        return e.partial
+    except asyncio.LimitOverrunError as e:
+        skip = e.consumed
+    while True:
+        try:
+            await reader.readexactly(skip)  # the buffer holds this much of the long line, maybe its newline next
+            await reader.readuntil(b"\n")
+            return None
+        except asyncio.IncompleteReadError:
+            return None
+        except asyncio.LimitOverrunError as e:
+            skip = e.consumed
+
+
+TOO_LONG = "(a line too long to be typed: ignored)"
+
+
 class TerminalOperator:
     """Asks the person at the terminal; also proceeds by itself when the check sees the event."""
 
@@ -57,7 +80,8 @@ class TerminalOperator:
     async def ask(self, action: OperatorAction, text: str) -> OperatorReply:
         print(f"\n>>> {text}\n    Press Enter when done, or type 'abort' and Enter. "
               "(I also move on by myself when I see it happen.)", flush=True)
-        line = await self.reader.readline()
+        while (line := await read_line(self.reader)) is None:
+            print(f"    {TOO_LONG} Press Enter when done, or type 'abort' and Enter.", flush=True)
         if not line:
             await asyncio.Event().wait()  # no input at all: wait for the event itself
         reply = Reply.ABORT if line.strip().lower() in (b"a", b"abort") else Reply.DONE

@@ -23,7 +23,7 @@ from bot.ibkr.client import ClientOptions, IBKRClient, port_accepts
 from bot.ibkr.errors import GatewayError
 from bot.lab.bench import PERSON, Figure, free_ports, kill, last_id, loop_lags, round_trip, spawn_simulator
 from bot.lab.chat import LabChat, lab_chat
-from bot.lab.simulator import send_control
+from bot.lab.simctl import send_control
 from bot.lab.telegram_standin import BotApiStandIn, BotMessage, User
 from bot.services import Services
 from bot.stats import percentile

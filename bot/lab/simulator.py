@@ -1,8 +1,8 @@
 """A simulated IB Gateway: a real TCP server speaking the TWS API wire protocol.
 
-The unmodified ib_async client connects to it with default arguments. It can be stopped,
-restarted, frozen and made to misbehave the way real Gateways do, from tests (async methods)
-or from another terminal (a line-based control port modelled on IBC's command server).
+The unmodified ib_async client connects to it with default arguments. It can be stopped, restarted, frozen
+and made to misbehave the way real Gateways do, from tests (async methods) or from another terminal
+(bot.lab.simctl: a line-based control port modelled on IBC's command server; bot.lab.wire: its framing).
 """
 
 from __future__ import annotations
@@ -11,113 +11,15 @@ import asyncio
 import contextlib
 import enum
 import logging
-import math
-import re
-import socket
-import struct
 import time
 from collections.abc import Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from bot.lab import wire
+
 log = logging.getLogger(__name__)
 
-SERVER_VERSION = 178
-DEFAULT_ACCOUNTS = ("DUO779750",)
-MAX_FRAME = 1 << 20
-
-FIRST_ORDER_ID = 1  # the nextValidId sent at start-up
-# Incoming message ids (client -> Gateway) looked at outside the reply table.
-START_API, REQ_CURRENT_TIME = 71, 49
-# Outgoing message ids (Gateway -> client).
-ERR_MSG, NEXT_VALID_ID, MANAGED_ACCTS, CURRENT_TIME, ACCT_UPDATE_TIME, ACCT_DOWNLOAD_END = 4, 9, 15, 49, 8, 54
-# Requests answered by an end marker alone: reqPositions -> positionEnd, reqOpenOrders -> openOrderEnd,
-# reqCompletedOrders -> completedOrdersEnd (no version field).
-ENDS = {61: (62, 1), 5: (53, 1), 99: (102,)}
-# Requests answered by an end marker carrying their reqId (field 2): reqAccountUpdatesMulti,
-# reqExecutions, reqAccountSummary (ib_async sends it after 1102).
-REQ_ID_ENDS = {76: 74, 7: 55, 62: 64}
-# Requests refused as a Gateway refuses them (reqId's field, code, text): reqMktData, placeOrder,
-# reqContractDetails (the simulator knows no contracts).
-REFUSED = {1: (2, 354, "Requested market data is not subscribed."),
-           3: (1, 201, "Order rejected - reason:the simulated Gateway takes no orders"),
-           9: (2, 200, "No security definition has been found for the request")}
-
-# Real texts, as Gateways send them (IBKR's message-code docs; Gateway and IBC logs).
-NOTICE_TEXTS = {
-    326: "Unable to connect as the client id is already in use. Retry with a unique client id.",
-    1100: "Connectivity between IB and Trader Workstation has been lost.",
-    1101: "Connectivity between IB and Trader Workstation has been restored - data lost.",
-    1102: "Connectivity between IB and Trader Workstation has been restored - data maintained.",
-    2103: "Market data farm connection is broken:usfarm",
-    2104: "Market data farm connection is OK:usfarm",
-    2105: "HMDS data farm connection is broken:ushmds",
-    2106: "HMDS data farm connection is OK:ushmds",
-    2107: "HMDS data farm connection is inactive but should be available upon demand.ushmds",
-    2108: "Market data farm connection is inactive but should be available upon demand.usfarm",
-    2110: "Connectivity between Trader Workstation and server is broken. It will be restored automatically.",
-    2119: "Market data farm is connecting:usfarm",
-    2157: "Sec-def data farm connection is broken:secdefnj",
-    2158: "Sec-def data farm connection is OK:secdefnj",
-}
-CONNECT_NOTICES = (2104, 2106, 2158)
-FARMS_BROKEN, FARMS_OK = (2103, 2105, 2157), (2104, 2106, 2158)
-
-# Read-Only API ("Read-Only API" ticked in the Gateway's API settings): order requests and the
-# open/completed-order downloads get 321 and no end marker (ib_insync #1/#7/#224, IBC #341).
-READ_ONLY_TEXT = "Error validating request:-'{tag}' : cause - The API interface is currently in Read-Only mode."
-UNSET_INTEGER = 2**31 - 1  # the reqId a Gateway puts on errors not tied to a request
-# Requests a Gateway never answers: cancels, unsubscribes, reqAutoOpenOrders, setServerLogLevel, reqMarketDataType.
-UNANSWERED = frozenset({2, 6, 11, 13, 14, 15, 59, 23, 25, 51, 53, 56, 57, 63, 64, 75, 77, 89, 90, 93, 95, 98, 101, 103})
-READ_ONLY_REFUSED = {3: "td", 4: "td", 21: "td", 58: "td", 5: "bY", 15: "bY", 16: "bY", 99: "bY"}
-
-
-def frame(*fields: object) -> bytes:
-    """One length-prefixed message of NUL-terminated ASCII fields."""
-    payload = b"".join(str(f).encode() + b"\0" for f in fields)
-    return struct.pack(">I", len(payload)) + payload
-
-
-async def read_payload(reader: asyncio.StreamReader) -> bytes:
-    """One frame's payload; readexactly, because TCP splits and merges frames as it likes."""
-    (size,) = struct.unpack(">I", await reader.readexactly(4))
-    if size > MAX_FRAME:
-        raise ValueError(f"frame of {size} bytes is not TWS API traffic")
-    return await reader.readexactly(size)
-
-
-async def read_frame(reader: asyncio.StreamReader) -> list[str]:
-    text = (await read_payload(reader)).decode(errors="replace")
-    return text.removesuffix("\0").split("\0")
-
-
-def parse_version_range(text: str) -> tuple[int, int]:
-    """'v157..178 +PACEAPI' -> (157, 178); a bare 'v100' means (100, 100)."""
-    versions = text.split(" ", 1)[0].removeprefix("v")
-    low, _, high = versions.partition("..")
-    return int(low), int(high or low)
-
-
-class Client:
-    """One API connection: its socket and its state (`gateway.clients` lists the open ones)."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-        peer = writer.get_extra_info("peername") or ("?", 0)
-        self.peer = f"{peer[0]}:{peer[1]}"
-        self.client_id: int | None = None
-        self.version = 0
-        self.ready = False
-
-    def close(self, reset: bool = False) -> None:
-        if reset:
-            sock = self.writer.get_extra_info("socket")
-            if sock is not None:
-                # SO_LINGER 0: close() sends RST instead of FIN, like a crashed process.
-                with contextlib.suppress(OSError):
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        self.writer.close()
 
 
 class Reject(enum.Enum):
@@ -137,11 +39,11 @@ class NightlyReset:
 class SimulatedGateway:
     """An IB Gateway stand-in on ``host:port`` (port 0: a free one, kept across restarts)."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, accounts: Sequence[str] = DEFAULT_ACCOUNTS) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, accounts: Sequence[str] = wire.DEFAULT_ACCOUNTS) -> None:
         self.host = host
         self.port = port
         self.accounts = tuple(accounts)
-        self.connect_notices: tuple[int, ...] = CONNECT_NOTICES
+        self.connect_notices: tuple[int, ...] = wire.CONNECT_NOTICES
         self.latency = 0.0
         self.ready = True
         self.reject = Reject.OFF
@@ -152,7 +54,7 @@ class SimulatedGateway:
         self.reset: NightlyReset | None = None
         self._held: dict[int, float] = {}  # client id -> monotonic time it is free again
         self._server: asyncio.Server | None = None
-        self._clients: set[Client] = set()
+        self._clients: set[wire.Client] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._jobs: dict[str, asyncio.Task[None]] = {}  # background timers: restart, ready, reset
         self._until: dict[str, float] = {}  # when each timer ends (monotonic), for status
@@ -171,7 +73,7 @@ class SimulatedGateway:
         return not self._thawed.is_set()
 
     @property
-    def clients(self) -> list[Client]:
+    def clients(self) -> list[wire.Client]:
         return list(self._clients)
 
     async def start(self) -> None:
@@ -246,7 +148,13 @@ class SimulatedGateway:
         self._cancel_job(name)
         task = asyncio.create_task(coro, name=f"simulated-gateway-{name}")
         self._jobs[name], self._until[name] = task, time.monotonic() + seconds
-        task.add_done_callback(lambda t: self._cancel_job(name) if self._jobs.get(name) is t else None)
+        task.add_done_callback(lambda t: self._job_done(name, t))
+
+    def _job_done(self, name: str, task: asyncio.Task[None]) -> None:
+        if self._jobs.get(name) is task:
+            self._cancel_job(name)
+        if not task.cancelled() and (e := task.exception()) is not None:  # else nobody would ever hear of it
+            log.error("simulated Gateway: %s failed: %s", name, e)
 
     def _cancel_job(self, name: str) -> None:
         task = self._jobs.pop(name, None)
@@ -270,8 +178,9 @@ class SimulatedGateway:
         log.info("simulated Gateway frozen")
 
     def unfreeze(self) -> None:
+        if self.frozen:  # close() unfreezes every Gateway: only a real thaw is news
+            log.info("simulated Gateway unfrozen")
         self._thawed.set()
-        log.info("simulated Gateway unfrozen")
 
     def set_ready(self, ready: bool) -> None:
         """False: answer the handshake but never send accounts / next id (not logged in, dialog open).
@@ -326,13 +235,13 @@ class SimulatedGateway:
         self._cancel_job("reset")
         self.reset = NightlyReset(lost, deaf)
         n = 0
-        for code in (1100, *FARMS_BROKEN):
+        for code in (1100, *wire.FARMS_BROKEN):
             n = await self.send_notice(code)
 
         async def restore() -> None:
             await asyncio.sleep(seconds)
             self.reset = None
-            for code in (1101 if lost else 1102, *FARMS_OK):
+            for code in (1101 if lost else 1102, *wire.FARMS_OK):
                 await self.send_notice(code)
         self._start_job("reset", seconds, restore())
         return n
@@ -350,7 +259,7 @@ class SimulatedGateway:
         """An error-channel notice (1100, 1102, 2103 …) to every ready client."""
         ready = [c for c in self._clients if c.ready]
         for client in ready:
-            await self._send(client, self._error(client, -1, code, text or notice_text(code)))
+            await self._send(client, self._error(client, -1, code, text or wire.notice_text(code)))
         log.info("simulated Gateway sent notice %s to %d client(s)", code, len(ready))
         return len(ready)
 
@@ -388,7 +297,7 @@ class SimulatedGateway:
         if self.reset is not None:
             out.append(f"reset {'lost' if self.reset.lost else 'kept'} ({self._left('reset')}"
                        + (", deaf)" if self.reset.deaf else ")"))
-        if self.connect_notices != CONNECT_NOTICES:
+        if self.connect_notices != wire.CONNECT_NOTICES:
             out.append("connectnotices " + (",".join(map(str, self.connect_notices)) or "none"))
         return out
 
@@ -398,7 +307,7 @@ class SimulatedGateway:
 
     # -------------------------------------------------------------- serving
     async def _serve_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        client = Client(reader, writer)
+        client = wire.Client(reader, writer)
         if self._server is None:  # accepted in the instant of a stop
             writer.close()
             return
@@ -414,7 +323,7 @@ class SimulatedGateway:
             await self._notify()
             if await self._handshake(client):
                 while True:
-                    fields = await read_frame(reader)
+                    fields = await wire.read_frame(reader)
                     await self._thawed.wait()
                     await self._handle(client, fields)
         except (asyncio.IncompleteReadError, ConnectionError):
@@ -436,7 +345,7 @@ class SimulatedGateway:
             with contextlib.suppress(RuntimeError):
                 await self._notify()
 
-    async def _refuse(self, client: Client, how: Reject) -> None:
+    async def _refuse(self, client: wire.Client, how: Reject) -> None:
         """Close before the handshake, without a word, as a Gateway does to an untrusted address."""
         log.info("connection from %s rejected before the handshake (%s)", client.peer, how.value)
         if how is Reject.RST:
@@ -452,23 +361,23 @@ class SimulatedGateway:
                     pass
         client.close()
 
-    async def _handshake(self, client: Client) -> bool:
+    async def _handshake(self, client: wire.Client) -> bool:
         prefix = await client.reader.readexactly(4)
         if prefix != b"API\0":
             log.warning("client %s did not start with API\\0 (got %r); closing it", client.peer, prefix)
             return False
-        low, high = parse_version_range((await read_payload(client.reader)).decode(errors="replace"))
+        low, high = wire.parse_version_range((await wire.read_payload(client.reader)).decode(errors="replace"))
         await self._thawed.wait()
-        version = min(high, SERVER_VERSION)
+        version = min(high, wire.SERVER_VERSION)
         if version < low:
             log.warning("client %s needs API version >= %d, we speak <= %d; closing it", client.peer, low, version)
             return False
         client.version = version
         log.info("API client %s connected, version %d", client.peer, version)
-        await self._send(client, frame(version, datetime.now(UTC).strftime("%Y%m%d %H:%M:%S UTC")))
+        await self._send(client, wire.frame(version, datetime.now(UTC).strftime("%Y%m%d %H:%M:%S UTC")))
         return True
 
-    async def _send(self, client: Client, *messages: bytes, delay: float = 0.0) -> None:
+    async def _send(self, client: wire.Client, *messages: bytes, delay: float = 0.0) -> None:
         if self.latency or delay:
             await asyncio.sleep(self.latency + delay)
         if client.writer.is_closing():
@@ -478,21 +387,21 @@ class SimulatedGateway:
         with contextlib.suppress(ConnectionError):
             await client.writer.drain()
 
-    def _error(self, client: Client, req_id: int | str, code: int, text: str) -> bytes:
+    def _error(self, client: wire.Client, req_id: int | str, code: int, text: str) -> bytes:
         # From server version 166 ib_async drops an error message without advancedOrderRejectJson.
-        return frame(ERR_MSG, 2, req_id, code, text, *([""] if client.version >= 166 else []))
+        return wire.frame(wire.ERR_MSG, 2, req_id, code, text, *([""] if client.version >= 166 else []))
 
-    async def _handle(self, client: Client, fields: list[str]) -> None:
+    async def _handle(self, client: wire.Client, fields: list[str]) -> None:
         if not fields or not fields[0].lstrip("-").isdigit():
             raise ValueError(f"message without a numeric id: {fields[:3]}")
         msg_id = int(fields[0])
-        if msg_id == START_API:
+        if msg_id == wire.START_API:
             await self._start_api(client, fields)
             return
         if msg_id in self.hang:
             log.info("client %s: request %s left unanswered (hang)", client.client_id, msg_id)
             return
-        if msg_id == REQ_CURRENT_TIME and self.reset is not None and self.reset.deaf:
+        if msg_id == wire.REQ_CURRENT_TIME and self.reset is not None and self.reset.deaf:
             log.info("client %s: heartbeat unanswered (reset, deaf)", client.client_id)
             return
         reply = self._reply(client, msg_id, fields)
@@ -504,34 +413,34 @@ class SimulatedGateway:
         else:
             await self._send(client, *reply)
 
-    def _reply(self, client: Client, msg_id: int, f: list[str]) -> list[bytes]:
+    def _reply(self, client: wire.Client, msg_id: int, f: list[str]) -> list[bytes]:
         """What a real Gateway answers to one request; an error for those it cannot serve."""
         acct = self.accounts[0] if self.accounts else ""
 
         def field(i: int) -> str:
             return f[i] if len(f) > i else ""
-        if self.readonly and msg_id in READ_ONLY_REFUSED:
-            req_id = {3: field(1), 4: field(2)}.get(msg_id) or UNSET_INTEGER
-            return [self._error(client, req_id, 321, READ_ONLY_TEXT.format(tag=READ_ONLY_REFUSED[msg_id]))]
-        if msg_id in ENDS:
-            return [frame(*ENDS[msg_id])]
-        if msg_id in REQ_ID_ENDS and len(f) > 2:
-            return [frame(REQ_ID_ENDS[msg_id], 1, f[2])]
-        if msg_id in REFUSED:
-            at, code, text = REFUSED[msg_id]
+        if self.readonly and msg_id in wire.READ_ONLY_REFUSED:
+            req_id = {3: field(1), 4: field(2)}.get(msg_id) or wire.UNSET_INTEGER
+            return [self._error(client, req_id, 321, wire.READ_ONLY_TEXT.format(tag=wire.READ_ONLY_REFUSED[msg_id]))]
+        if msg_id in wire.ENDS:
+            return [wire.frame(*wire.ENDS[msg_id])]
+        if msg_id in wire.REQ_ID_ENDS and len(f) > 2:
+            return [wire.frame(wire.REQ_ID_ENDS[msg_id], 1, f[2])]
+        if msg_id in wire.REFUSED:
+            at, code, text = wire.REFUSED[msg_id]
             return [self._error(client, field(at) or -1, code, text)]
         match msg_id:
             case 49:  # reqCurrentTime
-                return [frame(CURRENT_TIME, 1, int(time.time()))]
+                return [wire.frame(wire.CURRENT_TIME, 1, int(time.time()))]
             case 6 if field(2) == "1":  # reqAccountUpdates(subscribe)
-                return [frame(ACCT_UPDATE_TIME, 1, datetime.now(UTC).strftime("%H:%M")),
-                        frame(ACCT_DOWNLOAD_END, 1, field(3) or acct)]
-            case _ if msg_id in UNANSWERED:
+                return [wire.frame(wire.ACCT_UPDATE_TIME, 1, datetime.now(UTC).strftime("%H:%M")),
+                        wire.frame(wire.ACCT_DOWNLOAD_END, 1, field(3) or acct)]
+            case _ if msg_id in wire.UNANSWERED:
                 return []
             case 17:  # reqManagedAccts
-                return [frame(MANAGED_ACCTS, 1, ",".join(self.accounts))]
+                return [wire.frame(wire.MANAGED_ACCTS, 1, ",".join(self.accounts))]
             case 8:  # reqIds
-                return [frame(NEXT_VALID_ID, 1, FIRST_ORDER_ID)]
+                return [wire.frame(wire.NEXT_VALID_ID, 1, wire.FIRST_ORDER_ID)]
             case 20:  # reqHistoricalData: fields 3 symbol, 9 exchange, 19 whatToShow
                 text = (f"Historical Market Data Service error message:HMDS query returned no data: "
                         f"{field(3)}@{field(9)} {field(19).title()}")
@@ -541,14 +450,14 @@ class SimulatedGateway:
         return [self._error(client, -1, 321, f"Error validating request:-'sim' : cause - "
                                              f"the simulated Gateway does not serve message id {msg_id}.")]
 
-    async def _start_api(self, client: Client, fields: list[str]) -> None:
+    async def _start_api(self, client: wire.Client, fields: list[str]) -> None:
         client_id = int(fields[2]) if len(fields) > 2 and fields[2].lstrip("-").isdigit() else 0
         client.client_id = client_id
         held = self._held.get(client_id, 0.0) > time.monotonic()
         if held or any(c is not client and c.client_id == client_id and c.ready for c in self._clients):
             log.warning("client %s asked for client id %s, %s: 326", client.peer, client_id,
                         "still held after its client left" if held else "already in use")
-            await self._send(client, self._error(client, -1, 326, NOTICE_TEXTS[326]))
+            await self._send(client, self._error(client, -1, 326, wire.NOTICE_TEXTS[326]))
             client.close()
             return
         if not self.ready:
@@ -557,246 +466,11 @@ class SimulatedGateway:
         client.ready = True
         await self._send(
             client,
-            frame(MANAGED_ACCTS, 1, ",".join(self.accounts)),
-            frame(NEXT_VALID_ID, 1, FIRST_ORDER_ID),
+            wire.frame(wire.MANAGED_ACCTS, 1, ",".join(self.accounts)),
+            wire.frame(wire.NEXT_VALID_ID, 1, wire.FIRST_ORDER_ID),
             # During a nightly reset a newcomer hears that the link and the farms are down.
-            *(self._error(client, -1, code, notice_text(code))
-              for code in (self.connect_notices if self.reset is None else (1100, *FARMS_BROKEN))),
+            *(self._error(client, -1, code, wire.notice_text(code))
+              for code in (self.connect_notices if self.reset is None else (1100, *wire.FARMS_BROKEN))),
         )
         log.info("client %s ready as client id %s", client.peer, client_id)
         await self._notify()
-
-
-def notice_text(code: int) -> str:
-    return NOTICE_TEXTS.get(code, f"notice {code}")
-
-
-# ------------------------------------------------------------------ control
-# Every command: its usage line (quoted by its errors; its [--options] are the ones it takes) and
-# how many other words it takes, fewest and most.
-COMMANDS: dict[str, tuple[str, int, float]] = {
-    "STATUS": ("status", 0, 0),
-    "STOP": ("stop [--rst]", 0, 0),
-    "START": ("start", 0, 0),
-    "RESTART": ("restart [DOWN] [--ready-after S] [--rst]", 0, 1),
-    "READY": ("ready on|off", 1, 1),
-    "REJECT": ("reject fin|rst|off", 1, 1),
-    "READONLY": ("readonly on|off", 1, 1),
-    "HANG": ("hang MSGID[,MSGID...]|off  (e.g. hang 7,99)", 1, 1),
-    "SLOW": ("slow MSGID SECONDS  (0 seconds: on time again)", 2, 2),
-    "RESET": ("reset SECONDS lost|kept [--deaf]", 2, 2),
-    "HOLDID": ("holdid SECONDS  (0: client ids are free at once)", 1, 1),
-    "NOTICE": ("notice CODE [TEXT]", 1, math.inf),
-    "CONNECTNOTICES": ("connectnotices CODE[,CODE...]|default|none", 1, 1),
-    "FREEZE": ("freeze", 0, 0),
-    "UNFREEZE": ("unfreeze", 0, 0),
-    "DROP": ("drop [reset]", 0, 1),
-    "LATENCY": ("latency SECONDS", 1, 1),
-    "GARBAGE": ("garbage", 0, 0),
-}
-# "STATUS | STOP [--rst] | ... | READY on|off | ...": each usage without its hint, the command in capitals.
-CONTROL_HELP = " | ".join(cmd + usage.split("  (")[0][len(cmd):] for cmd, (usage, _, _) in COMMANDS.items())
-MAX_SECONDS = 86_400.0
-NO_CONTROL_PORT = "ERROR no simulated Gateway control port"
-
-
-class BadCommand(ValueError):
-    """A control command with bad arguments: the message says what is expected."""
-
-
-def _seconds(word: str, what: str, *, low: float = 0.0, high: float = MAX_SECONDS) -> float:
-    try:
-        value = float(word)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or not low <= value <= high:
-        raise BadCommand(f"{what} must be a number of seconds from {low:g} to {high:g}, not {word!r}")
-    return value
-
-
-def _integer(word: str, what: str, low: int, high: int) -> int:
-    if not word.isdigit() or not low <= int(word) <= high:
-        raise BadCommand(f"{what} must be a whole number from {low} to {high}, not {word!r}")
-    return int(word)
-
-
-def _choice(word: str, usage: str, choices: Sequence[str]) -> str:
-    if word.lower() not in choices:
-        raise BadCommand(f"usage: {usage}")
-    return word.lower()
-
-
-def _arguments(cmd: str, args: list[str]) -> tuple[list[str], dict[str, str]]:
-    """``args`` checked against the command's usage line: its words, and its --options with their values."""
-    usage, fewest, most = COMMANDS[cmd]
-    known = dict(re.findall(r"\[(--[a-z-]+) ?([A-Z]*)\]", usage))  # option -> the name of its value, if any
-    words: list[str] = []
-    opts: dict[str, str] = {}
-    it = iter(args)
-    for word in it:
-        if not (known and word.startswith("--")):  # a command without options takes "--" as a word (notice TEXT)
-            words.append(word)
-        elif word.lower() not in known:
-            raise BadCommand(f"unknown option {word}; usage: {usage}")
-        else:
-            opts[word.lower()] = next(it, "") if known[word.lower()] else "set"
-            if not opts[word.lower()]:
-                raise BadCommand(f"{word} needs a value; usage: {usage}")
-    if not fewest <= len(words) <= most:
-        raise BadCommand(f"usage: {usage}" + (" (takes no arguments)" if not most else ""))
-    return words, opts
-
-
-def _msg_ids(word: str) -> list[int]:
-    ids = [_integer(w, "a message id", 1, 999) for w in word.split(",")]
-    if START_API in ids:
-        raise BadCommand("71 is startApi: use `ready off` for a Gateway that never gets ready")
-    return ids
-
-
-async def _run(gateway: SimulatedGateway, cmd: str, args: list[str]) -> str:
-    """One command, arguments checked before anything changes; returns the OK line."""
-    if cmd not in COMMANDS:
-        return f"ERROR unknown command {cmd}; commands: {CONTROL_HELP}"
-    usage = COMMANDS[cmd][0]
-    words, opts = _arguments(cmd, args)
-    word = words[0] if words else ""
-    reset = "--rst" in opts
-    match cmd:
-        case "STATUS":
-            ids = ",".join(str(c.client_id) for c in gateway.clients if c.ready) or "none"
-            return (f"OK {'running' if gateway.running else 'stopped'} port={gateway.port} clients={ids} "
-                    f"faults={'; '.join(gateway.faults()) or 'none'}")
-        case "STOP":
-            gateway.cancel_restart()
-            await gateway.stop(reset=reset)
-            return "OK stop" + (" (clients reset)" if reset else "")
-        case "START":
-            gateway.cancel_restart()
-            await gateway.start()
-            return "OK start"
-        case "RESTART":
-            down = _seconds(word, "DOWN") if words else 0.0
-            ready_after = _seconds(opts["--ready-after"], "--ready-after") if "--ready-after" in opts else 0.0
-            await gateway.begin_restart(down, ready_after=ready_after, reset=reset)
-            return (f"OK restart: port closed for {down:g} s" + (", clients reset" if reset else "")
-                    + (f", API ready {ready_after:g} s after it reopens" if ready_after else ""))
-        case "READY":
-            gateway.set_ready(_choice(word, usage, ("on", "off")) == "on")
-        case "REJECT":
-            gateway.set_reject(Reject(_choice(word, usage, ("fin", "rst", "off"))))
-        case "READONLY":
-            gateway.set_readonly(_choice(word, usage, ("on", "off")) == "on")
-        case "HANG":
-            gateway.set_hang([] if word.lower() == "off" else _msg_ids(word))
-        case "SLOW":
-            (msg_id,) = _msg_ids(word)
-            gateway.set_slow(msg_id, _seconds(words[1], "SECONDS"))
-        case "RESET":
-            lost = _choice(words[1], usage, ("lost", "kept")) == "lost"
-            seconds = _seconds(word, "SECONDS")
-            n = await gateway.begin_reset(seconds, lost=lost, deaf="--deaf" in opts)
-            return f"OK reset: IB link down for {seconds:g} s, {n} client(s) told"
-        case "HOLDID":
-            gateway.set_hold_id(_seconds(word, "SECONDS"))
-        case "NOTICE":
-            code = _integer(word, "CODE", 1, 99_999)
-            n = await gateway.send_notice(code, " ".join(words[1:]) or None)
-            return f"OK notice {code} sent to {n} client(s)"
-        case "CONNECTNOTICES":
-            choice = word.lower()
-            gateway.set_connect_notices(CONNECT_NOTICES if choice == "default" else () if choice == "none"
-                                        else [_integer(w, "a notice code", 1, 99_999) for w in word.split(",")])
-        case "FREEZE":
-            gateway.freeze()
-        case "UNFREEZE":
-            gateway.unfreeze()
-        case "DROP":
-            if words:
-                _choice(word, usage, ("reset", "rst"))
-            return f"OK dropped {await gateway.drop_clients(reset=bool(words))} client(s)"
-        case "LATENCY":
-            gateway.set_latency(_seconds(word, "SECONDS", high=60.0))
-        case "GARBAGE":
-            return f"OK garbage sent to {await gateway.send_garbage()} client(s)"
-    return f"OK {cmd.lower()}"
-
-
-async def control(gateway: SimulatedGateway, line: str) -> str:
-    """Carry out one control command; the answer starts with OK or ERROR, like IBC's.
-
-    A bad argument answers ``ERROR <what is expected>`` and changes nothing.
-    """
-    words = line.strip().split()
-    if not words:
-        return f"ERROR empty command; commands: {CONTROL_HELP}"
-    cmd, args = words[0].upper(), words[1:]
-    try:
-        return await _run(gateway, cmd, args)
-    except BadCommand as e:
-        return f"ERROR {cmd.lower()}: {e}"
-
-
-class ControlServer:
-    """Text lines in, one answer line out: `gwbot simctl stop` talks to it."""
-
-    def __init__(self, gateway: SimulatedGateway, port: int = 7462) -> None:
-        self.gateway = gateway
-        self.port = port
-        self._server: asyncio.Server | None = None
-
-    async def start(self) -> None:
-        # Loopback only: whoever reaches it can stop the Gateway.
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port, reuse_address=True)
-        self.port = self._server.sockets[0].getsockname()[1]
-        log.info("control port listening on 127.0.0.1:%s", self.port)
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while line := await reader.readline():
-                answer = await control(self.gateway, line.decode(errors="replace"))
-                log.info("control: %s -> %s", line.decode(errors="replace").strip(), answer)
-                writer.write(answer.encode() + b"\n")
-                await writer.drain()
-        except ConnectionError:
-            pass
-        finally:
-            writer.close()
-
-
-async def send_control(host: str, port: int, command: str, timeout: float = 5.0) -> str:
-    """Send one command to a ControlServer and return its answer line."""
-    writer: asyncio.StreamWriter | None = None
-    try:
-        async with asyncio.timeout(timeout):
-            reader, writer = await asyncio.open_connection(host, port)
-            writer.write(command.strip().encode() + b"\n")
-            await writer.drain()
-            answer = (await reader.readline()).decode().strip()
-    except (OSError, TimeoutError) as e:
-        return f"{NO_CONTROL_PORT} at {host}:{port} ({e or type(e).__name__})"
-    finally:
-        if writer is not None:  # on every path, a timeout included: no socket left behind
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
-    return answer or "ERROR no answer"
-
-
-async def serve(host: str, port: int, accounts: Sequence[str] = DEFAULT_ACCOUNTS, control_port: int = 7462,
-                *, until: asyncio.Event) -> None:
-    """Run a simulated Gateway (and its control port) until ``until`` is set or the task is cancelled."""
-    async with SimulatedGateway(host, port, accounts) as gateway:
-        ctl = ControlServer(gateway, control_port)
-        if control_port:  # 0: no control port
-            await ctl.start()
-        try:
-            await until.wait()
-        finally:
-            await ctl.stop()

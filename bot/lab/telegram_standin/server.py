@@ -256,7 +256,7 @@ class BotApiStandIn:
 
     async def _fault(self, method: str, p: Params) -> float:
         value = p.text("chat_id") or ""
-        chat_id = int(value) if value.lstrip("-").isdigit() else None
+        chat_id = int(value) if value.isascii() and value.lstrip("-").isdigit() else None
         chat = self.chats.get(chat_id) if chat_id is not None else None
         return await self.faults.apply(method, chat_id, chat is not None and chat.type is not ChatType.PRIVATE)
 
@@ -391,7 +391,7 @@ class BotApiStandIn:
         value = p.text("chat_id")
         if not value:
             raise bad_request("chat_id is empty")
-        if not value.lstrip("-").isdigit() or int(value) not in self.chats:
+        if not (value.isascii() and value.lstrip("-").isdigit()) or int(value) not in self.chats:
             raise bad_request("chat not found")
         return int(value)
 

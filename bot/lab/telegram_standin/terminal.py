@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TextIO
 
+from bot.frontends.terminal import TOO_LONG, read_line
 from bot.lab.telegram_standin.model import BotMessage, ChangeKind, ChatChange, MessageKind
 from bot.lab.telegram_standin.server import BotApiStandIn
 
@@ -77,17 +78,20 @@ class TerminalChat:
         changes = self.standin.subscribe()
         printer = asyncio.create_task(self._print(changes, out))
         try:
-            while line := await reader.readline():
+            while (line := await read_line(reader)) != b"":
+                if line is None:
+                    _say(out, TOO_LONG)
+                    continue
                 text = line.decode(errors="replace").strip()
                 if text in ("/quit", "/exit"):
                     break
                 if echo and text:
                     _say(out, f"you: {text}")
-                if text.startswith("!") and self.local is not None:
-                    _say(out, f"local: {await self.local(text[1:])}")
-                elif text:
-                    self._drain(changes, out)  # a number picks from what the person has seen, so show it all
-                    self._send(text, out)
+                try:
+                    await self._typed(text, changes, out)
+                except Exception as e:  # a typo must not end the chat: say so and read on
+                    log.exception("terminal chat: %r failed", text[:80])
+                    _say(out, f"(that did not work: {type(e).__name__}: {str(e)[:200]})")
             await self._until_quiet()
         finally:
             printer.cancel()
@@ -95,9 +99,22 @@ class TerminalChat:
             self.standin.unsubscribe(changes)
             self._drain(changes, out)
 
+    async def _typed(self, text: str, changes: asyncio.Queue[ChatChange], out: TextIO) -> None:
+        if text.startswith("!") and self.local is not None:
+            try:
+                answer = await self.local(text[1:])
+            except Exception as e:  # the local side's own words for what went wrong, as its answers read
+                log.exception("terminal chat: !%s failed", text[1:80])
+                answer = f"ERROR {str(e)[:200] or type(e).__name__}"
+            _say(out, f"local: {answer}")
+        elif text:
+            self._drain(changes, out)  # a number picks from what the person has seen, so show it all
+            self._send(text, out)
+
     def _send(self, text: str, out: TextIO) -> None:
-        # A number picks from the newest message shown that still has buttons.
-        with_buttons = [m for m in self._shown.values() if m.buttons] if text.isdigit() else []
+        # A number (plain ASCII digits: '²' is text) picks from the newest message shown that still has buttons.
+        number = text.isascii() and text.isdigit()
+        with_buttons = [m for m in self._shown.values() if m.buttons] if number else []
         target = max(with_buttons, key=lambda m: m.message_id, default=None)
         if target is None:
             self.standin.send_text(self.chat_id, self.user_id, text)
@@ -146,9 +163,13 @@ class TerminalChat:
     def _save(self, m: BotMessage, out: TextIO) -> None:
         if self.files_dir is None or m.file_bytes is None:
             return
-        self.files_dir.mkdir(parents=True, exist_ok=True)
-        path = _unused(self.files_dir / file_name(m))
-        path.write_bytes(m.file_bytes)  # small files, once per message: not worth a thread
+        try:
+            self.files_dir.mkdir(parents=True, exist_ok=True)
+            path = _unused(self.files_dir / file_name(m))
+            path.write_bytes(m.file_bytes)  # small files, once per message: not worth a thread
+        except OSError as e:  # the chat goes on showing messages; only this file is not kept
+            _say(out, f"{INDENT}could not save {file_name(m)} in {self.files_dir}: {e.strerror or e}")
+            return
         _say(out, f"{INDENT}saved to {path}")
 
 
