@@ -17,6 +17,7 @@ from telegram.error import TelegramError
 
 from bot.checks.base import OperatorAction, OperatorReply, OperatorStep, Reply
 from bot.ibkr.events import ClientEvent
+from handlers.telegram_html import MESSAGE_LIMIT, fit_message
 
 log = logging.getLogger(__name__)
 PREFIX = "op"
@@ -71,7 +72,7 @@ class ChatOperator:
         self.gateway = gateway
 
     async def tell(self, text: str) -> None:
-        await self.bot.send_message(self.chat_id, text)
+        await self.bot.send_message(self.chat_id, fit_message(text))
 
     def on_event(self, event: ClientEvent) -> None:
         """The check gave up waiting: the question's edit must say so, not that the bot saw it happen."""
@@ -83,6 +84,7 @@ class ChatOperator:
         icon = "🛑" if action is OperatorAction.STOP_GATEWAY else "▶️"
         buttons = InlineKeyboardMarkup([[InlineKeyboardButton(label, callback_data=f"{PREFIX}:{prompt.id}:{reply}")
                                          for label, reply in (("✅ Done", Reply.DONE), ("✋ Abort", Reply.ABORT))]])
+        text = fit_message(text, MESSAGE_LIMIT - 300)  # room for the icon and, later, the outcome line
         message = await self.bot.send_message(self.chat_id, f"{icon} {text}", reply_markup=buttons)
         outcome = "I saw it happen myself; moving on."
         try:
