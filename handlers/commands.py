@@ -55,7 +55,7 @@ async def status(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     job = services.core.jobs.current(gw.name)
     health = _watched(services.core.watch, gw) if job is None else None
     if health is None:  # a check runs (its live view), or the watch is not running or not connected yet
-        health = await probe(gw, job.live if job else None)
+        health = await (probe(gw, job.live) if job else services.probes.health(gw))
     last = await services.core.repo.latest_run(gw.name)
     lines = [*_health_lines(health), _job_line(job)]
     if last is not None and (job is None or last.id != job.run_id):

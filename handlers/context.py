@@ -10,6 +10,7 @@ from telegram import Message, MessageEntity, Update
 from telegram.ext import ContextTypes
 
 from bot.config import NUMBER, ConfigError, GatewayConfig, Range
+from bot.health import StatusProbes
 from bot.services import Services
 from handlers.operator import PromptBoard
 from handlers.telegram_html import fit_message
@@ -22,6 +23,7 @@ Command = Callable[[Update, ContextTypes.DEFAULT_TYPE], Coroutine[Any, Any, None
 class ChatServices:
     core: Services
     prompts: PromptBoard = field(default_factory=PromptBoard)
+    probes: StatusProbes = field(default_factory=StatusProbes)
 
 
 def chat_services(context: ContextTypes.DEFAULT_TYPE) -> ChatServices:

@@ -99,3 +99,13 @@ async def test_a_button_gwbot_never_made_is_answered_so(chat, data):
 
 async def test_a_stale_operator_button_is_still_over(chat):
     assert await press(chat, "op:99:done") == "This step is already over."
+
+
+async def test_two_status_probes_at_once_both_reach_the_gateway(chat):
+    chat.gateway.set_slow(49, 0.5)  # each probe's ping (reqCurrentTime) takes half a second: two overlap
+    after = chat.say("/status")
+    chat.say("/status", user=LEE)
+    first = await chat.wait(lambda m: "Running now" in m.text, after)
+    second = await chat.wait(lambda m: "Running now" in m.text, first.message_id)
+    for answer in (first, second):
+        assert "Server version 178" in answer.text and "Problem" not in answer.text, answer.text
