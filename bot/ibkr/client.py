@@ -431,6 +431,12 @@ class IBKRClient:
                 self._drop(DisconnectReason.HEARTBEAT_TIMEOUT, str(e))
                 return
             except NotConnected:
+                return  # the drop, or our own disconnect, is announced where it happened
+            except Exception as e:
+                # Anything else would leave the link unwatched with nobody told: a drop, so the
+                # owner hears of it and reconnecting (if any) starts from a fresh session.
+                self.log.exception("heartbeat failed on %s:%s", self.host, self.port)
+                self._drop(DisconnectReason.OTHER, f"heartbeat failed: {type(e).__name__}: {e}")
                 return
 
     def _stop_heartbeat(self) -> None:
