@@ -1,12 +1,16 @@
-"""The heartbeat never ends silently: IBKRClient against the simulated Gateway over real sockets,
-with the real ib_async; one fault is put into the live ib_async object (its ping raising)."""
+"""IBKRClient at its edges, against the simulated Gateway over real sockets with the real ib_async:
+a heartbeat that fails oddly (one fault put into the live ib_async object), a disconnect() racing a connect()."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import replace
 
+import pytest
+
 from bot.ibkr.client import IBKRClient
+from bot.ibkr.errors import NotConnected
 from bot.ibkr.events import Disconnected, DisconnectReason, Reconnected, next_event
 from tests.conftest import FAST
 from tests.test_client import every
@@ -30,3 +34,15 @@ async def test_an_unexpected_heartbeat_failure_is_logged_and_taken_for_a_drop(ga
     assert await client.is_connected()
     await client.ping()
     await client.disconnect()
+
+
+async def test_disconnect_during_connect_leaves_no_session_behind(gateway):
+    client = IBKRClient("127.0.0.1", gateway.port, 1, replace(FAST, reconnect=every(0.1)))
+    gateway.set_latency(0.3)  # every answer a little late: the connect is still on its way
+    connecting = asyncio.create_task(client.connect())
+    await gateway.wait_for_clients(1, ready=False)
+    await client.disconnect()
+    with pytest.raises(NotConnected, match="disconnect"):
+        await asyncio.wait_for(connecting, 3)
+    assert not await client.is_connected() and client.ib is None
+    await gateway.wait_for_clients(0, ready=False)
