@@ -10,6 +10,7 @@ import pytest
 
 from bot.lab.chat import lab_chat
 from bot.lab.telegram_standin import User
+from bot.lab.telegram_standin.faults import FaultKind
 from handlers.results import MESSAGE_LIMIT
 from handlers.telegram_html import fit_message, utf16_len
 from tests.test_chat import KAI, LEE, MALLORY, SQUAD, STRANGERS, Chat, chat_config, running_chat
@@ -109,3 +110,16 @@ async def test_two_status_probes_at_once_both_reach_the_gateway(chat):
     second = await chat.wait(lambda m: "Running now" in m.text, first.message_id)
     for answer in (first, second):
         assert "Server version 178" in answer.text and "Problem" not in answer.text, answer.text
+
+
+async def test_a_question_telegram_refuses_fails_the_check_plainly_and_leaves_no_prompt_open(chat):
+    chat.standin.faults.add(FaultKind.SERVER_ERROR, method="sendMessage", times=None)  # the chat unreachable
+    chat.say("/reconnect")
+    async with asyncio.timeout(10):
+        while (run := await chat.services.repo.get_run(1)) is None or run.status == "running":
+            await asyncio.sleep(0.05)
+    check = run.checks[0]
+    assert (run.status, check.status) == ("failed", "failed"), (run.status, check.status, check.error)
+    assert check.error.startswith("Could not ask the operator to stop the Gateway"), check.error
+    chat.standin.faults.clear()
+    assert await press(chat, "op:1:done") == "This step is already over.", "the question was closed"
