@@ -29,7 +29,8 @@ from storage import Repository
 log = logging.getLogger(__name__)
 TELEGRAM_API = "https://api.telegram.org/bot"
 POLL_TIMEOUT = 10  # seconds a getUpdates long poll may wait
-MAX_CONCURRENT_UPDATES = 64
+MAX_CONCURRENT_UPDATES = 64  # updates handled at once (each person's one at a time)
+UNBOUNDED = 2**31  # PTB's own limit, kept out of the way (see PerPersonUpdateProcessor)
 
 
 OrderKey = tuple[int | None, int | None, bool]  # chat, person, button press
@@ -42,8 +43,13 @@ class PerPersonUpdateProcessor(BaseUpdateProcessor):
     starts one task per update in arrival order, and asyncio.Lock lets waiters in first come, first served.
     """
 
-    def __init__(self) -> None:
-        super().__init__(MAX_CONCURRENT_UPDATES)
+    def __init__(self, max_concurrent: int = MAX_CONCURRENT_UPDATES) -> None:
+        # PTB's process_update takes one of its slots before do_process_update runs, so an update
+        # waiting for its sender's earlier ones would sit on a slot, and a few dozen queued behind a
+        # slow /status would leave none for anyone else. PTB's limit is set out of reach (it only
+        # makes PTB start a task per update), and the slot is taken here, once the person's turn has come.
+        super().__init__(UNBOUNDED)
+        self._slots = asyncio.Semaphore(max_concurrent)
         self._locks: dict[OrderKey, asyncio.Lock] = {}
         self._users: Counter[OrderKey] = Counter()  # updates holding or waiting for each lock
 
@@ -57,7 +63,7 @@ class PerPersonUpdateProcessor(BaseUpdateProcessor):
         lock = self._locks.setdefault(key, asyncio.Lock())
         self._users[key] += 1
         try:
-            async with lock:
+            async with lock, self._slots:
                 await coroutine
         finally:
             self._users[key] -= 1

@@ -190,7 +190,7 @@ class Config:
         """A Gateway by name; None is the default (the ``ibkr`` section)."""
         found = self.gateways[0] if name is None else next((g for g in self.gateways if g.name == name), None)
         if found is None:
-            raise ConfigError(f"unknown Gateway '{name}'; configured: {', '.join(self.gateway_names)}")
+            raise ConfigError(f"unknown Gateway {_show(name)}; configured: {', '.join(self.gateway_names)}")
         return found
 
     def public_dict(self) -> dict[str, Any]:

@@ -6,6 +6,7 @@ extra connection. When nothing runs, :func:`probe` connects briefly with its own
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -116,3 +117,25 @@ async def probe(gw: GatewayConfig, live: LiveView | None = None) -> Health:
     finally:
         await client.disconnect()
     return replace(health, connected_since=None, source="probe")  # its own connection has no uptime
+
+
+class StatusProbes:
+    """/status's probes, one at a time per Gateway; who asks while one runs gets its answer.
+
+    Every probe of a Gateway connects with the same client id (ClientRole.STATUS), and a Gateway
+    refuses a second client with an id in use (326): two people's /status at once must not both connect.
+    """
+
+    def __init__(self) -> None:
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._last: dict[str, tuple[float, Health]] = {}  # per Gateway: when the last probe ended, its verdict
+
+    async def health(self, gw: GatewayConfig) -> Health:
+        asked = time.monotonic()
+        async with self._locks.setdefault(gw.name, asyncio.Lock()):
+            ended, health = self._last.get(gw.name, (0.0, None))
+            if health is not None and ended >= asked:  # it ran while we waited: as fresh as ours would be
+                return health
+            health = await probe(gw)
+            self._last[gw.name] = time.monotonic(), health
+            return health

@@ -14,7 +14,6 @@ from handlers import checks, commands, watch
 from handlers.access import AccessGate
 from handlers.context import HELP, KEY, ChatServices, Command
 from handlers.errors import on_error
-from handlers.operator import PREFIX
 
 COMMANDS: dict[str, Command] = {
     "start": commands.start,
@@ -43,8 +42,9 @@ async def install(application: Application, services: Services) -> None:
     application.add_handler(TypeHandler(Update, AccessGate().check), group=-1)
     for name, callback in COMMANDS.items():
         application.add_handler(CommandHandler(name, callback))
-    application.add_handler(CallbackQueryHandler(checks.on_button, pattern=f"^{PREFIX}:"))
+    application.add_handler(CallbackQueryHandler(checks.on_button, pattern=checks.BUTTON_PATTERN))
     application.add_handler(CallbackQueryHandler(watch.on_alert_button, pattern=watch.BUTTON_PATTERN))
+    application.add_handler(CallbackQueryHandler(commands.unknown_button))
     application.add_handler(MessageHandler(filters.COMMAND, commands.unknown))
     application.add_error_handler(on_error)
     # The command menu, so Telegram shows it when someone types '/'.

@@ -12,7 +12,7 @@ import time
 from telegram import Update
 from telegram.ext import ApplicationHandlerStop, ContextTypes
 
-from handlers.context import chat_services, handle
+from handlers.context import chat_services, for_another_bot, handle, quoted
 
 log = logging.getLogger(__name__)
 REFUSAL_QUIET = 600.0
@@ -25,6 +25,8 @@ class AccessGate:
     async def check(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         if update.effective_user is None:
             raise ApplicationHandlerStop  # channel posts and the like: nobody to authorize
+        if update.callback_query is None and for_another_bot(update.effective_message, context.bot.username):
+            raise ApplicationHandlerStop  # '/status@otherbot' in a group: as if we had not seen it
         services = chat_services(context)
         users = services.core.config.telegram.allowed_user_ids
         chat, user_id = update.effective_chat, update.effective_user.id
@@ -70,4 +72,4 @@ def _action(update: Update) -> str:
         return f"button {update.callback_query.data}"
     message = update.effective_message  # edited messages too: PTB's CommandHandler runs on edits
     text = message.text if message is not None and message.text else ""
-    return text.split()[0] if text.startswith("/") else "message"
+    return quoted(text.split()[0]) if text.startswith("/") else "message"

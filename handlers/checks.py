@@ -18,7 +18,7 @@ from bot.jobs import Busy, Job
 from bot.runner import RunOutcome, RunRequest, Step
 from bot.watch.watcher import utc_now
 from handlers.context import BadArgument, ChatServices, chat_services, gateway_arg, number_arg, reply, who
-from handlers.operator import ChatOperator
+from handlers.operator import PREFIX, ChatOperator
 from handlers.progress import ProgressMessage
 from handlers.results import post_results
 from storage import OutMessage
@@ -39,11 +39,15 @@ async def soak(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     await _start(update, context, ("soak",), soak_seconds=seconds)
 
 
+# [Done] / [Abort] of operator prompt N: "op:N:done"; anything else is no button gwbot made.
+BUTTON_PATTERN = rf"^{PREFIX}:[0-9]{{1,18}}:({'|'.join(Reply)})$"
+
+
 async def on_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """[Done] / [Abort] on an operator question: resolve it if still open, else say it is over."""
     query = update.callback_query
     assert query is not None and query.data is not None and update.effective_chat is not None
-    _, prompt_id, choice = query.data.split(":")
+    _, prompt_id, choice = query.data.split(":")  # BUTTON_PATTERN let only well-formed data in
     reply = OperatorReply(Reply(choice), by=who(update))
     if chat_services(context).prompts.answer(int(prompt_id), update.effective_chat.id, reply):
         log.info("operator %s pressed %s", reply.by, reply.reply)

@@ -15,7 +15,20 @@ from bot.jobs import Job
 from bot.watch.alerts import duration
 from bot.watch.state import Phase
 from bot.watch.watcher import Watch, health_from_state
-from handlers.context import HELP, BadArgument, chat_services, gateway_arg, no_args, number_arg, reply, usage, who
+from handlers.context import (
+    HELP,
+    UNKNOWN_BUTTON,
+    BadArgument,
+    chat_services,
+    command_of,
+    gateway_arg,
+    no_args,
+    number_arg,
+    quoted,
+    reply,
+    usage,
+    who,
+)
 from handlers.results import send_report
 from storage import OutMessage, RunRecord
 
@@ -42,7 +55,7 @@ async def status(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     job = services.core.jobs.current(gw.name)
     health = _watched(services.core.watch, gw) if job is None else None
     if health is None:  # a check runs (its live view), or the watch is not running or not connected yet
-        health = await probe(gw, job.live if job else None)
+        health = await (probe(gw, job.live) if job else services.probes.health(gw))
     last = await services.core.repo.latest_run(gw.name)
     lines = [*_health_lines(health), _job_line(job)]
     if last is not None and (job is None or last.id != job.run_id):
@@ -146,8 +159,15 @@ async def cancel(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 
 
 async def unknown(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    text = update.effective_message.text if update.effective_message else ""
-    await reply(update, f"Unknown command {text.split()[0] if text else ''}. /help lists what I can do.")
+    command = command_of(update.effective_message)
+    name = "" if command is None else command[0] + (f"@{command[1]}" if command[1] else "")
+    await reply(update, f"Unknown command {quoted(name)}. /help lists what I can do.")
+
+
+async def unknown_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """A press whose data no gwbot button carries (forged, or some other bot's): said so, never an error."""
+    assert update.callback_query is not None
+    await update.callback_query.answer(UNKNOWN_BUTTON)
 
 
 def _ago(at: datetime) -> str:

@@ -6,12 +6,14 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from telegram import Update
+from telegram import Message, MessageEntity, Update
 from telegram.ext import ContextTypes
 
 from bot.config import NUMBER, ConfigError, GatewayConfig, Range
+from bot.health import StatusProbes
 from bot.services import Services
 from handlers.operator import PromptBoard
+from handlers.telegram_html import fit_message
 
 KEY = "gwbot"
 Command = Callable[[Update, ContextTypes.DEFAULT_TYPE], Coroutine[Any, Any, None]]  # what PTB calls
@@ -21,6 +23,7 @@ Command = Callable[[Update, ContextTypes.DEFAULT_TYPE], Coroutine[Any, Any, None
 class ChatServices:
     core: Services
     prompts: PromptBoard = field(default_factory=PromptBoard)
+    probes: StatusProbes = field(default_factory=StatusProbes)
 
 
 def chat_services(context: ContextTypes.DEFAULT_TYPE) -> ChatServices:
@@ -46,7 +49,32 @@ def handle(update: Update) -> str:
 
 async def reply(update: Update, text: str) -> None:
     assert update.effective_message is not None
-    await update.effective_message.reply_text(text)
+    await update.effective_message.reply_text(fit_message(text))
+
+
+UNKNOWN_BUTTON = "This button is not one gwbot knows."
+QUOTE_LIMIT = 64  # characters of someone's input an answer quotes back
+
+
+def quoted(text: str) -> str:
+    """Someone's input as an answer or a log line shows it: a pasted blob must not make it long."""
+    return text if len(text) <= QUOTE_LIMIT else text[:QUOTE_LIMIT - 1] + "…"
+
+
+def command_of(message: Message | None) -> tuple[str, str | None] | None:
+    """The command a message starts with, as Telegram marks it ('/status'), and the bot it is
+    addressed to ('/status@somebot': 'somebot'); None when it is no command."""
+    entities = message.entities if message is not None else ()
+    if message is None or not entities or entities[0].type != MessageEntity.BOT_COMMAND or entities[0].offset:
+        return None
+    command, _, bot = message.parse_entity(entities[0]).partition("@")
+    return command, bot or None
+
+
+def for_another_bot(message: Message | None, ours: str) -> bool:
+    """A command addressed to some other bot in a group: not ours to answer, not even to refuse."""
+    command = command_of(message)
+    return command is not None and command[1] is not None and command[1].lower() != ours.lower()
 
 
 class BadArgument(ValueError):

@@ -9,6 +9,7 @@ from telegram.error import TelegramError
 from telegram.ext import ContextTypes
 
 from handlers.context import BadArgument
+from handlers.telegram_html import fit_message
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +24,6 @@ async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         text = f"Sorry, that failed ({type(error).__name__}). It is logged; I keep running."
     if message is not None:
         try:
-            await message.reply_text(text)
+            await message.reply_text(fit_message(text))
         except TelegramError:
             log.warning("could not tell the chat about the error", exc_info=True)

@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup
 from telegram.error import TelegramError
 
-from bot.checks.base import OperatorAction, OperatorReply, OperatorStep, Reply
+from bot.checks.base import OperatorAction, OperatorReply, OperatorStep, OperatorUnreachable, Reply
 from bot.ibkr.events import ClientEvent
+from handlers.telegram_html import MESSAGE_LIMIT, fit_message
 
 log = logging.getLogger(__name__)
 PREFIX = "op"
@@ -71,7 +72,10 @@ class ChatOperator:
         self.gateway = gateway
 
     async def tell(self, text: str) -> None:
-        await self.bot.send_message(self.chat_id, text)
+        try:
+            await self.bot.send_message(self.chat_id, fit_message(text))
+        except TelegramError as e:  # news, not a question: the check goes on without it
+            log.warning("could not tell chat %s: %s (%s)", self.chat_id, text, e)
 
     def on_event(self, event: ClientEvent) -> None:
         """The check gave up waiting: the question's edit must say so, not that the bot saw it happen."""
@@ -83,7 +87,16 @@ class ChatOperator:
         icon = "🛑" if action is OperatorAction.STOP_GATEWAY else "▶️"
         buttons = InlineKeyboardMarkup([[InlineKeyboardButton(label, callback_data=f"{PREFIX}:{prompt.id}:{reply}")
                                          for label, reply in (("✅ Done", Reply.DONE), ("✋ Abort", Reply.ABORT))]])
-        message = await self.bot.send_message(self.chat_id, f"{icon} {text}", reply_markup=buttons)
+        text = fit_message(text, MESSAGE_LIMIT - 300)  # room for the icon and, later, the outcome line
+        try:
+            message = await self.bot.send_message(self.chat_id, f"{icon} {text}", reply_markup=buttons)
+        except BaseException as e:
+            self.board.close(prompt)  # never shown (or the check ended meanwhile): not open for anyone
+            if not isinstance(e, TelegramError):
+                raise
+            what = "stop" if action is OperatorAction.STOP_GATEWAY else "start"
+            raise OperatorUnreachable(f"Could not ask the operator to {what} the Gateway: Telegram answered "
+                                      f"{type(e).__name__}: {e}") from e
         outcome = "I saw it happen myself; moving on."
         try:
             reply = await prompt.answer

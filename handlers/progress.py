@@ -13,6 +13,7 @@ from telegram.error import BadRequest, RetryAfter, TelegramError
 from telegram.warnings import PTBDeprecationWarning
 
 from bot.checks.base import Progress
+from handlers.telegram_html import fit_message
 
 log = logging.getLogger(__name__)
 BAR = 12
@@ -84,7 +85,7 @@ class ProgressMessage:
         latest, self._latest = self._latest, None
         if latest is None:
             return
-        text = progress_text(self.kind, self.run_id, latest)
+        text = fit_message(progress_text(self.kind, self.run_id, latest))
         self._next_at = time.monotonic() + self.interval
         try:
             if self._message_id is None:

@@ -10,13 +10,10 @@ import re
 from bot import report
 from bot.chart import soak_chart
 from bot.outbox import Outbox
-from handlers.telegram_html import FormatError, parse_html, utf16_len
+from handlers.telegram_html import MESSAGE_LIMIT, FormatError, parse_html, utf16_len
 from storage import OutMessage, RunRecord
 
 log = logging.getLogger(__name__)
-# Telegram allows 4096 characters (UTF-16 units) of text once the markup is parsed; longer reports
-# go as a document.
-MESSAGE_LIMIT = 4096
 _INLINE = re.compile(r"`([^`\n]+)`|\*\*(.+?)\*\*")
 _CODE = re.compile(r"`([^`\n]+)`")
 

@@ -32,8 +32,20 @@ class FormatError(ValueError):
     """Markup Telegram would refuse; ``str(error)`` is the part after "Bad Request: "."""
 
 
+MESSAGE_LIMIT = 4096  # what Telegram takes in one message: UTF-16 units of the text the markup leaves
+
+
 def utf16_len(text: str) -> int:
     return len(text.encode("utf-16-le")) // 2
+
+
+def fit_message(text: str, limit: int = MESSAGE_LIMIT) -> str:
+    """Plain text cut to what Telegram takes, marked with "…": a long answer arrives shortened
+    instead of being refused (and then not arriving at all)."""
+    if utf16_len(text) <= limit:
+        return text
+    cut = text.encode("utf-16-le")[:2 * (limit - 1)].decode("utf-16-le", errors="ignore")
+    return cut + "…"
 
 
 def trim(text: str, entities: tuple[Entity, ...]) -> tuple[str, tuple[Entity, ...]]:

@@ -11,14 +11,28 @@ from datetime import timedelta
 from telegram import Update
 from telegram.ext import ContextTypes
 
+from bot.config import GATEWAY_NAME
 from bot.watch.alerts import AlertAction
 from bot.watch.uptime import timeline_png, uptime_report
 from bot.watch.watcher import Watch, utc_now
-from handlers.context import BadArgument, ChatServices, chat_services, gateway_arg, handle, no_args, reply, usage, who
+from handlers.context import (
+    UNKNOWN_BUTTON,
+    BadArgument,
+    ChatServices,
+    chat_services,
+    gateway_arg,
+    handle,
+    no_args,
+    reply,
+    usage,
+    who,
+)
 from storage import OutMessage
 
 log = logging.getLogger(__name__)
-BUTTON_PATTERN = f"^({'|'.join(a.value for a in AlertAction)}):"  # callback data "ack:<incident ref>"
+# Callback data "ack:<incident ref>" (11 characters), or an older alert's "ack:<incident key>" ('paper@1764...').
+BUTTON_PATTERN = (rf"^({'|'.join(a.value for a in AlertAction)}):"
+                  rf"([A-Za-z0-9_-]{{11}}|{GATEWAY_NAME.pattern}@[0-9]{{1,20}})$")
 _DURATION = re.compile(r"(\d{1,4})(m|min|h|d)")
 _UNITS = {"m": 60, "min": 60, "h": 3600, "d": 86400}
 MUTE_MAX = timedelta(days=7)  # longer than a week is forgetting, not muting
@@ -102,8 +116,8 @@ async def on_alert_button(update: Update, context: ContextTypes.DEFAULT_TYPE) ->
     assert query is not None and query.data is not None
     action, _, ref = query.data.partition(":")
     watch = chat_services(context).core.watch
-    if watch is None:
-        await query.answer("The watch is not running here.")
+    if watch is None:  # no alert, so no alert button, comes from a gwbot without its watch
+        await query.answer(UNKNOWN_BUTTON)
         return
     found = await watch.find(ref)
     if found is None:

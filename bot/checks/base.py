@@ -95,6 +95,11 @@ class OperatorAborted(Exception):
         super().__init__(f"aborted by {by or 'the operator'}")
 
 
+class OperatorUnreachable(Exception):
+    """The operator could not be asked (their chat refused the question): the check fails saying
+    so, instead of crashing or waiting for a person who was never told."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class OperatorStep(ClientEvent):
     """Recorded with the run: what the operator was asked, and who answered what."""
@@ -271,6 +276,10 @@ class Check(ABC):
             return self._result(rec, CheckStatus.CANCELLED, started, str(e))
         except GatewayError as e:
             rec.fail(str(e), e.hint_lines)
+            status, error = CheckStatus.FAILED, str(e)
+        except OperatorUnreachable as e:
+            log.warning("check %s: %s", self.name, e)
+            rec.fail(str(e))
             status, error = CheckStatus.FAILED, str(e)
         except Exception as e:
             log.exception("check %s crashed", self.name)

@@ -108,6 +108,7 @@ class IBKRClient:
         self._last_pong = 0.0
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._reconnect_task: asyncio.Task[None] | None = None
+        self._disconnects = 0  # disconnect() calls so far: a connect() in flight sees one came
 
     @classmethod
     def from_config(cls, gw: GatewayConfig, role: ClientRole = ClientRole.CHECK, **overrides: Any) -> IBKRClient:
@@ -149,11 +150,20 @@ class IBKRClient:
             return
         await self._cancel_reconnect()
         self._state = ConnectionState.CONNECTING
+        disconnects = self._disconnects
         try:
             await self._open_session(self._retry_ready_wait() if retrying else None)
         except BaseException:
             self._state = ConnectionState.DISCONNECTED
             raise
+        if disconnects != self._disconnects:
+            # disconnect() came while this connect was on its way: the later call wins, so the
+            # session just opened is closed again rather than left running with nobody wanting it.
+            session, self._session = self._session, None
+            self._state = ConnectionState.DISCONNECTED
+            if session is not None:
+                session.ib.disconnect()
+            raise self._error(NotConnected, f"disconnect() was called while connecting to {self.host}:{self.port}")
         self._on_session_up()
 
     def _retry_ready_wait(self) -> float:
@@ -431,6 +441,12 @@ class IBKRClient:
                 self._drop(DisconnectReason.HEARTBEAT_TIMEOUT, str(e))
                 return
             except NotConnected:
+                return  # the drop, or our own disconnect, is announced where it happened
+            except Exception as e:
+                # Anything else would leave the link unwatched with nobody told: a drop, so the
+                # owner hears of it and reconnecting (if any) starts from a fresh session.
+                self.log.exception("heartbeat failed on %s:%s", self.host, self.port)
+                self._drop(DisconnectReason.OTHER, f"heartbeat failed: {type(e).__name__}: {e}")
                 return
 
     def _stop_heartbeat(self) -> None:
@@ -446,7 +462,9 @@ class IBKRClient:
             await asyncio.gather(task, return_exceptions=True)
 
     async def disconnect(self) -> None:
-        """Graceful, local disconnect: cancels heartbeat and any reconnect, emits Disconnected(LOCAL)."""
+        """Graceful, local disconnect: cancels heartbeat and any reconnect, emits Disconnected(LOCAL).
+        A connect() still on its way then raises NotConnected and leaves nothing connected."""
+        self._disconnects += 1
         await self._cancel_reconnect()
         self._stop_heartbeat()
         session, self._session = self._session, None
