@@ -22,6 +22,7 @@ from bot.client_ids import ClientRole
 from bot.config_file import FileError, read_yaml
 from bot.config_rules import (  # noqa: F401 -- re-exported: every edge imports the rules from here
     CLIENT_ID,
+    GATEWAY_NAME,
     NUMBER,
     PORT,
     RUN_ID,
@@ -190,7 +191,7 @@ class Config:
         """A Gateway by name; None is the default (the ``ibkr`` section)."""
         found = self.gateways[0] if name is None else next((g for g in self.gateways if g.name == name), None)
         if found is None:
-            raise ConfigError(f"unknown Gateway {_show(name)}; configured: {', '.join(self.gateway_names)}")
+            raise ConfigError(f"unknown Gateway {show(name)}; configured: {', '.join(self.gateway_names)}")
         return found
 
     def public_dict(self) -> dict[str, Any]:
