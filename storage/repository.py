@@ -195,6 +195,7 @@ class Repository:
         self._lease_task: asyncio.Task[None] | None = None
         # One connection serves every task: a transaction keeps the others' writes out until it ends.
         self._lock = asyncio.Lock()
+        self._handed: set[asyncio.Future[Any]] = set()  # committed() writes still under way
         self._tx_task: asyncio.Task[Any] | None = None
         self.incidents = IncidentStore(self.db, self.committed)  # the watch's outages share these connections
         self.subscribers = SubscriberStore(self.db, self.committed)  # chats that /subscribe to the watch's alerts
@@ -242,7 +243,10 @@ class Repository:
         except StorageError as e:
             log.warning("could not mark runs %s interrupted in %s: %s", sorted(self._owned), self.path, e)
         finally:
-            async with self._lock:  # a shielded write whose caller was cancelled finishes first
+            # A handed-over write whose caller was cancelled (a stopping sender, a check cut off by
+            # SIGTERM) lands first; closed under it, it would fail unseen ("no active connection").
+            await asyncio.gather(*self._handed, return_exceptions=True)
+            async with self._lock:
                 await self.db.close()
 
     async def __aenter__(self) -> Repository:
@@ -350,7 +354,10 @@ class Repository:
         async def whole() -> T:
             async with self.transaction():
                 return await write()
-        return await asyncio.shield(whole())
+        task = asyncio.ensure_future(whole())
+        self._handed.add(task)
+        task.add_done_callback(self._handed.discard)
+        return await asyncio.shield(task)
 
     async def _write(self, sql: str, params: Sequence[Any] = ()) -> int:
         async with self.transaction():

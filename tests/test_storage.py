@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import shutil
@@ -469,3 +470,23 @@ async def test_no_read_sees_another_tasks_open_transaction_nor_waits_for_it(tmp_
         assert isinstance(task.exception(), RuntimeError)
         assert await seen() == nothing
         assert await repo.subscribers.add(-200, "y") and await repo.subscribers.chat_ids() == [-200], "committed"
+
+
+async def test_closing_lets_a_handed_over_write_land_whose_caller_was_cancelled(tmp_path):
+    """A check cut off by SIGTERM while it queued a message: the write is finished, not closed under."""
+    from storage import OutMessage
+
+    loop = asyncio.get_running_loop()
+    unseen: list[dict] = []
+    loop.set_exception_handler(lambda _, context: unseen.append(context))
+    repo = await Repository.open(tmp_path / "gwbot.sqlite3")
+    caller = asyncio.create_task(repo.outbox.enqueue_many([(-100, OutMessage.plain("queued as gwbot stopped"))]))
+    while not repo._lock.locked():  # until the write is inside its transaction
+        await asyncio.sleep(0)
+    caller.cancel()
+    await repo.close()
+    await asyncio.sleep(0.05)
+    gc.collect()  # "Task exception was never retrieved" is reported when the task is collected
+    assert unseen == []
+    async with await Repository.open(tmp_path / "gwbot.sqlite3") as again:
+        assert [r.message.text for r in await again.outbox.pending(-100)] == ["queued as gwbot stopped"]
