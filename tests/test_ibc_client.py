@@ -24,6 +24,7 @@ from bot.ibkr.ibc import (
 from bot.lab.ibc_sim import IbcProfile, clock_label, next_minute
 from bot.lab.simctl import ControlServer
 from tests.conftest import free_port
+from tests.test_ibc_sim import early_in_minute
 from tests.test_simulator import until
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -55,6 +56,7 @@ def one_line(error: IbcError, client: IbcClient) -> str:
 
 
 async def test_restart_through_the_simulated_ibc(ibc, gateway):
+    await early_in_minute(0.5)
     asked = datetime.now().timestamp()
     accepted = await ibc.restart()
     assert accepted.replies[0] == "RESTART in progress"

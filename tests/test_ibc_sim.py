@@ -38,6 +38,11 @@ async def ask(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, line: 
     return [(await asyncio.wait_for(reader.readline(), 2)).decode().rstrip("\n") for _ in range(replies)]
 
 
+async def early_in_minute(minute: float) -> None:
+    """Wait for the start of one of IBC's (short) minutes, so the restart it names is most of one away."""
+    await until(lambda: time.time() % minute < minute / 6, timeout=2 * minute)
+
+
 async def closed(reader: asyncio.StreamReader) -> bool:
     return await asyncio.wait_for(reader.read(), 2) == b""
 
@@ -56,6 +61,7 @@ async def test_ibcs_replies_word_for_word_several_commands_on_one_connection(ibc
 
 async def test_restart_names_the_minute_and_restarts_then(ibc, gateway):
     reader, writer, ctl = ibc
+    await early_in_minute(0.6)
     asked = time.time()
     first, second = await ask(reader, writer, "restart", 2)
     assert first == "OK RESTART in progress" and RESTART_AT.fullmatch(second), second
@@ -79,6 +85,7 @@ async def test_restart_resets_connected_api_clients_at_the_minute(ibc, gateway):
     ib = IB()
     await ib.connectAsync("127.0.0.1", gateway.port, clientId=3, timeout=3)
     try:
+        await early_in_minute(0.6)
         await ask(reader, writer, "RESTART", 2)
         assert ib.isConnected(), "the restart waits for its minute"
         await until(lambda: not ib.isConnected(), timeout=3)
