@@ -71,6 +71,19 @@ class ClientSettings:
     allow_live: bool = setting(False, valid.boolean)
 
 
+@dataclass(frozen=True)
+class IbcAddress:
+    """Where IBC's command server listens (``CommandServerPort`` in IBC's config.ini)."""
+
+    port: int = setting(7462, PORT)
+    host: str | None = setting(None, valid.optional(valid.host, "null (the Gateway's host) or " + valid.HOST))
+
+
+# ``ibc: {port, host}`` under a Gateway: port required, host the Gateway's unless given; absent or null: off.
+IBC = valid.Section(IbcAddress, lambda: rules(IbcAddress), required=("port",),
+                    what="IBC's command server, like {port: 7462} (CommandServerPort in IBC's config.ini)")
+
+
 @dataclass(frozen=True, kw_only=True)
 class GatewayConfig(ClientSettings):
     name: str = setting("paper", valid.gateway_name)
@@ -84,6 +97,8 @@ class GatewayConfig(ClientSettings):
     # drop, None = never) is the only limit. 15 min: a daily auto-restart takes ~35-80 s and a
     # Sunday cold restart with a 2FA login minutes; beyond that a person has to act.
     give_up_after: float | None = setting(900.0, valid.optional_range(Range(0, 7 * 86400, low_open=True)))
+    # None: no IBC, so no drills and no [Restart] buttons. (setting() is field(): nothing shared is created.)
+    ibc: IbcAddress | None = setting(None, IBC)  # noqa: RUF009
 
     def client_id_for(self, role: ClientRole) -> int:
         return self.client_id + role
@@ -254,15 +269,29 @@ class _Loader:
         self.known(raw, spec, path)
         out = {}
         for key, value in raw.items():
+            section = spec[key]
+            if isinstance(section, valid.Section) and value is not None:
+                out[key] = self.section(value, section, key_path(path, key))
+                continue
             try:
                 out[key] = spec[key](value)
             except Invalid as bad:
                 raise self.error(key_path(path, key), f"expected {bad.expected}, got {show(value)}") from None
         return out
 
+    def section(self, value: Any, section: valid.Section, path: str) -> Any:
+        if not isinstance(value, dict):
+            raise self.error(path, f"expected null (off) or a mapping: {section.what}, got {show(value)}")
+        keys = section.keys()
+        self.known(value, keys, path)  # a misspelt key is named as such, not reported as one missing
+        missing = next((k for k in section.required if k not in value), None)
+        if missing is not None:
+            raise self.error(key_path(path, missing), f"missing; {path.rsplit('.', 1)[-1]} is {section.what}")
+        return section.build(**self.fields(value, keys, path))
+
     def gateways(self, doc: Mapping[Any, Any]) -> tuple[GatewayConfig, ...]:
         base = self.fields(self.mapping(doc.get("ibkr"), "ibkr"), rules(GatewayConfig), "ibkr")
-        result = [GatewayConfig(**base)]
+        result = [self.ibc_host(GatewayConfig(**base), "ibkr")]
         for name, overrides in self.mapping(doc.get("gateways"), "gateways").items():
             path = key_path("gateways", name)
             self.fields({name: name}, {name: valid.gateway_name}, "gateways")  # an error names gateways.NAME
@@ -271,10 +300,20 @@ class _Loader:
                 raise self.error(key_path(path, "name"), f"not allowed here: the Gateway's name is its key, '{name}'")
             if name in (g.name for g in result):
                 raise self.error(path, f"Gateway name '{name}' is used twice")
-            gw = GatewayConfig(**(base | self.fields(raw, OVERRIDE_KEYS, path) | {"name": name}))
+            gw = self.ibc_host(GatewayConfig(**(base | self.fields(raw, OVERRIDE_KEYS, path) | {"name": name})), path)
             self.ids_apart(gw, result, f"{path}.client_id")
             result.append(gw)
         return tuple(result)
+
+    def ibc_host(self, gw: GatewayConfig, path: str) -> GatewayConfig:
+        """IBC runs beside its Gateway unless ``ibc.host`` says otherwise; its port is never the API's."""
+        if gw.ibc is None:
+            return gw
+        ibc = gw.ibc if gw.ibc.host is not None else replace(gw.ibc, host=gw.host)
+        if (ibc.host, ibc.port) == (gw.host, gw.port):
+            raise self.error(f"{path}.ibc.port", f"{ibc.port} is the Gateway's API port; IBC's command server listens "
+                                                 "on CommandServerPort from IBC's config.ini (7462 by convention)")
+        return replace(gw, ibc=ibc)
 
     def ids_apart(self, gw: GatewayConfig, others: list[GatewayConfig], path: str) -> None:
         """Two parts of gwbot on one Gateway must never share a client id (the second gets 326)."""

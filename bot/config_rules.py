@@ -144,8 +144,8 @@ log_level = rule(lambda v: isinstance(v, str) and v.upper() in LOG_LEVELS, f"one
 region = rule(lambda v: v in REGIONS, f"one of {', '.join(REGIONS)}")
 # A name or address to connect to: an IPv6 address has 2+ colons, so one colon is a "host:port";
 # brackets belong to a URL's [::1], not to what getaddrinfo takes.
-host = rule(lambda v: _one_word(v, 253) and not re.search(r"[/\\@?#\[\]]", v) and v.count(":") != 1,
-            "a host name or IP address, like 127.0.0.1 (no spaces, port or URL parts)")
+HOST = "a host name or IP address, like 127.0.0.1 (no spaces, port or URL parts)"
+host = rule(lambda v: _one_word(v, 253) and not re.search(r"[/\\@?#\[\]]", v) and v.count(":") != 1, HOST)
 account = rule(lambda v: _one_word(v, 64), "an IBKR account id without spaces, like DU1234567")
 # One word in chat (PTB splits /status NAME on whitespace, and a number there is read as one) and
 # in a shell without quotes (--gateway NAME, no leading '-'); ASCII, so what is typed matches exactly.
@@ -181,6 +181,22 @@ api_base_url = optional(rule(lambda v: _http_url(v, query=False), ""),
                         "query or fragment), or null")
 ping_url = optional(rule(lambda v: _http_url(v, query=True), ""),
                     "an http:// or https:// URL, like https://hc-ping.com/UUID (no spaces), or null")
+
+
+@dataclass(frozen=True)
+class Section:
+    """A key whose value is a small mapping of its own (``ibc: {port: 7462}``), or null: off. The
+    loader checks its keys with their own rules, so an error names the inner key (``ibkr.ibc.port``)."""
+
+    build: Callable[..., Any]
+    keys: Callable[[], dict[str, Validator]]  # its keys' rules
+    required: tuple[str, ...]
+    what: str  # what the mapping is, for an error
+
+    def __call__(self, v: Any) -> Any:
+        if v is None:
+            return None
+        raise Invalid(f"null (off) or a mapping: {self.what}")  # the loader checks a mapping itself
 
 
 def parsed(parse: Callable[[Any], Any]) -> Validator:

@@ -107,7 +107,7 @@ async def test_simctl_errors_are_explained(gateway):
     ctl = ControlServer(gateway, port=0)
     await ctl.start()
     try:
-        cases = {("bogus",): "ERROR unknown command BOGUS", ("latency", "abc"): "ERROR latency: SECONDS must be",
+        cases = {("bogus",): "ERROR Command invalid; commands:", ("latency", "abc"): "ERROR latency: SECONDS must be",
                  ("ready", "maybe"): "ERROR ready: usage: ready on|off",
                  ("latency", "-1"): "ERROR latency: SECONDS must",
                  ("restart", "-5"): "ERROR restart: DOWN must be",

@@ -29,6 +29,7 @@ def refusal(path: Path) -> str:
 URL = "an http:// or https:// URL with a host, like http://127.0.0.1:8081/bot (no spaces, query or fragment), or null"
 PING = "an http:// or https:// URL, like https://hc-ping.com/UUID (no spaces), or null"
 HOST = "a host name or IP address, like 127.0.0.1 (no spaces, port or URL parts)"
+IBC = "IBC's command server, like {port: 7462} (CommandServerPort in IBC's config.ini)"
 IDS = "a list of Telegram ids (non-zero integers; groups are negative)"
 
 
@@ -68,6 +69,15 @@ IDS = "a list of Telegram ids (non-zero integers; groups are negative)"
     ("ibkr: {port: 2020-13-45}", "invalid YAML at line 1, column 14: month must be in 1..12"),
     ("a: &a [*a]", "line 1: alias *a is inside its own anchor &a (a recursive value); write the values out"),
     (f"{'k' * 500}: 1", f"'{'k' * 27}...{'k' * 28}': unknown key"),
+    # IBC's command server: a mapping with its own keys, each named when wrong.
+    ("ibkr: {ibc: 7462}", f"ibkr.ibc: expected null (off) or a mapping: {IBC}, got 7462"),
+    ("ibkr: {ibc: {}}", f"ibkr.ibc.port: missing; ibc is {IBC}"),
+    ("ibkr: {ibc: {prot: 7462}}", "ibkr.ibc.prot: unknown key (did you mean 'port'?)"),
+    ("ibkr: {ibc: {port: 0}}", "ibkr.ibc.port: expected an integer 1-65535, got 0"),
+    ("gateways: {b: {client_id: 50, ibc: {port: 7462, host: 'a b'}}}",
+     f"gateways.b.ibc.host: expected null (the Gateway's host) or {HOST}, got 'a b'"),
+    ("ibkr: {ibc: {port: 4002}}", "ibkr.ibc.port: 4002 is the Gateway's API port; IBC's command server listens on "
+                                  "CommandServerPort from IBC's config.ini (7462 by convention)"),
 ])
 def test_a_wrong_value_is_refused_at_load_naming_its_key(tmp_path, text, message):
     assert refusal(write(tmp_path, text + "\n")) == f"config.yaml: {message}"
@@ -145,3 +155,14 @@ def test_deep_nesting_is_refused_without_a_recursion_error(tmp_path):
 @pytest.mark.parametrize("host", ["::1", "127.0.0.1", "gw-1.example.com", "fe80::1%eth0", "localhost"])
 def test_a_host_getaddrinfo_takes_loads(tmp_path, host):
     assert load_config(write(tmp_path, f"ibkr: {{host: '{host}'}}\n"), env={}).gateway().host == host
+
+
+def test_ibc_is_off_unless_given_and_runs_beside_its_gateway_unless_told(tmp_path):
+    assert load_config(write(tmp_path, "ibkr: {}\n"), env={}).gateway().ibc is None
+    config = load_config(write(tmp_path, "ibkr: {ibc: {port: 7462}}\ngateways:\n"
+                                         "  live: {host: 10.0.0.5, port: 4001, client_id: 50}\n"
+                                         "  other: {client_id: 90, ibc: null}\n"
+                                         "  far: {client_id: 130, ibc: {port: 7463, host: 10.0.0.9}}\n"), env={})
+    assert [(g.ibc.host, g.ibc.port) if g.ibc else None for g in config.gateways] == [
+        ("127.0.0.1", 7462), ("10.0.0.5", 7462), None, ("10.0.0.9", 7463)]
+    assert config.public_dict()["gateways"][0]["ibc"] == {"port": 7462, "host": "127.0.0.1"}

@@ -117,13 +117,13 @@ async def test_control_port_round_trip(gateway):
     await ctl.start()
     try:
         assert (await send_control("127.0.0.1", ctl.port, "status")).startswith("OK running")
-        assert await send_control("127.0.0.1", ctl.port, "STOP") == "OK stop"
+        assert await send_control("127.0.0.1", ctl.port, "STOP") == "OK Shutting down: STOP command"  # IBC's
         assert not gateway.running
         assert await send_control("127.0.0.1", ctl.port, "restart 0.1") == "OK restart: port closed for 0.1 s"
         await until(lambda: gateway.running)
         assert await send_control("127.0.0.1", ctl.port, "READY off") == "OK ready" and not gateway.ready
         assert (await send_control("127.0.0.1", ctl.port, "LATENCY x")).startswith("ERROR latency: SECONDS must be")
-        assert (await send_control("127.0.0.1", ctl.port, "DANCE")).startswith("ERROR unknown command DANCE")
+        assert await send_control("127.0.0.1", ctl.port, "DANCE") == "ERROR Command invalid"  # IBC's words
     finally:
         await ctl.stop()
 
@@ -179,7 +179,7 @@ async def test_rst_drops_clients_with_a_reset(gateway, command):
 async def test_stop_without_rst_closes_cleanly_and_start_reopens(gateway):
     reader, writer = await raw_handshake(gateway.port, b"v157..178")
     await read_frame(reader)
-    assert await control(gateway, "stop") == "OK stop"
+    assert await control(gateway, "stop") == "OK Shutting down: STOP command"  # IBC's STOP: File > Close
     assert await asyncio.wait_for(reader.read(), 2) == b""
     writer.close()
     assert await control(gateway, "start") == "OK start" and gateway.running
@@ -435,7 +435,7 @@ async def test_the_control_port_refuses_an_overlong_line_in_one_line_and_keeps_s
 
 
 async def test_start_and_restart_onto_a_port_taken_meanwhile_say_so(gateway, caplog):
-    assert await control(gateway, "stop") == "OK stop"
+    assert await control(gateway, "stop") == "OK Shutting down: STOP command"
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", gateway.port))
         squatter.listen()

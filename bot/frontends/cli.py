@@ -38,7 +38,7 @@ from bot.config import (
 )
 from bot.frontends.logs import terminal_logging
 from bot.frontends.terminal import ProgressPrinter, TerminalOperator, stdin_reader
-from bot.lab import bench, bench_watch
+from bot.lab import bench, bench_watch, ibc_sim, simctl
 from bot.lab.chat import lab_chat
 from bot.lab.operators import AutoOperator
 from bot.lab.simctl import COMMANDS, CONTROL_HELP, NO_CONTROL_PORT, CannotListen, control, send_control, serve
@@ -121,11 +121,13 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--account", type=_typed(GATEWAY["account"]), action="append",
                      help="managed account (repeatable; default DUO779750)")
     sim.add_argument("--control-port", type=_typed(Range(0, 65535, integer=True)), default=7462,
-                     help="line-based control port (0: off)")
+                     help="line-based control port, IBC's command server too (0: off)")
+    ibc_sim.add_options(sim, _typed)
 
     ctl = command("simctl", _cmd_simctl, help="control a running `gwbot simulate`: stop, start, restart 10, freeze ...")
     ctl.formatter_class = argparse.RawDescriptionHelpFormatter  # the command list, one per line as written
-    ctl.epilog = "commands (COMMAND and its words):\n" + "\n".join(f"  {usage}" for usage, _, _ in COMMANDS.values())
+    ctl.epilog = ("commands (COMMAND and its words):\n" + "\n".join(f"  {usage}" for usage, _, _ in COMMANDS.values())
+                  + "\nIBC's commands, bare (IBC's replies): " + ", ".join(ibc_sim.WORDS))
     ctl.add_argument("words", nargs="+", metavar="COMMAND", help="one of the commands below, with its words")
     ctl.add_argument("--control-host", type=_typed(GATEWAY["host"]), default="127.0.0.1",
                      help="where `gwbot simulate` runs (default 127.0.0.1)")
@@ -282,8 +284,8 @@ async def _cmd_chat(config: Config, args: argparse.Namespace) -> int:
 
         async def local(line: str) -> str:
             if lab.gateway is not None:
-                return await control(lab.gateway, line)
-            return await send_control("127.0.0.1", args.control_port, line)
+                return simctl.for_people(await control(lab.gateway, line))
+            return simctl.for_people(await send_control("127.0.0.1", args.control_port, line))
 
         terminal = TerminalChat(lab.standin, CHAT_USER_ID, CHAT_USER_ID, files_dir=config.data_dir / "chat-files",
                                 local=local)
@@ -308,7 +310,8 @@ async def _cmd_simulate(config: Config, args: argparse.Namespace) -> int:
               + ". Ctrl-C to quit.", flush=True)
     try:
         # SIGTERM too: clients see a clean close, as when the Gateway is quit.
-        await serve(args.host, args.port, accounts, args.control_port, until=_stop_on_signals(), listening=listening)
+        await serve(args.host, args.port, accounts, args.control_port, until=_stop_on_signals(), listening=listening,
+                    ibc=ibc_sim.profile_from(args))
     except CannotListen as e:
         raise UsageError(f"gwbot simulate: {e}") from None
     print("Simulated IB Gateway stopped", flush=True)
@@ -319,7 +322,7 @@ async def _cmd_simctl(_: Config, args: argparse.Namespace) -> int:
     flags = [f for f in ("--rst", "--deaf") if getattr(args, f[2:])]
     flags += ["--ready-after", args.ready_after] if args.ready_after is not None else []
     answer = await send_control(args.control_host, args.control_port, " ".join([*args.words, *flags]))
-    print(answer)
+    print(simctl.for_people(answer))
     if answer.startswith("OK"):
         return EXIT_OK
     return EXIT_FAILED if answer.startswith(NO_CONTROL_PORT) else EXIT_USAGE  # the simulator refused our words

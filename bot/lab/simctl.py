@@ -1,6 +1,9 @@
-"""The simulated Gateway's control: one command per text line, one OK or ERROR line back.
+"""The simulated Gateway's control: one command per text line, OK or ERROR lines back.
 
-`gwbot simctl stop` and the `!` lines of `gwbot chat` talk to it, as IBC's command server is talked to.
+It is IBC's command server too (bot/lab/ibc_sim.py): a bare IBC word (STOP, RESTART, RECONNECTDATA ...)
+gets IBC's exact reply and effect, an unknown word IBC's ``ERROR Command invalid``; the simulator's own
+fault commands take their arguments beside them (``restart 40 --ready-after 15``, ``stop --rst``).
+`gwbot simctl stop` and the `!` lines of `gwbot chat` talk to it.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import socket
 from collections.abc import Awaitable, Callable, Sequence
 
 from bot.config import Range
+from bot.lab import ibc_sim
+from bot.lab.ibc_sim import INVALID, Reply
 from bot.lab.simulator import Reject, SimulatedGateway
 from bot.lab.wire import CONNECT_NOTICES, DEFAULT_ACCOUNTS, START_API
 
@@ -42,7 +47,8 @@ COMMANDS: dict[str, tuple[str, int, float]] = {
     "GARBAGE": ("garbage", 0, 0),
 }
 # "STATUS | STOP [--rst] | ... | READY on|off | ...": each usage without its hint, the command in capitals.
-CONTROL_HELP = " | ".join(cmd + usage.split("  (")[0][len(cmd):] for cmd, (usage, _, _) in COMMANDS.items())
+CONTROL_HELP = (" | ".join(cmd + usage.split("  (")[0][len(cmd):] for cmd, (usage, _, _) in COMMANDS.items())
+                + "; IBC's, bare: " + " | ".join(ibc_sim.WORDS))
 MAX_SECONDS = 86_400.0
 MAX_LINE = 4096  # bytes: the longest command (a notice with its own text) is far shorter
 NO_CONTROL_PORT = "ERROR no simulated Gateway control port"
@@ -104,7 +110,7 @@ def _msg_ids(word: str) -> list[int]:
 async def _run(gateway: SimulatedGateway, cmd: str, args: list[str]) -> str:
     """One command, arguments checked before anything changes; returns the OK line."""
     if cmd not in COMMANDS:
-        return f"ERROR unknown command {cmd}; commands: {CONTROL_HELP}"
+        return INVALID  # IBC's word for it: the port is IBC's command server too
     usage = COMMANDS[cmd][0]
     words, opts = _arguments(cmd, args)
     word = words[0] if words else ""
@@ -172,28 +178,41 @@ async def _run(gateway: SimulatedGateway, cmd: str, args: list[str]) -> str:
     return f"OK {cmd.lower()}"
 
 
+def for_people(text: str) -> str:
+    """An answer for a person typing commands: IBC's bare ``Command invalid`` gets the list of commands."""
+    return f"{text}; commands: {CONTROL_HELP}" if text == INVALID else text
+
+
 async def control(gateway: SimulatedGateway, line: str) -> str:
-    """Carry out one control command; the answer starts with OK or ERROR, like IBC's.
+    """Carry out one control command; the answer lines start with OK or ERROR, like IBC's.
 
     A bad argument answers ``ERROR <what is expected>`` and changes nothing.
     """
-    words = line.strip().split()
-    if not words:
+    if not line.strip():
         return f"ERROR empty command; commands: {CONTROL_HELP}"
-    cmd, args = words[0].upper(), words[1:]
+    return "\n".join((await answer(gateway, line)).lines)
+
+
+async def answer(gateway: SimulatedGateway, line: str) -> Reply:
+    """One non-empty line: a bare IBC word is IBC's, anything else the simulator's own command."""
+    cmd, *args = line.split()
+    cmd = cmd.upper()
+    word = line.strip(" \t\r\n")  # IBC compares the whole line: "RESTART\u00a0" is not its RESTART
     try:
-        return await _run(gateway, cmd, args)
+        if word.upper() in ibc_sim.WORDS:
+            return await gateway.ibc.command(word)
+        return Reply((await _run(gateway, cmd, args),))
     except BadCommand as e:
-        return f"ERROR {cmd.lower()}: {e}"
+        return Reply((f"ERROR {cmd.lower()}: {e}",))
     except OSError as e:  # start / restart: the port is taken meanwhile, say
-        return f"ERROR {cmd.lower()}: {e}"
+        return Reply((f"ERROR {cmd.lower()}: {e}",))
     except Exception as e:  # a bug: the control port must answer anyway, and keep serving
         log.exception("control command %r failed", line[:200])
-        return f"ERROR {cmd.lower()}: the simulator failed ({type(e).__name__}: {str(e)[:100]}); see its log"
+        return Reply((f"ERROR {cmd.lower()}: the simulator failed ({type(e).__name__}: {str(e)[:100]}); see its log",))
 
 
 class ControlServer:
-    """Text lines in, one answer line out: `gwbot simctl stop` talks to it."""
+    """Text lines in, answer lines out, as IBC's command server: `gwbot simctl stop` talks to it."""
 
     def __init__(self, gateway: SimulatedGateway, port: int = 7462) -> None:
         self.gateway = gateway
@@ -224,10 +243,14 @@ class ControlServer:
                     return
                 if not line:
                     return
-                answer = await control(self.gateway, line)
-                log.info("control: %s -> %s", line.strip()[:200], answer)
-                writer.write(answer.encode() + b"\n")
+                if not line.strip():  # IBC reads on without a reply (it would write its prompt, empty by default)
+                    continue
+                reply = await answer(self.gateway, line)
+                log.info("control: %s -> %s", line.strip()[:200], " | ".join(reply.lines))
+                writer.write("".join(f"{text}\n" for text in reply.lines).encode())
                 await writer.drain()
+                if reply.close:  # as IBC does after EXIT, STOP and RESTART
+                    return
         except ConnectionError:
             pass
         finally:
@@ -235,9 +258,13 @@ class ControlServer:
 
 
 async def send_control(host: str, port: int, command: str, timeout: float = 5.0) -> str:
-    """Send one command to a ControlServer and return its answer line; whatever else is there
-    (nothing, a silent peer, a web server) is one ``NO_CONTROL_PORT`` line naming the address."""
+    """Send one command to a ControlServer and return its answer (two lines for IBC's RESTART and PAUSE);
+    whatever else is there (nothing, a silent peer, a web server) is one ``NO_CONTROL_PORT`` line naming
+    the address."""
+    if not command.strip():  # IBC's way is to answer nothing at all: do not wait for it
+        return f"ERROR empty command; commands: {CONTROL_HELP}"
     where = f"{NO_CONTROL_PORT} at {host}:{port}"
+    lines = 2 if command.strip().upper() in ("RESTART", "PAUSE") else 1  # "in progress", then "at hh:mm"
     writer: asyncio.StreamWriter | None = None
     data = b""
     try:
@@ -245,7 +272,8 @@ async def send_control(host: str, port: int, command: str, timeout: float = 5.0)
             reader, writer = await asyncio.open_connection(host, port)
             writer.write(command.strip().encode() + b"\n")
             await writer.drain()
-            while b"\n" not in data and len(data) < MAX_LINE and (chunk := await reader.read(MAX_LINE)):
+            # Until EOF too: an ERROR for RESTART is one line, then IBC hangs up.
+            while data.count(b"\n") < lines and len(data) < MAX_LINE and (chunk := await reader.read(MAX_LINE)):
                 data += chunk
     except TimeoutError:
         return f"{where}: no answer within {timeout:g} s"
@@ -256,12 +284,12 @@ async def send_control(host: str, port: int, command: str, timeout: float = 5.0)
             writer.close()
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
-    answer = data.split(b"\n", 1)[0].decode(errors="replace").strip()
-    if not data:
+    said = [text.strip() for text in data.decode(errors="replace").split("\n")[:lines] if text.strip()]
+    if not said:
         return f"{where}: it hung up without answering"
-    if not ANSWER.match(answer):
-        return f"{where}: it answered {answer[:40]!a}, which the simulator never says"
-    return answer
+    if not all(ANSWER.match(text) for text in said):
+        return f"{where}: it answered {said[0][:40]!a}, which the simulator never says"
+    return "\n".join(said)
 
 
 class CannotListen(Exception):
@@ -278,12 +306,14 @@ async def _listen(start: Awaitable[None], host: str, port: int, flag: str) -> No
 
 
 async def serve(host: str, port: int, accounts: Sequence[str] = DEFAULT_ACCOUNTS, control_port: int = 7462,
-                *, until: asyncio.Event, listening: Callable[[], None] = lambda: None) -> None:
+                *, until: asyncio.Event, listening: Callable[[], None] = lambda: None,
+                ibc: ibc_sim.IbcProfile | None = None) -> None:
     """Run a simulated Gateway (and its control port) until ``until`` is set or the task is cancelled.
 
     ``listening`` is called once both ports are bound; a port that cannot be raises CannotListen.
     """
     gateway = SimulatedGateway(host, port, accounts)
+    gateway.ibc.profile = ibc or ibc_sim.IbcProfile()
     ctl = ControlServer(gateway, control_port)
     try:
         # The control port first: it starts without a word, so a port that fails leaves one line, its error.

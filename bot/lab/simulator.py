@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from bot.lab import wire
+from bot.lab.ibc_sim import SimulatedIbc
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ class SimulatedGateway:
         self._thawed = asyncio.Event()
         self._thawed.set()
         self._changed = asyncio.Condition()
+        self.ibc = SimulatedIbc(self)  # IBC beside it: its command server is the control port's
 
     # ------------------------------------------------------------ lifecycle
     @property
@@ -81,6 +83,7 @@ class SimulatedGateway:
             return
         self._server = await asyncio.start_server(self._serve_client, self.host, self.port, reuse_address=True)
         self.port = self._server.sockets[0].getsockname()[1]
+        self.ibc.stopping = False  # a new Gateway process
         log.info("simulated Gateway listening on %s:%s (accounts %s)", self.host, self.port, ",".join(self.accounts))
 
     async def stop(self, reset: bool = False) -> None:
@@ -114,8 +117,10 @@ class SimulatedGateway:
         self._start_job("restart", down_for, self.restart(down_for, ready_after=ready_after))
 
     def cancel_restart(self) -> None:
-        """Forget a restart still counting down (an explicit stop or start overrides it)."""
+        """Forget a restart still counting down, IBC's too (an explicit stop or start overrides it)."""
         self._cancel_job("restart")
+        self._cancel_job("ibc")
+        self.ibc.pending = None
 
     def ready_after(self, seconds: float) -> None:
         """The API becomes ready ``seconds`` from now (a Gateway still logging in until then)."""
@@ -143,6 +148,10 @@ class SimulatedGateway:
         self.unfreeze()
         await self.stop()
         await self._settle()
+
+    def schedule(self, name: str, seconds: float, coro: Coroutine[object, object, None]) -> None:
+        """Run ``coro`` as the timer ``name`` (replacing one of that name); close() cancels it."""
+        self._start_job(name, seconds, coro)
 
     def _start_job(self, name: str, seconds: float, coro: Coroutine[object, object, None]) -> None:
         self._cancel_job(name)
@@ -276,7 +285,7 @@ class SimulatedGateway:
 
     def faults(self) -> list[str]:
         """Every active departure from a healthy Gateway, for `status`."""
-        out = []
+        out = self.ibc.faults()
         if "restart" in self._jobs:
             out.append(f"restarting (port closed, {self._left('restart')})")
         if not self.ready:
