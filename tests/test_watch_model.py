@@ -297,3 +297,17 @@ class WatchMachine(RuleBasedStateMachine):
 
 
 TestWatchModel = WatchMachine.TestCase
+
+
+def test_a_farm_ok_heard_as_the_debounce_runs_out_does_not_swallow_the_red():
+    """Found by the long run: the farm notice's judging decided the 🔴 and dropped it, so the
+    acknowledgement later edited a message nobody had been sent."""
+    machine = WatchMachine()
+    try:
+        machine.start(window=False, down_after=3.0)
+        machine.fail_to_connect(name=NAMES[0], error=ib.GatewayRefused)
+        machine.clock.now += timedelta(seconds=5)
+        machine.notice(name=NAMES[0], code=2104)
+        assert [(a.kind, a.edit) for a in machine.alerts] == [(AlertKind.DOWN, False)]
+    finally:
+        machine.teardown()

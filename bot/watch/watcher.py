@@ -362,7 +362,10 @@ class GatewayWatcher:
         down = self._link_down()
         link_lost = down is not None or (inc is not None and inc.current is DownCause.IB_LINK)
         if n.notice.is_link_back:
-            return self._link_back(n) if link_lost else self._link_ok(n)
+            if link_lost:
+                return self._link_back(n)
+            self._link_ok(n)
+            return self.engine.tick()
         if n.farm and n.notice in (NoticeKind.FARM_BROKEN, NoticeKind.FARM_OK, NoticeKind.FARM_INACTIVE):
             farm = FarmState(n.farm, n.notice is not NoticeKind.FARM_BROKEN, n.code, n.at)
             self.state = self.state.farm(farm)
@@ -380,12 +383,11 @@ class GatewayWatcher:
         word = self._link_word
         return word if word is not None and word.notice.is_link_down else None
 
-    def _link_ok(self, n: GatewayNotice) -> list[Alert]:
+    def _link_ok(self, n: GatewayNotice) -> None:
         """A word that the IB link works (1101/1102, a farm OK) while nothing said otherwise."""
         self._link_word = n
         if self.state.phase is Phase.UP:
             self.state = replace(self.state, link_ok=True)
-        return self.engine.tick()
 
     def _link_back(self, n: GatewayNotice) -> list[Alert]:
         self._link_word = n
