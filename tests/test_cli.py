@@ -312,3 +312,11 @@ async def test_sigterm_stores_a_terminal_check_as_cancelled(tmp_path):
     assert "Traceback" not in err.decode()
     code, out, _ = await gwbot("--config", cfg, "history")
     assert code == 0 and "cancelled" in out and "running" not in out, out
+
+
+def test_the_check_names_the_parser_offers_are_the_checklists():
+    """The parser names them without importing the checks (a command starts without ib_async)."""
+    from bot.checks import CHECK_NAMES
+    from bot.frontends.cli import CHECK_CHOICES
+
+    assert CHECK_CHOICES == CHECK_NAMES
