@@ -390,8 +390,10 @@ async def test_an_alert_whose_buttons_telegram_refuses_goes_at_once_without_them
 
 async def test_an_edit_of_a_message_that_is_gone_is_sent_as_a_new_one(tmp_path):
     async with rig(tmp_path) as r:
+        await r.outbox.stop()  # the row below is written as sent: no sender may take it meanwhile
         [gone] = await r.repo.outbox.enqueue_many([(KAI, alert("paper", "🔴 paper is DOWN"))])
         await r.repo.outbox.update(gone, status=OutStatus.SENT, telegram_id=999)  # deleted in the chat since
+        await r.outbox.start(TelegramTransport(r.bot, FAST.send_timeout))
         ids = await r.outbox.enqueue(KAI, [alert("paper", "🔴 paper is DOWN — taken by kai", edit=True)])
         await r.outbox.delivered(ids, 10)
         assert [m.text for m in r.standin.messages(KAI)] == ["🔴 paper is DOWN — taken by kai"]
