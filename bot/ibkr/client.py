@@ -378,10 +378,12 @@ class IBKRClient:
                 self.log.info("reconnect try %s: Gateway accepts but its API is not ready yet", tries)
                 self.events.emit(ReconnectFailedAttempt(attempt=outage.attempt_number + 1, error=last_error,
                                                         gateway_starting=True))
-            except GatewayError as e:
+            except Exception as e:  # a GatewayError, or a bug / library surprise: spent and said, never silent
                 outage.attempt_number += 1
-                last_error = str(e)
-                self.log.info("reconnect attempt %s/%s failed: %s", outage.attempt_number, policy.max_attempts, e)
+                last_error = str(e) if isinstance(e, GatewayError) else f"unexpected {type(e).__name__}: {e}"
+                self.log.log(logging.INFO if isinstance(e, GatewayError) else logging.ERROR,
+                             "reconnect attempt %s/%s failed: %s", outage.attempt_number, policy.max_attempts,
+                             last_error, exc_info=not isinstance(e, GatewayError))
                 self.events.emit(ReconnectFailedAttempt(attempt=outage.attempt_number, error=last_error))
                 wait = policy.wait(outage)
             else:
