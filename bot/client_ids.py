@@ -15,6 +15,7 @@ CLIENT_ID_MAX = 2**31 - 1  # the TWS API's client id is a signed 32-bit integer
 
 class ClientRole(IntEnum):
     CHECK = 0
+    DRILL = 600  # the drill's observer, timing the API's return beside the check's own client
     WATCH = 700
     STATUS = 800
     ERRORS_MATRIX = 900

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from bot.checks import CheckContext, CheckResult, CheckStatus, make_check
+from bot.checks import CheckContext, CheckResult, CheckStatus, checklist, make_check
 from bot.checks.base import CheckCancelled, EventSink, Operator, ProgressSink
 from bot.config import Config
 from bot.ibkr.events import ClientEvent
@@ -60,6 +60,8 @@ class RunOutcome:
 
 def overall(results: tuple[CheckResult, ...] | list[CheckResult]) -> RunStatus:
     statuses = {r.status for r in results}
+    if statuses == {CheckStatus.SKIPPED}:
+        return RunStatus.FAILED  # nothing was tested: never a pass
     worst = (CheckStatus.CANCELLED, CheckStatus.ERROR, CheckStatus.FAILED)  # the first one present decides
     return next((RunStatus(s) for s in worst if s in statuses), RunStatus.PASSED)
 
@@ -98,7 +100,9 @@ class Runner:
                                    self.client_options)
                 log.info("run %s: %s against %s (%s:%s), started by %s from %s", run_id, ", ".join(request.checks),
                          gateway.name, gateway.host, gateway.port, request.started_by, request.origin)
-                for name in request.checks:
+                # Several checks are a checklist: its steps as they apply to this Gateway.
+                names = checklist(gateway, request.checks) if len(request.checks) > 1 else request.checks
+                for name in names:
                     result = await self._run_one(run_id, name, ctx, request, on_step or (lambda _: None))
                     results.append(result)
                     if on_result is not None:

@@ -23,6 +23,7 @@ COMMANDS: dict[str, Command] = {
     "soak": checks.soak,
     "disconnect": checks.disconnect,
     "reconnect": checks.reconnect,
+    "drill": checks.drill,
     "errors": checks.errors,
     "checklist": checks.checklist,
     "cancel": commands.cancel,

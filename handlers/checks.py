@@ -11,6 +11,7 @@ from telegram.ext import ContextTypes
 
 from bot.checks import CHECK_NAMES
 from bot.checks.base import OperatorReply, Reply
+from bot.checks.drill import DrillCheck, DrillOptions
 from bot.checks.reconnect import ReconnectCheck
 from bot.checks.soak import SoakOptions
 from bot.config import SOAK_SECONDS, GatewayConfig, Range
@@ -37,6 +38,15 @@ async def soak(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         raise BadArgument(usage)
     seconds = number_arg(minutes[0], SOAK_MINUTES, usage) * 60 if minutes else None
     await _start(update, context, ("soak",), soak_seconds=seconds)
+
+
+async def drill(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """The reconnect test through IBC's RESTART; refused at once for a Gateway without IBC."""
+    gw = gateway_arg(chat_services(context), "drill", context.args or [])
+    if not DrillCheck.applies(gw):
+        raise BadArgument(f"/drill needs IBC's command server on {gw.name}: add ibc: {{port: 7462}} under it in "
+                          f"the config (CommandServerPort in IBC's config.ini), or use /reconnect {gw.name}")
+    await _start(update, context, ("drill",))
 
 
 # [Done] / [Abort] of operator prompt N: "op:N:done"; anything else is no button gwbot made.
@@ -69,8 +79,9 @@ async def _start(update: Update, context: ContextTypes.DEFAULT_TYPE, checks: tup
     operator = ChatOperator(context.bot, chat_id, services.prompts, gw.name)
 
     def on_step(step: Step) -> None:
-        if step.check == ReconnectCheck.name:
-            _watch_expects_stop(services, gw.name, _stop_window(services, gw) if step.running else None)
+        if step.check in STOP_WINDOWS:
+            window, reason = STOP_WINDOWS[step.check]
+            _watch_expects_stop(services, gw.name, window(services, gw) if step.running else None, reason)
 
     async def done(job: Job, outcome: RunOutcome | None, error: BaseException | None) -> None:
         await progress.close()
@@ -101,15 +112,26 @@ def _stop_window(services: ChatServices, gw: GatewayConfig) -> float:
     return gw.connect_timeout + 2 * c.checks.operator_timeout + c.checks.reconnect_within + 60
 
 
-def _watch_expects_stop(services: ChatServices, gateway: str, at_most: float | None) -> None:
-    """The reconnect step (of /reconnect or /checklist) stops the Gateway on purpose: while it runs,
+def _drill_window(services: ChatServices, gw: GatewayConfig) -> float:
+    """How long at most a drill may run: its connect, the drill's allowances, the reconnect budget and
+    a minute to spare; a Gateway still down when the step ends is a real outage from then."""
+    d = DrillOptions()
+    return gw.connect_timeout + d.down_within + d.back_within + services.core.config.checks.reconnect_within + 60
+
+
+# The steps that stop the Gateway on purpose: how long each may, and what the watch calls it.
+STOP_WINDOWS = {ReconnectCheck.name: (_stop_window, "reconnect check"), DrillCheck.name: (_drill_window, "drill")}
+
+
+def _watch_expects_stop(services: ChatServices, gateway: str, at_most: float | None, reason: str) -> None:
+    """The reconnect step or the drill (alone or in /checklist) stops the Gateway on purpose: while it runs,
     the watch reports a stop as part of the test, not as an outage; before and after it, every stop
     is an outage. ``at_most`` None: the step is over."""
     watch = services.core.watch
     if watch is None or gateway not in watch.watchers:
         return
     until = None if at_most is None else utc_now() + timedelta(seconds=at_most)
-    watch.suppress(gateway, "reconnect check", until)
+    watch.suppress(gateway, reason, until)
 
 
 # The commands that run one check, or the whole checklist, with no arguments of their own.

@@ -89,6 +89,7 @@ HELP: tuple[tuple[str, str, str], ...] = (
     ("soak", "[minutes] [Gateway]", "stay connected N minutes with a heartbeat: /soak [minutes]"),
     ("disconnect", "[Gateway]", "test a graceful disconnect"),
     ("reconnect", "[Gateway]", "guided auto-reconnect test: stop and start the Gateway when asked"),
+    ("drill", "[Gateway]", "auto-reconnect test through IBC's RESTART, no person needed (ibc configured)"),
     ("errors", "[Gateway]", "connection error handling matrix (Step 5)"),
     ("checklist", "[Gateway]", "the whole Task 5.1 checklist in one run"),
     ("cancel", "[Gateway]", "cancel the running check"),

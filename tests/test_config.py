@@ -117,10 +117,10 @@ NAME_RULE = ("a Gateway name: 1-64 letters, digits, '.', '_' or '-', starting wi
     ("ibkr: {client_id: 2147482748}", "config.yaml: ibkr.client_id: expected an integer 0-2147482747, got 2147482748"),
     ("gateways: {b: {account: X}}", "config.yaml: gateways.b.client_id: 1 collides with Gateway 'paper' on "
      "127.0.0.1:4002 (its check id 1 is paper's check id); pick a client_id that differs from 1 by none of "
-     "0, 100, 200, 700, 800, 900"),
+     "0, 100, 200, 300, 600, 700, 800, 900"),
     ("ibkr: {client_id: 5}\ngateways: {b: {port: 4004}, c: {port: 4004, client_id: 805}}",
      "config.yaml: gateways.c.client_id: 805 collides with Gateway 'b' on 127.0.0.1:4004 (its check id 805 is "
-     "b's status id); pick a client_id that differs from 5 by none of 0, 100, 200, 700, 800, 900"),
+     "b's status id); pick a client_id that differs from 5 by none of 0, 100, 200, 300, 600, 700, 800, 900"),
     (f"ibkr: {{port: '{'x' * 500}'}}",
      "config.yaml: ibkr.port: expected an integer 1-65535, got '" + "x" * 27 + "..." + "x" * 28 + "'"),
 ])
@@ -136,7 +136,7 @@ def test_each_role_gets_its_own_id_and_gateways_apart_may_share_ids(tmp_path):
     text = "ibkr: {client_id: 7}\ngateways: {live: {port: 4001}, b: {client_id: 8}}"
     cfg = load_config(write(tmp_path, text), env={})
     paper, live, b = cfg.gateways
-    assert [paper.client_id_for(r) for r in ClientRole] == [7, 707, 807, 907]
+    assert [paper.client_id_for(r) for r in ClientRole] == [7, 607, 707, 807, 907]
     assert live.client_id_for(ClientRole.STATUS) == 807  # another port: the same ids are no collision
     assert b.client_id_for(ClientRole.WATCH) == 708
 

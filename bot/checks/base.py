@@ -32,7 +32,7 @@ T = TypeVar("T")
 WARNING_MARK = "⚠️ Warning:"
 PASS, FAIL, NOT_RUN = "✅", "❌", "⏸️"
 _MARKS: dict[str, str] = {RunStatus.PASSED: PASS, RunStatus.RUNNING: "⏳", RunStatus.CANCELLED: "🚫",
-                          RunStatus.INTERRUPTED: "⚠️"}
+                          RunStatus.INTERRUPTED: "⚠️", CheckStatus.SKIPPED: "⏭️"}
 
 
 def status_mark(status: str) -> str:
@@ -93,6 +93,10 @@ class OperatorAborted(Exception):
 
     def __init__(self, by: str) -> None:
         super().__init__(f"aborted by {by or 'the operator'}")
+
+
+class CheckSkipped(Exception):
+    """The check does not apply to this Gateway (a drill without IBC): one line saying what to do instead."""
 
 
 class OperatorUnreachable(Exception):
@@ -224,6 +228,13 @@ class Check(ABC):
     # Its summary line's figures: the metric without which it has none, and a format over its
     # metrics by name (one it did not store reads 0).
     key_figures: ClassVar[tuple[str, str] | None] = None
+    # The check it replaces in the checklist on a Gateway it applies to (see checklist()); None: its own step.
+    stands_in_for: ClassVar[str | None] = None
+
+    @classmethod
+    def applies(cls, gateway: GatewayConfig) -> bool:
+        """Whether it can run against ``gateway`` (a drill needs IBC configured)."""
+        return True
 
     def __init__(self, options: Any = None) -> None:
         self.options = options if options is not None else self.options_type()
@@ -274,6 +285,9 @@ class Check(ABC):
         except OperatorAborted as e:
             log.warning("check %s %s", self.name, e)
             return self._result(rec, CheckStatus.CANCELLED, started, str(e))
+        except CheckSkipped as e:
+            log.warning("check %s skipped: %s", self.name, e)
+            return self._result(rec, CheckStatus.SKIPPED, started, str(e))
         except GatewayError as e:
             rec.fail(str(e), e.hint_lines)
             status, error = CheckStatus.FAILED, str(e)

@@ -136,3 +136,28 @@ async def wait_for_port(host: str, port: int, interval: float, *, at_least: floa
         if give_up():
             return None
         await asyncio.sleep(min(interval, until - now) if up and now < until else interval)
+
+
+async def handshake_answered(host: str, port: int, timeout: float, versions: bytes) -> bool:
+    """Whether the port answers the API handshake (``versions``: ``b"v157..178"``) within ``timeout``:
+    the layer between "port open" and "API ready", without starting an API session."""
+    writer: asyncio.StreamWriter | None = None
+    watch = HandshakeWatch()
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(host, port)
+            writer.write(b"API\0" + struct.pack(">I", len(versions)) + versions)
+            await writer.drain()
+            while not (watch.answered or watch.garbage):
+                data = await reader.read(4096)
+                if not data:
+                    return False
+                watch.feed(data)
+    except (TimeoutError, OSError):
+        return False
+    finally:
+        if writer is not None:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+    return watch.answered

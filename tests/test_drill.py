@@ -1,0 +1,139 @@
+"""The drill: IBC's RESTART against a real simulated Gateway and its IBC command server, every stage timed."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from bot.checks import checklist
+from bot.checks.drill import LAST_STAGE, OUTAGE, READY_TO_RECONNECTED, DrillOptions, Stage
+from bot.config import IbcAddress, WatchConfig
+from bot.lab.chat import lab_chat
+from bot.lab.ibc_sim import IbcProfile
+from bot.lab.simctl import ControlServer
+from bot.lab.telegram_standin import User
+from bot.report import markdown
+from bot.runner import RunStatus
+from bot.services import with_gateway
+from bot.watch.state import Phase
+from storage import CheckStatus, Repository
+from tests.conftest import FAST, free_port
+from tests.test_chat import KAI, SQUAD, Chat, chat_config
+from tests.test_chat_watch import WATCH_OPTIONS, _until, alerts
+from tests.test_checks import config_for, run
+from tests.test_ibc_sim import early_in_minute
+
+
+@pytest.fixture
+async def repo(tmp_path):
+    r = await Repository.open(tmp_path / "gwbot.sqlite3")
+    yield r
+    await r.close()
+
+
+@pytest.fixture
+async def ibc_port(gateway):
+    """IBC's command server beside the ``gateway`` fixture, its minute short."""
+    gateway.ibc.profile = IbcProfile(minute=0.4, down=0.2, ready_after=0.2)
+    ctl = ControlServer(gateway, port=0)
+    await ctl.start()
+    yield ctl.port
+    await ctl.stop()
+
+
+async def drill(repo, gateway, ibc_port, **options):
+    await early_in_minute(gateway.ibc.profile.minute)
+    return await run(repo, gateway.port, ["drill"], gateway={"ibc": IbcAddress(ibc_port, "127.0.0.1")},
+                     options=(DrillOptions(**({"down_within": 2, "back_within": 2} | options)),))
+
+
+async def test_drill_passes_with_every_stage_in_order(repo, gateway, ibc_port):
+    outcome, progress = await drill(repo, gateway, ibc_port)
+    result = outcome.results[0]
+    assert outcome.status is RunStatus.PASSED, (result.error, result.findings)
+    times = [result.metric(s.metric) for s in Stage if s is not Stage.LINK_OK]
+    assert None not in times, result.metrics
+    assert times == sorted(times) or times[1:3] == sorted(times[1:3], reverse=True)  # drop and port close: a tie
+    assert 0.15 < result.metric(OUTAGE) < 1.5  # port down 0.2 s, API ready 0.2 s later
+    assert result.metric(READY_TO_RECONNECTED) < 1.5
+    assert result.metric(Stage.LINK_OK.metric) is not None, "the farms' 2104s after the restart"
+    assert any("IBC accepted RESTART" in p.message for p in progress)
+    report = markdown(await repo.get_run(outcome.run_id))
+    assert "Stage timeline" in report and "handshake answered" in report and "port closed" in report
+
+
+async def test_a_gateway_that_never_comes_back_fails_naming_the_last_stage(repo, gateway, ibc_port):
+    gateway.ibc.profile = IbcProfile(minute=0.4, down=30, ready_after=0.2)
+    outcome, _ = await drill(repo, gateway, ibc_port, back_within=1)
+    result = outcome.results[0]
+    assert outcome.status is RunStatus.FAILED
+    assert "did not come back" in result.error and "last stage reached was 'port closed'" in result.error, result.error
+    assert result.facts[LAST_STAGE] == "port closed"
+    gateway.cancel_restart()
+
+
+async def test_restart_accepted_but_never_down_is_ibc_restart_missed(repo, gateway, ibc_port):
+    gateway.ibc.profile = IbcProfile(minute=60, down=0.2, ready_after=0.2)  # the minute falls after the allowance
+    outcome, _ = await run(repo, gateway.port, ["drill"], gateway={"ibc": IbcAddress(ibc_port, "127.0.0.1")},
+                           options=(DrillOptions(down_within=0.5),))
+    assert outcome.status is RunStatus.FAILED
+    assert "accepted RESTART at " in outcome.results[0].error
+    assert "never went down within 0.5 s" in outcome.results[0].error
+    gateway.cancel_restart()
+
+
+async def test_a_drill_without_ibc_is_skipped_with_one_line_and_is_no_pass(repo, gateway):
+    outcome, _ = await run(repo, gateway.port, ["drill"])
+    result = outcome.results[0]
+    assert result.status is CheckStatus.SKIPPED and outcome.status is RunStatus.FAILED
+    assert "configure ibc: {port: 7462}" in result.error and "or use reconnect" in result.error
+    assert "\n" not in result.error
+
+
+def test_the_checklist_drills_where_ibc_is_configured_and_guides_elsewhere(gateway):
+    plain = config_for(gateway.port).gateway()
+    with_ibc = config_for(gateway.port, {"ibc": IbcAddress(7462, "127.0.0.1")}).gateway()
+    assert checklist(plain) == ("port", "connect", "soak", "disconnect", "reconnect", "errors")
+    assert checklist(with_ibc) == ("port", "connect", "soak", "disconnect", "drill", "errors")
+
+
+@pytest.fixture
+async def drilled(tmp_path):
+    """A watched chat whose simulated Gateway runs IBC's command server, configured under ``ibc``."""
+    ctl_port = free_port()
+    config = with_gateway(replace(chat_config(tmp_path), watch=WatchConfig(
+        alert_chat_ids=frozenset({SQUAD}), down_after=0.3, expected=(), relogin_reminder=0)),
+        ibc=IbcAddress(ctl_port, "127.0.0.1"))
+    async with lab_chat(config, [User(KAI, "Kai", "kai")], {SQUAD: "squad"},
+                        client_options={"probe_interval": FAST.probe_interval}, watch_options=WATCH_OPTIONS) as lab:
+        assert lab.gateway is not None
+        lab.gateway.ibc.profile = IbcProfile(minute=0.4, down=0.6, ready_after=0.3)  # down past down_after
+        ctl = ControlServer(lab.gateway, port=ctl_port)
+        await ctl.start()
+        try:
+            await _until(lambda: lab.services.watch.watcher().state.phase is Phase.UP)
+            yield Chat(lab.standin, lab.gateway, lab.services)
+        finally:
+            await ctl.stop()
+
+
+async def test_chat_drill_passes_with_its_timeline_and_the_watch_files_it_as_a_test(drilled):
+    watcher = drilled.services.watch.watcher()
+    await early_in_minute(drilled.gateway.ibc.profile.minute)
+    started = await drilled.ask("/drill", "drill on paper")
+    await _until(lambda: watcher.state.incident is not None)
+    assert watcher.state.incident.test == "drill"
+    report = await drilled.wait(lambda m: "Stage timeline" in m.text, started.message_id, timeout=10)
+    assert "IBC accepted RESTART" in report.text and "handshake answered" in report.text
+    assert (await drilled.services.repo.get_run(1)).status == "passed"
+    assert alerts(drilled, "🔴") == [], "the drill's own restart is no outage"
+
+
+async def test_chat_drill_on_a_gateway_without_ibc_is_refused_in_one_line(tmp_path):
+    async with lab_chat(chat_config(tmp_path), [User(KAI, "Kai", "kai")], {SQUAD: "squad"}) as lab:
+        chat = Chat(lab.standin, lab.gateway, lab.services)
+        answer = await chat.ask("/drill", "/drill needs IBC")
+        assert answer.text == ("/drill needs IBC's command server on paper: add ibc: {port: 7462} under it in the "
+                               "config (CommandServerPort in IBC's config.ini), or use /reconnect paper")
+        assert await lab.services.repo.list_runs() == []
