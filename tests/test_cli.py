@@ -193,6 +193,7 @@ def test_simulate_on_a_port_in_use_is_one_line_exit_2_and_claims_nothing(capsys)
     ["simctl", "status", "--control-host", ""],
     ["--config", "", "history"],  # not the default config file
     ["report", "1", "--out", ""],
+    ["check", "drill"],  # no ibc configured: nothing to send RESTART to
 ])
 def test_a_bad_flag_is_one_line_exit_2_and_nothing_stored(tmp_path, capsys, argv):
     from bot.frontends.cli import main

@@ -45,7 +45,7 @@ class _Parser(argparse.ArgumentParser):
 Command = Callable[[Config, argparse.Namespace], Awaitable[int]]
 # Each command's module is imported when it runs: `gwbot simctl` needs neither the Telegram
 # library nor matplotlib, and starts in a third of the time.
-CHECK_CHOICES = ("port", "connect", "soak", "disconnect", "reconnect", "errors")
+CHECK_CHOICES = ("port", "connect", "soak", "disconnect", "reconnect", "drill", "errors")
 
 
 def _lazy(module: str, name: str) -> Command:

@@ -66,6 +66,10 @@ async def run_checks(config: Config, request: RunRequest, simulate: bool) -> tup
 async def check(config: Config, args: argparse.Namespace) -> int:
     config = with_gateway(config, args.gateway, host=args.host, port=args.port, client_id=args.client_id)
     names = CHECK_NAMES if args.name == "all" else (args.name,)
+    gw = config.gateway(args.gateway)
+    if args.name == "drill" and gw.ibc is None:  # refused before anything is stored
+        raise UsageError(f"gwbot check drill: Gateway '{gw.name}' has no ibc: {{port: …}} in the config (IBC's "
+                         "command server); configure it, or use gwbot check reconnect")
     request = RunRequest(names, started_by=who(), origin="terminal", gateway=args.gateway,
                          stop_on_failure=args.stop_on_failure, options=(SoakOptions(args.duration),))
     outcome, _ = await run_checks(config, request, args.simulate)
