@@ -148,7 +148,13 @@ async def test_a_checklist_expects_only_its_reconnect_steps_stop(watched):
     await _step(watched, 1, "reconnect", running=False)
     assert (await watched.services.repo.get_run(1)).check("reconnect").status == "passed"
     await _until(lambda: watcher.state.phase is Phase.UP and watcher.state.incident is None)
-    stored = await watched.services.repo.incidents.incidents("paper", began, datetime.now(UTC))
+    # What /status shows changes a moment before the store has the closed incident: wait for the store.
+    async with asyncio.timeout(5):
+        while True:
+            stored = await watched.services.repo.incidents.incidents("paper", began, datetime.now(UTC))
+            if all(i.ended_at is not None for i in stored):
+                break
+            await asyncio.sleep(0.02)
     assert [(i.test, i.alerted, i.ended_at is not None) for i in stored] == [(None, True, True),
                                                                              ("reconnect check", False, True)]
     assert len(alerts(watched, "🔴")) == 1
