@@ -13,7 +13,6 @@ import contextlib
 import itertools
 import logging
 import re
-import struct
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -46,6 +45,7 @@ from bot.lab.telegram_standin.params import (
     read_params,
     reply_error,
 )
+from bot.lab.telegram_standin.render import dump_line, message_json, png_size, user_message
 from bot.queues import DropOldestQueue
 from handlers.telegram_html import Entity, FormatError, utf16_len
 
@@ -146,7 +146,7 @@ class BotApiStandIn:
         chat, person = self._chat_of(chat_id), self._user_of(user_id)
         if not text.strip():
             raise ValueError("Telegram clients do not send empty messages")
-        message = self._user_message(chat, person, self._next_message_id(chat_id), text)
+        message = user_message(chat, person, self._next_message_id(chat_id), text)
         self._user_messages.setdefault(chat_id, {})[message["message_id"]] = message
         return self._enqueue("message", message)
 
@@ -155,7 +155,7 @@ class BotApiStandIn:
         chat, person = self._chat_of(chat_id), self._user_of(user_id)
         if message_id not in self._user_messages.get(chat_id, {}):
             raise ValueError(f"no message {message_id} from a person in chat {chat_id}")
-        message = self._user_message(chat, person, message_id, text)
+        message = user_message(chat, person, message_id, text)
         message["date"] = self._user_messages[chat_id][message_id]["date"]
         message["edit_date"] = int(time.time())
         self._user_messages[chat_id][message_id] = message
@@ -227,14 +227,8 @@ class BotApiStandIn:
 
     def dump(self, chat_id: int | None = None, last: int = 8) -> str:
         """The last few bot messages, one line each, for failure messages."""
-        lines = []
-        for cid in [chat_id] if chat_id is not None else list(self._messages):
-            for m in self.messages(cid)[-last:]:
-                buttons = " ".join(f"[{b.text}]" for b in m.button_list)
-                name = f" {m.file_name}" if m.file_name else ""
-                lines.append(f"  chat {cid} #{m.message_id} {m.kind}{name} (edits {m.edits}): {m.text[:300]!r}"
-                             + (f" {buttons}" if buttons else ""))
-        return "\n".join(lines) or "  (no messages)"
+        chats = [chat_id] if chat_id is not None else list(self._messages)
+        return "\n".join(dump_line(m) for cid in chats for m in self.messages(cid)[-last:]) or "  (no messages)"
 
     # --------------------------------------------------------------- faults
     async def refuse_connections(self) -> None:
@@ -445,7 +439,7 @@ class BotApiStandIn:
             raise bad_request(f"there is no {field} in the request")
         size = None
         if kind is MessageKind.PHOTO:
-            size = _png_size(upload.data)
+            size = png_size(upload.data)
             if size is None:
                 raise bad_request("IMAGE_PROCESS_FAILED")
         caption, entities = self._formatted(p, "caption", MAX_CAPTION)
@@ -487,50 +481,14 @@ class BotApiStandIn:
             self._poll.set_exception(ApiError(409, CONFLICT))
         self._poll = None
 
-    def _user_message(self, chat: Chat, person: User, message_id: int, text: str) -> dict[str, Any]:
-        message: dict[str, Any] = {"message_id": message_id, "date": int(time.time()), "chat": chat.json(),
-                                   "from": person.json(), "text": text}
-        entities = with_detected(text, ())
-        if entities:
-            message["entities"] = [e.json() for e in entities]
-        return message
-
     def _message_json(self, m: BotMessage, *, nested: bool = False) -> dict[str, Any]:
-        out: dict[str, Any] = {"message_id": m.message_id, "from": self.bot_user, "chat": self.chats[m.chat_id].json(),
-                               "date": m.date}
-        if m.edit_date is not None:
-            out["edit_date"] = m.edit_date
+        reply_to = None
         if m.reply_to_message_id is not None and not nested:
             # Telegram nests the replied-to message one level deep only.
             replied = self.message(m.chat_id, m.reply_to_message_id)
-            out["reply_to_message"] = (self._message_json(replied, nested=True) if replied is not None else
-                                       self._user_messages.get(m.chat_id, {}).get(m.reply_to_message_id))
-            if out["reply_to_message"] is None:
-                del out["reply_to_message"]
-        file_id = f"{m.kind}-{m.chat_id}-{m.message_id}"
-        file = {"file_id": file_id, "file_unique_id": file_id, "file_size": len(m.file_bytes or b"")}
-        if m.kind is MessageKind.DOCUMENT:
-            out["document"] = {**file, "file_name": m.file_name, "mime_type": m.mime_type}
-        elif m.kind is MessageKind.PHOTO:
-            width, height = m.size or (0, 0)
-            out["photo"] = [{**file, "width": width, "height": height}]
-        text, entities = ("text", "entities") if m.kind is MessageKind.TEXT else ("caption", "caption_entities")
-        if m.text:
-            out[text] = m.text
-        if m.entities:
-            out[entities] = [e.json() for e in m.entities]
-        if m.buttons:
-            out["reply_markup"] = {"inline_keyboard": [[{"text": b.text, "callback_data": b.data} for b in row]
-                                                       for row in m.buttons]}
-        return out
-
-
-def _png_size(data: bytes) -> tuple[int, int] | None:
-    """Width and height of a PNG (gwbot sends only its soak charts); None for anything else."""
-    if data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) >= 24:
-        width, height = struct.unpack(">II", data[16:24])
-        return width, height
-    return None
+            reply_to = (self._message_json(replied, nested=True) if replied is not None else
+                        self._user_messages.get(m.chat_id, {}).get(m.reply_to_message_id))
+        return message_json(m, self.bot_user, self.chats[m.chat_id], reply_to)
 
 
 Route = Callable[[BotApiStandIn, Params], Awaitable[Any]]
