@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from bot.checks import CHECK_NAMES, CHECKS, Check, check_type
+from bot.checks import CHECK_NAMES, CHECKS, Check, check_type, drill
 from bot.checks.base import FAIL, PASS, status_mark
-from storage import CheckStatus, RunRecord, RunStatus
+from storage import CheckStatus, Repository, RunRecord, RunStatus
 
-__all__ = ["log_text", "markdown", "status_mark", "summary"]
+__all__ = ["compared", "log_text", "markdown", "status_mark", "summary"]
 
 LOG_EXCERPT_LINES = 25
 NOTABLE_LEVELS = ("WARNING", "ERROR", "CRITICAL")
@@ -30,12 +30,24 @@ def _type(name: str) -> type[Check]:
         return Check
 
 
-def summary(run: RunRecord) -> str:
-    """The short plain-text result for chat and terminal."""
+async def compared(repo: Repository, run: RunRecord) -> str:
+    """The run's drill beside this Gateway's earlier drills, in words ("" when it measured no outage):
+    read from storage here, as a run knows nothing of the others; summary and report show it."""
+    check = run.check(drill.DrillCheck.name)
+    this = check.metric(drill.OUTAGE) if check is not None else None
+    if this is None:
+        return ""
+    earlier = await repo.history.earlier(run.gateway, drill.DrillCheck.name, drill.OUTAGE, run.id, drill.COMPARE_WITH)
+    return drill.compared(this, earlier)
+
+
+def summary(run: RunRecord, compared: str = "") -> str:
+    """The short plain-text result for chat and terminal; ``compared``: from :func:`compared`."""
     took = _duration(run)
     head = (f"{status_mark(run.status)} {run.status.upper()}: {run.kind} on {run.gateway}, run #{run.id}"
             + (f", {took:.0f} s" if took is not None else ""))
-    return "\n".join([head, *(_type(c.name).summary_line(c) for c in run.checks)])
+    return "\n".join([head, *(_type(c.name).summary_line(c) for c in run.checks),
+                      *([f"Compared: {compared}"] if compared else [])])
 
 
 def _sections(run: RunRecord) -> list[str]:
@@ -114,8 +126,8 @@ def log_text(run: RunRecord) -> str:
     return "\n".join(f"{e.at:%Y-%m-%d %H:%M:%S} {e.level:<7} {e.logger}: {e.message}" for e in run.logs)
 
 
-def markdown(run: RunRecord) -> str:
-    """The seed's Report Template, filled with this run's measured numbers."""
+def markdown(run: RunRecord, compared: str = "") -> str:
+    """The seed's Report Template, filled with this run's measured numbers; ``compared``: from :func:`compared`."""
     took = _duration(run)
     verdict = f"{PASS} PASSED" if run.status == RunStatus.PASSED else f"{FAIL} {run.status.upper()}"
     gw = run.config.get("gateways", [{}])
@@ -129,6 +141,7 @@ def markdown(run: RunRecord) -> str:
         "",
         f"**Status:** {verdict}",
         *_sections(run),
+        *(["", f"**Compared with earlier drills:** {compared}"] if compared else []),
         "",
         "**Errors/Issues:**",
         *_issues(run),

@@ -9,6 +9,7 @@ from functools import partial
 from telegram import Update
 from telegram.ext import ContextTypes
 
+from bot import report
 from bot.checks import CHECK_NAMES
 from bot.checks.base import OperatorReply, Reply
 from bot.checks.drill import DrillCheck, DrillOptions
@@ -92,7 +93,7 @@ async def _start(update: Update, context: ContextTypes.DEFAULT_TYPE, checks: tup
         if error is not None and run.status != "cancelled":
             first = (OutMessage.plain(f"⚠️ Run #{job.run_id} stopped with an internal error "
                                       f"({type(error).__name__}); it is logged."),)
-        await post_results(services.core.outbox, chat_id, run, first)
+        await post_results(services.core.outbox, chat_id, run, first, await report.compared(services.core.repo, run))
 
     try:
         job = await services.core.jobs.start(request, operator, progress=progress, on_event=operator.on_event,

@@ -116,7 +116,8 @@ async def history(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 async def report_(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     run = await _run_arg(context, "report")
     assert update.effective_chat is not None
-    await send_report(chat_services(context).core.outbox, update.effective_chat.id, run)
+    core = chat_services(context).core
+    await send_report(core.outbox, update.effective_chat.id, run, await report.compared(core.repo, run))
 
 
 async def logs(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:

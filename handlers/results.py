@@ -1,4 +1,5 @@
-"""A finished run, posted to the chat through the outbox: summary, report (message or .md file), soak chart."""
+"""A finished run, posted to the chat through the outbox: summary, report (message or .md file), soak
+chart or drill timeline."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import logging
 import re
 
 from bot import report
-from bot.chart import soak_chart
+from bot.chart import drill_chart, soak_chart
+from bot.checks.drill import Stage
 from bot.outbox import Outbox
 from handlers.telegram_html import MESSAGE_LIMIT, FormatError, parse_html, utf16_len
 from storage import OutMessage, RunRecord
@@ -66,8 +68,8 @@ def fits_in_message(telegram_html_text: str) -> bool:
     return 0 < utf16_len(plain) <= MESSAGE_LIMIT
 
 
-def report_message(run: RunRecord) -> OutMessage:
-    text = report.markdown(run)
+def report_message(run: RunRecord, compared: str = "") -> OutMessage:
+    text = report.markdown(run, compared)
     formatted = telegram_html(text)
     if fits_in_message(formatted):
         return OutMessage.html(formatted)
@@ -75,16 +77,22 @@ def report_message(run: RunRecord) -> OutMessage:
                                f"Report for run #{run.id} ({run.kind}, {run.status})")
 
 
-async def send_report(outbox: Outbox, chat_id: int, run: RunRecord) -> None:
-    await outbox.enqueue(chat_id, [report_message(run)])
+async def send_report(outbox: Outbox, chat_id: int, run: RunRecord, compared: str = "") -> None:
+    await outbox.enqueue(chat_id, [report_message(run, compared)])
 
 
-async def post_results(outbox: Outbox, chat_id: int, run: RunRecord, first: tuple[OutMessage, ...] = ()) -> None:
-    """Everything about a finished run, stored in one go: it all arrives, in this order, or none is lost."""
-    messages = [*first, OutMessage.plain(report.summary(run)), report_message(run)]
+async def post_results(outbox: Outbox, chat_id: int, run: RunRecord, first: tuple[OutMessage, ...] = (),
+                       compared: str = "") -> None:
+    """Everything about a finished run, stored in one go: it all arrives, in this order, or none is lost.
+    ``compared``: the run beside this Gateway's earlier ones (:func:`bot.report.compared`)."""
+    messages = [*first, OutMessage.plain(report.summary(run, compared)), report_message(run, compared)]
     for check in run.checks:
+        # matplotlib is CPU work: off the loop, so the chat keeps answering meanwhile.
         if check.name == "soak" and check.series:
-            # matplotlib is CPU work: off the loop, so the chat keeps answering meanwhile.
             png = await asyncio.to_thread(soak_chart, check, f"Run #{run.id}: heartbeat RTT ({check.status})")
             messages.append(OutMessage.photo(png, f"Soak heartbeat RTT, run #{run.id}", f"gwbot-run-{run.id}-soak.png"))
+        elif check.name == "drill" and check.metric(Stage.ACCEPTED.metric) is not None:
+            png = await asyncio.to_thread(drill_chart, check, f"Run #{run.id} on {run.gateway}: drill ({check.status})")
+            messages.append(OutMessage.photo(png, f"Drill stage timeline, run #{run.id}",
+                                             f"gwbot-run-{run.id}-drill.png"))
     await outbox.enqueue(chat_id, messages)

@@ -26,6 +26,7 @@ from typing import Any, NamedTuple, TypeVar
 import aiosqlite
 
 from storage.errors import ELSEWHERE, SchemaTooNew, StorageError, read_only, translate
+from storage.history import HistoryStore
 from storage.incidents import IncidentStore, SubscriberStore
 from storage.migrations import MIGRATIONS
 from storage.models import (
@@ -199,6 +200,7 @@ class Repository:
         self._tx_task: asyncio.Task[Any] | None = None
         self.incidents = IncidentStore(self.db, self.committed)  # the watch's outages share these connections
         self.subscribers = SubscriberStore(self.db, self.committed)  # chats that /subscribe to the watch's alerts
+        self.history = HistoryStore(self.db, self.committed)  # earlier runs' figures, to compare a result with
 
     @classmethod
     async def open(cls, path: Path, *, for_reading: bool = False) -> Repository:

@@ -6,18 +6,20 @@ from dataclasses import replace
 
 import pytest
 
+from bot.chart import drill_figure
 from bot.checks import checklist
-from bot.checks.drill import LAST_STAGE, OUTAGE, READY_TO_RECONNECTED, DrillOptions, Stage
+from bot.checks.drill import LAST_STAGE, OUTAGE, READY_TO_RECONNECTED, DrillOptions, Stage, compared
 from bot.config import IbcAddress, WatchConfig
 from bot.lab.chat import lab_chat
 from bot.lab.ibc_sim import IbcProfile
 from bot.lab.simctl import ControlServer
 from bot.lab.telegram_standin import User
-from bot.report import markdown
+from bot.report import compared as compared_from
+from bot.report import markdown, summary
 from bot.runner import RunStatus
 from bot.services import with_gateway
 from bot.watch.state import Phase
-from storage import CheckStatus, Repository
+from storage import CheckStatus, Metric, Repository
 from tests.conftest import FAST, free_port
 from tests.test_chat import KAI, SQUAD, Chat, chat_config
 from tests.test_chat_watch import WATCH_OPTIONS, _until, alerts
@@ -71,6 +73,42 @@ async def test_a_gateway_that_never_comes_back_fails_naming_the_last_stage(repo,
     assert "did not come back" in result.error and "last stage reached was 'port closed'" in result.error, result.error
     assert result.facts[LAST_STAGE] == "port closed"
     gateway.cancel_restart()
+    check = (await repo.get_run(outcome.run_id)).check("drill")
+    ax = drill_figure(check).axes[0]
+    assert len(ax.patches) == 3, "a bar for accepted, dropped and port closed, none for the stages never reached"
+    assert sum(t.get_text().strip() == "not reached" for t in ax.texts) == len(Stage) - 3
+    assert [t.get_text() for t in ax.get_yticklabels()] == [s.label for s in Stage]
+    assert await compared_from(repo, await repo.get_run(outcome.run_id)) == "", \
+        "a drill that measured no outage is compared with nothing"
+
+
+def test_a_drill_is_put_beside_the_earlier_ones_in_words():
+    assert compared(71.2, [74, 93, 60]) == (
+        "this drill 71 s; last 3 drills median 74 s, worst 93 s (down -> reconnected)")
+    assert compared(0.42, [0.5]) == "this drill 0.4 s; last 1 drill median 0.5 s, worst 0.5 s (down -> reconnected)"
+    assert compared(71, []) == "this drill 71 s; the first drill on this Gateway (down -> reconnected)"
+
+
+async def seed_drills(repo: Repository, outages: list[float], gateway: str = "paper") -> None:
+    """Earlier drills on ``gateway``, as stored by a drill that measured these outages."""
+    for outage in outages:
+        run = await repo.create_run("drill", gateway, "x", "terminal", {})
+        check = await repo.start_check(run, "drill")
+        await repo.finish_check(check, "passed", metrics=[Metric(OUTAGE, outage, "s")])
+        await repo.finish_run(run, "passed")
+
+
+async def test_a_drill_is_compared_with_this_gateways_earlier_drills_in_summary_and_report(repo, gateway, ibc_port):
+    await seed_drills(repo, [1.0, 1.0, 9.0, 7.0, 5.0, 6.0])
+    await seed_drills(repo, [99.0], gateway="live")
+    await seed_drills(repo, [8.0, 4.0, 3.0, 2.0])  # the last 8: the two oldest are left out
+    outcome, _ = await drill(repo, gateway, ibc_port)
+    stored = await repo.get_run(outcome.run_id)
+    words = await compared_from(repo, stored)
+    this = stored.check("drill").metric(OUTAGE)
+    assert words == f"this drill {this:.1f} s; last 8 drills median 5.5 s, worst 9.0 s (down -> reconnected)"
+    assert f"Compared: {words}" in summary(stored, words)
+    assert f"**Compared with earlier drills:** {words}" in markdown(stored, words)
 
 
 async def test_restart_accepted_but_never_down_is_ibc_restart_missed(repo, gateway, ibc_port):
@@ -120,13 +158,19 @@ async def drilled(tmp_path):
 
 async def test_chat_drill_passes_with_its_timeline_and_the_watch_files_it_as_a_test(drilled):
     watcher = drilled.services.watch.watcher()
+    await seed_drills(drilled.services.repo, [3.0])  # run #1
     await early_in_minute(drilled.gateway.ibc.profile.minute)
     started = await drilled.ask("/drill", "drill on paper")
     await _until(lambda: watcher.state.incident is not None)
     assert watcher.state.incident.test == "drill"
-    report = await drilled.wait(lambda m: "Stage timeline" in m.text, started.message_id, timeout=10)
+    result = await drilled.wait(lambda m: "drill on paper, run #2" in m.text, started.message_id, timeout=10)
+    assert "Compared: this drill " in result.text and "; last 1 drill median 3.0 s, worst 3.0 s" in result.text
+    report = await drilled.wait(lambda m: "Stage timeline" in m.text, result.message_id)
     assert "IBC accepted RESTART" in report.text and "handshake answered" in report.text
-    assert (await drilled.services.repo.get_run(1)).status == "passed"
+    assert "Compared with earlier drills: this drill" in report.text
+    chart = await drilled.wait(lambda m: m.kind == "photo", report.message_id)
+    assert chart.file_bytes.startswith(b"\x89PNG") and chart.file_name == "gwbot-run-2-drill.png"
+    assert (await drilled.services.repo.get_run(2)).status == "passed"
     assert alerts(drilled, "🔴") == [], "the drill's own restart is no outage"
 
 

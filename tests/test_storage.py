@@ -151,6 +151,28 @@ async def test_audit_round_trip(repo):
     assert audit[1].detail == "not on the allow-list" and audit[1].at.tzinfo is not None
 
 
+
+async def test_earlier_figures_are_this_gateways_checks_before_the_run_newest_first(repo):
+    async def drill(gateway: str, outage: float | None, name: str = "drill") -> int:
+        run = await repo.create_run("drill", gateway, "x", "terminal", {})
+        check = await repo.start_check(run, name)
+        metrics = [Metric("stage_accepted", 0.0, "s")] + ([Metric("outage", outage, "s")] if outage is not None else [])
+        await repo.finish_check(check, "passed" if outage is not None else "failed", metrics=metrics)
+        await repo.finish_run(run, "passed")
+        return run
+
+    await drill("paper", 71.0)
+    await drill("live", 5.0)  # another Gateway's
+    await drill("paper", 93.0)
+    await drill("paper", None)  # never came back: no outage measured
+    await drill("paper", 60.0, name="reconnect")  # another check's
+    await drill("paper", 74.0)
+    now = await drill("paper", 80.0)
+    assert await repo.history.earlier("paper", "drill", "outage", now, 8) == [74.0, 93.0, 71.0]
+    assert await repo.history.earlier("paper", "drill", "outage", now, 2) == [74.0, 93.0]
+    assert await repo.history.earlier("paper", "drill", "outage", 1, 8) == []
+
+
 # ----------------------------------------------------------- owners
 def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "bot", *args]

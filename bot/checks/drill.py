@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import statistics
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -37,6 +38,7 @@ VERSIONS = b"v%d..%d" % (ApiClient.MinClientVersion, ApiClient.MaxClientVersion)
 METRIC_PREFIX = "stage_"
 OUTAGE, TOTAL, READY_TO_RECONNECTED = "outage", "restart_to_reconnected", "ready_to_reconnected"
 IBC_MINUTE, LAST_STAGE = "ibc_minute", "last_stage"  # facts
+COMPARE_WITH = 8  # a drill's outage is compared with this Gateway's last this many
 HINT_IBC = ("Look at IBC's log and the Gateway's own log for why the restart did not complete",)
 
 
@@ -135,6 +137,17 @@ def timeline_lines(check: CheckRecord) -> list[str]:
     minute = check.facts.get(IBC_MINUTE)
     return [f"  - {at:7.2f} s  {stage.label}" + (f" (restart at {minute})" if stage is Stage.ACCEPTED and minute
                                                   else "") for at, stage in stages]
+
+
+def compared(this: float, earlier: Sequence[float]) -> str:
+    """A drill's outage (down -> reconnected) beside this Gateway's earlier drills' (newest first)."""
+    def s(x: float) -> str:
+        return f"{x:.0f} s" if x >= 10 else f"{x:.1f} s"  # a real restart: whole seconds; the simulator's: tenths
+    if not earlier:
+        return f"this drill {s(this)}; the first drill on this Gateway (down -> reconnected)"
+    n = len(earlier)
+    return (f"this drill {s(this)}; last {n} drill{'s' if n > 1 else ''} median {s(statistics.median(earlier))}, "
+            f"worst {s(max(earlier))} (down -> reconnected)")
 
 
 class DrillCheck(Check):

@@ -21,6 +21,17 @@ async def bench(_: Config, args: argparse.Namespace) -> int:
         print_lines(json.dumps(bench_watch.figure_json(f), ensure_ascii=False) if args.json else line(f)
                      for f in figures)
 
+    async def drills() -> None:  # IBC RESTART, timed stage by stage
+        if args.drills == 0:
+            return
+        say(f"Drills: {args.drills} IBC RESTARTs of a simulator process (IBC minute {args.ibc_minute:g} s, port "
+            f"closed {args.drill_down:g} s, API ready {args.drill_ready_after:g} s later) ...")
+        show(await bench_watch.measure_drill(args.drills, args.drill_down, args.drill_ready_after, args.ibc_minute),
+             bench_watch.figure_line)
+
+    if args.drill_only:
+        await drills()
+        return EXIT_OK
     if not args.watch_only:
         say(f"Measuring against the simulated Gateway ({args.trials} trials each) ...")
         show(await benches.measure(trials=args.trials), benches.Figure.line)
@@ -39,4 +50,6 @@ async def bench(_: Config, args: argparse.Namespace) -> int:
     show(await bench_watch.measure_restart(restarts, args.restart, args.ready_after), bench_watch.figure_line)
     show(await bench_watch.measure_frozen(trials=min(args.trials, 5)), bench_watch.figure_line)
     show(await bench_watch.measure_many(gateways=args.gateways, commands=args.commands), bench_watch.figure_line)
+    await drills()
     return EXIT_OK
+

@@ -154,7 +154,16 @@ def _parser() -> argparse.ArgumentParser:
                        help="how long the port stays closed in the watch's restart figure (default 60)")
     bench.add_argument("--ready-after", type=_typed(Range(0, 3600, low_open=True)), default=15.0, metavar="SECONDS",
                        help="then how long until its API is ready, as if logging in (default 15)")
-    bench.add_argument("--watch-only", action="store_true", help="only the always-on watch's figures")
+    bench.add_argument("--watch-only", action="store_true", help="only the always-on watch's figures (and drills)")
+    bench.add_argument("--drill-only", action="store_true", help="only the drill's figures")
+    bench.add_argument("--drills", type=_typed(Range(0, 1000, integer=True)), default=3,
+                       help="IBC RESTART drills timed stage by stage (default 3; 0: skip them)")
+    bench.add_argument("--drill-down", type=_typed(Range(0, 3600)), default=40.0, metavar="SECONDS",
+                       help="a drill's restart: the port closed this long (default 40)")
+    bench.add_argument("--drill-ready-after", type=_typed(Range(0, 3600)), default=15.0, metavar="SECONDS",
+                       help="then the API ready this much later (default 15)")
+    bench.add_argument("--ibc-minute", type=_typed(ibc_sim.MINUTE), default=5.0, metavar="SECONDS",
+                       help="the simulated IBC's 'next minute' that RESTART waits for (default 5; IBC's is 60)")
     bench.add_argument("--gateways", type=_typed(Range(1, 500, integer=True)), default=50,
                        help="Gateways watched at once (default 50)")
     bench.add_argument("--commands", type=_typed(Range(1, 100_000, integer=True)), default=1000,

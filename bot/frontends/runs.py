@@ -60,7 +60,7 @@ async def run_checks(config: Config, request: RunRequest, simulate: bool) -> tup
         outcome = await services.jobs.runner.run(request, operator, printer, on_result)
         stored = await services.repo.get_run(outcome.run_id)
         assert stored is not None
-        return outcome, report.markdown(stored)
+        return outcome, report.markdown(stored, await report.compared(services.repo, stored))
 
 
 async def check(config: Config, args: argparse.Namespace) -> int:

@@ -78,14 +78,19 @@ async def outbox(config: Config, args: argparse.Namespace) -> int:
 
 
 async def stored_run(config: Config, run_id: int) -> RunRecord:
+    return (await _stored_run(config, run_id, compare=False))[0]
+
+
+async def _stored_run(config: Config, run_id: int, *, compare: bool) -> tuple[RunRecord, str]:
+    """The run, and (``compare``) its comparison with this Gateway's earlier runs."""
     async with stored(config) as repo:
         if repo is None:
             raise UsageError(f"gwbot: no run #{run_id}: no history yet ({database_path(config)} does not exist; "
                              "try gwbot demo)")
         run = await repo.get_run(run_id)
-    if run is None:
-        raise UsageError(f"gwbot: no run #{run_id} (see gwbot history)")
-    return run
+        if run is None:
+            raise UsageError(f"gwbot: no run #{run_id} (see gwbot history)")
+        return run, await reports.compared(repo, run) if compare else ""
 
 
 async def logs(config: Config, args: argparse.Namespace) -> int:
@@ -95,8 +100,8 @@ async def logs(config: Config, args: argparse.Namespace) -> int:
 
 
 async def report(config: Config, args: argparse.Namespace) -> int:
-    run = await stored_run(config, args.run_id)
-    text = reports.markdown(run)
+    run, compared = await _stored_run(config, args.run_id, compare=True)
+    text = reports.markdown(run, compared)
     if args.out:
         try:
             args.out.write_text(text, encoding="utf-8")

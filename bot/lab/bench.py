@@ -15,7 +15,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -231,11 +231,12 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
-async def spawn_simulator(port: int, control_port: int = 0, *, logs: bool = False) -> asyncio.subprocess.Process:
+async def spawn_simulator(port: int, control_port: int = 0, *, logs: bool = False,
+                          extra: Sequence[str] = ()) -> asyncio.subprocess.Process:
     """`gwbot simulate` in its own process; returns as soon as its port accepts connections.
-    ``logs``: its log lines on ``proc.stderr`` (the caller must keep reading them)."""
+    ``logs``: its log lines on ``proc.stderr`` (the caller must keep reading them); ``extra``: more flags."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", "simulate", "--port", str(port), "--control-port", str(control_port),
+        sys.executable, "-m", "bot", "simulate", "--port", str(port), "--control-port", str(control_port), *extra,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE if logs else asyncio.subprocess.DEVNULL,
         env=os.environ | {"GWBOT_CONFIG": ""})
     try:

@@ -18,16 +18,20 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from bot.config import Config, GatewayConfig, SoakConfig, TelegramConfig, WatchConfig
+from bot.checks.drill import ORDERED, TOTAL, DrillCheck
+from bot.config import Config, GatewayConfig, IbcAddress, SoakConfig, TelegramConfig, WatchConfig
 from bot.ibkr.client import ClientOptions, IBKRClient, port_accepts
 from bot.ibkr.errors import GatewayError
 from bot.lab.bench import PERSON, Figure, free_ports, kill, last_id, loop_lags, round_trip, spawn_simulator
 from bot.lab.chat import LabChat, lab_chat
+from bot.lab.operators import SilentOperator
 from bot.lab.simctl import send_control
 from bot.lab.telegram_standin import BotApiStandIn, BotMessage, User
-from bot.services import Services
+from bot.runner import Runner, RunRequest
+from bot.services import Services, with_gateway
 from bot.stats import percentile
 from bot.watch.state import Phase
+from storage import Repository, RunStatus
 
 log = logging.getLogger(__name__)
 # PERSON: the alert chat, a private chat (Telegram: ~1 message/s, no per-minute group limit)
@@ -294,6 +298,47 @@ async def _commands_during_soak(standin: BotApiStandIn, commands: int) -> Figure
     times = [await round_trip(standin, PERSON, PERSON, "/help", "/checklist") for _ in range(commands)]
     await round_trip(standin, PERSON, PERSON, "/cancel", "Cancelled")
     return Figure("/help round trip, soak running + Gateways watched [p99 ≤50, worst ≤50]", tuple(times), "ms")
+
+
+async def measure_drill(trials: int = 3, down: float = 40.0, ready_after: float = 15.0,
+                        minute: float = 5.0) -> list[Figure]:
+    """The drill check, ``trials`` times, against `gwbot simulate` in its own process answering IBC's
+    RESTART (its "next minute" ``minute`` s long, then port closed ``down`` s, API ready ``ready_after``
+    s after it reopens), with the checklist's client settings: RESTART accepted -> the check's client
+    reconnected, and the stretch before each stage (seconds, and its share of the whole on average)."""
+    port, control = free_ports(2)
+    sim = await spawn_simulator(port, control, extra=(
+        "--ibc-minute", f"{minute:g}", "--ibc-down", f"{down:g}", "--ibc-ready-after", f"{ready_after:g}"))
+    totals: list[float] = []
+    stretches: dict[str, list[float]] = {s.label: [] for s in ORDERED[1:]}
+    shares: dict[str, list[float]] = {s.label: [] for s in ORDERED[1:]}
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            config = with_gateway(Config(data_dir=Path(tmp)), host="127.0.0.1", port=port,
+                                  ibc=IbcAddress(control, "127.0.0.1"))
+            async with await Repository.open(Path(tmp) / "bench.sqlite3") as repo:
+                for _ in range(trials):
+                    outcome = await Runner(config, repo).run(RunRequest((DrillCheck.name,), "bench", "bench"),
+                                                             SilentOperator())
+                    result = outcome.results[0]
+                    total = result.metric(TOTAL)
+                    if outcome.status is not RunStatus.PASSED or total is None:
+                        raise RuntimeError(f"the drill did not pass ({outcome.status}): {result.error}")
+                    totals.append(total)
+                    reached = 0.0  # the drop and the port's close come in either order: a stretch is never < 0
+                    for stage in ORDERED[1:]:
+                        seen = result.metric(stage.metric)
+                        at = reached if seen is None else seen
+                        stretches[stage.label].append(max(0.0, at - reached))
+                        shares[stage.label].append(max(0.0, at - reached) / total)
+                        reached = max(reached, at)
+    finally:
+        await kill(sim)
+    figures = [Figure(f"drill: RESTART accepted -> client reconnected (IBC minute {minute:g} s, port closed "
+                      f"{down:g} s, API ready {ready_after:g} s later)", tuple(totals), "s")]
+    figures += [Figure(f"  to {label} ({100 * statistics.mean(shares[label]):.0f} % of it)", tuple(times), "s")
+                for label, times in stretches.items()]
+    return figures
 
 
 def figure_line(f: Figure) -> str:
