@@ -20,10 +20,12 @@ from telegram.ext import Application, ApplicationBuilder, BaseUpdateProcessor
 
 import handlers
 from bot.config import Config
+from bot.drill_schedule import scheduled_drills
 from bot.selfcheck import ping_forever
 from bot.services import Services, database_path, gateway_jobs, outbox
 from bot.watch.delivery import watching
 from handlers.delivery import TelegramTransport
+from handlers.results import post_results
 from storage import Repository
 
 log = logging.getLogger(__name__)
@@ -129,12 +131,14 @@ async def _stop(task: asyncio.Task[None]) -> None:
 @contextlib.asynccontextmanager
 async def serving_chat(config: Config, token: str, *, base_url: str | None = None, poll_timeout: float = POLL_TIMEOUT,
                        client_options: dict[str, Any] | None = None,
-                       watch_options: dict[str, Any] | None = None) -> AsyncIterator[Services]:
+                       watch_options: dict[str, Any] | None = None,
+                       schedule_options: dict[str, Any] | None = None) -> AsyncIterator[Services]:
     """All of gwbot with its chat front end; one step per part, each stopped in reverse.
 
     Start: storage, the Bot API connection, the outbox (sending through that Bot), the watch
     (``watch_options``: watcher options, {} for the defaults; None: no watch), the Gateway jobs,
-    the selfcheck, polling. So a check cancelled at shutdown still posts its last messages: the jobs
+    the scheduled drills (``schedule_options``: the scheduler's, e.g. its timer), the selfcheck,
+    polling. So a check cancelled at shutdown still posts its last messages: the jobs
     stop before the outbox, and the outbox before the Bot's connection closes.
     """
     async with contextlib.AsyncExitStack() as stack:
@@ -147,6 +151,7 @@ async def serving_chat(config: Config, token: str, *, base_url: str | None = Non
         watcher = None if watch_options is None else await stack.enter_async_context(
             watching(config, repo, box, client_options=client_options, **watch_options))
         services = await stack.enter_async_context(gateway_jobs(config, repo, box, watcher, client_options))
+        await stack.enter_async_context(scheduled_drills(services, post_results, **(schedule_options or {})))
         # The dead man's switch pings while the bot runs (nothing without selfcheck.ping_url).
         stack.push_async_callback(_stop, asyncio.create_task(ping_forever(config.selfcheck, box), name="selfcheck"))
         await stack.enter_async_context(_chat_front_end(application, services, poll_timeout))

@@ -33,7 +33,7 @@ from bot.config_rules import (  # noqa: F401 -- re-exported: every edge imports 
     key_path,
     show,
 )
-from bot.watch.schedule import Schedule, Window, default_windows
+from bot.watch.schedule import Recurring, Schedule, Window, default_windows
 
 ENV_CONFIG = "GWBOT_CONFIG"
 ENV_TOKEN = "TELEGRAM_BOT_TOKEN"
@@ -162,6 +162,16 @@ class WatchConfig:
 
 
 @dataclass(frozen=True)
+class DrillConfig:
+    """Scheduled drills: IBC's RESTART at set times on every Gateway with ``ibc`` configured."""
+
+    schedule: Recurring | None = setting(None, valid.recurring)  # noqa: RUF009 -- None: no scheduled drills
+    # Never inside these (a squad's trading hours), nor inside the watch's expected windows.
+    trading: tuple[Window, ...] = setting((), valid.window_list)
+    allow_live: bool = setting(False, valid.boolean)  # a live account's Gateway is restarted only if true
+
+
+@dataclass(frozen=True)
 class OutboxConfig:
     # More pending than this for one chat after an outage: one digest instead.
     digest_after: int = setting(10, Range(1, 10_000, integer=True))
@@ -194,6 +204,7 @@ class Config:
     checks: ChecksConfig = ChecksConfig()
     logging: LoggingConfig = LoggingConfig()
     watch: WatchConfig = WatchConfig()
+    drill: DrillConfig = DrillConfig()
     outbox: OutboxConfig = OutboxConfig()
     selfcheck: SelfcheckConfig = SelfcheckConfig()
     source: Path | None = None

@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from bot.client_ids import CLIENT_ID_MAX, ClientRole
-from bot.watch.schedule import REGIONS, Window, parse_window, zone_name
+from bot.watch.schedule import REGIONS, Recurring, Window, parse_recurring, parse_window, zone_name
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 # What a typed number may look like: plain ASCII decimals (int()/float() also take '1_0', '٣', 'nan').
@@ -219,6 +219,22 @@ def windows(v: Any) -> tuple[Window, ...] | None:
     if not isinstance(v, list):
         raise Invalid("a list of windows, or null for IBKR's defaults")
     return tuple(window(w) for w in v)
+
+
+def window_list(v: Any) -> tuple[Window, ...]:
+    """Windows with no default behind null: an empty list is none."""
+    if not isinstance(v, list):
+        raise Invalid("a list of windows like {name, days, start: 'HH:MM', end: 'HH:MM', tz}, or [] for none")
+    return tuple(window(w) for w in v)
+
+
+def recurring(v: Any) -> Recurring | None:
+    if v is None:
+        return None
+    try:
+        return parse_recurring(v)
+    except ValueError as e:
+        raise Invalid(f"null (off) or {e}") from None
 
 
 PORT = Range(1, 65535, integer=True)

@@ -56,6 +56,10 @@ class JobBoard:
     def current(self, gateway: str) -> Job | None:
         return self._jobs.get(gateway)
 
+    def busy(self, gateway: str) -> bool:
+        """A run has this Gateway, or is being created on it."""
+        return gateway in self._jobs
+
     async def start(self, request: RunRequest, operator: Operator, *, progress: ProgressSink | None = None,
                     on_result: Callable[[CheckResult], None] | None = None, on_event: EventSink | None = None,
                     on_done: OnDone | None = None, on_step: StepSink | None = None) -> Job:

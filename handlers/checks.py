@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
 from functools import partial
 
 from telegram import Update
@@ -12,14 +11,13 @@ from telegram.ext import ContextTypes
 from bot import report
 from bot.checks import CHECK_NAMES
 from bot.checks.base import OperatorReply, Reply
-from bot.checks.drill import DrillCheck, DrillOptions
-from bot.checks.reconnect import ReconnectCheck
+from bot.checks.drill import DrillCheck
 from bot.checks.soak import SoakOptions
-from bot.config import SOAK_SECONDS, GatewayConfig, Range
+from bot.config import SOAK_SECONDS, Range
+from bot.expected_stops import watch_expects_stops
 from bot.jobs import Busy, Job
-from bot.runner import RunOutcome, RunRequest, Step
-from bot.watch.watcher import utc_now
-from handlers.context import BadArgument, ChatServices, chat_services, gateway_arg, number_arg, reply, who
+from bot.runner import RunOutcome, RunRequest
+from handlers.context import BadArgument, chat_services, gateway_arg, number_arg, reply, who
 from handlers.operator import PREFIX, ChatOperator
 from handlers.progress import ProgressMessage
 from handlers.results import post_results
@@ -79,11 +77,6 @@ async def _start(update: Update, context: ContextTypes.DEFAULT_TYPE, checks: tup
     progress = ProgressMessage(context.bot, chat_id, request.kind, 0, services.core.config.telegram.progress_interval)
     operator = ChatOperator(context.bot, chat_id, services.prompts, gw.name)
 
-    def on_step(step: Step) -> None:
-        if step.check in STOP_WINDOWS:
-            window, reason = STOP_WINDOWS[step.check]
-            _watch_expects_stop(services, gw.name, window(services, gw) if step.running else None, reason)
-
     async def done(job: Job, outcome: RunOutcome | None, error: BaseException | None) -> None:
         await progress.close()
         run = await services.core.repo.get_run(job.run_id)
@@ -97,42 +90,14 @@ async def _start(update: Update, context: ContextTypes.DEFAULT_TYPE, checks: tup
 
     try:
         job = await services.core.jobs.start(request, operator, progress=progress, on_event=operator.on_event,
-                                             on_done=done, on_step=on_step)
+                                             on_done=done,
+                                             on_step=watch_expects_stops(services.core.config, services.core.watch, gw))
     except Busy as busy:
         await reply(update, _busy_text(gw.name, busy.job))
         return
     progress.run_id = job.run_id
     await reply(update, f"▶️ {request.kind} on {gw.name} ({gw.host}:{gw.port}) started by {request.started_by}: "
                         f"run #{job.run_id}. /cancel stops it.")
-
-
-def _stop_window(services: ChatServices, gw: GatewayConfig) -> float:
-    """How long at most the reconnect step may run: its connect, both operator prompts, the
-    reconnect budget, and a minute to spare. Only a bound: the step's end lifts the suppression."""
-    c = services.core.config
-    return gw.connect_timeout + 2 * c.checks.operator_timeout + c.checks.reconnect_within + 60
-
-
-def _drill_window(services: ChatServices, gw: GatewayConfig) -> float:
-    """How long at most a drill may run: its connect, the drill's allowances, the reconnect budget and
-    a minute to spare; a Gateway still down when the step ends is a real outage from then."""
-    d = DrillOptions()
-    return gw.connect_timeout + d.down_within + d.back_within + services.core.config.checks.reconnect_within + 60
-
-
-# The steps that stop the Gateway on purpose: how long each may, and what the watch calls it.
-STOP_WINDOWS = {ReconnectCheck.name: (_stop_window, "reconnect check"), DrillCheck.name: (_drill_window, "drill")}
-
-
-def _watch_expects_stop(services: ChatServices, gateway: str, at_most: float | None, reason: str) -> None:
-    """The reconnect step or the drill (alone or in /checklist) stops the Gateway on purpose: while it runs,
-    the watch reports a stop as part of the test, not as an outage; before and after it, every stop
-    is an outage. ``at_most`` None: the step is over."""
-    watch = services.core.watch
-    if watch is None or gateway not in watch.watchers:
-        return
-    until = None if at_most is None else utc_now() + timedelta(seconds=at_most)
-    watch.suppress(gateway, reason, until)
 
 
 # The commands that run one check, or the whole checklist, with no arguments of their own.

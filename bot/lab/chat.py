@@ -30,12 +30,14 @@ class LabChat:
 async def lab_chat(config: Config, people: Iterable[User], groups: Mapping[int, str] | None = None, *,
                    client_options: dict[str, Any] | None = None,
                    watch_options: dict[str, Any] | None = None,
+                   schedule_options: dict[str, Any] | None = None,
                    attach_port: int | None = None) -> AsyncIterator[LabChat]:
     """gwbot chatting through the stand-in, about a simulated Gateway, until the context ends.
 
     ``people`` may use the bot, in ``groups`` (chat id -> title) and in their private chats; add
     strangers to ``standin`` afterwards. The first Gateway of ``config`` is the simulated one.
     ``watch_options``: run the watch with these watcher options ({} for the defaults); None: no watch.
+    ``schedule_options``: the drill scheduler's (its timer).
     ``attach_port``: talk to a Gateway already listening on 127.0.0.1:PORT (a `gwbot simulate` in
     another terminal) instead of starting one.
     """
@@ -52,5 +54,6 @@ async def lab_chat(config: Config, people: Iterable[User], groups: Mapping[int, 
         config = replace(config, telegram=replace(config.telegram, allowed_chat_ids=frozenset(groups),
                                                   allowed_user_ids=frozenset(p.id for p in people)))
         async with serving_chat(config, standin.token, base_url=standin.base_url, poll_timeout=1,
-                                client_options=client_options, watch_options=watch_options) as services:
+                                client_options=client_options, watch_options=watch_options,
+                                schedule_options=schedule_options) as services:
             yield LabChat(gateway, standin, config, services)

@@ -195,3 +195,51 @@ def parse_window(v: Any) -> Window:
     if not isinstance(v["name"], str) or not v["name"].strip():
         raise ValueError("a non-empty string")
     return Window(v["name"], start, end, zone_name(v["tz"]), days, WindowKind(v.get("kind", "other")))
+
+
+@dataclass(frozen=True)
+class Recurring:
+    """A time of day on some weekdays, in its own zone (a scheduled drill): ``days`` Monday = 0."""
+
+    at: time
+    tz: str
+    days: frozenset[int] = EVERY_DAY
+
+    def next_after(self, after: datetime) -> datetime:
+        """The first occurrence strictly after ``after``, in UTC (a week holds at least one)."""
+        zone = ZoneInfo(self.tz)
+        day = after.astimezone(zone).date()
+        for n in range(9):
+            local = datetime.combine(day + timedelta(days=n), self.at, tzinfo=zone)
+            if local.weekday() in self.days and (at := local.astimezone(UTC)) > after:
+                return at
+        raise AssertionError("days is never empty")
+
+    @property
+    def label(self) -> str:
+        names = "daily" if self.days == EVERY_DAY else ", ".join(DAY_NAMES[d] for d in sorted(self.days))
+        return f"{names} at {self.at:%H:%M} {self.tz}"
+
+
+RECURRING_KEYS = ("days", "time", "tz")
+RECURRING_SHAPE = "a schedule {days, time: 'HH:MM', tz}"
+
+
+def parse_recurring(v: Any) -> Recurring:
+    """A schedule as a config file gives it: {days, time: 'HH:MM', tz}, days may be left out
+    (daily); ValueError saying what is expected."""
+    if not isinstance(v, dict) or not {"time", "tz"} <= v.keys() or not v.keys() <= set(RECURRING_KEYS):
+        raise ValueError(RECURRING_SHAPE + ", e.g. {days: weekdays, time: '17:30', tz: America/New_York}")
+    try:
+        at = _hh_mm(v["time"])
+    except ValueError:
+        raise ValueError(RECURRING_SHAPE + " with a time from '00:00' to '23:59'") from None
+    try:
+        days = parse_days(v.get("days", "daily"))
+    except ValueError:
+        raise ValueError(RECURRING_SHAPE + " with days 'daily', 'weekdays', 'weekends' or a list of mon..sun") from None
+    try:
+        tz = zone_name(v["tz"])
+    except ValueError as e:
+        raise ValueError(f"{RECURRING_SHAPE} with tz {e}") from None
+    return Recurring(at, tz, days)
