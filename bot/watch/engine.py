@@ -10,7 +10,8 @@ Rules:
 - more than ``flap_count`` changes within ``flap_window`` is flapping: one summary, then quiet
   until it has stayed up or down for ``flap_quiet`` (then one 🔴, or one 🟢 "stable again");
 - ⏰ reminders every ``remind_every`` until acknowledged; acknowledging edits the 🔴 to say
-  who took it; a recovery closes the incident, so the next one needs a new acknowledgement;
+  who took it; so does a restart someone had IBC do from the alert (``restarted``), which the 🟢
+  repeats; a recovery closes the incident, so the next one needs a new acknowledgement;
 - muted: nothing is sent; what is still true when the mute ends is sent then;
 - inside an expected window a drop is one quiet 🟡 note, a 🔴 only if it is not back by the
   window's end + ``grace``; its return edits the note (one message per expected outage);
@@ -119,6 +120,16 @@ class Engine:
         if inc.login_alerted:
             out.append(self._login_alert(inc, edit=True))
         return out
+
+    def restarted(self, by: str, key: str) -> list[Alert]:
+        """Someone had IBC restart the Gateway of outage ``key`` (from its 🔴): the 🔴 is edited to say
+        who and when, and the 🟢 will say it. gwbot itself never restarts anything."""
+        inc = self.incident
+        if inc is None or inc.key != key:
+            return []
+        inc = self._set(replace(inc, restarted_by=by, restarted_at=self.clock.wall()))
+        self.log.info("outage since %s: restart through IBC asked by %s", inc.started_at.isoformat(), by)
+        return [self._alert(AlertKind.DOWN, inc, edit=True)] if inc.alerted_at is not None else []
 
     def mute(self, until: datetime | None) -> list[Alert]:
         """Send nothing until ``until`` (None: unmute); whatever is still true then is sent then."""

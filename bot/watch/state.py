@@ -108,6 +108,8 @@ class Incident:
     needs_2fa: bool = False          # the login alert claimed a 2FA login (the schedule said one is due)
     acked_by: str | None = None
     acked_at: datetime | None = None
+    restarted_by: str | None = None  # someone had IBC restart it from the alert (never gwbot by itself)
+    restarted_at: datetime | None = None
     ended_at: datetime | None = None
     recovery: Recovery | None = None
     # The key's stamp: the start in ms, moved on where an earlier incident of this Gateway has it

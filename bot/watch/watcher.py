@@ -223,6 +223,10 @@ class GatewayWatcher:
         inc = self.engine.incident
         return inc is not None and inc.acked_by == by and (key is None or key == inc.key)
 
+    def restarted(self, by: str, key: str) -> None:
+        """Someone had IBC restart this Gateway from outage ``key``'s alert."""
+        self._emit(self.engine.restarted(by, key))
+
     def mute(self, until: datetime | None) -> None:
         self._emit(self.engine.mute(until))
 
