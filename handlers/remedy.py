@@ -4,7 +4,8 @@ Pressing asks in the chat ("Restart paper now? ... [Yes] [No]"); [Yes] sends the
 IBC's command server, edits the question to say what IBC answered, and has the watch edit the
 alert to say who restarted it and when. Refused, with the reason, while a check runs on that
 Gateway (it stops and starts the Gateway itself), where a restart would need the weekly 2FA login,
-or when IBC cannot be reached or answers ERROR. Every answer is audited.
+or when IBC cannot be reached or answers ERROR. Every answer is audited. [Reconnect data] under a
+farm's 🟡 works the same way with IBC's RECONNECTDATA.
 """
 
 from __future__ import annotations
@@ -28,10 +29,12 @@ from handlers.watch import REF
 log = logging.getLogger(__name__)
 YES, NO = "yes", "no"
 # "restart:<ref>" asks; "restart.yes:<ref>" / "restart.no:<ref>" answer the question (23 bytes at most).
-BUTTON_PATTERN = rf"^({AlertAction.RESTART})(?:\.({YES}|{NO}))?:{REF}$"
+# "rdata:<Gateway ref>" likewise, from a farm's 🟡 (it has no incident).
+BUTTON_PATTERN = rf"^({AlertAction.RESTART}|{AlertAction.RECONNECT_DATA})(?:\.({YES}|{NO}))?:{REF}$"
+DATA_QUESTION = "Reconnect {}'s data farms now? IBC has the Gateway reconnect them (Ctrl-Alt-F); the API stays up."
 
 
-def question(gateway: str) -> str:
+def restart_question(gateway: str) -> str:
     return f"Restart {gateway} now? It will be back in about a minute, no 2FA needed."
 
 
@@ -40,9 +43,12 @@ async def on_remedy_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -
     query = update.callback_query
     assert query is not None and query.data is not None and update.effective_chat is not None
     head, _, ref = query.data.partition(":")
-    _, _, answer = head.partition(".")
+    action, _, answer = head.partition(".")
     services = chat_services(context)
     watch = services.core.watch
+    if action == AlertAction.RECONNECT_DATA:
+        await _on_reconnect_data(update, context, ref, answer)
+        return
     found = await watch.find(ref) if watch is not None else None
     if watch is None or found is None:
         await query.answer(UNKNOWN_BUTTON if watch is None else "This alert's Gateway is not watched here any more.")
@@ -59,7 +65,7 @@ async def on_remedy_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -
         return
     if answer == NO:
         await query.answer("Left as it is.")
-        await query.edit_message_text(f"{question(gateway)}\nNot restarted ({handle(update)} said no).")
+        await query.edit_message_text(f"{restart_question(gateway)}\nNot restarted ({handle(update)} said no).")
         return
     refusal = _refusal(services, gw, watcher)
     if refusal is None and gw.ibc is None:  # the button is only offered with ibc; the config changed since
@@ -68,13 +74,60 @@ async def on_remedy_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -
         await _refused(update, services, gateway, refusal, edit=bool(answer))
         return
     if not answer:
-        await query.answer()
-        buttons = InlineKeyboardMarkup([[InlineKeyboardButton(label, callback_data=f"{AlertAction.RESTART}.{word}:"
-                                                                                   f"{inc.ref}")
-                                         for label, word in (("Yes", YES), ("No", NO))]])
-        await context.bot.send_message(update.effective_chat.id, question(gateway), reply_markup=buttons)
+        await _ask(update, context, restart_question(gateway), AlertAction.RESTART, inc.ref)
         return
     await _restart(update, services, gw, watcher, inc)
+
+
+async def _ask(update: Update, context: ContextTypes.DEFAULT_TYPE, text: str, action: AlertAction, ref: str) -> None:
+    assert update.callback_query is not None and update.effective_chat is not None
+    await update.callback_query.answer()
+    buttons = InlineKeyboardMarkup([[InlineKeyboardButton(label, callback_data=f"{action}.{word}:{ref}")
+                                     for label, word in (("Yes", YES), ("No", NO))]])
+    await context.bot.send_message(update.effective_chat.id, text, reply_markup=buttons)
+
+
+async def _on_reconnect_data(update: Update, context: ContextTypes.DEFAULT_TYPE, ref: str, answer: str) -> None:
+    """[Reconnect data] under a farm's 🟡: IBC's RECONNECTDATA after a [Yes]."""
+    query = update.callback_query
+    assert query is not None
+    services = chat_services(context)
+    watch = services.core.watch
+    gateway = watch.by_gateway_ref(ref) if watch is not None else None
+    if watch is None or gateway is None:
+        await query.answer("This alert's Gateway is not watched here any more.")
+        return
+    gw, watcher, text = services.core.config.gateway(gateway), watch.watcher(gateway), DATA_QUESTION.format(gateway)
+    if not watcher.engine.broken_farms() and answer != NO:
+        await query.answer("Its data farms are OK again: nothing to reconnect.")
+        return
+    if answer == NO:
+        await query.answer("Left as it is.")
+        await query.edit_message_text(f"{text}\nNot reconnected ({handle(update)} said no).")
+        return
+    job = services.core.jobs.current(gateway)
+    refusal = f"{job.what} on {gateway} is running (run #{job.run_id}); /cancel {gateway} first." if job else None
+    if refusal is None and gw.ibc is None:
+        refusal = f"{gateway} has no ibc: {{port: 7462}} in the config, so gwbot cannot reach IBC for it."
+    if refusal is not None:
+        await _refused(update, services, gateway, refusal, edit=bool(answer), command="RECONNECTDATA", question=text)
+        return
+    if not answer:
+        await _ask(update, context, text, AlertAction.RECONNECT_DATA, ref)
+        return
+    assert gw.ibc is not None
+    await query.answer("Asking IBC to reconnect the data farms…")
+    try:
+        await IbcClient(gw.ibc.host or gw.host, gw.ibc.port).reconnect_data()
+    except IbcError as e:
+        await _refused(update, services, gateway, str(e), edit=True, command="RECONNECTDATA", question=text)
+        return
+    by, at = handle(update), utc_now()
+    watcher.farms_reconnected(by)
+    log.warning("%s had IBC reconnect the data farms of %s", by, gateway)
+    await _audit(update, services, gateway, True, "OK", command="RECONNECTDATA")
+    await query.edit_message_text(f"{text}\n🔄 IBC reconnects them. Asked by {by} at "
+                                  f"{clock(at, services.core.config.watch.time_zone)}.")
 
 
 def _refusal(services: ChatServices, gw: GatewayConfig, watcher: GatewayWatcher) -> str | None:
@@ -94,15 +147,17 @@ def _refusal(services: ChatServices, gw: GatewayConfig, watcher: GatewayWatcher)
     return None
 
 
-async def _refused(update: Update, services: ChatServices, gateway: str, reason: str, *, edit: bool) -> None:
+async def _refused(update: Update, services: ChatServices, gateway: str, reason: str, *, edit: bool,
+                   command: str = "RESTART", question: str | None = None) -> None:
     query = update.callback_query
     assert query is not None
-    text = f"❌ Not restarted: {reason}"
-    log.warning("%s: restart of %s refused: %s", handle(update), gateway, reason)
-    await _audit(update, services, gateway, False, reason)
-    await query.answer("Not restarted: the reason is in the chat.")
+    done = "Not restarted" if command == "RESTART" else "Not reconnected"
+    text = f"❌ {done}: {reason}"
+    log.warning("%s: IBC %s of %s refused: %s", handle(update), command, gateway, reason)
+    await _audit(update, services, gateway, False, reason, command=command)
+    await query.answer(f"{done}: the reason is in the chat.")
     if edit:
-        await query.edit_message_text(f"{question(gateway)}\n{text}")
+        await query.edit_message_text(f"{question or restart_question(gateway)}\n{text}")
     else:
         assert update.effective_chat is not None
         await update.get_bot().send_message(update.effective_chat.id, text)
@@ -123,7 +178,7 @@ async def _restart(update: Update, services: ChatServices, gw: GatewayConfig, wa
     watcher.restarted(by, inc.key)
     log.warning("%s had IBC at %s restart %s: %s", by, ibc.address, gw.name, " / ".join(accepted.replies))
     await _audit(update, services, gw.name, True, " / ".join(accepted.replies))
-    await query.edit_message_text(f"{question(gw.name)}\n🔄 {_accepted(accepted, at)} Asked by {by} at "
+    await query.edit_message_text(f"{restart_question(gw.name)}\n🔄 {_accepted(accepted, at)} Asked by {by} at "
                                   f"{clock(at, services.core.config.watch.time_zone)}.")
 
 
@@ -133,8 +188,9 @@ def _accepted(accepted: RestartAccepted, at: datetime) -> str:
     return f"IBC restarts it at {accepted.at:%H:%M} (the Gateway host's clock)."
 
 
-async def _audit(update: Update, services: ChatServices, gateway: str, done: bool, detail: str) -> None:
+async def _audit(update: Update, services: ChatServices, gateway: str, done: bool, detail: str,
+                 command: str = "RESTART") -> None:
     user = update.effective_user
     await services.core.repo.add_audit(update.effective_chat.id if update.effective_chat else None,
-                                       user.id if user else None, handle(update), f"IBC RESTART {gateway}", done,
+                                       user.id if user else None, handle(update), f"IBC {command} {gateway}", done,
                                        detail)

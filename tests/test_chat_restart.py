@@ -27,7 +27,7 @@ async def restartable(tmp_path):
     """A watched chat whose simulated Gateway runs IBC's command server, configured under ``ibc``."""
     ctl_port = free_port()
     config = with_gateway(replace(chat_config(tmp_path), watch=WatchConfig(
-        alert_chat_ids=frozenset({SQUAD}), down_after=0.3, expected=(), relogin_reminder=0)),
+        alert_chat_ids=frozenset({SQUAD}), down_after=0.3, expected=(), relogin_reminder=0, farm_grace=0.3)),
         ibc=IbcAddress(ctl_port, "127.0.0.1"))
     async with lab_chat(config, [User(KAI, "Kai", "kai"), User(LEE, "Lee", "lee")], {SQUAD: "squad"},
                         client_options={"probe_interval": FAST.probe_interval}, watch_options=WATCH_OPTIONS) as lab:
@@ -127,6 +127,23 @@ async def test_ibc_unreachable_is_one_line_naming_the_address(restartable):
     line = said.text.splitlines()[-1]
     assert line.startswith(f"❌ Not restarted: IBC at {address}: nothing listens there"), line
     chat.gateway.unfreeze()
+
+
+async def test_reconnect_data_from_a_broken_farms_yellow(restartable):
+    chat = restartable
+    await chat.gateway.send_notice(2103)
+    warning = await chat.wait(lambda m: m.text.startswith("🟡") and "data farm" in m.text)
+    assert [b.text for b in warning.button_list] == ["Reconnect data"]
+    assert len(warning.button_list[0].data.encode()) <= 64
+    chat.standin.press(SQUAD, LEE, warning.message_id, warning.button_list[0].data)
+    ask = await chat.wait(lambda m: m.text.startswith("Reconnect paper's data farms now?"), warning.message_id)
+    chat.standin.press(SQUAD, LEE, ask.message_id, _button(ask, "Yes"))
+    await chat.wait(lambda m: m.message_id == ask.message_id and "IBC reconnects them. Asked by @lee" in m.text,
+                    warning.message_id - 1)
+    await chat.wait(lambda m: m.message_id == warning.message_id and "OK again since" in m.text
+                    and "reconnected by @lee" in m.text and not m.button_list, warning.message_id - 1)
+    audit = [(a.action, a.allowed) for a in await chat.services.repo.list_audit()]
+    assert ("IBC RECONNECTDATA paper", True) in audit
 
 
 def test_a_restart_needs_the_weekly_login_close_before_the_sunday_expiry_and_after_it_until_a_new_session():

@@ -62,6 +62,7 @@ class Alert:
     farm_ok_at: datetime | None = None  # FARM_WARNING edit: OK again since
     deadline: datetime | None = None   # NEEDS_2FA: end of IBC's 2FA wait; RELOGIN_REMINDER: token expiry
     tz: str = "UTC"                    # the zone people read times in
+    remedied: tuple[str, datetime] | None = None  # FARM_WARNING: who had IBC reconnect the farms, and when
 
     @property
     def loud(self) -> bool:
@@ -96,6 +97,8 @@ class Alert:
         if self.kind in (AlertKind.DOWN, AlertKind.REMINDER) and inc is not None and inc.open \
                 and inc.restarted_by is None and inc.current in RESTARTABLE:
             return AlertAction.RESTART
+        if self.kind is AlertKind.FARM_WARNING and self.farm_ok_at is None and self.remedied is None:
+            return AlertAction.RECONNECT_DATA
         return None
 
     @property
@@ -162,6 +165,10 @@ def _restarted(inc: Incident | None, tz: str) -> str:
     return f"\n🔄 Restarted through IBC by {inc.restarted_by} at {clock(inc.restarted_at, tz)}."
 
 
+def _reconnected(alert: Alert, tz: str) -> str:
+    return f", reconnected by {alert.remedied[0]}" if alert.remedied is not None else ""
+
+
 def render(alert: Alert) -> str:
     """The text of an alert: the ONE place that words them."""
     gw, tz, inc, at = alert.gateway, alert.tz, alert.incident, alert.at
@@ -215,8 +222,12 @@ def render(alert: Alert) -> str:
             if alert.farm_ok_at is not None:
                 return (f"🟡 {gw}: data farm {f.name} was broken for "
                         f"{duration((alert.farm_ok_at - f.since).total_seconds())} ({f.code}); "
-                        f"OK again since {clock(alert.farm_ok_at, tz)}.")
-            return f"🟡 {gw}: data farm {f.name} broken for {duration((at - f.since).total_seconds())} ({f.code})."
+                        f"OK again since {clock(alert.farm_ok_at, tz)}{_reconnected(alert, tz)}.")
+            text = f"🟡 {gw}: data farm {f.name} broken for {duration((at - f.since).total_seconds())} ({f.code})."
+            if alert.remedied is not None:
+                by, when = alert.remedied
+                text += f"\n🔄 Data farms reconnected through IBC by {by} at {clock(when, tz)}."
+            return text
         case AlertKind.RELOGIN_REMINDER if alert.deadline is not None:
             ny = alert.deadline.astimezone(ZoneInfo("America/New_York"))
             return (f"🔑 {gw}: the weekly IBKR login is due — the Gateway's tokens expire "

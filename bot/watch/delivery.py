@@ -8,6 +8,7 @@ import logging
 from bot.config import Config
 from bot.outbox import Outbox
 from bot.watch.alerts import Alert, AlertAction
+from bot.watch.state import gateway_ref
 from bot.watch.watcher import Watch
 from storage import OutKind, OutMessage, Repository
 
@@ -20,7 +21,7 @@ def alert_message(alert: Alert, ibc: bool = False) -> OutMessage:
     """The alert as the outbox stores it: quiet unless loud, its buttons, an edit when it replaces one.
     ``ibc``: the Gateway has IBC's command server configured, so the alert may offer its remedy."""
     # The incident's short reference, not its key: callback data is 64 bytes at most, whatever the name.
-    ref = alert.incident.ref if alert.incident is not None else ""
+    ref = alert.incident.ref if alert.incident is not None else gateway_ref(alert.gateway)
     actions = list(alert.actions)
     if ibc and alert.remedy is not None:
         actions.insert(1 if actions else 0, alert.remedy)  # beside [Acknowledge]

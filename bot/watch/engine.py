@@ -57,6 +57,7 @@ class _Farm:
     since: float  # monotonic
     judged: bool = False  # its grace ran out (warned, or not worth a word then)
     warned: bool = False  # the 🟡 went out: its "OK again" is an edit of that message
+    reconnect_by: tuple[str, datetime] | None = None  # someone had IBC reconnect the farms (who, when)
 
 
 class Engine:
@@ -130,6 +131,19 @@ class Engine:
         inc = self._set(replace(inc, restarted_by=by, restarted_at=self.clock.wall()))
         self.log.info("outage since %s: restart through IBC asked by %s", inc.started_at.isoformat(), by)
         return [self._alert(AlertKind.DOWN, inc, edit=True)] if inc.alerted_at is not None else []
+
+    def farms_reconnected(self, by: str) -> list[Alert]:
+        """Someone had IBC reconnect the data farms from a farm's 🟡: each warned one is edited to say so."""
+        out = []
+        for farm in self._farms.values():
+            if farm.warned and farm.reconnect_by is None:
+                farm.reconnect_by = (by, self.clock.wall())
+                out.append(self._alert(AlertKind.FARM_WARNING, farm=farm.broken, edit=True, remedied=farm.reconnect_by))
+        return out
+
+    def broken_farms(self) -> list[str]:
+        """The farms whose 🟡 went out and that are still broken."""
+        return [name for name, farm in self._farms.items() if farm.warned]
 
     def mute(self, until: datetime | None) -> list[Alert]:
         """Send nothing until ``until`` (None: unmute); whatever is still true then is sent then."""
@@ -409,7 +423,8 @@ class Engine:
             return []
         del self._farms[obs.name]
         if farm.warned and not self._muted(self.clock.mono()):
-            return [self._alert(AlertKind.FARM_WARNING, farm=farm.broken, farm_ok_at=obs.since, edit=True)]
+            return [self._alert(AlertKind.FARM_WARNING, farm=farm.broken, farm_ok_at=obs.since, edit=True,
+                                remedied=farm.reconnect_by)]
         return []
 
     def _farm_warnings(self, now: float) -> list[Alert]:

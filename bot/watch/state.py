@@ -165,6 +165,12 @@ class Incident:
                               self.ref)
 
 
+def gateway_ref(name: str) -> str:
+    """A Gateway's name in 11 characters, for the buttons of alerts that have no incident (a farm's)."""
+    digest = hashlib.blake2b(f"gateway {name}".encode(), digest_size=8).digest()
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
 # ------------------------------------------------------------ observations
 # What the watcher tells the engine; built from client events and connect failures.
 @dataclass(frozen=True)
