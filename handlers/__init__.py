@@ -10,7 +10,7 @@ from telegram import BotCommand, Update
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler, MessageHandler, TypeHandler, filters
 
 from bot.services import Services
-from handlers import checks, commands, watch
+from handlers import checks, commands, remedy, watch
 from handlers.access import AccessGate
 from handlers.context import HELP, KEY, ChatServices, Command
 from handlers.errors import on_error
@@ -45,6 +45,7 @@ async def install(application: Application, services: Services) -> None:
         application.add_handler(CommandHandler(name, callback))
     application.add_handler(CallbackQueryHandler(checks.on_button, pattern=checks.BUTTON_PATTERN))
     application.add_handler(CallbackQueryHandler(watch.on_alert_button, pattern=watch.BUTTON_PATTERN))
+    application.add_handler(CallbackQueryHandler(remedy.on_remedy_button, pattern=remedy.BUTTON_PATTERN))
     application.add_handler(CallbackQueryHandler(commands.unknown_button))
     application.add_handler(MessageHandler(filters.COMMAND, commands.unknown))
     application.add_error_handler(on_error)

@@ -30,9 +30,10 @@ from handlers.context import (
 from storage import OutMessage
 
 log = logging.getLogger(__name__)
-# Callback data "ack:<incident ref>" (11 characters), or an older alert's "ack:<incident key>" ('paper@1764...').
-BUTTON_PATTERN = (rf"^({'|'.join(a.value for a in AlertAction)}):"
-                  rf"([A-Za-z0-9_-]{{11}}|{GATEWAY_NAME.pattern}@[0-9]{{1,20}})$")
+# An incident's ref (11 characters), or an older alert's incident key ('paper@1764...').
+REF = rf"([A-Za-z0-9_-]{{11}}|{GATEWAY_NAME.pattern}@[0-9]{{1,20}})"
+# Callback data "ack:<ref>" / "mute1h:<ref>"; the remedies (handlers/remedy.py) have their own.
+BUTTON_PATTERN = rf"^({AlertAction.ACKNOWLEDGE}|{AlertAction.MUTE_1H}):{REF}$"
 _DURATION = re.compile(r"(\d{1,4})(m|min|h|d)")
 _UNITS = {"m": 60, "min": 60, "h": 3600, "d": 86400}
 MUTE_MAX = timedelta(days=7)  # longer than a week is forgetting, not muting

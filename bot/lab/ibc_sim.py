@@ -122,6 +122,7 @@ class SimulatedIbc:
             return
         # The daily auto-restart resets its API clients' sockets.
         await self.gateway.begin_restart(p.down, ready_after=p.ready_after, reset=True)
+        self.gateway.unfreeze()  # the new Gateway process answers: a restart is what cures a hung one
 
     async def _reconnect_data(self) -> None:
         """Ctrl-Alt-F: every farm connection drops and comes back."""

@@ -34,6 +34,12 @@ class AlertAction(StrEnum):
 
     ACKNOWLEDGE = "ack"
     MUTE_1H = "mute1h"
+    RESTART = "restart"  # IBC RESTART, after a confirmation; only where the Gateway has ibc configured
+    RECONNECT_DATA = "rdata"  # IBC RECONNECTDATA, likewise
+
+
+# What a restart can cure: the process is there but its API does not answer, or is not ready.
+RESTARTABLE = frozenset({DownCause.FROZEN, DownCause.NO_HANDSHAKE, DownCause.NOT_LOGGED_IN})
 
 
 # Loud: a phone should ring (something needs a person). Quiet: for the record.
@@ -56,6 +62,7 @@ class Alert:
     farm_ok_at: datetime | None = None  # FARM_WARNING edit: OK again since
     deadline: datetime | None = None   # NEEDS_2FA: end of IBC's 2FA wait; RELOGIN_REMINDER: token expiry
     tz: str = "UTC"                    # the zone people read times in
+    remedied: tuple[str, datetime] | None = None  # FARM_WARNING: who had IBC reconnect the farms, and when
 
     @property
     def loud(self) -> bool:
@@ -81,6 +88,18 @@ class Alert:
                 and inc.open and inc.acked_by is None:
             return AlertAction.ACKNOWLEDGE, AlertAction.MUTE_1H
         return ()
+
+    @property
+    def remedy(self) -> AlertAction | None:
+        """What IBC could do about it, offered beside [Acknowledge] where IBC is configured: a restart
+        for a Gateway frozen or not ready (once per outage), nothing for one that is simply gone."""
+        inc = self.incident
+        if self.kind in (AlertKind.DOWN, AlertKind.REMINDER) and inc is not None and inc.open \
+                and inc.restarted_by is None and inc.current in RESTARTABLE:
+            return AlertAction.RESTART
+        if self.kind is AlertKind.FARM_WARNING and self.farm_ok_at is None and self.remedied is None:
+            return AlertAction.RECONNECT_DATA
+        return None
 
     @property
     def text(self) -> str:
@@ -140,6 +159,16 @@ def _acked(inc: Incident | None, tz: str) -> str:
     return f"\n✋ Taken by {inc.acked_by} at {clock(inc.acked_at, tz)}."
 
 
+def _restarted(inc: Incident | None, tz: str) -> str:
+    if inc is None or inc.restarted_by is None or inc.restarted_at is None:
+        return ""
+    return f"\n🔄 Restarted through IBC by {inc.restarted_by} at {clock(inc.restarted_at, tz)}."
+
+
+def _reconnected(alert: Alert, tz: str) -> str:
+    return f", reconnected by {alert.remedied[0]}" if alert.remedied is not None else ""
+
+
 def render(alert: Alert) -> str:
     """The text of an alert: the ONE place that words them."""
     gw, tz, inc, at = alert.gateway, alert.tz, alert.incident, alert.at
@@ -150,7 +179,7 @@ def render(alert: Alert) -> str:
                 text += f" Not back after the {alert.escalated.label} ended."
             if alert.flaps:
                 text += f" It flapped {alert.flaps} times before staying down."
-            return text + _acked(inc, tz)
+            return text + _acked(inc, tz) + _restarted(inc, tz)
         case AlertKind.NEEDS_2FA if inc is not None and alert.deadline is not None:
             since = inc.login_since or inc.layer_since
             timeout = duration((alert.deadline - since).total_seconds())
@@ -172,7 +201,8 @@ def render(alert: Alert) -> str:
             return (f"⏰ {gw} still down for {duration(inc.duration(at))} — {_now_failing(inc, tz)}. "
                     f"Layer: {inc.layer.label}.")
         case AlertKind.RECOVERED if inc is not None:
-            text = f"🟢 {gw} is back after {duration(inc.duration(at))} — {_how(inc)}."
+            text = f"🟢 {gw} is back after {duration(inc.duration(at))} — {_how(inc)}"
+            text += f", restarted by {inc.restarted_by}." if inc.restarted_by else "."
             if alert.flaps:
                 text += f" Stable again after {alert.flaps} changes."
             if inc.acked_by:
@@ -192,8 +222,12 @@ def render(alert: Alert) -> str:
             if alert.farm_ok_at is not None:
                 return (f"🟡 {gw}: data farm {f.name} was broken for "
                         f"{duration((alert.farm_ok_at - f.since).total_seconds())} ({f.code}); "
-                        f"OK again since {clock(alert.farm_ok_at, tz)}.")
-            return f"🟡 {gw}: data farm {f.name} broken for {duration((at - f.since).total_seconds())} ({f.code})."
+                        f"OK again since {clock(alert.farm_ok_at, tz)}{_reconnected(alert, tz)}.")
+            text = f"🟡 {gw}: data farm {f.name} broken for {duration((at - f.since).total_seconds())} ({f.code})."
+            if alert.remedied is not None:
+                by, when = alert.remedied
+                text += f"\n🔄 Data farms reconnected through IBC by {by} at {clock(when, tz)}."
+            return text
         case AlertKind.RELOGIN_REMINDER if alert.deadline is not None:
             ny = alert.deadline.astimezone(ZoneInfo("America/New_York"))
             return (f"🔑 {gw}: the weekly IBKR login is due — the Gateway's tokens expire "

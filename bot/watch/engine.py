@@ -10,7 +10,8 @@ Rules:
 - more than ``flap_count`` changes within ``flap_window`` is flapping: one summary, then quiet
   until it has stayed up or down for ``flap_quiet`` (then one 🔴, or one 🟢 "stable again");
 - ⏰ reminders every ``remind_every`` until acknowledged; acknowledging edits the 🔴 to say
-  who took it; a recovery closes the incident, so the next one needs a new acknowledgement;
+  who took it; so does a restart someone had IBC do from the alert (``restarted``), which the 🟢
+  repeats; a recovery closes the incident, so the next one needs a new acknowledgement;
 - muted: nothing is sent; what is still true when the mute ends is sent then;
 - inside an expected window a drop is one quiet 🟡 note, a 🔴 only if it is not back by the
   window's end + ``grace``; its return edits the note (one message per expected outage);
@@ -56,6 +57,7 @@ class _Farm:
     since: float  # monotonic
     judged: bool = False  # its grace ran out (warned, or not worth a word then)
     warned: bool = False  # the 🟡 went out: its "OK again" is an edit of that message
+    reconnect_by: tuple[str, datetime] | None = None  # someone had IBC reconnect the farms (who, when)
 
 
 class Engine:
@@ -119,6 +121,29 @@ class Engine:
         if inc.login_alerted:
             out.append(self._login_alert(inc, edit=True))
         return out
+
+    def restarted(self, by: str, key: str) -> list[Alert]:
+        """Someone had IBC restart the Gateway of outage ``key`` (from its 🔴): the 🔴 is edited to say
+        who and when, and the 🟢 will say it. gwbot itself never restarts anything."""
+        inc = self.incident
+        if inc is None or inc.key != key:
+            return []
+        inc = self._set(replace(inc, restarted_by=by, restarted_at=self.clock.wall()))
+        self.log.info("outage since %s: restart through IBC asked by %s", inc.started_at.isoformat(), by)
+        return [self._alert(AlertKind.DOWN, inc, edit=True)] if inc.alerted_at is not None else []
+
+    def farms_reconnected(self, by: str) -> list[Alert]:
+        """Someone had IBC reconnect the data farms from a farm's 🟡: each warned one is edited to say so."""
+        out = []
+        for farm in self._farms.values():
+            if farm.warned and farm.reconnect_by is None:
+                farm.reconnect_by = (by, self.clock.wall())
+                out.append(self._alert(AlertKind.FARM_WARNING, farm=farm.broken, edit=True, remedied=farm.reconnect_by))
+        return out
+
+    def broken_farms(self) -> list[str]:
+        """The farms whose 🟡 went out and that are still broken."""
+        return [name for name, farm in self._farms.items() if farm.warned]
 
     def mute(self, until: datetime | None) -> list[Alert]:
         """Send nothing until ``until`` (None: unmute); whatever is still true then is sent then."""
@@ -398,7 +423,8 @@ class Engine:
             return []
         del self._farms[obs.name]
         if farm.warned and not self._muted(self.clock.mono()):
-            return [self._alert(AlertKind.FARM_WARNING, farm=farm.broken, farm_ok_at=obs.since, edit=True)]
+            return [self._alert(AlertKind.FARM_WARNING, farm=farm.broken, farm_ok_at=obs.since, edit=True,
+                                remedied=farm.reconnect_by)]
         return []
 
     def _farm_warnings(self, now: float) -> list[Alert]:

@@ -137,6 +137,26 @@ class Schedule:
             day += timedelta(days=7)
 
 
+# A restart this close before the weekly token expiry may fall after it (IBC names the next minute,
+# the Gateway takes a minute or two to log in again): it would then need the 2FA login.
+RESTART_MARGIN = timedelta(minutes=10)
+# Since when a session of unknown age may predate the last expiry: a day after it, assume it does.
+UNKNOWN_SESSION = timedelta(days=1)
+
+
+def restart_needs_login(now: datetime, up_since: datetime | None) -> datetime | None:
+    """The weekly token expiry that makes a restart now need a 2FA login, or None when IBC's RESTART
+    keeps the session: close before the expiry, or after it while the Gateway's session (up since
+    ``up_since``; None: unknown) predates it."""
+    coming = Schedule.next_relogin(now)
+    if coming - now <= RESTART_MARGIN:
+        return coming
+    last = Schedule.next_relogin(coming - timedelta(days=7, seconds=1))
+    if (up_since is not None and up_since < last) or (up_since is None and now - last < UNKNOWN_SESSION):
+        return last
+    return None
+
+
 def parse_days(value: str | list[str]) -> frozenset[int]:
     """'daily', 'weekdays', 'weekends' or a list of 'mon'..'sun'; ValueError saying what is expected."""
     named = {"daily": EVERY_DAY, "weekdays": frozenset(range(5)), "weekends": frozenset({5, 6})}

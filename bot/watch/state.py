@@ -108,6 +108,8 @@ class Incident:
     needs_2fa: bool = False          # the login alert claimed a 2FA login (the schedule said one is due)
     acked_by: str | None = None
     acked_at: datetime | None = None
+    restarted_by: str | None = None  # someone had IBC restart it from the alert (never gwbot by itself)
+    restarted_at: datetime | None = None
     ended_at: datetime | None = None
     recovery: Recovery | None = None
     # The key's stamp: the start in ms, moved on where an earlier incident of this Gateway has it
@@ -161,6 +163,12 @@ class Incident:
                               self.category.value, self.layer.label, self.window.label if self.window else None,
                               self.test, self.alerted_at is not None, self.acked_by, self.acked_at, recovery,
                               self.ref)
+
+
+def gateway_ref(name: str) -> str:
+    """A Gateway's name in 11 characters, for the buttons of alerts that have no incident (a farm's)."""
+    digest = hashlib.blake2b(f"gateway {name}".encode(), digest_size=8).digest()
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
 
 # ------------------------------------------------------------ observations

@@ -51,6 +51,7 @@ from bot.watch.state import (
     Recovery,
     RecoveryHow,
     WentDown,
+    gateway_ref,
 )
 from storage import IncidentStore
 
@@ -222,6 +223,14 @@ class GatewayWatcher:
         self._emit(self.engine.acknowledge(by, key))
         inc = self.engine.incident
         return inc is not None and inc.acked_by == by and (key is None or key == inc.key)
+
+    def restarted(self, by: str, key: str) -> None:
+        """Someone had IBC restart this Gateway from outage ``key``'s alert."""
+        self._emit(self.engine.restarted(by, key))
+
+    def farms_reconnected(self, by: str) -> None:
+        """Someone had IBC reconnect this Gateway's data farms from a farm's alert."""
+        self._emit(self.engine.farms_reconnected(by))
 
     def mute(self, until: datetime | None) -> None:
         self._emit(self.engine.mute(until))
@@ -476,6 +485,10 @@ class Watch:
             return gateway, ref
         record = await self.store.by_ref(ref) if self.store is not None else None
         return (record.gateway, record.key) if record is not None and record.gateway in self.watchers else None
+
+    def by_gateway_ref(self, ref: str) -> str | None:
+        """The watched Gateway a farm alert's button names (``gateway_ref``)."""
+        return next((name for name in self.watchers if gateway_ref(name) == ref), None)
 
     def mute(self, gateway: str | None, until: datetime | None) -> None:
         """Mute one Gateway, or all with ``gateway=None``; ``until=None`` unmutes."""
