@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Protocol
 
+from bot import report
 from bot.checks.base import OperatorAction, OperatorReply, OperatorUnreachable
 from bot.checks.drill import DrillCheck
 from bot.config import GatewayConfig
@@ -37,7 +38,7 @@ STARTED_BY = "schedule"
 MISSED_AFTER = 300.0
 WAKE_EVERY = 60.0  # the system timer re-reads the wall clock at least this often
 
-Poster = Callable[[Outbox, int, RunRecord, tuple[OutMessage, ...]], Awaitable[None]]
+Poster = Callable[[Outbox, int, RunRecord, tuple[OutMessage, ...], str], Awaitable[None]]
 
 
 class Timer(Protocol):
@@ -154,8 +155,9 @@ class DrillScheduler:
         if error is not None and run.status != "cancelled":
             first = (OutMessage.plain(f"⚠️ Scheduled drill run #{job.run_id} stopped with an internal error "
                                       f"({type(error).__name__}); it is logged."),)
+        compared = await report.compared(self.services.repo, run)  # beside this Gateway's earlier drills
         for chat_id in await self._alert_chats():
-            await self.post(self.services.outbox, chat_id, run, first)
+            await self.post(self.services.outbox, chat_id, run, first, compared)
 
     async def _alert_chats(self) -> list[int]:
         chats = sorted(self.config.watch.alert_chat_ids | set(await self.services.repo.subscribers.chat_ids()))

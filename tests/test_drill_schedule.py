@@ -228,6 +228,8 @@ async def test_a_scheduled_drill_end_to_end_lands_in_the_alert_chat(tmp_path):
             report = await lab.standin.wait_for(lambda m: "Stage timeline" in m.text, SQUAD, 10)
             assert "by schedule from drill.schedule (daily at 15:00 UTC)" in report.text
             assert "IBC accepted RESTART" in report.text and "handshake answered" in report.text
+            assert "Compared with earlier drills: this drill" in report.text
+            assert "the first drill on this Gateway" in report.text
             run = await lab.services.repo.get_run(1)
             assert (run.status, run.started_by) == ("passed", "schedule")
             chat = Chat(lab.standin, lab.gateway, lab.services)
