@@ -127,6 +127,10 @@ class ChecksConfig:
     farm_grace: float = setting(5.0, Range(0, 600))
     operator_timeout: float = setting(120.0, Range(0, 86400, low_open=True))
     stop_on_failure: bool = setting(False, valid.boolean)
+    # A drill: IBC's RESTART accepted, the Gateway down by then (IBC restarts at the next minute) ...
+    drill_down_within: float = setting(180.0, Range(0, 3600, low_open=True))
+    # ... and, once down, the drill's client back by then; past it the drill fails and the outage is real.
+    drill_back_within: float = setting(300.0, Range(0, 3600, low_open=True))
 
 
 @dataclass(frozen=True)

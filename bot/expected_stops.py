@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import timedelta
 
-from bot.checks.drill import DrillCheck, DrillOptions
+from bot.checks.drill import DrillCheck
 from bot.checks.reconnect import ReconnectCheck
 from bot.config import Config, GatewayConfig
 from bot.runner import Step, StepSink
@@ -25,8 +25,8 @@ def reconnect_allowance(config: Config, gw: GatewayConfig) -> float:
 def drill_allowance(config: Config, gw: GatewayConfig) -> float:
     """How long at most a drill may run: its connect, the drill's allowances, the reconnect budget and
     a minute to spare; a Gateway still down when the step ends is a real outage from then."""
-    d = DrillOptions()
-    return gw.connect_timeout + d.down_within + d.back_within + config.checks.reconnect_within + 60
+    c = config.checks
+    return gw.connect_timeout + c.drill_down_within + c.drill_back_within + c.reconnect_within + 60
 
 
 # The steps that stop the Gateway on purpose: how long each may, and what the watch calls it.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import replace
 
 import pytest
@@ -136,11 +137,12 @@ def test_the_checklist_drills_where_ibc_is_configured_and_guides_elsewhere(gatew
     assert checklist(with_ibc) == ("port", "connect", "soak", "disconnect", "drill", "errors")
 
 
-@pytest.fixture
-async def drilled(tmp_path):
+@contextlib.asynccontextmanager
+async def drill_chat(tmp_path, **checks):
     """A watched chat whose simulated Gateway runs IBC's command server, configured under ``ibc``."""
     ctl_port = free_port()
-    config = with_gateway(replace(chat_config(tmp_path), watch=WatchConfig(
+    base = chat_config(tmp_path)
+    config = with_gateway(replace(base, checks=replace(base.checks, **checks), watch=WatchConfig(
         alert_chat_ids=frozenset({SQUAD}), down_after=0.3, expected=(), relogin_reminder=0)),
         ibc=IbcAddress(ctl_port, "127.0.0.1"))
     async with lab_chat(config, [User(KAI, "Kai", "kai")], {SQUAD: "squad"},
@@ -154,6 +156,24 @@ async def drilled(tmp_path):
             yield Chat(lab.standin, lab.gateway, lab.services)
         finally:
             await ctl.stop()
+
+
+@pytest.fixture
+async def drilled(tmp_path):
+    async with drill_chat(tmp_path) as chat:
+        yield chat
+
+
+async def test_chat_drill_of_a_gateway_that_never_comes_back_fails_and_becomes_a_real_red(tmp_path):
+    async with drill_chat(tmp_path, drill_down_within=5.0, drill_back_within=1.0) as chat:
+        chat.gateway.ibc.profile = IbcProfile(minute=0.4, down=60, ready_after=0.3)  # not back in this test
+        await early_in_minute(chat.gateway.ibc.profile.minute)
+        started = await chat.ask("/drill", "drill on paper")
+        result = await chat.wait(lambda m: "drill on paper, run #1" in m.text, started.message_id, timeout=10)
+        assert result.text.startswith("❌ FAILED") and "last stage reached was 'port closed'" in result.text
+        red = await chat.wait(lambda m: m.text.startswith("🔴"), started.message_id, timeout=5)
+        assert "paper is DOWN" in red.text, "past the drill's allowance the outage is a real one"
+        chat.gateway.cancel_restart()
 
 
 async def test_chat_drill_passes_with_its_timeline_and_the_watch_files_it_as_a_test(drilled):

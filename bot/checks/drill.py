@@ -22,7 +22,7 @@ from ib_async.client import Client as ApiClient
 from bot.checks.base import Check, CheckContext, CheckSkipped, Recorder, mark, passed
 from bot.checks.disconnect import client_errors
 from bot.client_ids import ClientRole
-from bot.config import GatewayConfig
+from bot.config import ChecksConfig, GatewayConfig
 from bot.ibkr.client import IBKRClient, port_accepts
 from bot.ibkr.connecting import handshake_answered
 from bot.ibkr.errors import HINT_GATEWAY_NOT_RUNNING, HINT_RECONNECT_FAILS, GatewayError
@@ -80,8 +80,14 @@ DOWN = (Stage.DROPPED, Stage.PORT_CLOSED)
 
 @dataclass(frozen=True)
 class DrillOptions:
-    down_within: float = 180.0  # RESTART accepted, the Gateway down by then (IBC names the next minute)
-    back_within: float = 300.0  # down, the check's client back by then
+    """A drill's allowances; None takes the config's (checks.drill_down_within, checks.drill_back_within)."""
+
+    down_within: float | None = None  # RESTART accepted, the Gateway down by then (IBC names the next minute)
+    back_within: float | None = None  # down, the check's client back by then
+
+    def resolved(self, checks: ChecksConfig) -> DrillOptions:
+        return DrillOptions(checks.drill_down_within if self.down_within is None else self.down_within,
+                            checks.drill_back_within if self.back_within is None else self.back_within)
 
 
 class Timeline:
@@ -185,6 +191,7 @@ class DrillCheck(Check):
             raise CheckSkipped(f"drill needs IBC's command server: configure ibc: {{port: 7462}} under Gateway "
                                f"'{gw.name}' (CommandServerPort in IBC's config.ini), or use reconnect")
         assert gw.ibc.host is not None  # config fills it with the Gateway's host
+        allow = self.options.resolved(ctx.config.checks)
         timeline = Timeline()
         client = ctx.client()
         client.events.subscribe(lambda e: self._on_client_event(timeline, e))
@@ -202,15 +209,15 @@ class DrillCheck(Check):
                     rec.note(f"IBC accepted RESTART: {' / '.join(accepted.replies)}")
                     rec.progress(f"IBC accepted RESTART (restart at {minute}); waiting for the Gateway to go down")
                     observer = asyncio.create_task(self._observe(ctx, timeline), name="drill-observer")
-                    if not await timeline.wait(DOWN, self.options.down_within):
-                        raise IbcRestartMissed(ibc.address, accepted, self.options.down_within)
+                    if not await timeline.wait(DOWN, allow.down_within):
+                        raise IbcRestartMissed(ibc.address, accepted, allow.down_within)
                 except IbcError as e:
                     rec.fail(str(e), HINT_IBC)
                     return
                 rec.progress("Gateway down; timing its return")
-                if await timeline.wait((Stage.RECONNECTED,), self.options.back_within) and not timeline.gave_up:
+                if await timeline.wait((Stage.RECONNECTED,), allow.back_within) and not timeline.gave_up:
                     await timeline.wait((Stage.LINK_OK,), LINK_WAIT)
-            self._judge(ctx, rec, timeline, errors)
+            self._judge(ctx, rec, timeline, errors, allow)
         finally:
             if observer is not None:
                 observer.cancel()
@@ -266,12 +273,13 @@ class DrillCheck(Check):
         finally:
             await observer.disconnect()
 
-    def _judge(self, ctx: CheckContext, rec: Recorder, timeline: Timeline, errors: list[str]) -> None:
+    def _judge(self, ctx: CheckContext, rec: Recorder, timeline: Timeline, errors: list[str],
+               allow: DrillOptions) -> None:
         at = timeline.at
         if Stage.RECONNECTED not in at:
             last = timeline.last()
             why = (f"the client gave up reconnecting ({timeline.gave_up})" if timeline.gave_up
-                   else f"not back within {self.options.back_within:g} s of going down")
+                   else f"not back within {allow.back_within:g} s of going down")
             rec.fail(f"The Gateway did not come back: {why}; the last stage reached was '{last.label}', "
                      f"{at[last] - at[Stage.ACCEPTED]:.1f} s after RESTART", HINT_GATEWAY_NOT_RUNNING + HINT_IBC)
             return
