@@ -134,6 +134,7 @@ async def test_a_checklist_expects_only_its_reconnect_steps_stop(watched):
     watcher = watched.services.watch.watcher()
     started = await watched.ask("/checklist", "checklist on paper")
     await _step(watched, 1, "soak", running=True)
+    await watched.gateway.wait_for_clients(2)  # the watch's and the soak's: the soak is connected, then the outage
     await watched.gateway.stop()
     down = await watched.wait(lambda m: m.text.startswith("🔴"), started.message_id, timeout=5)
     assert watcher.state.incident.test is None
