@@ -447,7 +447,8 @@ class Outbox:
         return self._backoff(state)
 
     async def _digest(self, chat_id: int, head: OutboxRow) -> bool:
-        """Many waiting texts become one message (no flood on the squad's phones); True if they did.
+        """Many waiting texts become one message (no flood on the squad's phones). True: the queue
+        changed (folded now, or by another writer meanwhile), so ``head`` is to be read again.
         A digest still waiting takes in whatever piles up behind it."""
         least = 2 if _is_digest(head.message) else self.config.digest_after + 1
         if await self.store.count(chat_id) < least:
@@ -467,7 +468,7 @@ class Outbox:
         self._busy.add(chat_id)  # a stop waits for the fold too: a new start must not read around it
         try:
             if not await self.store.digest([r.id for r in texts], text):
-                return False  # sent or folded meanwhile: look again
+                return True  # sent or folded meanwhile: the caller reads the queue again
         finally:
             self._busy.discard(chat_id)
         log.warning("outbox: %d messages to chat %s folded into one digest", len(texts), chat_id)
