@@ -21,6 +21,7 @@ from telegram.ext import Application, ApplicationBuilder, BaseUpdateProcessor
 import handlers
 from bot.config import Config
 from bot.drill_schedule import scheduled_drills
+from bot.sdnotify import notifying_systemd
 from bot.selfcheck import ping_forever
 from bot.services import Services, database_path, gateway_jobs, outbox
 from bot.watch.delivery import watching
@@ -138,8 +139,9 @@ async def serving_chat(config: Config, token: str, *, base_url: str | None = Non
     Start: storage, the Bot API connection, the outbox (sending through that Bot), the watch
     (``watch_options``: watcher options, {} for the defaults; None: no watch), the Gateway jobs,
     the scheduled drills (``schedule_options``: the scheduler's, e.g. its timer), the selfcheck,
-    polling. So a check cancelled at shutdown still posts its last messages: the jobs
-    stop before the outbox, and the outbox before the Bot's connection closes.
+    polling, then systemd's notifications (when it asked for them). So a check cancelled at
+    shutdown still posts its last messages: the jobs stop before the outbox, and the outbox
+    before the Bot's connection closes.
     """
     async with contextlib.AsyncExitStack() as stack:
         repo = await stack.enter_async_context(await Repository.open(database_path(config)))
@@ -161,6 +163,9 @@ async def serving_chat(config: Config, token: str, *, base_url: str | None = Non
         gc.collect()
         gc.freeze()
         stack.callback(gc.unfreeze)
+        # Last in, first out: READY=1 once all of the above is up, STOPPING=1 as the stop begins.
+        # The watchdog's "stuck outbox" is the dead man's switch's (selfcheck.every).
+        await stack.enter_async_context(notifying_systemd(box, config.selfcheck.every))
         yield services
 
 

@@ -21,14 +21,14 @@ log = logging.getLogger(__name__)
 REQUEST_TIMEOUT = 10.0
 
 
-async def _unhealthy(outbox: Outbox, every: float, late: float) -> str | None:
-    """Why gwbot is not healthy now; None when it is."""
-    if late > every:
+async def unhealthy(outbox: Outbox, *, late: float, late_limit: float, stuck_after: float) -> str | None:
+    """Why gwbot is not healthy now (its loop woke ``late`` seconds late); None when it is."""
+    if late > late_limit:
         return f"the event loop ran {late:.1f} s late"
     if not outbox.running:
         return "the outbox sender is not running"
-    if await outbox.stuck(every):
-        return f"a message has waited more than {every:g} s to be sent"
+    if await outbox.stuck(stuck_after):
+        return f"a message has waited more than {stuck_after:g} s to be sent"
     return None
 
 
@@ -41,7 +41,8 @@ async def ping_forever(config: SelfcheckConfig, outbox: Outbox) -> None:
     async with aiohttp.ClientSession(timeout=timeout) as session:
         due, failing = time.monotonic(), False
         while True:
-            if why := await _unhealthy(outbox, config.every, time.monotonic() - due):
+            if why := await unhealthy(outbox, late=time.monotonic() - due, late_limit=config.every,
+                                   stuck_after=config.every):
                 log.warning("dead man's switch: not pinging: %s", why)
             else:
                 try:
